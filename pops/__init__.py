@@ -1,0 +1,23 @@
+"""pOps: photo-inspired diffusion operators over image embeddings."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["Operator", "REGISTRY", "get_spec", "evaluate"]
+
+
+def __getattr__(name):
+    # Lazy: `import pops` stays cheap (the CLI imports torch/diffusers only when a command needs them).
+    if name == "Operator":
+        from pops.operator import Operator
+
+        return Operator
+    if name in ("REGISTRY", "get_spec"):
+        from pops import registry
+
+        return getattr(registry, name)
+    if name == "evaluate":
+        from pops.equation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'pops' has no attribute {name!r}")

@@ -1,0 +1,164 @@
+"""Weights in and out: the Kandinsky 2.2 prior, released pOps `learned_prior.pth` files, and our own format.
+
+Our format is a folder: `model.safetensors` (the prior and the text projection, without the clip statistics),
+`pops_config.json` (format version, operator kind, the PriorTransformer config, the clip statistics, the sampling and
+training scheduler configs, the text width, the encoders to rebuild) and a model card `README.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from diffusers import PriorTransformer
+from safetensors.torch import load_file, save_file
+
+from pops.embeddings_io import atomic_write
+from pops.prior import PopsPrior
+
+log = logging.getLogger(__name__)
+
+KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
+CONFIG_NAME = "pops_config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+CLIP_STATS = ("clip_mean", "clip_std")
+
+
+# ----- reaching the hub ------------------------------------------------------------------------------------------
+def ensure_hub_reachable(model_id: str, timeout: float = 3.0) -> None:
+    """Fail at once (not after minutes of retries) when the hub cannot be reached, saying how to use a local folder."""
+    import os
+
+    from huggingface_hub import constants
+
+    hint = f"download it where the hub is reachable and pass the local folder instead of {model_id!r}"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"model {model_id!r} is not a local folder and HF_HUB_OFFLINE is set: {hint}")
+    host = urlparse(os.environ.get("HF_ENDPOINT", constants.ENDPOINT)).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"model {model_id!r}: the hub ({host}) is unreachable ({exc}); {hint}") from None
+
+
+def is_local(ref: str | Path) -> bool:
+    return Path(ref).exists()
+
+
+# ----- the Kandinsky 2.2 prior -----------------------------------------------------------------------------------
+def load_kandinsky_prior(
+    repo_or_path: str | Path = KANDINSKY_PRIOR, *, subfolder: str = "prior", torch_dtype: torch.dtype | None = None
+) -> PriorTransformer:
+    """The Kandinsky 2.2 prior's PriorTransformer (clip statistics included) from the hub or a local folder."""
+    if is_local(repo_or_path):
+        folder = Path(repo_or_path)
+        if (folder / subfolder / "config.json").is_file():
+            folder = folder / subfolder
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{repo_or_path}: no PriorTransformer config.json (looked in ./ and ./{subfolder})")
+        return PriorTransformer.from_pretrained(folder, torch_dtype=torch_dtype)
+    ensure_hub_reachable(str(repo_or_path))
+    return PriorTransformer.from_pretrained(str(repo_or_path), subfolder=subfolder, torch_dtype=torch_dtype)
+
+
+# ----- released pOps checkpoints -------------------------------------------------------------------------------
+def resolve_file(ref: str | Path) -> Path:
+    """A local file, or `owner/repo:path/in/repo` downloaded from the hub (e.g. `pOpsPaper/operators:models/…`)."""
+    if is_local(ref):
+        return Path(ref)
+    ref = str(ref)
+    if ":" not in ref or ref.count("/") < 2:
+        raise FileNotFoundError(f"no such file: {ref} (hub files are written owner/repo:path/in/repo)")
+    repo, filename = ref.split(":", 1)
+    ensure_hub_reachable(repo)
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, filename))
+
+
+def load_state_dict_file(ref: str | Path) -> dict[str, torch.Tensor]:
+    """A plain {name: tensor} state dict from a `.pth` (loaded with weights_only=True) or `.safetensors` file."""
+    path = resolve_file(ref)
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a plain state dict ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{path}: not a plain state dict of tensors")
+    return state
+
+
+def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load released pOps weights on top of a base prior; the clip statistics stay the base's.
+
+    Returns (missing, unexpected) key lists (both also logged). A tensor whose shape does not fit is refused.
+    """
+    state = {k: v for k, v in state.items() if k not in CLIP_STATS}
+    own = prior.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"checkpoint does not fit the base prior: {key} has shape {tuple(value.shape)} in the checkpoint, "
+                f"{tuple(own[key].shape)} in the base"
+            )
+    result = prior.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in CLIP_STATS]
+    if missing:
+        log.warning("checkpoint lacks %d keys (kept from the base): %s", len(missing), ", ".join(missing[:8]))
+    if result.unexpected_keys:
+        log.warning("checkpoint has %d unexpected keys (ignored): %s", len(result.unexpected_keys), ", ".join(result.unexpected_keys[:8]))
+    return missing, list(result.unexpected_keys)
+
+
+# ----- our format ------------------------------------------------------------------------------------------------
+def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str) -> None:
+    """Write weights, config and model card; each file atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] not in CLIP_STATS}
+    config = dict(
+        config,
+        format_version=FORMAT_VERSION,
+        prior_config={k: v for k, v in model.prior.config.items() if not k.startswith("_")},
+        text_width=model.text_proj.in_features if model.text_proj is not None else None,
+        clip_mean=model.prior.clip_mean.detach().float().cpu().reshape(-1).tolist(),
+        clip_std=model.prior.clip_std.detach().float().cpu().reshape(-1).tolist(),
+    )
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(folder / "README.md", lambda tmp: Path(tmp).write_text(card))
+
+
+def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
+    """(model in float32, config dict) from a folder written by `save_operator_folder`."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: not a pops operator folder (missing {path.name})")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: invalid JSON ({exc})") from None
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{config_path}: unsupported format_version {config.get('format_version')!r}")
+    model = PopsPrior(PriorTransformer(**config["prior_config"]), text_width=config.get("text_width"))
+    state = load_file(weights_path)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key].shape)}")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in CLIP_STATS]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected {result.unexpected_keys[:4]})")
+    model.set_clip_stats(torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"]))
+    return model, config

@@ -1,0 +1,90 @@
+"""Embedding files: what `pops apply` reads and writes, so operators chain through files.
+
+Our format is a safetensors file with one float32 tensor `embeddings` of shape (N, D) and, in the safetensors
+metadata, a JSON record under the key `pops` (operator, inputs, seed, …). `.pt` files holding a tensor (or a dict
+with an `embeddings` tensor) are read too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then move it onto `path`: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_embeddings(embeds: torch.Tensor, dim: int | None = None, what: str = "embeddings") -> torch.Tensor:
+    """Validate and return float32 (N, D): finite, 1-D promoted to one row, the expected width."""
+    if not isinstance(embeds, torch.Tensor):
+        raise ValueError(f"{what}: expected a tensor, got {type(embeds).__name__}")
+    if embeds.ndim == 1:
+        embeds = embeds[None]
+    if embeds.ndim != 2:
+        raise ValueError(f"{what}: expected shape (N, D), got {tuple(embeds.shape)}")
+    if dim is not None and embeds.shape[1] != dim:
+        raise ValueError(f"{what}: embedding width {embeds.shape[1]}, expected {dim}")
+    if not torch.isfinite(embeds).all():
+        raise ValueError(f"{what}: contains NaN or inf values")
+    return embeds.float()
+
+
+def save_embeddings(path: str | Path, embeds: torch.Tensor, metadata: dict | None = None) -> Path:
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: embeddings are written as .safetensors")
+    embeds = check_embeddings(embeds).contiguous()
+    meta = {"pops": json.dumps(metadata or {}, default=str)}
+    atomic_write(path, lambda tmp: save_file({"embeddings": embeds}, tmp, metadata=meta))
+    return path
+
+
+def load_embeddings(path: str | Path, dim: int | None = None) -> tuple[torch.Tensor, dict]:
+    """(N, D) float32 embeddings and their metadata (empty for files not written by pops)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such embedding file: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                key = "embeddings" if "embeddings" in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise ValueError(f"{path}: no 'embeddings' tensor among {keys}")
+                embeds = f.get_tensor(key)
+                meta = json.loads((f.metadata() or {}).get("pops", "{}"))
+        except ValueError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a plain tensor file ({str(exc).splitlines()[0]})") from None
+        meta = {}
+        if isinstance(obj, dict):
+            obj = obj.get("embeddings")
+        embeds = obj
+    else:
+        raise ValueError(f"{path}: unknown embedding file type (use {', '.join(EMBEDDING_SUFFIXES)})")
+    return check_embeddings(embeds, dim, what=str(path)), meta

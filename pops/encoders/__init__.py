@@ -1,0 +1,50 @@
+"""Encoders: images and words to embeddings. The embedded world and the real CLIP stack implement the same protocols."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Maps a batch of inputs of one modality ("image": PIL images, "text": strings) to (N, dim) float32 embeddings."""
+
+    modality: str
+    dim: int
+
+    def encode(self, items: Sequence[Any], *, batch_size: int = 32, progress: bool = False) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TextEncoder(Encoder, Protocol):
+    """A text encoder that also gives the per-token rows instruct is conditioned on.
+
+    `token_rows(texts)` returns one (T_i, width) float32 tensor per text: the encoder's last hidden state at the
+    unmasked tokens (for CLIP: BOS, the word's tokens, EOS), neither normalised nor projected.
+    """
+
+    width: int
+
+    def token_rows(self, texts: Sequence[str]) -> list[torch.Tensor]: ...
+
+
+# Encoders an operator folder can name in its config ({"type": ..., **options}); each class has
+# `from_config(config)` and `to_config()`.
+ENCODER_TYPES = {
+    "efficientnet": "pops.encoders.efficientnet:EfficientNetEncoder",
+    "minilm": "pops.encoders.minilm:MiniLMEncoder",
+    "clip-image": "pops.encoders.clip:CLIPImageEncoder",
+    "clip-text": "pops.encoders.clip:CLIPTextEncoder",
+}
+
+
+def load_encoder(config: dict) -> Encoder:
+    import importlib
+
+    kind = config.get("type")
+    if kind not in ENCODER_TYPES:
+        raise ValueError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODER_TYPES)}")
+    module, name = ENCODER_TYPES[kind].split(":")
+    return getattr(importlib.import_module(module), name).from_config(config)

@@ -1,0 +1,59 @@
+"""Model cards for saved operators (a hub-style README.md with YAML metadata)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from huggingface_hub import ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from pops.operator import Operator
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# pOps operator: {{ kind }}
+
+{{ description }}
+
+A diffusion prior over {{ dim }}-d image embeddings (pOps, arXiv 2406.01300), saved by `pops`.
+
+| | |
+|---|---|
+| inputs (slot order) | {{ slots }} |
+| default guidance scale | {{ guidance }} |
+| prior | {{ layers }} layers, {{ heads }} heads × {{ head_dim }}, embedding {{ dim }} |
+| image encoder | {{ image_encoder }} |
+| text encoder | {{ text_encoder }} |
+
+```python
+import pops
+op = pops.Operator.from_pretrained("path/to/this/folder")
+out = op.sample([{{ example }}], guidance_scale={{ guidance }})  # (B, {{ dim }}) raw embeddings
+```
+
+Or from the command line: `pops apply --model path/to/this/folder INPUT …`.
+"""
+
+
+def operator_card(op: "Operator") -> str:
+    cfg = op.model.prior.config
+    spec = op.spec
+    data = ModelCardData(library_name="pops", tags=["pops", "diffusion-prior", f"pops-{spec.name}"])
+    card = ModelCard.from_template(
+        data,
+        template_str=TEMPLATE,
+        kind=spec.name,
+        description=spec.description[0].upper() + spec.description[1:] + ".",
+        dim=cfg.embedding_dim,
+        slots=", ".join(f"{s.name} ({s.kind})" for s in spec.slots),
+        guidance=spec.guidance_scale,
+        layers=cfg.num_layers,
+        heads=cfg.num_attention_heads,
+        head_dim=cfg.attention_head_dim,
+        image_encoder=(op.encoder_configs.get("image") or {}).get("type", "none (embeddings in)"),
+        text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
+        example=", ".join(s.name for s in spec.slots),
+    )
+    return str(card)

@@ -1,0 +1,160 @@
+"""`pops.Operator`: the public face of one trained operator (the contract of DESIGN §6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from diffusers import PriorTransformer, UnCLIPScheduler
+
+from pops import checkpoints
+from pops.objective import TRAINING_SCHEDULER_CONFIG
+from pops.prior import Condition, PopsPrior
+from pops.registry import OperatorSpec, get_spec
+from pops.sampler import SAMPLING_SCHEDULER_CONFIG, make_sampling_scheduler, sample_unclip
+
+
+class Operator:
+    """A pOps operator: a prior over raw image embeddings, conditioned on the inputs of a registry entry.
+
+    Optional encoders (`image_encoder`, `text_encoder`, following pops.encoders' protocols) let `sample` take PIL
+    images and words directly; without them it takes embeddings and token rows.
+    """
+
+    def __init__(
+        self,
+        model: PopsPrior,
+        kind: str,
+        *,
+        scheduler: UnCLIPScheduler | None = None,
+        image_encoder: Any = None,
+        text_encoder: Any = None,
+        encoder_configs: dict | None = None,
+    ):
+        self.model = model
+        self.spec: OperatorSpec = get_spec(kind)
+        self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.encoder_configs = encoder_configs or {}
+
+    # ----- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_prior(cls, prior: PriorTransformer, kind: str, scheduler: UnCLIPScheduler | None = None, **kwargs) -> "Operator":
+        """Wrap an existing PriorTransformer (its clip statistics set) without copying it."""
+        model = PopsPrior(prior, text_width=kwargs.pop("text_width", None))
+        if not model.has_clip_stats():
+            raise ValueError("the prior's clip_std is zero: set clip_mean/clip_std before wrapping it")
+        return cls(model, kind, scheduler=scheduler, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        checkpoint: str | Path | None = None,
+        kind: str | None = None,
+        load_encoders: bool = True,
+        torch_dtype: torch.dtype | None = None,
+    ) -> "Operator":
+        """Load our format (a folder written by `save_pretrained`), or a Kandinsky 2.2 prior (hub id or local folder)
+        with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
+        or a local .pth; the operator kind is read from the path when `kind` is not given)."""
+        if checkpoint is None and (Path(path) / checkpoints.CONFIG_NAME).is_file():
+            model, config = checkpoints.load_operator_folder(Path(path))
+            encoders = config.get("encoders") or {}
+            op = cls(
+                model,
+                config["kind"],
+                scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
+                encoder_configs=encoders,
+                **(_build_encoders(encoders) if load_encoders else {}),
+            )
+        else:
+            if checkpoint is not None:
+                kind = kind or _kind_from_path(str(checkpoint))
+            if kind is None:
+                raise ValueError(f"{path}: not a pops operator folder; to use a Kandinsky prior pass checkpoint= and kind=")
+            prior = checkpoints.load_kandinsky_prior(path)
+            if checkpoint is not None:
+                checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(checkpoint))
+            op = cls.from_prior(prior, kind)
+        if torch_dtype is not None:
+            op.model.to(torch_dtype)
+        return op
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        config = dict(
+            kind=self.spec.name,
+            sampling_scheduler=self.scheduler_config,
+            training_scheduler=dict(TRAINING_SCHEDULER_CONFIG),
+            encoders=self.encoder_configs,
+        )
+        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
+        return Path(folder)
+
+    def to(self, device=None, dtype=None) -> "Operator":
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.embedding_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.prior.clip_mean.device
+
+    # ----- sampling ------------------------------------------------------------------------------------------------
+    def sample(
+        self,
+        inputs: Sequence[Any],
+        *,
+        guidance_scale: float | None = None,
+        num_inference_steps: int = 25,
+        generator: torch.Generator | None = None,
+        layout: str = "compact",
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
+        `guidance_scale` defaults to the registry's value for this operator; batch-1 inputs broadcast to
+        `batch_size` (e.g. several samples of one input)."""
+        cond = self.condition(inputs, batch_size)
+        scale = self.spec.guidance_scale if guidance_scale is None else float(guidance_scale)
+        scheduler = make_sampling_scheduler(self.scheduler_config)
+        return sample_unclip(
+            self.model, cond, guidance_scale=scale, num_inference_steps=num_inference_steps,
+            generator=generator, layout=layout, scheduler=scheduler, progress=progress,
+        )  # fmt: skip
+
+    def condition(self, inputs: Sequence[Any], batch_size: int | None = None) -> Condition:
+        """Validate the user's inputs and turn them into condition rows (broadcasting batch-1 inputs)."""
+        from pops.inputs import prepare_inputs
+
+        slots, drop = prepare_inputs(self, inputs, batch_size)
+        return self.model.condition(self.spec, slots, drop=drop)
+
+    def _model_card(self) -> str:
+        from pops.model_card import operator_card
+
+        return operator_card(self)
+
+
+def _kind_from_path(ref: str) -> str | None:
+    from pops.registry import REGISTRY
+
+    parts = ref.replace(":", "/").split("/")
+    return next((p for p in reversed(parts) if p in REGISTRY), None)
+
+
+def _build_encoders(configs: dict) -> dict:
+    from pops.encoders import load_encoder
+
+    out = {}
+    if configs.get("image"):
+        out["image_encoder"] = load_encoder(configs["image"])
+    if configs.get("text"):
+        out["text_encoder"] = load_encoder(configs["text"])
+    return out
