@@ -1,0 +1,149 @@
+"""`pops apply` and embedding files: chaining through files, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pops.cli import COMMANDS, main  # noqa: F401  (registers sub-commands on import of main)
+from pops.cli.app import app
+from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.pairs import Pairs
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _commands():
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"pops.cli.{name}")
+
+
+@pytest.fixture
+def texturing_dir(tiny_operator, tmp_path):
+    return tiny_operator("texturing").save_pretrained(tmp_path / "texturing")
+
+
+def _emb(path, rows=1, dim=32, seed=0):
+    return save_embeddings(path, torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), {"made": "test"})
+
+
+def test_apply_writes_embeddings_with_metadata_and_chains(texturing_dir, tmp_path):
+    a, b = _emb(tmp_path / "a.safetensors"), _emb(tmp_path / "b.safetensors", seed=1)
+    out = tmp_path / "out.safetensors"
+    args = ["apply", str(a), str(b), "-m", str(texturing_dir), "--seed", "3", "--steps", "4", "-n", "2", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    embeds, meta = load_embeddings(out)
+    assert embeds.shape == (2, 32) and not torch.equal(embeds[0], embeds[1])
+    assert meta["operator"] == "texturing" and meta["seed"] == 3 and meta["inputs"] == [str(a), str(b)]
+    # same seed → same file contents; the output chains back in as an input (2 rows → 2 outputs)
+    again = tmp_path / "again.safetensors"
+    assert runner.invoke(app, [*args[:-1], str(again)]).exit_code == 0
+    assert torch.equal(load_embeddings(again)[0], embeds)
+    chained = tmp_path / "chained.safetensors"
+    result = runner.invoke(app, ["apply", str(out), "-", "-m", str(texturing_dir), "--steps", "3", "-o", str(chained)])
+    assert result.exit_code == 0, result.output
+    assert load_embeddings(chained)[0].shape == (2, 32)
+
+
+def test_pt_inputs_are_accepted(texturing_dir, tmp_path):
+    torch.save(torch.randn(32), tmp_path / "a.pt")
+    torch.save({"embeddings": torch.randn(1, 32)}, tmp_path / "b.pt")
+    out = tmp_path / "o.safetensors"
+    result = runner.invoke(app, ["apply", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "-m", str(texturing_dir), "--steps", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("wrong_width", "width 16, expected 32"),
+        ("nan", "NaN or inf"),
+        ("slots", "takes 2 inputs"),
+        ("missing", "no such embedding file"),
+        ("unknown_model", "no such operator folder"),
+        ("image_without_encoder", "no image encoder"),
+        ("corrupt", "not a readable safetensors"),
+        ("batch", "different batch sizes"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(texturing_dir, tmp_path, case, message):
+    a = _emb(tmp_path / "a.safetensors")
+    other = {
+        "wrong_width": lambda: str(_emb(tmp_path / "w.safetensors", dim=16)),
+        "nan": lambda: str(_nan(tmp_path / "n.pt")),
+        "missing": lambda: str(tmp_path / "nope.safetensors"),
+        "image_without_encoder": lambda: str(_png(tmp_path / "i.png")),
+        "corrupt": lambda: str(_corrupt(tmp_path / "c.safetensors")),
+        "batch": lambda: str(_emb(tmp_path / "b3.safetensors", rows=3)),
+    }
+    out = tmp_path / "out.safetensors"
+    inputs = [str(a)] if case == "slots" else [str(_emb(tmp_path / "a2.safetensors", rows=2)) if case == "batch" else str(a), other.get(case, lambda: str(a))()]
+    model = str(tmp_path / "no_such_model") if case == "unknown_model" else str(texturing_dir)
+    result = runner.invoke(app, ["apply", *inputs, "-m", model, "--steps", "2", "-o", str(out)])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_unknown_operator_kind_in_a_folder(tiny_operator, tmp_path):
+    import json
+
+    folder = tiny_operator("scene").save_pretrained(tmp_path / "op")
+    config = json.loads((folder / "pops_config.json").read_text())
+    config["kind"] = "paint"
+    (folder / "pops_config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["apply", "-", "-", "-m", str(folder), "-o", str(tmp_path / "o.safetensors")])
+    assert result.exit_code != 0 and "unknown operator 'paint'" in result.output
+
+
+def test_console_script_help_and_exit_code(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    help_text = subprocess.run([sys.executable, "-c", "from pops.cli import main; main()", "apply", "--help"], capture_output=True, text=True, env=env)
+    assert help_text.returncode == 0 and "--guidance-scale" in help_text.stdout
+    bad = subprocess.run([sys.executable, "-c", "from pops.cli import main; main()", "apply", "x", "-m", str(tmp_path / "none")], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:")
+
+
+def test_pairs_round_trip(tmp_path):
+    rows = torch.randn(5, 3, 12)
+    pairs = Pairs(
+        kind="instruct",
+        slots=[torch.randn(5, 32), (rows, torch.ones(5, 3, dtype=torch.bool))],
+        present=torch.ones(5, 2, dtype=torch.bool),
+        target=torch.randn(5, 32),
+        class_ids=torch.arange(5),
+        info={"classes": ["a", "b"]},
+    )
+    loaded = Pairs.load(pairs.save(tmp_path / "p.safetensors"))
+    assert loaded.kind == "instruct" and loaded.info == {"classes": ["a", "b"]} and len(loaded) == 5
+    batch = loaded.batch(torch.tensor([0, 2]))
+    assert torch.equal(batch.slots[1][0], rows[[0, 2]]) and torch.equal(batch.target, pairs.target[[0, 2]])
+
+
+def _nan(path):
+    t = torch.randn(1, 32)
+    t[0, 3] = float("nan")
+    torch.save(t, path)
+    return path
+
+
+def _png(path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(path)
+    return path
+
+
+def _corrupt(path):
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return path
