@@ -9,42 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from diffusers import PriorTransformer
 from safetensors.torch import load_file, save_file
 
+from pops import hub
 from pops.embeddings_io import atomic_write
 from pops.prior import PopsPrior
 
 log = logging.getLogger(__name__)
 
-KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+KANDINSKY_PRIOR = hub.KANDINSKY_PRIOR
 RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
 CONFIG_NAME = "pops_config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 CLIP_STATS = ("clip_mean", "clip_std")
-
-
-# ----- reaching the hub ------------------------------------------------------------------------------------------
-def ensure_hub_reachable(model_id: str, timeout: float = 3.0) -> None:
-    """Fail at once (not after minutes of retries) when the hub cannot be reached, saying how to use a local folder."""
-    import os
-
-    from huggingface_hub import constants
-
-    hint = f"download it where the hub is reachable and pass the local folder instead of {model_id!r}"
-    if constants.HF_HUB_OFFLINE:
-        raise ValueError(f"model {model_id!r} is not a local folder and HF_HUB_OFFLINE is set: {hint}")
-    host = urlparse(os.environ.get("HF_ENDPOINT", constants.ENDPOINT)).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        raise ValueError(f"model {model_id!r}: the hub ({host}) is unreachable ({exc}); {hint}") from None
 
 
 def is_local(ref: str | Path) -> bool:
@@ -63,8 +45,8 @@ def load_kandinsky_prior(
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{repo_or_path}: no PriorTransformer config.json (looked in ./ and ./{subfolder})")
         return PriorTransformer.from_pretrained(folder, torch_dtype=torch_dtype)
-    ensure_hub_reachable(str(repo_or_path))
-    return PriorTransformer.from_pretrained(str(repo_or_path), subfolder=subfolder, torch_dtype=torch_dtype)
+    resolved = hub.resolve_model(str(repo_or_path), what="Kandinsky 2.2 prior")  # fails at once when unreachable
+    return PriorTransformer.from_pretrained(resolved, subfolder=subfolder, torch_dtype=torch_dtype)
 
 
 # ----- released pOps checkpoints -------------------------------------------------------------------------------
@@ -75,11 +57,8 @@ def resolve_file(ref: str | Path) -> Path:
     ref = str(ref)
     if ":" not in ref or ref.count("/") < 2:
         raise FileNotFoundError(f"no such file: {ref} (hub files are written owner/repo:path/in/repo)")
-    repo, filename = ref.split(":", 1)
-    ensure_hub_reachable(repo)
-    from huggingface_hub import hf_hub_download
-
-    return Path(hf_hub_download(repo, filename))
+    repo, filename = hub.split_file_ref(ref)
+    return Path(hub.resolve_file(repo, filename, what="pOps checkpoint"))
 
 
 def load_state_dict_file(ref: str | Path) -> dict[str, torch.Tensor]:
