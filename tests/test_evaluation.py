@@ -1,0 +1,133 @@
+"""Evaluation metrics on synthetic embeddings with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pops.evaluation import (
+    MetricsTable,
+    averaging_baseline,
+    class_prototypes,
+    cosine_to_target,
+    evaluate_embeddings,
+    input_a_baseline,
+    nearest_classes,
+    oracle_baseline,
+    top1_accuracy,
+)
+
+
+def random_unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_cosine_to_target_known_values():
+    x = random_unit(8, 16)
+    assert cosine_to_target(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert cosine_to_target(x, -3.0 * x) == pytest.approx(-1.0, abs=1e-6)
+    e = torch.eye(4)
+    assert cosine_to_target(e, e.roll(1, dims=0)) == pytest.approx(0.0, abs=1e-6)
+    assert cosine_to_target(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])) == pytest.approx(
+        (math.sqrt(0.5) + 1.0) / 2
+    )
+    with pytest.raises(ValueError):
+        cosine_to_target(x, x[:4])
+    with pytest.raises(ValueError):
+        cosine_to_target(x[0], x[0])
+
+
+def test_class_prototypes_are_normalised_class_means():
+    embeds = torch.tensor([[2.0, 0.0], [0.0, 5.0], [0.0, 1.0], [4.0, 0.0], [1.0, 1.0]])
+    names, protos = class_prototypes(embeds, ["a", "b", "b", "a", "c"])
+    assert names == ["a", "b", "c"]
+    assert torch.allclose(protos, torch.tensor([[1.0, 0.0], [0.0, 1.0], [math.sqrt(0.5), math.sqrt(0.5)]]), atol=1e-6)
+    # scale-invariant: each embedding is normalised before averaging
+    names2, protos2 = class_prototypes(torch.tensor([[10.0, 0.0], [0.0, 1.0]]), ["x", "x"])
+    assert torch.allclose(protos2, torch.tensor([[math.sqrt(0.5), math.sqrt(0.5)]]), atol=1e-6)
+    with pytest.raises(ValueError):
+        class_prototypes(embeds, ["a", "b"])
+
+
+def test_top1_is_one_on_prototypes_and_zero_when_permuted():
+    protos = random_unit(10, 32, seed=1)
+    names = [f"c{i}" for i in range(10)]
+    assert top1_accuracy(protos * 2.5, names, names, protos) == 1.0
+    deranged = [names[(i + 1) % 10] for i in range(10)]  # every row labelled with another class
+    assert top1_accuracy(protos, deranged, names, protos) == 0.0
+    half = names[:5] + deranged[5:]
+    assert top1_accuracy(protos, half, names, protos) == 0.5
+    assert nearest_classes(protos[[3, 7]], names, protos) == ["c3", "c7"]
+    with pytest.raises(ValueError, match="without a prototype"):
+        top1_accuracy(protos, ["zz"] * 10, names, protos)
+
+
+def test_top1_on_noisy_class_clusters():
+    # Well-separated classes with small noise: retrieval is perfect; with huge noise it falls towards chance.
+    centres = random_unit(6, 64, seed=2)
+    labels = [f"k{i % 6}" for i in range(60)]
+    idx = torch.tensor([i % 6 for i in range(60)])
+    g = torch.Generator().manual_seed(3)
+    gallery = centres[idx] + 0.05 * torch.randn(60, 64, generator=g)
+    names, protos = class_prototypes(gallery, labels)
+    queries = centres[idx] + 0.05 * torch.randn(60, 64, generator=g)
+    assert top1_accuracy(queries, labels, names, protos) == 1.0
+    noisy = centres[idx] + 10.0 * torch.randn(60, 64, generator=g)
+    assert top1_accuracy(noisy, labels, names, protos) < 0.6
+
+
+def test_averaging_and_input_a_baselines():
+    a = torch.tensor([[1.0, 0.0], [2.0, 2.0]])
+    b = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    assert torch.allclose(averaging_baseline([a, b]), torch.tensor([[2.0, 2.0], [1.0, 1.0]]))
+    assert torch.allclose(averaging_baseline([a, None, b]), averaging_baseline([a, b]))
+    assert torch.equal(input_a_baseline([a, b]), a)
+    # composition: per-row presence; absent slots are ignored by both baselines
+    present = torch.tensor([[True, True], [False, True]])
+    assert torch.allclose(averaging_baseline([a, b], present), torch.tensor([[2.0, 2.0], [0.0, 0.0]]))
+    assert torch.equal(input_a_baseline([a, b], present), torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    assert torch.equal(input_a_baseline([None, b]), b)
+    with pytest.raises(ValueError):
+        averaging_baseline([None, None])
+    with pytest.raises(ValueError):
+        averaging_baseline([a, b], torch.tensor([[False, False], [True, True]]))
+    with pytest.raises(ValueError):
+        averaging_baseline([a, b[:1]])
+
+
+def test_oracle_is_exact():
+    targets = random_unit(12, 8, seed=4)
+    names = [f"t{i}" for i in range(12)]
+    out = oracle_baseline(targets)
+    result = evaluate_embeddings(out, targets, names, names, targets)
+    assert result["cosine"] == pytest.approx(1.0, abs=1e-6) and result["top1"] == 1.0
+    out.add_(1.0)
+    assert not torch.equal(out, targets)  # a copy, not a view
+
+
+def test_metrics_table_aggregates_and_formats():
+    table = MetricsTable()
+    row = table.add_runs("texturing", "pops", [{"cosine": 0.8, "top1": 0.5}, {"cosine": 0.6, "top1": 0.7}], n=40)
+    assert row.cosine == pytest.approx(0.7) and row.top1 == pytest.approx(0.6)
+    assert row.cosine_std == pytest.approx(math.sqrt(0.02)) and row.runs == 2
+    table.add("texturing", "averaging", 0.75, 0.25, n=40)
+    table.add("texturing", "oracle", 1.0, 0.9)
+    table.add("texturing", "input_a", 0.5, 0.0)
+    table.add("union <b>", "averaging", 0.4, 0.1)
+    assert table.methods() == ["pops", "averaging", "input_a", "oracle"]
+    text = table.to_text()
+    lines = text.splitlines()
+    assert lines[0].split()[0] == "operator" and len(lines) == 4
+    assert "0.700 ± 0.141" in text and "60.0% ± 14.1%" in text and "25.0%" in text and "—" in text
+    page = table.to_html()
+    assert page.startswith("<table") and "union &lt;b&gt;" in page and "<b>0.750</b>" in page and "<b>60.0% ± 14.1%</b>" in page
+    again = MetricsTable.from_dict(table.to_dict())
+    assert again.to_text() == text
+    assert again.get("texturing", "pops").n == 40
+    with pytest.raises(KeyError):
+        table.get("scene", "pops")
+    with pytest.raises(ValueError):
+        table.add_runs("scene", "pops", [])
