@@ -19,7 +19,8 @@ class Operator:
     """A pOps operator: a prior over raw image embeddings, conditioned on the inputs of a registry entry.
 
     Optional encoders (`image_encoder`, `text_encoder`, following pops.encoders' protocols) let `sample` take PIL
-    images and words directly; without them it takes embeddings and token rows.
+    images and words directly; without them it takes embeddings and token rows. Encoders named in
+    `encoder_configs` ({"image": {"type": …}, "text": …}) are built on first use, so loading an operator stays cheap.
     """
 
     def __init__(
@@ -35,8 +36,7 @@ class Operator:
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
-        self.image_encoder = image_encoder
-        self.text_encoder = text_encoder
+        self._encoders = {"image": image_encoder, "text": text_encoder}
         self.encoder_configs = encoder_configs or {}
 
     # ----- construction ------------------------------------------------------------------------------------------
@@ -60,16 +60,15 @@ class Operator:
     ) -> "Operator":
         """Load our format (a folder written by `save_pretrained`), or a Kandinsky 2.2 prior (hub id or local folder)
         with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
-        or a local .pth; the operator kind is read from the path when `kind` is not given)."""
+        or a local .pth; the operator kind is read from the path when `kind` is not given). Encoders are built on
+        first use; `load_encoders=False` never builds them (the operator then takes embeddings only)."""
         if checkpoint is None and (Path(path) / checkpoints.CONFIG_NAME).is_file():
             model, config = checkpoints.load_operator_folder(Path(path))
-            encoders = config.get("encoders") or {}
             op = cls(
                 model,
                 config["kind"],
                 scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
-                encoder_configs=encoders,
-                **(_build_encoders(encoders) if load_encoders else {}),
+                encoder_configs=config.get("encoders") or {},
             )
         else:
             if checkpoint is not None:
@@ -79,7 +78,11 @@ class Operator:
             prior = checkpoints.load_kandinsky_prior(path)
             if checkpoint is not None:
                 checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(checkpoint))
-            op = cls.from_prior(prior, kind)
+            # The Kandinsky prior repo also holds the CLIP ViT-bigG encoders of its embedding space.
+            encoders = {"image": {"type": "clip-image", "repo": str(path)}, "text": {"type": "clip-text", "repo": str(path)}}
+            op = cls.from_prior(prior, kind, encoder_configs=encoders)
+        if not load_encoders:
+            op.encoder_configs = {}
         if torch_dtype is not None:
             op.model.to(torch_dtype)
         return op
@@ -97,6 +100,21 @@ class Operator:
     def to(self, device=None, dtype=None) -> "Operator":
         self.model.to(device=device, dtype=dtype)
         return self
+
+    @property
+    def image_encoder(self):
+        return self._encoder("image")
+
+    @property
+    def text_encoder(self):
+        return self._encoder("text")
+
+    def _encoder(self, modality: str):
+        if self._encoders[modality] is None and self.encoder_configs.get(modality):
+            from pops.encoders import load_encoder
+
+            self._encoders[modality] = load_encoder(self.encoder_configs[modality])
+        return self._encoders[modality]
 
     @property
     def embedding_dim(self) -> int:
@@ -148,13 +166,3 @@ def _kind_from_path(ref: str) -> str | None:
     parts = ref.replace(":", "/").split("/")
     return next((p for p in reversed(parts) if p in REGISTRY), None)
 
-
-def _build_encoders(configs: dict) -> dict:
-    from pops.encoders import load_encoder
-
-    out = {}
-    if configs.get("image"):
-        out["image_encoder"] = load_encoder(configs["image"])
-    if configs.get("text"):
-        out["text_encoder"] = load_encoder(configs["text"])
-    return out

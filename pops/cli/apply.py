@@ -27,7 +27,7 @@ def apply(
     checkpoint: Optional[str] = typer.Option(None, help="Released pOps weights: a local .pth or owner/repo:path (e.g. pOpsPaper/operators:models/texturing/learned_prior.pth)."),
     kind: Optional[str] = typer.Option(None, help="Operator kind when it cannot be read from --checkpoint's path."),
     seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", "-g", help="Classifier-free guidance scale [default: the operator's]."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."),
     steps: int = typer.Option(25, help="Number of sampling steps."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),

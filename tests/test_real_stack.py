@@ -1,0 +1,546 @@
+"""The real stack (CLIP ViT-bigG encoders, Kandinsky 2.2 and SDXL + IP-Adapter renderers, the hub helper, `pops
+render`) proven end to end on tiny random models of the same classes, built here — nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+D = 32  # the tiny "bigG" embedding width
+SIZE = 32  # rendered image side
+
+
+# ----- tiny components ---------------------------------------------------------------------------------------------
+def write_tokenizer_files(folder):
+    """A hand-written CLIP BPE vocabulary: single letters, letters ending a word, and two merged words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokens = [*letters, *(c + "</w>" for c in letters), "re", "red</w>", "ca", "cat</w>", "<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\nc a\nca t</w>\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    return folder
+
+
+def text_config(tokenizer, projection_dim=D):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=projection_dim, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+
+
+def tiny_vision():
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8, projection_dim=D)  # fmt: skip
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPVisionModelWithProjection(config), processor
+
+
+def tiny_kandinsky_decoder():
+    from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
+
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=D, encoder_hid_dim_type="image_proj",
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"), mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift", norm_num_groups=8,
+    )  # fmt: skip
+    movq = VQModel(
+        block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], in_channels=3, out_channels=3, latent_channels=4,
+        layers_per_block=1, norm_num_groups=8, norm_type="spatial", num_vq_embeddings=12, vq_embed_dim=4,
+    )  # fmt: skip
+    scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              variance_type="learned_range")  # fmt: skip
+    return dict(unet=unet, movq=movq, scheduler=scheduler)
+
+
+def tiny_sdxl(tokenizer):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(2)
+    # cross_attention_dim = both text encoders' widths; 80 = text_encoder_2 projection (32) + 6 time ids x 8.
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=8,
+    )  # fmt: skip
+    vae = AutoencoderKL(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=8)  # fmt: skip
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)  # fmt: skip
+    return dict(
+        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
+        text_encoder=CLIPTextModel(text_config(tokenizer)), text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer)),
+    )  # fmt: skip
+
+
+def tiny_ip_adapter_state_dict(unet):
+    """Random weights in the layout of `ip-adapter_sdxl.bin`: image_proj {proj, norm} (4 tokens) and ip_adapter
+    {"<k>.to_k_ip.weight", "<k>.to_v_ip.weight"} for every cross-attention processor, k = 1, 3, 5, …"""
+    g = torch.Generator().manual_seed(3)
+    cross = unet.config.cross_attention_dim
+    image_proj = {"proj.weight": torch.randn(4 * cross, D, generator=g) * 0.1, "proj.bias": torch.zeros(4 * cross),
+                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}  # fmt: skip
+    ip_adapter = {}
+    cross_attentions = [m for name, m in unet.named_modules() if name.endswith("attn2")]
+    for i, attn in enumerate(cross_attentions):
+        hidden = attn.to_k.weight.shape[0]
+        ip_adapter[f"{2 * i + 1}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.1
+        ip_adapter[f"{2 * i + 1}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=g) * 0.1
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def tiny_controlnet(unet):
+    from diffusers import ControlNetModel
+
+    # One downsampling step in the condition embedding, matching the tiny VAE's factor 2.
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
+    torch.manual_seed(4)
+    with torch.no_grad():  # ControlNet's zero convolutions start at zero; give them weight so structure matters
+        for name, p in net.named_parameters():
+            if "controlnet_" in name or "conv_out" in name:
+                p.normal_(0, 0.5)
+    return net
+
+
+def tiny_depth_estimator():
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(5)
+    config = DPTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=37, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32],
+                       reassemble_factors=[2, 1], fusion_hidden_size=16, head_in_index=-1)  # fmt: skip
+    return DPTForDepthEstimation(config), DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
+
+
+def random_images(n, seed=0, size=(40, 48)):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def pixels(images):
+    return np.stack([np.asarray(im, dtype=np.int16) for im in images])
+
+
+def assert_close_images(a, b, tol=2):
+    # Batched and single runs differ only by float rounding; a few uint8 levels at most.
+    assert np.abs(pixels(a) - pixels(b)).max() <= tol
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The models here are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine, every op then
+    # waits for the other thread (measured 0.7 ms vs 26 ms per conv under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(write_tokenizer_files(tmp_path_factory.mktemp("tokenizer")))
+
+
+@pytest.fixture(scope="module")
+def image_encoder():
+    from pops.encoders.clip import CLIPImageEncoder
+
+    return CLIPImageEncoder(*tiny_vision())
+
+
+@pytest.fixture(scope="module")
+def text_encoder(tokenizer):
+    from transformers import CLIPTextModelWithProjection
+
+    from pops.encoders.clip import CLIPTextEncoder
+
+    torch.manual_seed(6)
+    return CLIPTextEncoder(CLIPTextModelWithProjection(text_config(tokenizer)), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def embeds():
+    return torch.randn(3, D, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture(scope="module")
+def kandinsky(image_encoder):
+    from pops.renderers.kandinsky import KandinskyRenderer
+
+    r = KandinskyRenderer.from_components(**tiny_kandinsky_decoder(), image_encoder=image_encoder, num_inference_steps=2, size=SIZE)
+    r.pipe.set_progress_bar_config(disable=True)
+    return r
+
+
+@pytest.fixture(scope="module")
+def ipadapter(tokenizer):
+    from pops.renderers.ipadapter import IPAdapterRenderer
+
+    parts = tiny_sdxl(tokenizer)
+    r = IPAdapterRenderer.from_components(ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]), **parts, num_inference_steps=2, size=SIZE)
+    r.pipe.set_progress_bar_config(disable=True)
+    return r
+
+
+@pytest.fixture(scope="module")
+def depth_renderer(tokenizer):
+    from pops.renderers.ipadapter_depth import DepthEstimator, IPAdapterDepthRenderer
+
+    parts = tiny_sdxl(tokenizer)
+    r = IPAdapterDepthRenderer.from_components(
+        ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]), controlnet=tiny_controlnet(parts["unet"]),
+        depth_estimator=DepthEstimator(*tiny_depth_estimator()), **parts, num_inference_steps=2, size=SIZE,
+    )  # fmt: skip
+    r.pipe.set_progress_bar_config(disable=True)
+    return r
+
+
+# ----- encoders ------------------------------------------------------------------------------------------------------
+def test_image_encoder_embeds_and_zero_image_negative(image_encoder, tmp_path):
+    from pops.encoders import Encoder
+
+    assert isinstance(image_encoder, Encoder) and image_encoder.dim == D
+    images = random_images(3)
+    images[2].save(tmp_path / "c.png")
+    out = image_encoder.encode([images[0], images[1], tmp_path / "c.png"], batch_size=2)
+    assert out.shape == (3, D) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, image_encoder.encode(images), atol=1e-5, rtol=1e-5)  # batching changes nothing
+    assert not torch.allclose(out[0], out[1])
+
+    zero = image_encoder.zero_image_embedding()
+    assert zero.shape == (1, D)
+    with torch.no_grad():  # the reference: zero *pixel values* at the crop size, straight through the model
+        expected = image_encoder.model(pixel_values=torch.zeros(1, 3, 32, 32)).image_embeds
+    torch.testing.assert_close(zero, expected)
+    black = image_encoder.encode([Image.new("RGB", (32, 32))])  # a black picture is normalised first: not the same
+    assert not torch.allclose(zero, black, atol=1e-4)
+
+    with pytest.raises(FileNotFoundError):
+        image_encoder.encode([tmp_path / "missing.png"])
+    with pytest.raises(ValueError):
+        image_encoder.encode([42])
+
+
+def test_text_encoder_text_embeds_and_token_rows(text_encoder, tokenizer):
+    from pops.encoders import TextEncoder
+
+    assert isinstance(text_encoder, TextEncoder) and text_encoder.width == 32 and text_encoder.dim == D
+    texts = ["red", "a red cat"]
+    embeds = text_encoder.encode(texts)
+    rows = text_encoder.token_rows(texts)
+    # BOS + word tokens + EOS: "red" is one merged token, "a red cat" three.
+    assert embeds.shape == (2, D) and [r.shape for r in rows] == [(3, 32), (5, 32)]
+    for text, row, emb in zip(texts, rows, embeds):
+        ids = torch.tensor([tokenizer(text).input_ids])
+        with torch.no_grad():
+            out = text_encoder.model(input_ids=ids)  # unpadded: padding must not leak into the rows
+        torch.testing.assert_close(row, out.last_hidden_state[0], atol=1e-5, rtol=1e-5)  # not normalised/projected
+        torch.testing.assert_close(emb, out.text_embeds[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        text_encoder.token_rows("red")
+
+
+def test_encoders_load_from_a_local_folder(image_encoder, text_encoder, tmp_path):
+    from pops.encoders import load_encoder
+    from pops.encoders.clip import CLIPImageEncoder, CLIPTextEncoder
+
+    image_encoder.model.save_pretrained(tmp_path / "image_encoder")
+    image_encoder.processor.save_pretrained(tmp_path / "image_processor")
+    text_encoder.model.save_pretrained(tmp_path / "text_encoder")
+    text_encoder.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    images, texts = random_images(2, seed=1), ["a cat", "red"]
+
+    loaded = CLIPImageEncoder.from_pretrained(str(tmp_path))
+    torch.testing.assert_close(loaded.encode(images), image_encoder.encode(images))
+    torch.testing.assert_close(loaded.zero_image_embedding(), image_encoder.zero_image_embedding())
+    again = load_encoder(loaded.to_config())  # operator folders record the encoder by its config
+    assert isinstance(again, CLIPImageEncoder) and again.encoder_id == loaded.encoder_id
+
+    loaded_text = CLIPTextEncoder.from_pretrained(str(tmp_path))
+    torch.testing.assert_close(loaded_text.encode(texts), text_encoder.encode(texts))
+    assert isinstance(load_encoder(loaded_text.to_config()), CLIPTextEncoder)
+
+
+# ----- renderers -----------------------------------------------------------------------------------------------------
+def test_kandinsky_renders_a_batch_with_the_zero_image_negative(kandinsky, image_encoder, embeds, monkeypatch):
+    from pops.renderers import Renderer
+    from pops.renderers.pipelines import seeded_generators
+
+    assert isinstance(kandinsky, Renderer)
+    calls = []
+    original = type(kandinsky.pipe).__call__
+
+    def spy(pipe, **kwargs):
+        calls.append(kwargs)
+        return original(pipe, **kwargs)
+
+    monkeypatch.setattr(type(kandinsky.pipe), "__call__", spy)
+    images = kandinsky.render(embeds, generator=seeded_generators(0, 3))
+    assert len(calls) == 1  # B embeddings, one pipeline call
+    negative = calls[0]["negative_image_embeds"]
+    torch.testing.assert_close(negative, image_encoder.zero_image_embedding().expand(3, -1))
+    assert calls[0]["guidance_scale"] == 4.0 and calls[0]["num_inference_steps"] == 2
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 3 and all(im.mode == "RGB" for im in images)
+    assert all(pixels([im]).std() > 0 for im in images)  # NaNs would decode to a flat image
+
+    again = kandinsky.render(embeds, generator=seeded_generators(0, 3))
+    assert (pixels(images) == pixels(again)).all()  # same seeds, same pictures
+    assert_close_images(images[1:2], kandinsky.render(embeds[1:2], generator=seeded_generators(1, 1)))
+    assert not (pixels(images) == pixels(kandinsky.render(embeds, generator=seeded_generators(5, 3)))).all()
+    with pytest.raises(ValueError, match="expects 32-d"):
+        kandinsky.render(torch.zeros(2, 16))
+
+
+def test_ipadapter_gives_every_prompt_its_own_embedding(ipadapter, embeds, monkeypatch):
+    from pops.renderers import Renderer
+    from pops.renderers.ipadapter import NEGATIVE_PROMPT, ip_adapter_image_embeds
+    from pops.renderers.pipelines import seeded_generators
+
+    assert isinstance(ipadapter, Renderer) and ipadapter.dim == D
+    e = embeds[:1]  # for one embedding, the layout is the reference's stack([zeros, e])
+    torch.testing.assert_close(ip_adapter_image_embeds(e)[0], torch.stack([torch.zeros_like(e), e]))
+
+    seen, prompts = [], []
+    unet_forward = ipadapter.pipe.unet.forward
+    encode_prompt = ipadapter.pipe.encode_prompt
+
+    def spy_unet(*args, added_cond_kwargs=None, **kwargs):
+        seen.append(added_cond_kwargs["image_embeds"][0].clone())
+        return unet_forward(*args, added_cond_kwargs=added_cond_kwargs, **kwargs)
+
+    def spy_prompt(*args, **kwargs):
+        prompts.append(kwargs)
+        return encode_prompt(*args, **kwargs)
+
+    monkeypatch.setattr(ipadapter.pipe.unet, "forward", spy_unet)
+    monkeypatch.setattr(ipadapter.pipe, "encode_prompt", spy_prompt)
+    images = ipadapter.render(embeds, generator=seeded_generators(0, 3))
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 3 and all(pixels([im]).std() > 0 for im in images)
+    assert prompts[0]["prompt"] == [""] * 3 and prompts[0]["negative_prompt"] == [NEGATIVE_PROMPT] * 3
+    # Guidance batch: the zeros (uncond) for all three prompts, then each prompt's own embedding — not repeated.
+    assert len(seen) == 2  # two steps, each with the full guidance batch
+    torch.testing.assert_close(seen[0], torch.cat([torch.zeros_like(embeds), embeds])[:, None])
+    monkeypatch.undo()
+
+    assert "prepare_ip_adapter_image_embeds" not in vars(ipadapter.pipe)  # the per-prompt hook is removed again
+    again = ipadapter.render(embeds, generator=seeded_generators(0, 3))
+    assert (pixels(images) == pixels(again)).all()
+    assert_close_images(images[2:3], ipadapter.render(embeds[2:3], generator=seeded_generators(2, 1)))
+
+
+def test_ipadapter_embeddings_steer_the_picture(ipadapter, embeds):
+    from pops.renderers.pipelines import seeded_generators
+
+    same_noise = seeded_generators(0, 1) + seeded_generators(0, 1)
+    a, b = ipadapter.render(torch.stack([embeds[0], 5 * embeds[1]]), generator=same_noise)
+    assert np.abs(pixels([a]) - pixels([b])).max() > 2
+
+
+def test_renderers_without_guidance(kandinsky, ipadapter, embeds):
+    from pops.renderers.ipadapter import IPAdapterRenderer
+    from pops.renderers.kandinsky import KandinskyRenderer
+    from pops.renderers.pipelines import seeded_generators
+
+    # guidance 1 = no unconditional half: the IP-Adapter embeddings go in as (B, 1, D), the negative is unused.
+    plain = IPAdapterRenderer(ipadapter.pipe, guidance_scale=1.0, num_inference_steps=2, size=SIZE)
+    assert len(plain.render(embeds[:2], generator=seeded_generators(0, 2))) == 2
+    plain = KandinskyRenderer(kandinsky.pipe, kandinsky.negative_embedding, guidance_scale=1.0, num_inference_steps=2, size=SIZE)
+    guided = kandinsky.render(embeds[:2], generator=seeded_generators(0, 2))
+    assert np.abs(pixels(plain.render(embeds[:2], generator=seeded_generators(0, 2))) - pixels(guided)).max() > 0
+    with pytest.raises(ValueError, match="multiple of"):
+        KandinskyRenderer(kandinsky.pipe, kandinsky.negative_embedding, size=30)
+
+
+def test_depth_renderer_follows_the_structure_image(depth_renderer, embeds, monkeypatch):
+    from pops.renderers.pipelines import seeded_generators
+
+    estimator = depth_renderer.depth_estimator
+    structures = random_images(2, seed=3, size=(48, 40))
+    maps = estimator(structures, size=(24, 24))
+    for m in maps:
+        arr = np.asarray(m)
+        assert m.size == (24, 24) and m.mode == "RGB"
+        assert arr.min() == 0 and arr.max() == 255  # min-max normalised per image
+        assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
+
+    scales = []
+    controlnet_forward = depth_renderer.pipe.controlnet.forward
+
+    def spy(*args, **kwargs):
+        scales.append(kwargs.get("conditioning_scale"))
+        return controlnet_forward(*args, **kwargs)
+
+    monkeypatch.setattr(depth_renderer.pipe.controlnet, "forward", spy)
+    images = depth_renderer.render(embeds[:2], generator=seeded_generators(0, 2), structure=structures[0])
+    assert [im.size for im in images] == [(SIZE, SIZE)] * 2 and scales and set(scales) == {0.5}
+    other = depth_renderer.render(embeds[:2], generator=seeded_generators(0, 2), structure=structures[1])
+    assert np.abs(pixels(images) - pixels(other)).max() > 2  # the depth map changes the picture
+    per_image = depth_renderer.render(embeds[:2], generator=seeded_generators(0, 2), structure=[structures[0], structures[1]])
+    assert_close_images(per_image[:1], images[:1])
+    with pytest.raises(ValueError, match="structure image"):
+        depth_renderer.render(embeds[:1])
+
+
+# ----- the hub helper ------------------------------------------------------------------------------------------------
+def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
+    from pops import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for ref in ("nobody-here/no-such-model-xyz", hub.KANDINSKY_DECODER):
+        start = time.monotonic()
+        with pytest.raises(ValueError) as info:
+            hub.resolve_model(ref)
+        assert time.monotonic() - start < 2.0
+        message = str(info.value)
+        assert ref in message and "--local-dir" in message and "\n" not in message
+    with pytest.raises(ValueError, match="ip-adapter_sdxl.bin"):
+        hub.resolve_file(hub.IP_ADAPTER_REPO, hub.IP_ADAPTER_WEIGHT)
+    with pytest.raises(FileNotFoundError):
+        hub.resolve_model(str(tmp_path / "not" / "here"))
+    assert hub.resolve_model(str(tmp_path)) == str(tmp_path)
+    (tmp_path / "w.bin").write_bytes(b"x")
+    assert hub.resolve_file(str(tmp_path), "w.bin") == str(tmp_path / "w.bin")
+    assert hub.split_file_ref("pOpsPaper/operators:models/texturing/learned_prior.pth") == (
+        "pOpsPaper/operators", "models/texturing/learned_prior.pth")  # fmt: skip
+
+
+def test_hub_fails_fast_when_unreachable(monkeypatch):
+    from huggingface_hub import constants
+
+    from pops import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="cannot be reached"):
+        hub.resolve_model("nobody-here/no-such-model-xyz")
+    assert time.monotonic() - start < 2.0 + hub.PROBE_TIMEOUT_S
+
+
+def test_from_pretrained_offline_names_the_model(monkeypatch):
+    from pops.encoders.clip import CLIPImageEncoder
+    from pops.renderers.ipadapter_depth import IPAdapterDepthRenderer
+    from pops.renderers.kandinsky import KandinskyRenderer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for load, model_id in [
+        (CLIPImageEncoder.from_pretrained, "kandinsky-community/kandinsky-2-2-prior"),
+        (KandinskyRenderer.from_pretrained, "kandinsky-community/kandinsky-2-2-decoder"),
+        (IPAdapterDepthRenderer.from_pretrained, "stabilityai/stable-diffusion-xl-base-1.0"),
+    ]:
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=model_id):
+            load()
+        assert time.monotonic() - start < 2.0
+
+
+# ----- pops render on saved tiny pipelines ---------------------------------------------------------------------------
+def run_cli(*args):
+    import importlib
+
+    from pops.cli import COMMANDS
+    from pops.cli.app import app
+
+    for name in COMMANDS:  # as `pops` does: every sub-command registers itself (render among them)
+        importlib.import_module(f"pops.cli.{name}")
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def embeddings_file(tmp_path_factory, embeds):
+    from pops.embeddings_io import save_embeddings
+
+    return save_embeddings(tmp_path_factory.mktemp("emb") / "outs.safetensors", embeds, {"operator": "texturing"})
+
+
+def test_cli_renders_with_kandinsky_from_saved_folders(kandinsky, image_encoder, embeddings_file, embeds, tmp_path):
+    from pops.renderers.kandinsky import KandinskyRenderer
+    from pops.renderers.pipelines import seeded_generators
+
+    kandinsky.pipe.save_pretrained(tmp_path / "decoder")
+    image_encoder.model.save_pretrained(tmp_path / "prior" / "image_encoder")
+    image_encoder.processor.save_pretrained(tmp_path / "prior" / "image_processor")
+    out = tmp_path / "pngs"
+    result = run_cli("render", embeddings_file, "--render", "kandinsky", "--out", out, "--decoder", tmp_path / "decoder",
+                     "--prior", tmp_path / "prior", "--steps", 2, "--size", SIZE, "--batch-size", 2, "--seed", 3)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == ["outs_0000.png", "outs_0001.png", "outs_0002.png"]
+    assert all(Image.open(f).size == (SIZE, SIZE) for f in files)
+    # The loaded pipeline is the saved one: the CLI's third image equals the in-memory renderer's with seed 3 + 2.
+    assert_close_images([Image.open(files[2]).convert("RGB")], kandinsky.render(embeds[2:], generator=seeded_generators(5, 1)))
+    loaded = KandinskyRenderer.from_pretrained(str(tmp_path / "decoder"), prior=str(tmp_path / "prior"))
+    torch.testing.assert_close(loaded.negative_embedding, image_encoder.zero_image_embedding())
+
+
+def test_cli_renders_with_ipadapter_and_depth_from_saved_folders(depth_renderer, tokenizer, embeddings_file, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = depth_renderer.pipe
+    # Plain SDXL folder (the IP-Adapter comes from its own file, as on the hub).
+    sdxl = StableDiffusionXLPipeline(**{k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "text_encoder_2",
+                                                                       "tokenizer", "tokenizer_2", "scheduler")})  # fmt: skip
+    sdxl.unet = tiny_sdxl(tokenizer)["unet"]  # a fresh UNet: save_pretrained of one with IP-Adapter layers differs
+    sdxl.save_pretrained(tmp_path / "sdxl")
+    (tmp_path / "ipa" / "sdxl_models").mkdir(parents=True)
+    torch.save(tiny_ip_adapter_state_dict(sdxl.unet), tmp_path / "ipa" / "sdxl_models" / "ip-adapter_sdxl.bin")
+    pipe.controlnet.save_pretrained(tmp_path / "controlnet")
+    pipe.vae.save_pretrained(tmp_path / "vae")
+    depth_renderer.depth_estimator.model.save_pretrained(tmp_path / "dpt")
+    depth_renderer.depth_estimator.processor.save_pretrained(tmp_path / "dpt")
+    random_images(1, seed=9)[0].save(tmp_path / "a.png")
+    common = ["--sdxl", tmp_path / "sdxl", "--ip-adapter", tmp_path / "ipa", "--steps", 2, "--size", SIZE]
+
+    result = run_cli("render", embeddings_file, "--render", "ipadapter", "--out", tmp_path / "ip", *common)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "ip").glob("outs_*.png"))) == 3
+
+    depth = ["--render", "ipadapter-depth", "--controlnet", tmp_path / "controlnet", "--depth-model", tmp_path / "dpt"]
+    result = run_cli("render", embeddings_file, *depth, "--out", tmp_path / "d", *common, "--vae", tmp_path / "vae",
+                     "--structure", tmp_path / "a.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "d").glob("outs_*.png"))
+    assert len(files) == 3 and all(Image.open(f).size == (SIZE, SIZE) for f in files)
+
+    result = run_cli("render", embeddings_file, *depth, "--out", tmp_path / "d2", *common)
+    assert result.exit_code != 0 and "--structure" in result.output
+
+
+def test_cli_rejects_bad_input_in_one_line(embeddings_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    result = run_cli("render", embeddings_file, "--out", tmp_path / "o")  # default hub ids, offline
+    assert result.exit_code != 0 and "kandinsky-community/kandinsky-2-2-decoder" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and time.monotonic() - start < 5
+    for args, expected in [
+        (["--render", "dalle"], "--render must be one of"),
+        (["--batch-size", 0], "--batch-size"),
+    ]:
+        result = run_cli("render", embeddings_file, "--out", tmp_path / "o", *args)
+        assert result.exit_code != 0 and expected in result.output
+    result = run_cli("render", tmp_path / "missing.safetensors", "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "no such embedding file" in result.output
+    assert not (tmp_path / "o").exists()  # nothing written on failure
