@@ -1,0 +1,65 @@
+"""`pops embed`: encode every image of a generated dataset into the embedding cache (sharded, resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pops.cli.app import app, fail, run_or_fail
+
+ENCODERS = ("efficientnet", "clip")
+
+
+@app.command()
+def embed(
+    dataset_dir: Path = typer.Argument(..., help="A folder written by `pops generate`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."),
+    encoder: str = typer.Option("efficientnet", help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space)."),
+    clip_model: str = typer.Option(
+        "kandinsky-community/kandinsky-2-2-prior",
+        help="CLIP source (hub id or local folder with image_encoder/ and image_processor/), for --encoder clip.",
+    ),  # fmt: skip
+    resolution: Optional[int] = typer.Option(None, help="EfficientNet input side, a multiple of 32 (default: the encoder's)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively)."),
+    dtype: Optional[str] = typer.Option(None, help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
+    device: Optional[str] = typer.Option(None, help="CLIP device (default: this process's accelerate device)."),
+    batch_size: int = typer.Option(64, help="Images per encoder batch."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per process."),
+) -> None:
+    """Encode every image of a generated dataset once; later reads of the same pixels are cache hits.
+    Scale out with `accelerate launch --multi_gpu --num_processes K -m pops embed ...`; rerun to finish an interrupted run."""
+    if encoder not in ENCODERS:
+        fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    if batch_size < 1:
+        fail("--batch-size must be at least 1")
+    if not dataset_dir.is_dir():
+        fail(f"no such dataset folder: {dataset_dir}")
+    summary = run_or_fail(_embed, dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress)
+    from pops.generate.sharding import current_shard
+
+    if current_shard([]).is_main:
+        typer.echo(f"{dataset_dir} -> {out}: {summary.line()}")
+
+
+def _embed(dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress):
+    from pops.cache import EmbeddingCache
+    from pops.generate.embedding import embed_dataset
+    from pops.generate.storage import read_dataset_info
+
+    read_dataset_info(dataset_dir)  # a clear error before any model is loaded
+    if encoder == "efficientnet":
+        from pops.encoders.efficientnet import EfficientNetEncoder
+
+        enc = EfficientNetEncoder(bf16=bf16) if resolution is None else EfficientNetEncoder(resolution, bf16=bf16)
+        encoder_id = enc.encoder_id
+    else:
+        from pops.encoders.clip import CLIPImageEncoder
+        from pops.generate.sharding import state
+
+        enc = CLIPImageEncoder.from_pretrained(clip_model, dtype=dtype, device=device or state().device)
+        # Named by model and weights dtype, so caches of different CLIPs (or precisions) never mix.
+        encoder_id = getattr(enc, "encoder_id", None) or f"clip-image/{Path(clip_model).name}/{str(enc.dtype).removeprefix('torch.')}"
+    cache = EmbeddingCache(out, enc, encoder_id, batch_size=batch_size)
+    return embed_dataset(dataset_dir, cache, progress=progress)

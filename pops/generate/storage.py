@@ -1,0 +1,184 @@
+"""The on-disk format of a generated dataset (see docs/DATA_FORMAT.md), atomic writes and resumption.
+
+    OUT/dataset.json                          what was generated (operator, seed, recipe settings); checked on resume
+    OUT/samples/00000/00000042/               one folder per sample index (buckets of 1000)
+        target.jpg, object_a.jpg, ...         RGB images (the ones `pops embed` encodes)
+        mask.png, object_a_cutout.png, ...    assets: masks and cut-outs (not encoded)
+        sample.json                           the manifest, written last: a sample exists iff its manifest does
+        rejected.json                         instead of sample.json when the recipe rejected this index
+    OUT/logs/rank-0.jsonl                     one line per rejected / failed sample, with the reason
+
+Every file is written to a hidden temporary name in the same folder and moved into place with os.replace, so a
+killed run leaves either a complete file or a temporary one, which readers ignore and the next run removes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from PIL import Image
+
+FORMAT = "pops-generate/1"
+DATASET_FILE = "dataset.json"
+MANIFEST_FILE = "sample.json"
+REJECTED_FILE = "rejected.json"
+BUCKET = 1000
+TEMP_MARK = ".tmp-"
+IMAGE_FORMATS = {"jpg": ("JPEG", {"quality": 95}), "png": ("PNG", {})}
+# Fields of dataset.json that must match when a run resumes into an existing folder.
+IDENTITY_FIELDS = ("format", "operator", "seed", "recipe")
+
+
+def sample_dir(root: str | Path, index: int) -> Path:
+    return Path(root) / "samples" / f"{index // BUCKET:05d}" / f"{index:08d}"
+
+
+def _temp_name(path: Path) -> Path:
+    # Unique per process and call, so ranks writing the same shared file (dataset.json) never clash.
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def atomic_save_image(image: Image.Image, path: str | Path, image_format: str | None = None) -> None:
+    """Save as JPEG (RGB, quality 95) or PNG (any mode), chosen by `image_format` or the file suffix."""
+    path = Path(path)
+    key = image_format or path.suffix.lstrip(".").lower()
+    fmt, options = IMAGE_FORMATS["jpg" if key == "jpeg" else key]
+    if fmt == "JPEG" and image.mode != "RGB":
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_temp_files(folder: Path) -> int:
+    """Delete temporaries a killed run left in `folder`; returns how many."""
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TEMP_MARK in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def sample_status(root: str | Path, index: int) -> str | None:
+    """"made", "rejected", or None when the sample still has to be made."""
+    folder = sample_dir(root, index)
+    if (folder / MANIFEST_FILE).is_file():
+        return "made"
+    if (folder / REJECTED_FILE).is_file():
+        return "rejected"
+    return None
+
+
+def init_dataset(root: str | Path, info: dict) -> dict:
+    """Create OUT/dataset.json, or check that an existing one describes the same generation (ValueError if not)."""
+    root = Path(root)
+    info = {"format": FORMAT, **info}
+    path = root / DATASET_FILE
+    if path.is_file():
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        for key in IDENTITY_FIELDS:
+            if existing.get(key) != json.loads(json.dumps(info.get(key))):
+                raise ValueError(
+                    f"{root} holds a dataset generated with a different {key} "
+                    f"({existing.get(key)!r} vs {info.get(key)!r}); use another --out folder"
+                )
+        return existing
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} exists and is not a folder")
+    atomic_write_json(path, info)
+    return info
+
+
+def read_dataset_info(root: str | Path) -> dict:
+    path = Path(root) / DATASET_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a generated dataset (no {DATASET_FILE})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_sample(
+    root: str | Path,
+    index: int,
+    *,
+    images: dict[str, Image.Image],
+    assets: dict[str, Image.Image],
+    record: dict,
+    image_format: str = "jpg",
+) -> dict:
+    """Write one sample: its images (`image_format`), its assets (PNG, lossless masks), then its manifest."""
+    folder = sample_dir(root, index)
+    remove_temp_files(folder)
+    files_images, files_assets = {}, {}
+    for role, image in images.items():
+        name = f"{role}.{image_format}"
+        atomic_save_image(image, folder / name, image_format)
+        files_images[role] = name
+    for role, image in assets.items():
+        name = f"{role}.png"
+        atomic_save_image(image, folder / name, "png")
+        files_assets[role] = name
+    manifest = {"format": FORMAT, "index": index, **record, "images": files_images, "assets": files_assets}
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def write_rejection(root: str | Path, index: int, *, reason: str, record: dict) -> dict:
+    """Mark `index` as rejected by its recipe (so a rerun does not redo it) and keep the reason."""
+    folder = sample_dir(root, index)
+    remove_temp_files(folder)
+    entry = {"format": FORMAT, "index": index, "reason": reason, **record}
+    atomic_write_json(folder / REJECTED_FILE, entry)
+    return entry
+
+
+def append_log(root: str | Path, rank: int, entry: dict) -> None:
+    """One JSON line per event in OUT/logs/rank-R.jsonl (each rank appends to its own file)."""
+    path = Path(root) / "logs" / f"rank-{rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def iter_samples(root: str | Path) -> Iterator[dict]:
+    """Manifests of every made sample, by index; each gets `dir` (its folder). Temporaries are never read."""
+    root = Path(root)
+    read_dataset_info(root)
+    for path in sorted((root / "samples").glob(f"*/*/{MANIFEST_FILE}")):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["dir"] = str(path.parent)
+        yield manifest
+
+
+def iter_rejections(root: str | Path) -> Iterator[dict]:
+    for path in sorted((Path(root) / "samples").glob(f"*/*/{REJECTED_FILE}")):
+        yield json.loads(path.read_text(encoding="utf-8"))
+
+
+def image_paths(manifest: dict) -> dict[str, Path]:
+    """Role -> path of every RGB image of one sample (the files an embedding cache holds)."""
+    return {role: Path(manifest["dir"]) / name for role, name in manifest["images"].items()}
