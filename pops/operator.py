@@ -105,9 +105,17 @@ class Operator:
     def image_encoder(self):
         return self._encoder("image")
 
+    @image_encoder.setter
+    def image_encoder(self, encoder) -> None:
+        self._encoders["image"] = encoder
+
     @property
     def text_encoder(self):
         return self._encoder("text")
+
+    @text_encoder.setter
+    def text_encoder(self, encoder) -> None:
+        self._encoders["text"] = encoder
 
     def _encoder(self, modality: str):
         if self._encoders[modality] is None and self.encoder_configs.get(modality):

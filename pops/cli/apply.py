@@ -32,18 +32,24 @@ def apply(
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
     out: Path = typer.Option(Path("pops_output.safetensors"), "--out", "-o", help="Output embeddings (.safetensors), or a folder for equations."),
+    render: str = typer.Option("auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."),
+    step_seed: Optional[list[str]] = typer.Option(None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."),
+    replay: Optional[Path] = typer.Option(None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."),
 ) -> None:
-    """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs)."""
-    if models is not None:
+    """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
+
+    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md)."""
+    if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
-        if not inputs or len(inputs) != 1:
+        if replay is None and (not inputs or len(inputs) != 1):
             fail("with --models, give exactly one equation (quote it)")
         from pops.equation.cli import run_equation_cli
 
         run_or_fail(
-            run_equation_cli, inputs[0], models_dir=models, out_dir=out, seed=seed,
-            guidance_scale=guidance_scale, steps=steps, num_samples=num_samples,
+            run_equation_cli, inputs[0] if inputs else None, models_dir=models, out_dir=out, seed=seed,
+            guidance_scale=guidance_scale, steps=steps, num_samples=num_samples, render=render,
+            layout=layout, step_seeds=step_seed, replay=replay,
         )  # fmt: skip
         return
     if (model is None) == (base is None and checkpoint is None):

@@ -40,11 +40,20 @@ ENCODER_TYPES = {
 }
 
 
-def load_encoder(config: dict) -> Encoder:
-    import importlib
+_LOADED: dict[str, Encoder] = {}
 
+
+def load_encoder(config: dict) -> Encoder:
+    """The encoder a config names; one shared instance per distinct config (operators of one folder share it)."""
+    import importlib
+    import json
+
+    key = json.dumps(config, sort_keys=True)
+    if key in _LOADED:
+        return _LOADED[key]
     kind = config.get("type")
     if kind not in ENCODER_TYPES:
         raise ValueError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODER_TYPES)}")
     module, name = ENCODER_TYPES[kind].split(":")
-    return getattr(importlib.import_module(module), name).from_config(config)
+    _LOADED[key] = getattr(importlib.import_module(module), name).from_config(config)
+    return _LOADED[key]

@@ -1,0 +1,45 @@
+"""`pops serve`: the browser UI for operators and equations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pops.cli.app import app, fail
+
+
+@app.command()
+def serve(
+    models: Optional[Path] = typer.Option(
+        Path("outputs/demo"), "--models", help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as "
+        "`pops demo` writes them. Can be changed in the page."
+    ),
+    out: Path = typer.Option(Path("outputs/ui"), "--out", "-o", help="Folder for runs, uploads and Gradio's cache; "
+                             "the only folder the server serves files from."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. The default is reachable from this machine only."),
+    port: int = typer.Option(7860, help="Port to listen on."),
+    renderer: str = typer.Option("auto", help="Default renderer: auto (decoder if saved, else retrieval), retrieval, "
+                                 "decoder or none."),
+    max_file_size: str = typer.Option("10mb", help="Largest upload accepted, e.g. 10mb or 500kb."),
+    queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),
+) -> None:
+    """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
+    from pops.equation.models import RENDERER_CHOICES
+
+    if renderer not in RENDERER_CHOICES:
+        fail(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_CHOICES)}")
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    if queue_size < 1:
+        fail("--queue-size must be at least 1")
+    if models is not None and not models.is_dir():
+        typer.echo(f"warning: models folder {models} does not exist yet; choose one in the page", err=True)
+    from pops.ui import serve as run_server
+
+    try:
+        run_server(models, out, host=host, port=port, max_file_size=max_file_size, renderer=renderer,
+                   queue_size=queue_size)  # fmt: skip
+    except OSError as exc:
+        fail(f"cannot start the server on {host}:{port}: {exc}")

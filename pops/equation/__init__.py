@@ -1,0 +1,84 @@
+"""Operator equations: chain pOps operators like algebra, e.g.
+
+    let t = texture(chair.png, wood.png)
+    scene(t, beach.png)
+
+`parse` gives a syntax tree, `format_equation` prints it back, `validate` checks it against the models (before
+anything runs) and `evaluate` runs it, returning the output embeddings and every intermediate. The language is
+described in docs/EQUATIONS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pops.equation.ast import Call, Drop, File, Let, Node, Program, Text, Var, WeightedSum
+from pops.equation.errors import EquationError, EquationFileError
+from pops.equation.parser import parse
+from pops.equation.printer import format_equation
+
+__all__ = [
+    "Call", "Drop", "File", "Let", "Node", "Program", "Text", "Var", "WeightedSum",
+    "EquationError", "EquationFileError", "parse", "format_equation", "validate", "evaluate",
+    "Evaluator", "EquationResult", "ModelSet", "load_renderer",
+]  # fmt: skip
+
+# Evaluators for models folders, so repeated `pops.evaluate` calls reuse loaded operators and cached steps.
+_EVALUATORS: dict[tuple, Any] = {}
+_MAX_EVALUATORS = 2
+
+
+def __getattr__(name):
+    # The evaluator side imports torch; keep `from pops.equation import parse` light.
+    if name in ("Evaluator", "EquationResult"):
+        from pops.equation import evaluator
+
+        return getattr(evaluator, name)
+    if name in ("ModelSet", "load_renderer"):
+        from pops.equation import models
+
+        return getattr(models, name)
+    if name == "validate":
+        from pops.equation.validate import validate
+
+        return validate
+    raise AttributeError(f"module 'pops.equation' has no attribute {name!r}")
+
+
+def evaluate(
+    equation: str | Program,
+    models: Any,
+    *,
+    seed: int = 0,
+    seeds: dict[str, int] | None = None,
+    guidance_scale: float | None = None,
+    num_inference_steps: int = 25,
+    num_samples: int = 1,
+    layout: str = "compact",
+    base_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+):
+    """Evaluate an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
+
+    `models`: a models folder (see pops.equation.models), a `ModelSet`, or operators in memory (an `Operator`, a
+    list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
+    `guidance_scale=None` uses each operator's default (texturing/union 8, scene/instruct/composition 1).
+    Relative file paths are resolved against `base_dir` (default: the current folder).
+    """
+    from pops.equation.evaluator import Evaluator
+
+    if isinstance(models, (str, Path)):
+        key = (str(Path(models).expanduser().resolve()), str(cache_dir))
+        if key not in _EVALUATORS:
+            while len(_EVALUATORS) >= _MAX_EVALUATORS:
+                _EVALUATORS.pop(next(iter(_EVALUATORS)))
+            _EVALUATORS[key] = Evaluator(models, cache_dir=cache_dir)
+        evaluator = _EVALUATORS[key]
+    else:
+        evaluator = Evaluator(models, cache_dir=cache_dir)
+    return evaluator.evaluate(
+        equation, seed=seed, seeds=seeds, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+        num_samples=num_samples, layout=layout, base_dir=base_dir, progress=progress,
+    )  # fmt: skip

@@ -1,0 +1,49 @@
+"""The browser UI (`pops serve`): a Gradio page over the equation evaluator. See pops/ui/app.py for the page and
+pops/ui/backend.py for what a run does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def serve(
+    models_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    max_file_size: str = "10mb",
+    renderer: str = "auto",
+    queue_size: int = 64,
+    block: bool = True,
+):
+    """Start the UI. Every file it serves lies under `out_dir`: uploads and Gradio's own cache are kept there
+    (GRADIO_TEMP_DIR), `allowed_paths` is that folder alone, and there is no share link."""
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # Gradio reads these when it is imported, so set them first.
+    os.environ["GRADIO_TEMP_DIR"] = str(out / "gradio")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from pops.ui.app import CSS, build_app, theme
+    from pops.ui.backend import Backend
+
+    demo = build_app(Backend(models_dir, out), default_renderer=renderer)
+    demo.queue(default_concurrency_limit=1, max_size=queue_size)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        allowed_paths=[str(out)],
+        max_file_size=max_file_size,
+        show_error=True,
+        ssr_mode=False,
+        theme=theme(),
+        css=CSS,
+        footer_links=["api"],
+        prevent_thread_lock=not block,
+        quiet=False,
+    )
+    return demo

@@ -1,0 +1,269 @@
+"""What the browser UI does, without the browser: copy uploads into a run folder, evaluate, render, write files.
+
+Every run gets its own folder under `OUT/runs/` holding its inputs, pictures, embeddings and record.json (the same
+files as `pops apply`, so `pops apply --replay OUT/runs/…/record.json` reproduces a UI result). Equations typed in
+the UI may only read files uploaded with them (or the models' `assets/` images): the server never reads, and so
+never shows, anything else on its disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pops.equation.errors import EquationError
+from pops.equation.models import AUTO_ORDER, RENDERER_CHOICES
+from pops.registry import REGISTRY
+
+logger = logging.getLogger(__name__)
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class Settings:
+    models_dir: str
+    renderer: str = "auto"
+    seed: int = 0
+    guidance_scale: float | None = None  # None: each operator's registry default
+    steps: int = 25
+    num_samples: int = 1
+
+
+@dataclass
+class RunOutput:
+    """What one run shows: pictures with captions, files to download, the record and a status line."""
+
+    result_images: list[tuple[str, str]] = field(default_factory=list)
+    step_images: list[tuple[str, str]] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
+    record: dict = field(default_factory=dict)
+    status: str = ""
+    ok: bool = False
+    replay: dict | None = None  # what "new seed for the last step" needs
+
+
+def safe_filename(name: str) -> str:
+    """A plain file name (no folders, no odd characters) that an equation can name bare."""
+    base = SAFE_NAME.sub("_", Path(name).name).strip("._") or "file"
+    return base if base[0].isalpha() else "f" + base
+
+
+class Backend:
+    """Holds one Evaluator per models folder (loaded operators, cached steps) and numbers the runs."""
+
+    def __init__(self, models_dir: str | Path | None, out_dir: str | Path):
+        self.default_models = str(models_dir) if models_dir is not None else ""
+        self.out_dir = Path(out_dir).resolve()
+        self.runs_dir = self.out_dir / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._evaluators: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+
+    # ----- models ---------------------------------------------------------------------------------------------------
+    def evaluator(self, models_dir: str):
+        from pops.equation.evaluator import Evaluator
+
+        folder = Path(models_dir or self.default_models).expanduser()
+        if not str(models_dir or self.default_models).strip():
+            raise ValueError("choose a models folder (the one `pops demo` writes, e.g. outputs/demo)")
+        key = str(folder.resolve())
+        with self._lock:
+            if key not in self._evaluators:
+                self._evaluators[key] = Evaluator(folder, cache_dir=self.out_dir / "cache")
+            return self._evaluators[key]
+
+    def describe(self, models_dir: str) -> str:
+        """One line of Markdown: which operators and renderers the models folder holds."""
+        try:
+            models = self.evaluator(models_dir).models
+        except (ValueError, OSError) as exc:
+            return f"**Models folder:** {exc}"
+        ops = models.available()
+        renderers = models.renderer_names()
+        missing = [k for k in REGISTRY if k not in ops]
+        text = f"**Operators:** {', '.join(ops) or 'none found'}"
+        if missing:
+            text += f" &nbsp;·&nbsp; not trained: {', '.join(missing)}"
+        text += f" &nbsp;·&nbsp; **Renderers:** {', '.join(renderers) or 'none (results are embeddings only)'}"
+        return text
+
+    # ----- runs -----------------------------------------------------------------------------------------------------
+    def new_run_dir(self, tag: str) -> Path:
+        with self._lock:
+            number = next(self._counter)
+        run = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{number:04d}-{SAFE_NAME.sub('_', tag)[:24]}"
+        (run / "inputs").mkdir(parents=True)
+        return run
+
+    def operator_equation(self, kind: str, slot_files: dict[str, str | None], word: str | None, run: Path) -> str:
+        """Copy the uploads of an operator tab into the run folder and write the equation they make."""
+        spec = REGISTRY[kind]
+        args, given = [], 0
+        for slot in spec.slots:
+            if slot.kind == "text":
+                word = (word or "").strip()
+                args.append((slot.name, _quote(word) if word else "_"))
+                continue
+            src = slot_files.get(slot.name)
+            if not src:
+                args.append((slot.name, "_"))
+                continue
+            name = slot.name + (Path(src).suffix.lower() or ".png")
+            shutil.copyfile(src, run / "inputs" / name)
+            args.append((slot.name, name))
+            given += 1
+        if not given:
+            raise ValueError(f"upload at least one image for {kind}")
+        if spec.num_slots > 2:  # composition: name the slots that are filled, the rest are dropped
+            return f"{kind}({', '.join(f'{n}={v}' for n, v in args if v != '_')})"
+        return f"{kind}({', '.join(v for _, v in args)})"
+
+    def copy_uploads(self, files: list[str] | None, run: Path) -> list[str]:
+        names = []
+        for src in files or []:
+            name = safe_filename(Path(src).name)
+            if name in names:
+                raise ValueError(f"two uploaded files are both called {name}; rename one")
+            shutil.copyfile(src, run / "inputs" / name)
+            names.append(name)
+        return names
+
+    def run_operator(self, kind: str, slot_files: dict[str, str | None], word: str | None, settings: Settings,
+                     progress: bool = False) -> RunOutput:  # fmt: skip
+        run = self.new_run_dir(kind)
+        try:
+            equation = self.operator_equation(kind, slot_files, word, run)
+        except (ValueError, OSError) as exc:
+            return RunOutput(status=_error(str(exc)))
+        return self.evaluate(equation, run / "inputs", run, settings, progress=progress)
+
+    def run_equation(self, equation: str, files: list[str] | None, settings: Settings, progress: bool = False) -> RunOutput:
+        run = self.new_run_dir("equation")
+        try:
+            self.copy_uploads(files, run)
+        except (ValueError, OSError) as exc:
+            return RunOutput(status=_error(str(exc)))
+        return self.evaluate(equation, run / "inputs", run, settings, progress=progress)
+
+    def resample_last(self, replay: dict | None, settings: Settings, progress: bool = False) -> RunOutput:
+        """Re-run the previous equation with a new seed for its last step only; the other steps come from the cache."""
+        if not replay:
+            return RunOutput(status=_error("run an operator or an equation first"))
+        seeds = dict(replay["seeds"])
+        seeds["output"] = int(seeds.get("output", replay["seed"])) + 1
+        settings = Settings(**{**replay["settings"], "renderer": settings.renderer})
+        run = self.new_run_dir("resample")
+        return self.evaluate(replay["equation"], Path(replay["inputs"]), run, settings, seeds=seeds, progress=progress)
+
+    def evaluate(self, equation: str, inputs: Path, run: Path, settings: Settings, *, seeds: dict | None = None,
+                 progress: bool = False) -> RunOutput:  # fmt: skip
+        from pops.equation.cli import render_steps, step_filename, write_result
+
+        if not (equation or "").strip():
+            return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
+        if settings.renderer not in RENDERER_CHOICES:
+            return RunOutput(status=_error(f"unknown renderer {settings.renderer!r}"))
+        try:
+            _check_relative_paths(equation)
+            evaluator = self.evaluator(settings.models_dir)
+            plan = evaluator.validate(equation, base_dir=inputs)
+            self._check_files(plan, inputs, evaluator.models.asset_dirs())
+            renderer = evaluator.models.renderer(settings.renderer)
+            result = evaluator.evaluate(
+                plan, seed=int(settings.seed), seeds=seeds, guidance_scale=settings.guidance_scale,
+                num_inference_steps=int(settings.steps), num_samples=int(settings.num_samples),
+                base_dir=inputs, progress=progress,
+            )  # fmt: skip
+        except EquationError as exc:
+            return RunOutput(status=_error(exc.pretty(equation), code=True))
+        except (ValueError, OSError) as exc:
+            return RunOutput(status=_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        except Exception as exc:  # a bug or a broken model: show it on the page (and the log), keep the server up
+            logger.exception("evaluating %r failed", equation)
+            return RunOutput(status=_error(f"internal error: {type(exc).__name__}: {exc}"))
+        pictures = render_steps(renderer, result, int(settings.seed)) if renderer is not None else {}
+        name = settings.renderer
+        if renderer is not None and name == "auto":
+            present = evaluator.models.renderer_names()
+            name = next((n for n in AUTO_ORDER if n in present), present[0] if present else "none")
+        result.record["ui_run"] = run.name  # runs are numbered in the order the queue served them
+        record = write_result(result, run, pictures, name if renderer is not None else None)
+
+        out = RunOutput(record=record, ok=True)
+        out.result_images = [(str(run / rel), f"sample {i}") for i, rel in enumerate(record["outputs"]["images"])]
+        # Inputs first, then each computed step in evaluation order.
+        for step in plan.steps:
+            if step.kind == "image":
+                shown = step.path
+                if not shown.is_relative_to(self.out_dir):  # an asset: copy it, the server shows only its own folder
+                    shown = run / "assets" / step.path.name
+                    shown.parent.mkdir(exist_ok=True)
+                    shutil.copyfile(step.path, shown)
+                out.step_images.append((str(shown), step.text))
+        for step, res in zip(plan.steps, result.steps):
+            if step.kind in ("call", "sum") and pictures:
+                label = "" if step.label.startswith("step ") else f"{step.label} = "
+                picture = "output_0.png" if step.label == "output" else f"steps/{step_filename(step.label)}_0.png"
+                out.step_images.append((str(run / picture), f"{label}{step.text}" + (" · cached" if res.cached else "")))
+        out.downloads = [str(run / "output.safetensors")]
+        out.downloads += [str(run / rel) for rel in record["outputs"]["steps"].values()]
+        out.downloads.append(str(run / "record.json"))
+        n_calls = sum(1 for s in result.computed if s.kind == "call")
+        out.status = (
+            f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in {result.seconds:.2f} s "
+            f"({result.num_cached} reused from the cache) · seed {settings.seed}"
+            + (f", last step {seeds['output']}" if seeds and "output" in seeds else "")
+            + ("" if pictures else " · no renderer: download the embeddings")
+            + f"\n\n`{record['canonical']}`"
+        )
+        out.replay = {
+            "equation": equation, "inputs": str(inputs), "seed": int(settings.seed),
+            "seeds": record["seeds"], "settings": settings.__dict__.copy(),
+        }  # fmt: skip
+        return out
+
+    @staticmethod
+    def _check_files(plan, inputs: Path, asset_dirs: list[Path]) -> None:
+        allowed = [inputs.resolve(), *(d.resolve() for d in asset_dirs)]
+        for step in plan.steps:
+            if step.path is not None and not any(step.path.is_relative_to(root) for root in allowed):
+                raise EquationError(
+                    f"the UI reads only uploaded files (and the models' assets); upload {step.path.name} and name it "
+                    "by its file name", step.pos.line, step.pos.column, step.text,
+                )  # fmt: skip
+
+
+def _check_relative_paths(equation: str) -> None:
+    """Refuse absolute paths, `~` and `..` before anything touches the disk (not even an existence check)."""
+    from pops.equation.ast import File, children
+    from pops.equation.parser import parse
+
+    program = parse(equation)
+    stack = [let.value for let in program.lets] + [program.result]
+    while stack:
+        node = stack.pop()
+        stack.extend(children(node))
+        if isinstance(node, File):
+            path = Path(node.path)
+            if path.is_absolute() or node.path.startswith("~") or ".." in path.parts:
+                raise EquationError(
+                    "the UI reads only uploaded files: name them by file name, without folders",
+                    node.pos.line, node.pos.column, node.path,
+                )  # fmt: skip
+
+
+def _quote(word: str) -> str:
+    from pops.equation.printer import quote
+
+    return quote(word)
+
+
+def _error(message: str, code: bool = False) -> str:
+    return f"**Error**\n\n```\n{message}\n```" if code else f"**Error:** {message}"
