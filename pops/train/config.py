@@ -1,0 +1,252 @@
+"""Training configuration: nested dataclasses, one YAML file per operator (configs/train/*.yaml), dotted overrides.
+
+Defaults are the reference recipe (AdamW, lr 1e-5 constant, betas 0.9/0.999, weight decay 0, grad-clip 1.0, init from
+the Kandinsky 2.2 prior); batch size, warm-up, schedule, precision and the extras (LoRA, EMA, ...) are options.
+
+`batch_size` is the micro-batch of one process. The global batch of one optimiser step is
+`batch_size × num_processes × gradient_accumulation_steps`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from pops.registry import REGISTRY
+
+LAYOUTS = ("compact", "padded")  # as pops.prior.LAYOUTS, which is not imported here: it pulls in diffusers
+MIXED_PRECISION = ("no", "bf16", "fp16")
+SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+RENDERER_SPEC_HELP = "'package.module:callable' returning a Renderer (called with renderer_options as keywords)"
+
+
+@dataclass
+class ModelConfig:
+    """Prior size for `init: scratch` (the defaults are the Kandinsky 2.2 prior's size)."""
+
+    embedding_dim: int = 1280
+    num_layers: int = 20
+    num_attention_heads: int = 32
+    attention_head_dim: int = 64
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 turns clipping off
+    schedule: str = "constant"  # one of SCHEDULES (diffusers.optimization.get_scheduler names)
+    warmup_steps: int = 0
+
+
+@dataclass
+class LoraOptions:
+    """LoRA adapters through peft (`prior.add_adapter`); the base weights are frozen, the result is merged on save."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass
+class EmaOptions:
+    """Exponential moving average of the trained weights (diffusers' EMAModel); saved instead of the raw weights."""
+
+    enabled: bool = False
+    decay: float = 0.9999
+    update_after_step: int = 0
+
+
+@dataclass
+class CheckpointOptions:
+    every: int = 1000  # optimiser steps between checkpoints; 0 = only on SIGTERM and at the end
+    total_limit: int = 3  # newest complete checkpoints kept
+    at_end: bool = True  # also checkpoint after the last step (so `resume` can extend a finished run)
+
+
+@dataclass
+class LoggingOptions:
+    every: int = 50  # optimiser steps between log records; 0 = no logging
+    tensorboard: bool = True
+    timestep_buckets: int = 10  # loss per timestep bucket: the 1000 timesteps split into this many equal ranges
+
+
+@dataclass
+class ValidationOptions:
+    every: int = 0  # optimiser steps between validations; 0 = none
+    data: Optional[str] = None  # a Pairs file; None = the first `num_samples` training pairs
+    num_samples: int = 16
+    guidance_scale: Optional[float] = None  # None = the operator's default
+    num_inference_steps: int = 25
+    renderer: Optional[str] = None  # RENDERER_SPEC_HELP; None = no pictures, only embedding metrics
+    renderer_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    operator: str = "texturing"
+    data: Optional[str] = None  # a Pairs file (pops.pairs) of cached embeddings
+    output_dir: str = "runs/train"
+    init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
+    kandinsky_prior: str = "kandinsky-community/kandinsky-2-2-prior"  # hub id or local folder
+    resume: Optional[str] = None  # auto | <checkpoint folder>; None = start fresh
+    seed: int = 0
+    deterministic: bool = False
+    max_steps: int = 20000
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    layout: str = "compact"
+    train_blocks: Optional[int] = None  # train only the first N transformer blocks (others frozen)
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    ema: EmaOptions = field(default_factory=EmaOptions)
+    checkpoint: CheckpointOptions = field(default_factory=CheckpointOptions)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+
+    def validate(self) -> "TrainConfig":
+        """Raise a one-line ValueError on the first inconsistent value; return self."""
+        _check(self.operator in REGISTRY, f"operator: unknown {self.operator!r}; known: {', '.join(REGISTRY)}")
+        init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
+        _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
+        _check(self.max_steps >= 1, "max_steps must be at least 1")
+        _check(self.batch_size >= 1, "batch_size must be at least 1")
+        _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
+        _check(self.mixed_precision in MIXED_PRECISION, f"mixed_precision: one of {', '.join(MIXED_PRECISION)}")
+        _check(self.layout in LAYOUTS, f"layout: one of {', '.join(LAYOUTS)}")
+        _check(self.train_blocks is None or self.train_blocks >= 1, "train_blocks must be at least 1 (or null)")
+        _check(not (self.lora.enabled and self.train_blocks), "lora and train_blocks cannot be combined")
+        o = self.optim
+        _check(o.lr > 0 and o.eps > 0 and o.weight_decay >= 0, "optim: lr and eps must be > 0, weight_decay >= 0")
+        _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas: two numbers in [0, 1)")
+        _check(o.max_grad_norm >= 0, "optim.max_grad_norm must be >= 0 (0 = no clipping)")
+        _check(o.schedule in SCHEDULES, f"optim.schedule: one of {', '.join(SCHEDULES)}")
+        _check(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(self.lora.rank >= 1 and self.lora.alpha > 0, "lora: rank >= 1 and alpha > 0")
+        _check(0 < self.ema.decay < 1, "ema.decay must be in (0, 1)")
+        _check(self.checkpoint.every >= 0 and self.checkpoint.total_limit >= 1, "checkpoint: every >= 0, total_limit >= 1")
+        _check(self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1")
+        v = self.validation
+        _check(v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2, "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2")
+        _check(v.renderer is None or ":" in v.renderer, f"validation.renderer: {RENDERER_SPEC_HELP}")
+        m = self.model
+        _check(min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1, "model: sizes must be positive")
+        return self
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _plain(value):
+    """Tuples to lists, recursively, so the dict is YAML/JSON friendly."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    """A dataclass from a mapping; unknown keys are an error that names the key and the known ones."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ValueError(f"unknown config key {prefix + str(key)!r}; known keys here: {', '.join(fields)}")
+        spec = fields[key]
+        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, default, str(spec.type), prefix + key)
+    return cls(**kwargs)
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _coerce(value, default, annotation: str, name: str):
+    """Check a YAML value against the field's type (ints are accepted for floats; '1e-5' strings read as floats,
+    since YAML 1.1 only takes 1.0e-5)."""
+    if isinstance(value, str) and "float" in annotation and _FLOAT.match(value.strip()):
+        value = float(value)
+    if value is None:
+        if "Optional" not in annotation:
+            raise ValueError(f"config key {name!r} cannot be null")
+        return None
+    expected = annotation.replace("Optional[", "").rstrip("]")
+    if expected == "bool":
+        ok = isinstance(value, bool)
+    elif expected == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif expected == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected == "tuple":
+        ok = isinstance(value, (list, tuple))
+        value = tuple(value) if ok else value
+    elif expected == "dict":
+        ok = isinstance(value, dict)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f"config key {name!r}: expected {expected}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return _build(TrainConfig, data or {}).validate()
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply `key.sub=value` strings (values parsed as YAML) to a nested mapping; returns a new mapping."""
+    data = yaml.safe_load(yaml.safe_dump(data or {}))  # deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r}: expected key=value (e.g. optim.lr=1e-4)")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _parse_value(raw: str) -> Any:
+    return yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config, apply overrides, validate. FileNotFoundError / one-line ValueError on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(apply_overrides(data, overrides))

@@ -1,0 +1,324 @@
+"""The training loop on `accelerate`: one process on a CPU, or DDP / FSDP / DeepSpeed on many GPUs and nodes through
+`accelerate launch` (its plugins come from the launch configuration; nothing here is specific to one of them).
+
+Exact resume: model, optimiser, lr scheduler, the train state (step, samples consumed), EMA and every process's RNG are
+in each checkpoint, and each shard's randomness is a function of (seed, step, shard) — see pops.train.data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from pops.embeddings_io import atomic_write
+from pops.objective import make_training_scheduler, training_loss
+from pops.pairs import Pairs
+from pops.prior import PopsPrior
+from pops.registry import get_spec
+from pops.train import checkpointing
+from pops.train.config import TrainConfig
+from pops.train.data import PairStream, shard_generator
+from pops.train.ema import EMA
+from pops.train.model import build_model, configure_trainable, merge_lora
+from pops.train.monitor import Monitor, Validator
+
+log = logging.getLogger(__name__)
+SUMMARY_NAME = "train_summary.json"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint; `checkpoint` is the folder to resume from."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"stopped by SIGTERM at step {step}; checkpoint saved to {checkpoint} (resume with resume=auto)")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class TrainState:
+    """Where the run is: optimiser steps taken and samples consumed (the data position). Checkpointed by accelerate."""
+
+    def __init__(self):
+        self.step = 0
+        self.samples_seen = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
+
+
+class _LossModel:
+    """What `training_loss` calls: `model(...)` goes through the accelerate-prepared module (DDP, autocast, compile);
+    normalize/condition/denormalize go to the plain PopsPrior."""
+
+    def __init__(self, prepared, plain: PopsPrior):
+        self._prepared, self._plain = prepared, plain
+
+    def __call__(self, *args, **kwargs):
+        return self._prepared(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._plain, name)
+
+
+def training_card_section(config: TrainConfig, summary: dict, last_log: dict) -> str:
+    """The model card's training section: how this operator was trained."""
+    o = config.optim
+    extras = [name for name, on in (("LoRA", config.lora.enabled), ("EMA", config.ema.enabled)) if on]
+    if config.train_blocks:
+        extras.append(f"first {config.train_blocks} blocks only")
+    rows = [
+        ("init", config.init if config.init != "kandinsky" else f"kandinsky ({config.kandinsky_prior})"),
+        ("data", Path(config.data).name if config.data else "in memory"),
+        ("steps / samples seen", f"{summary['steps']} / {summary['samples_seen']}"),
+        ("global batch", f"{summary['global_batch']} ({summary['num_processes']} process(es) x {config.batch_size} x {config.gradient_accumulation_steps} accumulation)"),
+        ("optimiser", f"AdamW lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps}), betas {tuple(o.betas)}, wd {o.weight_decay:g}, grad-clip {o.max_grad_norm:g}"),
+        ("precision / layout", f"{config.mixed_precision} / {config.layout}"),
+        ("options", ", ".join(extras) or "none"),
+    ]
+    if "train/loss" in last_log:
+        rows.append(("last logged loss", f"{last_log['train/loss']:.4f}"))
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"\n\n## Training\n\nTrained with `pops train` (accelerate).\n\n| | |\n|---|---|\n{table}\n"
+
+
+def _release_accelerate_state() -> None:
+    """accelerate keeps precision and accumulation in process-wide singletons; a later run (or other code) in the same
+    process must be free to choose its own (the demo trains five operators in one process). The process group stays."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def train(
+    config: TrainConfig,
+    pairs: Pairs | None = None,
+    model: PopsPrior | None = None,
+    *,
+    progress: bool | None = None,
+    renderer=None,
+) -> PopsPrior:
+    """Train one operator as configured; returns the trained PopsPrior (EMA weights when EMA is on, LoRA merged) and
+    writes the operator folder (`save_pretrained` format, with a model card) to `config.output_dir`.
+
+    `pairs` / `model` replace loading `config.data` / building from `config.init`; `renderer` replaces
+    `config.validation.renderer`. Raises TrainingInterrupted after a SIGTERM (the checkpoint is saved first).
+    """
+    return Trainer(config, pairs=pairs, model=model, progress=progress, renderer=renderer).run()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
+        self.config = config.validate()
+        if pairs is None and not config.data:
+            raise ValueError("data: give the training pairs file (a .safetensors of cached embeddings, pops.pairs)")
+        self.pairs = pairs if pairs is not None else Pairs.load(config.data)
+        if self.pairs.kind != config.operator:
+            raise ValueError(f"the training pairs are for {self.pairs.kind!r}, the config trains {config.operator!r}")
+        self.spec = get_spec(config.operator)
+        if model is None:
+            # A scratch init draws from the global RNG: seed it (without disturbing the caller's RNG) so every process
+            # and every rerun starts from the same weights.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                model = build_model(config, self.pairs)
+        self.model = model
+        self.progress = config.progress if progress is None else progress
+        self.renderer = renderer
+        self.output_dir = Path(config.output_dir)
+        self._stop_requested = False
+
+    # ----- setup -------------------------------------------------------------------------------------------------
+    def _accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        c = self.config
+        _release_accelerate_state()
+        use_tb = c.logging.every > 0 and c.logging.tensorboard
+        accelerator = Accelerator(
+            mixed_precision=c.mixed_precision,
+            gradient_accumulation_steps=c.gradient_accumulation_steps,
+            log_with="tensorboard" if use_tb else None,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            dynamo_backend="inductor" if c.compile else None,
+        )
+        if c.deterministic:  # cuBLAS needs a fixed workspace for deterministic matmuls (no effect on a CPU)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        set_seed(c.seed, deterministic=c.deterministic)
+        return accelerator
+
+    def _optimizer_and_schedule(self, params):
+        from diffusers.optimization import get_scheduler
+
+        o = self.config.optim
+        kwargs = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        try:  # one fused kernel for all tensors: ~4x faster than the per-tensor loop on a CPU with a small prior
+            optimizer = torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):
+            optimizer = torch.optim.AdamW(params, **kwargs)
+        name = "constant_with_warmup" if o.schedule == "constant" and o.warmup_steps else o.schedule
+        schedule = get_scheduler(name, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=self.config.max_steps)
+        return optimizer, schedule
+
+    # ----- the run -----------------------------------------------------------------------------------------------
+    def run(self) -> PopsPrior:
+        deterministic_before = torch.are_deterministic_algorithms_enabled()
+        accelerator = self._accelerator()
+        try:
+            with self._sigterm_handler():
+                return self._run(accelerator)
+        finally:
+            accelerator.end_training()
+            torch.use_deterministic_algorithms(deterministic_before)
+            _release_accelerate_state()
+
+    def _run(self, accelerator) -> PopsPrior:
+        c = self.config
+        plain = self.model
+        configure_trainable(plain, c)
+        params = [p for p in plain.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters (check lora / train_blocks)")
+        optimizer, schedule = self._optimizer_and_schedule(params)
+        prepared, optimizer = accelerator.prepare(plain, optimizer)  # `plain` stays the module inside any wrapper
+        state = TrainState()
+        ema = EMA(params, c.ema.decay, c.ema.update_after_step).to(accelerator.device) if c.ema.enabled else None
+        # The scheduler is stepped here once per optimiser step (not prepared: accelerate would step it once per
+        # process), so its state is the same whatever the number of processes.
+        accelerator.register_for_checkpointing(schedule, state, *([ema] if ema else []))
+
+        if accelerator.is_main_process:
+            checkpointing.remove_stale_temporaries(self.output_dir)
+        accelerator.wait_for_everyone()
+        resume_from = checkpointing.resolve_resume(c.resume, self.output_dir)
+        if resume_from is not None:
+            accelerator.load_state(str(resume_from))
+            log.info("resumed from %s at step %d", resume_from, state.step)
+
+        stream = PairStream(self.pairs, seed=c.seed, device=accelerator.device)
+        noise_scheduler = make_training_scheduler()
+        loss_model = _LossModel(prepared, plain)
+        procs, accum, micro = accelerator.num_processes, c.gradient_accumulation_steps, c.batch_size
+        global_batch = micro * procs * accum
+        monitor = Monitor(accelerator, c, global_batch)
+        validator = Validator(accelerator, c, self.spec, self.pairs, self.renderer) if c.validation.every else None
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        started, start_step, first_step_done = time.perf_counter(), state.step, None
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=c.max_steps, initial=state.step, desc=f"training {c.operator}", unit="step",
+            disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True,
+        )  # fmt: skip
+        prepared.train()
+        while state.step < c.max_steps:
+            grad_norm = None
+            for micro_step in range(accum):
+                shard = micro_step * procs + accelerator.process_index
+                batch = stream.shard(state.samples_seen, micro, shard)
+                generator = shard_generator(c.seed, state.step, shard)
+                with accelerator.accumulate(prepared):
+                    loss, details = training_loss(loss_model, self.spec, batch, noise_scheduler, generator=generator, layout=c.layout)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(params, c.optim.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                monitor.record(loss, details)
+            if not accelerator.optimizer_step_was_skipped:
+                schedule.step()
+            if ema is not None:
+                ema.update(params)
+            state.step += 1
+            state.samples_seen += global_batch
+            first_step_done = first_step_done or time.perf_counter()
+            bar.update(1)
+            monitor.step_done(state.step, schedule.get_last_lr()[0], grad_norm, bar)
+            if validator is not None and state.step % c.validation.every == 0:
+                validator.run(plain, state.step, monitor)
+            if c.checkpoint.every and state.step % c.checkpoint.every == 0:
+                self._save(accelerator, state)
+            if self._should_stop(accelerator):
+                bar.close()
+                folder = self._save(accelerator, state)
+                raise TrainingInterrupted(state.step, folder)
+        bar.close()
+        timing = (started, first_step_done, time.perf_counter())
+        if c.checkpoint.at_end:
+            self._save(accelerator, state)
+        return self._finish(accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor.last)
+
+    def _save(self, accelerator, state: TrainState) -> Path:
+        info = {"samples_seen": state.samples_seen, "num_processes": accelerator.num_processes, "config": self.config.to_dict()}
+        return checkpointing.save_checkpoint(accelerator, self.output_dir, state.step, info, self.config.checkpoint.total_limit)
+
+    def _finish(self, accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor_last) -> PopsPrior:
+        from pops.operator import Operator
+
+        accelerator.wait_for_everyone()
+        model = accelerator.unwrap_model(plain)
+        if ema is not None:
+            ema.copy_to(params)
+        merge_lora(model)
+        model.eval()
+        steps = state.step - start_step
+        started, first_done, ended = timing
+        elapsed = ended - started
+        # Steady-state throughput leaves out the first step (optimiser-state allocation, kernel warm-up).
+        steady = (steps - 1) * global_batch / (ended - first_done) if steps > 1 and ended > first_done else None
+        summary = {
+            "operator": self.config.operator, "steps": state.step, "samples_seen": state.samples_seen,
+            "steps_this_run": steps, "seconds": round(elapsed, 3), "global_batch": global_batch,
+            "samples_per_second": round(steady, 2) if steady else None,
+            "samples_per_second_overall": round(steps * global_batch / elapsed, 2) if elapsed > 0 else None,
+            "num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
+            "mixed_precision": self.config.mixed_precision, "ema": ema is not None, "lora": self.config.lora.enabled,
+        }  # fmt: skip
+        if accelerator.is_main_process:
+            encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
+            op = Operator(model, self.config.operator, encoder_configs=encoders if isinstance(encoders, dict) else None)
+            op.save_pretrained(self.output_dir)
+            card = (self.output_dir / "README.md").read_text() + training_card_section(self.config, summary, monitor_last)
+            atomic_write(self.output_dir / "README.md", lambda t: Path(t).write_text(card))
+            text = json.dumps(summary, indent=2)
+            atomic_write(self.output_dir / SUMMARY_NAME, lambda t: Path(t).write_text(text))
+        accelerator.wait_for_everyone()
+        self.summary = summary
+        return model
+
+    # ----- SIGTERM -----------------------------------------------------------------------------------------------
+    @contextmanager
+    def _sigterm_handler(self):
+        """On SIGTERM, finish the current step, checkpoint, and stop (signal handlers exist only in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _should_stop(self, accelerator) -> bool:
+        if accelerator.num_processes == 1:
+            return self._stop_requested
+        # Every process must agree, or the checkpoint's collective save would hang.
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)

@@ -1,0 +1,187 @@
+"""What a run reports: loss (overall and per timestep bucket), lr, throughput and grad-norm to TensorBoard through
+accelerate's tracker; periodic validation that samples with the operator and, when a renderer is configured, renders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import torch
+
+from pops.pairs import Pairs
+from pops.registry import OperatorSpec
+from pops.train.config import TrainConfig
+
+NUM_TRAIN_TIMESTEPS = 1000
+MAX_RENDERED = 8
+
+
+class Monitor:
+    """Accumulates per-sample losses between log steps (as tensors: no host sync per step) and logs their means."""
+
+    def __init__(self, accelerator, config: TrainConfig, global_batch: int):
+        self.accelerator = accelerator
+        self.every = config.logging.every
+        self.buckets = config.logging.timestep_buckets
+        self.global_batch = global_batch
+        self.enabled = self.every > 0
+        if self.enabled and config.logging.tensorboard:
+            accelerator.init_trackers("pops-train", config=_flat_hparams(config.to_dict()))
+        self._reset()
+        self.last = {}
+
+    def _reset(self):
+        device = self.accelerator.device
+        self.loss_sum = torch.zeros((), device=device)
+        self.micro_steps = 0
+        self.bucket_sum = torch.zeros(self.buckets, device=device)
+        self.bucket_count = torch.zeros(self.buckets, device=device)
+        self.grad_norms = []
+        self.since = time.perf_counter()
+        self.steps = 0
+
+    def record(self, loss: torch.Tensor, details: dict) -> None:
+        if not self.enabled:
+            return
+        self.loss_sum += loss.detach().float()
+        self.micro_steps += 1
+        bucket = (details["t"].to(self.bucket_sum.device) * self.buckets // NUM_TRAIN_TIMESTEPS).clamp_max(self.buckets - 1)
+        self.bucket_sum.index_add_(0, bucket, details["mse"].float().to(self.bucket_sum.device))
+        self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float32))
+
+    def step_done(self, step: int, lr: float, grad_norm, bar) -> None:
+        if not self.enabled:
+            return
+        self.steps += 1
+        if grad_norm is not None:
+            self.grad_norms.append(torch.as_tensor(grad_norm).detach().float())
+        if step % self.every:
+            return
+        acc = self.accelerator
+        elapsed = time.perf_counter() - self.since
+        totals = torch.cat([self.loss_sum[None], torch.tensor([float(self.micro_steps)], device=acc.device), self.bucket_sum, self.bucket_count])
+        totals = acc.reduce(totals, reduction="sum") if acc.num_processes > 1 else totals
+        loss = (totals[0] / totals[1].clamp_min(1)).item()
+        sums, counts = totals[2 : 2 + self.buckets], totals[2 + self.buckets :]
+        values = {"train/loss": loss, "train/lr": lr, "train/samples_per_second": self.steps * self.global_batch / max(elapsed, 1e-9)}
+        if self.grad_norms:
+            values["train/grad_norm"] = torch.stack(self.grad_norms).mean().item()
+        width = NUM_TRAIN_TIMESTEPS // self.buckets
+        for i in range(self.buckets):
+            if counts[i] > 0:
+                values[f"loss_by_timestep/t{i * width:04d}-{min((i + 1) * width, NUM_TRAIN_TIMESTEPS) - 1:04d}"] = (sums[i] / counts[i]).item()
+        acc.log(values, step=step)
+        self.last = values
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self._reset()
+
+    def log_images(self, images, step: int) -> None:
+        if not self.enabled:
+            return
+        try:
+            tracker = self.accelerator.get_tracker("tensorboard", unwrap=False)
+        except Exception:  # no tensorboard tracker configured
+            return
+        import numpy as np
+
+        array = np.stack([np.asarray(im.convert("RGB").resize(images[0].size)) for im in images])
+        tracker.log_images({"validation/rendered": array}, step=step, dataformats="NHWC")
+
+
+class Validator:
+    """Samples the operator on held-out (or the first) pairs; logs cosine to the target; renders when it can."""
+
+    def __init__(self, accelerator, config: TrainConfig, spec: OperatorSpec, train_pairs: Pairs, renderer=None):
+        v = config.validation
+        self.accelerator, self.config, self.spec = accelerator, config, spec
+        pairs = Pairs.load(v.data) if v.data else train_pairs
+        if pairs.kind != spec.name:
+            raise ValueError(f"validation.data holds {pairs.kind!r} pairs, the run trains {spec.name!r}")
+        count = min(v.num_samples, len(pairs))
+        self.batch = pairs.batch(torch.arange(count))
+        self.renderer = renderer if renderer is not None else load_renderer(v.renderer, v.renderer_options)
+        self.folder = Path(config.output_dir) / "validation"
+        self.history: list[dict] = []
+
+    @torch.no_grad()
+    def run(self, model, step: int, monitor: Monitor) -> None:
+        from pops.sampler import sample_unclip
+
+        acc = self.accelerator
+        if acc.is_main_process:
+            v = self.config.validation
+            was_training = model.training
+            model.eval()
+            device = model.prior.clip_mean.device
+            batch = _batch_to(self.batch, device)
+            drop = ~batch.present.bool() if batch.present is not None else None
+            cond = model.condition(self.spec, batch.slots, drop=drop)
+            scale = self.spec.guidance_scale if v.guidance_scale is None else v.guidance_scale
+            generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
+            out = sample_unclip(model, cond, guidance_scale=scale, num_inference_steps=v.num_inference_steps, generator=generator, layout=self.config.layout)
+            cosine = torch.nn.functional.cosine_similarity(out.float(), batch.target.float(), dim=-1).mean().item()
+            record = {"val/cosine_to_target": cosine}
+            self.history.append(dict(record, step=step))
+            acc.log(record, step=step)
+            if self.renderer is not None:
+                images = self.renderer.render(out[:MAX_RENDERED].cpu())
+                self._save_strip(images, step)
+                monitor.log_images(images, step)
+            model.train(was_training)
+        acc.wait_for_everyone()
+
+    def _save_strip(self, images, step: int) -> None:
+        from PIL import Image
+
+        from pops.embeddings_io import atomic_write
+
+        size = images[0].size
+        strip = Image.new("RGB", (size[0] * len(images), size[1]), "white")
+        for i, im in enumerate(images):
+            strip.paste(im.convert("RGB").resize(size), (i * size[0], 0))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / f"step_{step:07d}.png", lambda t: strip.save(t, format="PNG"))
+
+
+def load_renderer(spec: str | None, options: dict | None = None):
+    """A renderer from 'package.module:callable' (called with `options` as keywords); None for no spec."""
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"validation.renderer {spec!r}: cannot import it ({exc})") from None
+    renderer = factory(**(options or {}))
+    if not hasattr(renderer, "render"):
+        raise ValueError(f"validation.renderer {spec!r} did not return a Renderer (no render method)")
+    return renderer
+
+
+def _batch_to(batch, device):
+    from pops.objective import Batch
+
+    def move(x):
+        if x is None:
+            return None
+        return tuple(t.to(device) for t in x) if isinstance(x, tuple) else x.to(device)
+
+    return Batch(slots=[move(s) for s in batch.slots], target=move(batch.target), present=move(batch.present), align_text=move(batch.align_text))
+
+
+def _flat_hparams(config: dict, prefix: str = "") -> dict:
+    """TensorBoard hparams take scalars and strings only: nested sections flattened, lists as strings."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_hparams(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = str(list(value))
+        elif value is None:
+            out[name] = "none"
+        else:
+            out[name] = value
+    return out
