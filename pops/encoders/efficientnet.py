@@ -99,7 +99,9 @@ class EfficientNetEncoder:
     modality = "image"
     dim = 1280
 
-    def __init__(self, resolution: int = DEFAULT_RESOLUTION, *, bf16: bool | None = None, weights_path: str | None = None):
+    def __init__(
+        self, resolution: int = DEFAULT_RESOLUTION, *, bf16: bool | None = None, weights_path: str | None = None
+    ):
         if resolution < 32 or resolution % 32:
             raise ValueError(f"resolution must be a multiple of 32 and at least 32, got {resolution}")
         self.resolution = resolution

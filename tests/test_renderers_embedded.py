@@ -1,0 +1,128 @@
+"""The embedded world's renderers: nearest-neighbour retrieval and the small trained decoder."""
+
+from __future__ import annotations
+
+import json
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from pops.renderers import Renderer
+from pops.renderers.decoder import DecoderConfig, DecoderRenderer, decoder_fidelity, train_decoder
+from pops.renderers.retrieval import RetrievalRenderer
+
+COLOURS = [(220, 30, 30), (30, 60, 220), (30, 170, 60), (235, 210, 30)]
+
+
+def shape_image(i: int, size: int = 32) -> Image.Image:
+    """Image i: one of 4 colours x 2 shapes (disc / square), drawn on white."""
+    img = Image.new("RGB", (size, size), "white")
+    colour, box = COLOURS[i % 4], [size * 0.2, size * 0.2, size * 0.8, size * 0.8]
+    (ImageDraw.Draw(img).ellipse if (i // 4) % 2 == 0 else ImageDraw.Draw(img).rectangle)(box, fill=colour)
+    return img
+
+
+def fake_embeds(imgs: list[Image.Image], dim: int = 24) -> torch.Tensor:
+    """A fixed random projection of 4x4 thumbnails: embeddings that determine their images."""
+    x = torch.stack([torch.from_numpy(np.asarray(im.resize((4, 4), Image.BOX), dtype=np.float32) / 255) for im in imgs])
+    proj = torch.randn(x[0].numel(), dim, generator=torch.Generator().manual_seed(0))
+    return x.flatten(1) @ proj
+
+
+class ThumbnailEncoder:
+    """Encodes pictures the way `fake_embeds` does (for the fidelity measure)."""
+
+    modality, dim = "image", 24
+
+    def encode(self, items, *, batch_size=32, progress=False):
+        return fake_embeds(list(items), self.dim)
+
+
+def test_retrieval_returns_the_gallery_image():
+    imgs = [shape_image(i) for i in range(8)]
+    embeds = fake_embeds(imgs)
+    r = RetrievalRenderer(embeds, imgs)
+    assert isinstance(r, Renderer)
+    assert torch.equal(r.gallery, embeds)  # kept raw
+    out = r.render(embeds[[5, 0, 7]])
+    assert [np.array_equal(np.asarray(o), np.asarray(imgs[i])) for o, i in zip(out, [5, 0, 7])] == [True] * 3
+    idx, scores = r.nearest(embeds * 3.0, k=3)  # cosine: the scale of an embedding does not matter
+    assert idx.shape == scores.shape == (8, 3)
+    assert torch.equal(idx[:, 0], torch.arange(8)) and torch.allclose(scores[:, 0], torch.ones(8), atol=1e-5)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+    idx1, _ = r.nearest(embeds[2], k=1)  # a single (D,) embedding
+    assert idx1.tolist() == [[2]]
+
+
+def test_retrieval_bad_input():
+    imgs = [shape_image(i) for i in range(3)]
+    with pytest.raises(ValueError):
+        RetrievalRenderer(fake_embeds(imgs), imgs[:2])
+    r = RetrievalRenderer(fake_embeds(imgs), imgs)
+    with pytest.raises(ValueError):
+        r.nearest(torch.zeros(2, 5))
+    with pytest.raises(ValueError):
+        r.nearest(torch.zeros(2, 24), k=4)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    imgs = [shape_image(i) for i in range(8)]
+    embeds = fake_embeds(imgs)
+    config = DecoderConfig(embed_dim=24, image_size=16, base_channels=8, max_channels=32)
+    # A toy model gains nothing from threads, and on a busy machine their synchronisation costs seconds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        renderer = train_decoder(embeds, imgs, steps=150, batch_size=8, lr=1e-2, config=config, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return imgs, embeds, renderer
+
+
+def test_decoder_trains_and_reduces_its_loss(trained):
+    imgs, embeds, renderer = trained
+    assert isinstance(renderer, Renderer) and len(renderer.losses) == 150
+    assert np.mean(renderer.losses[-10:]) < 0.5 * np.mean(renderer.losses[:5])
+    out = renderer.render(embeds)
+    assert len(out) == 8 and out[0].size == (16, 16) and out[0].mode == "RGB"
+    # It draws the right colour in the middle of each picture.
+    centre = np.stack([np.asarray(o, dtype=np.float32)[6:10, 6:10].mean((0, 1)) for o in out])
+    truth = np.array([COLOURS[i % 4] for i in range(8)], dtype=np.float32)
+    assert np.abs(centre - truth).mean() < 40
+
+
+def test_decoder_fidelity_beats_chance(trained):
+    imgs, embeds, renderer = trained
+    fid = decoder_fidelity(renderer, ThumbnailEncoder(), embeds)
+    assert fid["chance_top1"] == pytest.approx(1 / 8)
+    assert fid["top1"] >= 0.75 and fid["top5"] == 1.0
+    assert fid["cos_to_source"] > fid["cos_to_others"]
+
+
+def test_decoder_save_load_round_trip(trained, tmp_path):
+    _, embeds, renderer = trained
+    renderer.save_pretrained(tmp_path / "dec")
+    loaded = DecoderRenderer.from_pretrained(tmp_path / "dec")
+    assert loaded.config == renderer.config
+    assert torch.equal(loaded.decode(embeds), renderer.decode(embeds))
+    big = DecoderRenderer.from_pretrained(tmp_path / "dec", output_size=48).render(embeds[:2])
+    assert [p.size for p in big] == [(48, 48)] * 2
+    assert not list((tmp_path / "dec").glob("*.part"))  # no temp files left behind
+    assert json.loads((tmp_path / "dec" / "renderer.json").read_text())["type"] == "decoder"  # self-describing folder
+    with pytest.raises(FileNotFoundError):
+        DecoderRenderer.from_pretrained(tmp_path / "nothing-here")
+    weights = tmp_path / "dec" / "decoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ValueError, match="cannot load"):
+        DecoderRenderer.from_pretrained(tmp_path / "dec")
+
+
+def test_decoder_bad_input():
+    imgs = [shape_image(i) for i in range(4)]
+    with pytest.raises(ValueError):
+        train_decoder(fake_embeds(imgs)[:3], imgs, steps=1)
+    with pytest.raises(ValueError):
+        DecoderConfig(image_size=48).channels()
+    assert DecoderConfig(image_size=64, base_channels=16, max_channels=256).channels() == [256, 128, 64, 32, 16]
