@@ -94,11 +94,7 @@ def _text_rows(op, value, name):
             rows = value[None] if value.ndim == 2 else value
             mask = torch.ones(rows.shape[:2], dtype=torch.bool)
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in value):
-            length = max(v.shape[0] for v in value)
-            rows = torch.zeros(len(value), length, value[0].shape[1])
-            mask = torch.zeros(len(value), length, dtype=torch.bool)
-            for i, v in enumerate(value):
-                rows[i, : v.shape[0]], mask[i, : v.shape[0]] = v, True
+            rows, mask = pad_rows(list(value))
         else:
             raise ValueError(f"{name}: expected a word, token rows (T, W) / (B, T, W) or a list of them")
     if rows.ndim != 3 or mask.shape != rows.shape[:2]:
@@ -108,6 +104,16 @@ def _text_rows(op, value, name):
     if not torch.isfinite(rows).all():
         raise ValueError(f"{name}: contains NaN or inf values")
     return rows.float(), mask.bool()
+
+
+def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
+    length = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+    return out, mask
 
 
 def _expand(slot, batch):

@@ -34,6 +34,7 @@ from pops.generate.embedding import open_rgb
 from pops.generate.instruct import sample_instruction
 from pops.generate.storage import iter_samples, read_dataset_info
 from pops.generate.texturing import INSIDE, cut_texture_patch
+from pops.inputs import pad_rows
 from pops.pairs import Pairs
 from pops.registry import OperatorSpec, get_spec
 
@@ -236,16 +237,6 @@ class _PairBuilder:
         self._images, self._slot_of, self._pending = [], {}, []
 
 
-def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
-    length = max(r.shape[0] for r in rows)
-    out = torch.zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-    return out, mask
-
-
 def _text_tensors(text_encoder, words: list[str], texts: list[str], dim: int, batch_size: int = 64):
     """Instruct's word rows (each distinct word encoded once) and alignment embeddings (each distinct text once)."""
     unique_words = sorted(set(words))
@@ -253,7 +244,7 @@ def _text_tensors(text_encoder, words: list[str], texts: list[str], dim: int, ba
     for s in range(0, len(unique_words), batch_size):
         chunk = unique_words[s : s + batch_size]
         rows.update(zip(chunk, text_encoder.token_rows(chunk)))
-    word_rows = _pad_rows([rows[w] for w in words])
+    word_rows = pad_rows([rows[w] for w in words])
     if int(text_encoder.dim) != dim:
         # The alignment term compares the operator's output with a text embedding: only possible in a shared space
         # (CLIP's). MiniLM (384-d) next to EfficientNet (1280-d) has none, so those pairs carry no align_text.
