@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -74,7 +73,7 @@ class DemoConfig:
     decoder_size: int = 64
     grid_rows: int = 4  # examples per operator in the report
     retrain: bool = False
-    threads: int | None = None  # torch threads; None = all cores unless other processes keep them busy
+    threads: int | None = None  # torch threads (see choose_threads: 1 unless asked)
     progress: bool = True
     quick: bool = False
 
@@ -142,16 +141,15 @@ def quick_config(**overrides) -> DemoConfig:
 # Small utilities: threads, stage timing
 # ----------------------------------------------------------------------------------------------------------------
 def choose_threads(requested: int | None) -> int:
-    """Torch threads. OpenMP thread teams spin at every barrier: when other processes occupy the cores, a team as
-    wide as the machine stalls on each op (measured here: a training step 20x slower with 2 threads than with 1 on
-    a busy 2-core machine). So by default use only the cores the last minute's load leaves free (at least one)."""
-    if requested is not None:
-        if requested < 1:
-            raise ValueError(f"threads must be at least 1, got {requested}")
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
+    """Torch threads: 1 unless asked. The operators' matrix products are small, so a second thread gains little
+    (measured here: 1.25x per training step on an idle 2-core machine), while OpenMP thread teams spin at every
+    barrier and stall whenever another process holds a core (measured: the same training 2.6x slower with 2 threads
+    than with 1 on a shared machine, up to 20x per step under heavy load)."""
+    if requested is None:
+        return 1
+    if requested < 1:
+        raise ValueError(f"threads must be at least 1, got {requested}")
+    return requested
 
 
 class Stages:
@@ -365,7 +363,8 @@ def train_operator(config: DemoConfig, kind: str, pairs, encoders: dict, image_e
 
     folder = config.out / "operators" / kind
     settings = training_settings(config, kind)
-    record = {"recipe": RECIPE_VERSION, "settings": settings, "recombine": config.recombine, "data": pairs_fingerprint(pairs)}
+    shown = {k: v for k, v in settings.items() if k != "progress"}  # progress bars do not change the result
+    record = {"recipe": RECIPE_VERSION, "settings": shown, "recombine": config.recombine, "data": pairs_fingerprint(pairs)}
     record_path = folder / TRAIN_RECORD
     if not config.retrain and record_path.is_file():
         try:
@@ -492,7 +491,7 @@ def evaluate_operators(operators: dict, data: dict[str, OperatorData], *, seeds:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Renderers, pictures for the report
+# Renderers
 # ----------------------------------------------------------------------------------------------------------------
 def build_renderers(config: DemoConfig, gallery_images: dict, data: dict[str, OperatorData], encoder):
     """The retrieval renderer over every class gallery, and the small decoder trained on the same (embedding, image)
@@ -520,87 +519,6 @@ def _others(n: int, chosen: torch.Tensor) -> torch.Tensor:
     keep = torch.ones(n, dtype=torch.bool)
     keep[chosen] = False
     return torch.arange(n)[keep]
-
-
-def word_tile(word: str, size: int):
-    """A picture of a word, so instruct's inputs show in an image grid."""
-    from PIL import Image, ImageDraw
-
-    tile = Image.new("RGB", (size, size), (245, 245, 240))
-    draw = ImageDraw.Draw(tile)
-    box = draw.textbbox((0, 0), word, font_size=max(10, size // 7))
-    draw.text(((size - box[2]) / 2, (size - box[3]) / 2), word, fill=(20, 20, 20), font_size=max(10, size // 7))
-    return tile
-
-
-def mosaic(images: list, size: int):
-    """Several inputs (composition's garments) as one square tile."""
-    from PIL import Image
-
-    images = [im for im in images if im is not None]
-    side = max(1, int(len(images) ** 0.5 + 0.999))
-    cell = size // side
-    tile = Image.new("RGB", (size, size), (255, 255, 255))
-    for i, im in enumerate(images):
-        tile.paste(im.convert("RGB").resize((cell, cell)), ((i % side) * cell, (i // side) * cell))
-    return tile
-
-
-def example_grids(config: DemoConfig, world, data, outputs, renderers: dict) -> list[dict]:
-    """Per operator (and synonym set): a few held-out examples, one per class — inputs | pOps | averaging | truth,
-    each embedding drawn by every renderer."""
-    grids = []
-    size = config.image_size
-    for kind, d in data.items():
-        for split, pairs in d.tests.items():
-            row = kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
-            if row not in outputs:
-                continue
-            seen, picks = set(), []
-            for i, cid in enumerate(pairs.class_ids.tolist()):
-                if cid not in seen:
-                    seen.add(cid)
-                    picks.append(i)
-                if len(picks) == config.grid_rows:
-                    break
-            rows = []
-            for i in picks:
-                recipe = pairs.info["recipes"][i]
-                inputs, target = world.render(recipe)
-                shown = [word_tile(x, size) if isinstance(x, str) else x for x in inputs if x is not None]
-                if len(shown) > 3:
-                    shown = [mosaic(shown, size)]
-                cells = [(f"input {j + 1}", im) for j, im in enumerate(shown)]
-                for method, key in (("pOps", row), ("averaging", f"{row}/averaging")):
-                    for name, renderer in renderers.items():
-                        cells.append((f"{method} · {name}", renderer.render(outputs[key][i : i + 1])[0]))
-                cells.append(("ground truth", target))
-                rows.append({"label": world.target_class(recipe), "cells": cells})
-            grids.append({"title": row, "rows": rows})
-    return grids
-
-
-def chained_equation(config: DemoConfig, world, operators: dict, renderers: dict) -> dict | None:
-    """One equation through the equation evaluator: scene(texturing(object, texture), place)."""
-    needed = {"texturing", "scene"}
-    if not needed <= set(operators):
-        return None
-    from pops import equation
-
-    c = config.world_config()
-    shape, texture, place = c.shapes[0], c.textures[min(3, len(c.textures) - 1)], c.scenes[min(1, len(c.scenes) - 1)]
-    assets = config.out / "assets"
-    assets.mkdir(parents=True, exist_ok=True)
-    pictures = {shape: world.object_image(shape, seed=1), texture: world.texture_image(texture, seed=1), place: world.scene_image(place, seed=1)}
-    for name, im in pictures.items():
-        im.save(assets / f"{name}.png")
-    text = f"scene(texturing(assets/{shape}.png, assets/{texture}.png), assets/{place}.png)"
-    result = equation.evaluate(text, {k: operators[k] for k in needed}, seed=config.seed, base_dir=config.out,
-                               num_inference_steps=config.sampling_steps)  # fmt: skip
-    steps = [("inputs", [(n, im) for n, im in pictures.items()])]
-    for label, embeds in result.intermediates.items():
-        steps.append((label, [(name, r.render(embeds[:1])[0]) for name, r in renderers.items()]))
-    return {"equation": text, "steps": steps}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -633,7 +551,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     """World -> cache -> pairs -> training -> evaluation -> renderers -> report. See the module docstring."""
     from pops.cache import EmbeddingCache
     from pops.encoders.efficientnet import EfficientNetEncoder
-    from pops.report import write_report
+    from pops.report import chained_equation, example_grids, write_report
     from pops.world import World
 
     check_writable(config.out)
@@ -674,8 +592,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
         retrieval, decoder, fidelity = build_renderers(config, gallery_images, data, encoder)
     with stages("report"):
         renderers = {"retrieval": retrieval, "decoder": decoder}
-        grids = example_grids(config, world, data, outputs, renderers)
-        chain = chained_equation(config, world, operators, renderers)
+        grids = example_grids(world, data, outputs, renderers, config.grid_rows)
+        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
         summary = {
             "world": world.summary(), "encoder": encoder.encoder_id, "threads": threads, "trained": trained,
             "images_encoded": cache.stats.encoded, "cache_hits": cache.stats.hits, "decoder_fidelity": fidelity,

@@ -1,8 +1,8 @@
 """The demo's report: one self-contained HTML page (every picture inlined as base64 PNG, no external files).
 
 Sections: the metrics table (pops.evaluation.MetricsTable), a bar plot of the operators against the baselines,
-stage timings, example grids (inputs | pOps | averaging | ground truth, each embedding drawn by every renderer) and
-one chained equation with its intermediate results.
+example grids (inputs | pOps | averaging | ground truth, each embedding drawn by every renderer), one chained
+equation with its intermediate results, and stage timings. `example_grids` and `chained_equation` make the pictures.
 """
 
 from __future__ import annotations
@@ -163,6 +163,89 @@ def render_report(*, table, seconds: dict[str, float], grids: list[dict], equati
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+# ----- the pictures: example grids and the chained equation ---------------------------------------------------------
+def word_tile(word: str, size: int):
+    """A picture of a word, so instruct's inputs show in an image grid."""
+    from PIL import Image, ImageDraw
+
+    tile = Image.new("RGB", (size, size), (245, 245, 240))
+    draw = ImageDraw.Draw(tile)
+    box = draw.textbbox((0, 0), word, font_size=max(10, size // 7))
+    draw.text(((size - box[2]) / 2, (size - box[3]) / 2), word, fill=(20, 20, 20), font_size=max(10, size // 7))
+    return tile
+
+
+def mosaic(images: list, size: int):
+    """Several inputs (composition's garments) as one square tile."""
+    from PIL import Image
+
+    images = [im for im in images if im is not None]
+    side = max(1, int(len(images) ** 0.5 + 0.999))
+    cell = size // side
+    tile = Image.new("RGB", (size, size), (255, 255, 255))
+    for i, im in enumerate(images):
+        tile.paste(im.convert("RGB").resize((cell, cell)), ((i % side) * cell, (i // side) * cell))
+    return tile
+
+
+def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_grid: int = 4) -> list[dict]:
+    """Per operator (and synonym set): a few held-out examples, one per class — inputs | pOps | averaging | truth,
+    each embedding drawn by every renderer. `data`: kind -> pops.demo.OperatorData; `outputs`: what
+    pops.demo.evaluate_operators returns next to its table (row -> embeddings, "row/averaging" -> baseline)."""
+    grids = []
+    size = world.config.image_size
+    for kind, d in data.items():
+        for split, pairs in d.tests.items():
+            row = kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
+            if row not in outputs:
+                continue
+            seen, picks = set(), []
+            for i, cid in enumerate(pairs.class_ids.tolist()):
+                if cid not in seen:
+                    seen.add(cid)
+                    picks.append(i)
+                if len(picks) == rows_per_grid:
+                    break
+            rows = []
+            for i in picks:
+                recipe = pairs.info["recipes"][i]
+                inputs, target = world.render(recipe)
+                shown = [word_tile(x, size) if isinstance(x, str) else x for x in inputs if x is not None]
+                if len(shown) > 3:
+                    shown = [mosaic(shown, size)]
+                cells = [(f"input {j + 1}", im) for j, im in enumerate(shown)]
+                for method, key in (("pOps", row), ("averaging", f"{row}/averaging")):
+                    for name, renderer in renderers.items():
+                        cells.append((f"{method} · {name}", renderer.render(outputs[key][i : i + 1])[0]))
+                cells.append(("ground truth", target))
+                rows.append({"label": world.target_class(recipe), "cells": cells})
+            grids.append({"title": row, "rows": rows})
+    return grids
+
+
+def chained_equation(world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int = 25) -> dict | None:
+    """One equation through the equation evaluator, scene(texturing(object, texture), place), on world pictures
+    written to `out`/assets/ (so `pops apply --models OUT` can rerun it); None without those two operators."""
+    needed = {"texturing", "scene"}
+    if not needed <= set(operators):
+        return None
+    from pops import equation
+
+    c = world.config
+    shape, texture, place = c.shapes[0], c.textures[min(3, len(c.textures) - 1)], c.scenes[min(1, len(c.scenes) - 1)]
+    assets = Path(out) / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    pictures = {shape: world.object_image(shape, seed=1), texture: world.texture_image(texture, seed=1), place: world.scene_image(place, seed=1)}
+    for name, im in pictures.items():
+        im.save(assets / f"{name}.png")
+    text = f"scene(texturing(assets/{shape}.png, assets/{texture}.png), assets/{place}.png)"
+    result = equation.evaluate(text, {k: operators[k] for k in needed}, seed=seed, base_dir=out, num_inference_steps=steps)
+    steps = [("inputs", [(n, im) for n, im in pictures.items()])]
+    for label, embeds in result.intermediates.items():
+        steps.append((label, [(name, r.render(embeds[:1])[0]) for name, r in renderers.items()]))
+    return {"equation": text, "steps": steps}
 
 
 def write_report(path: str | Path, **sections) -> Path:

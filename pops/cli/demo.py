@@ -23,7 +23,7 @@ def demo(
     train_per_class: Optional[int] = typer.Option(None, help="Training samples per training class, for every operator (default: texturing and union 1, instruct 2, scene 3, composition 4)."),
     eval_seeds: Optional[int] = typer.Option(None, help="Sampling seeds the operators are evaluated over (default: 3, quick 2)."),
     guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report the operators at this guidance scale (repeatable); the registry's scale is always reported."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (default: the cores that other processes leave idle, at least 1)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (default: 1; a second thread gains little on these small models and stalls when another process holds a core)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per stage."),
 ) -> None:
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out

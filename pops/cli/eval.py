@@ -19,7 +19,7 @@ def eval_(
     guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report at this guidance scale (repeatable); the registry's scale is always reported."),
     steps: int = typer.Option(25, help="Sampling steps."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (default: the cores other processes leave idle)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (default: 1)."),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
