@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from pops.inputs import pad_rows
 from pops.registry import REGISTRY, get_spec
 
 log = logging.getLogger(__name__)
@@ -278,16 +279,6 @@ def recombine(pairs, factor: int, seed: int = 0):
         pairs.kind, slots, pairs.present.repeat(factor, 1), pairs.target.repeat(factor, 1),
         class_ids=pairs.class_ids.repeat(factor), info=info,
     )  # fmt: skip
-
-
-def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A list of (T_i, W) token rows as zero-padded (N, T, W) rows and their (N, T) mask."""
-    length = max(r.shape[0] for r in rows)
-    out = torch.zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-    return out, mask
 
 
 def build_data(config: DemoConfig, world, cache, text_encoder, gallery_images: dict) -> dict[str, OperatorData]:
