@@ -75,6 +75,17 @@ def top1_accuracy(outputs: torch.Tensor, true_classes: Sequence[str], proto_name
     return sum(p == t for p, t in zip(predicted, true_classes)) / len(true_classes)
 
 
+def mean_reciprocal_rank(outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor) -> float:
+    """Mean of 1 / (rank of the true class among all prototypes, by cosine): top-1 with partial credit, a smoother
+    score than top-1 on small sets (e.g. for choosing a guidance scale on a few validation samples)."""
+    outputs, protos = _check_2d("outputs", outputs), _check_2d("protos", protos)
+    index = {name: i for i, name in enumerate(proto_names)}
+    sims = F.normalize(outputs, dim=1) @ F.normalize(protos, dim=1).T
+    true = sims.gather(1, torch.tensor([[index[c]] for c in true_classes]))
+    ranks = (sims > true).sum(dim=1) + 1
+    return float((1.0 / ranks.float()).mean())
+
+
 def _present(inputs: Sequence[torch.Tensor | None], present: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack the slots into (N, K, D) and a (N, K) presence mask (None slots are absent for every row)."""
     shaped = [x for x in inputs if x is not None]
@@ -170,6 +181,8 @@ class MetricsTable:
             raise ValueError("add_runs needs at least one run")
         cos, cos_sd = _mean_std([r["cosine"] for r in runs])
         top, top_sd = _mean_std([r["top1"] for r in runs])
+        if len(runs) == 1:  # one run has no spread to show
+            cos_sd = top_sd = None
         row = MetricRow(operator, method, cos, top, cos_sd, top_sd, n, len(runs))
         self._rows[(operator, method)] = row
         return row

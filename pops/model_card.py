@@ -48,7 +48,7 @@ def operator_card(op: "Operator") -> str:
         description=spec.description[0].upper() + spec.description[1:] + ".",
         dim=cfg.embedding_dim,
         slots=", ".join(f"{s.name} ({s.kind})" for s in spec.slots),
-        guidance=spec.guidance_scale,
+        guidance=f"{op.guidance_scale:g}",
         layers=cfg.num_layers,
         heads=cfg.num_attention_heads,
         head_dim=cfg.attention_head_dim,

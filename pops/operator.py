@@ -21,6 +21,8 @@ class Operator:
     Optional encoders (`image_encoder`, `text_encoder`, following pops.encoders' protocols) let `sample` take PIL
     images and words directly; without them it takes embeddings and token rows. Encoders named in
     `encoder_configs` ({"image": {"type": …}, "text": …}) are built on first use, so loading an operator stays cheap.
+    `guidance_scale` is this operator's default scale: the registry's (the paper's) unless the operator was given its
+    own, e.g. one chosen on validation data for a small operator trained from scratch; it is saved with the operator.
     """
 
     def __init__(
@@ -32,9 +34,13 @@ class Operator:
         image_encoder: Any = None,
         text_encoder: Any = None,
         encoder_configs: dict | None = None,
+        guidance_scale: float | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
+        self.guidance_scale = float(self.spec.guidance_scale if guidance_scale is None else guidance_scale)
+        if not self.guidance_scale >= 1.0:
+            raise ValueError(f"guidance_scale must be at least 1, got {guidance_scale}")
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
         self._encoders = {"image": image_encoder, "text": text_encoder}
         self.encoder_configs = encoder_configs or {}
@@ -69,6 +75,7 @@ class Operator:
                 config["kind"],
                 scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
                 encoder_configs=config.get("encoders") or {},
+                guidance_scale=config.get("guidance_scale"),
             )
         else:
             if checkpoint is not None:
@@ -90,6 +97,7 @@ class Operator:
     def save_pretrained(self, folder: str | Path) -> Path:
         config = dict(
             kind=self.spec.name,
+            guidance_scale=self.guidance_scale,
             sampling_scheduler=self.scheduler_config,
             training_scheduler=dict(TRAINING_SCHEDULER_CONFIG),
             encoders=self.encoder_configs,
@@ -145,10 +153,10 @@ class Operator:
         progress: bool = False,
     ) -> torch.Tensor:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
-        `guidance_scale` defaults to the registry's value for this operator; batch-1 inputs broadcast to
+        `guidance_scale` defaults to the operator's own (see the class docstring); batch-1 inputs broadcast to
         `batch_size` (e.g. several samples of one input)."""
         cond = self.condition(inputs, batch_size)
-        scale = self.spec.guidance_scale if guidance_scale is None else float(guidance_scale)
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         scheduler = make_sampling_scheduler(self.scheduler_config)
         return sample_unclip(
             self.model, cond, guidance_scale=scale, num_inference_steps=num_inference_steps,

@@ -118,6 +118,13 @@ def _timings_html(seconds: dict[str, float]) -> str:
     return f'<table class="timings">{rows}<tr><td><b>total</b></td><td><b>{sum(seconds.values()):.1f} s</b></td></tr></table>'
 
 
+def _scales(summary: dict) -> str:
+    """"1, 2, 3 (chosen: texturing 3, union 2, …)" from the demo summary."""
+    candidates = ", ".join(f"{g:g}" for g in summary.get("config", {}).get("guidance_candidates", ()))
+    chosen = ", ".join(f"{k} {v:g}" for k, v in (summary.get("guidance") or {}).items())
+    return f"{candidates or '?'} (chosen: {chosen or '?'})"
+
+
 def render_report(*, table, seconds: dict[str, float], grids: list[dict], equation: dict | None, summary: dict[str, Any]) -> str:
     """The report page as one HTML string."""
     world = summary.get("world", {})
@@ -142,11 +149,13 @@ def render_report(*, table, seconds: dict[str, float], grids: list[dict], equati
         "candidate classes of the operator (train and held-out).</p>",
         "<h2>Metrics</h2>",
         table.to_html(),
-        f'<p class="note">pops: the trained operator at its registry guidance scale (the paper\'s: 8 for texturing '
-        "and union, 1 — no guidance — for the others); pops g=s: the same operator at guidance s. Mean ± std over "
-        f"{summary.get('config', {}).get('eval_seeds', '?')} sampling seeds. averaging: the paper's baseline (mean "
-        "of the input embeddings). input_a: the first input unchanged. oracle: the true target embedding (the "
-        "ceiling set by the encoder and the class gallery). The examples below use the registry's scale.</p>",
+        f'<p class="note">pops: the trained operator at its own guidance scale, the one of '
+        f"{html.escape(_scales(summary))} that scored best on validation classes (training classes kept out of "
+        "training, never a held-out class); mean ± std over "
+        f"{summary.get('config', {}).get('eval_seeds', '?')} sampling seeds. pops g=s: the same operator at guidance "
+        "s, one seed, including the registry's scale (the paper's: 8 for texturing and union, 1 — no guidance — for "
+        "the others). averaging: the paper's baseline (mean of the input embeddings). input_a: the first input "
+        "unchanged. oracle: the true target embedding (the ceiling set by the encoder and the class gallery).</p>",
         f'<img alt="operators vs baselines" src="{png_data_uri(bar_plot(table))}" style="max-width:100%">',
         '<section id="examples">',
         "<h2>Examples (held-out combinations)</h2>",
@@ -157,7 +166,8 @@ def render_report(*, table, seconds: dict[str, float], grids: list[dict], equati
         _equation_html(equation),
         "<h2>Stage timings</h2>",
         _timings_html(seconds),
-        f'<p class="note">{summary.get("threads", "?")} torch threads; {summary.get("images_encoded", 0)} images '
+        f'<p class="note">{summary.get("workers", 1)} worker process(es) for operators and decoder, '
+        f'{summary.get("threads", "?")} torch thread(s) each; {summary.get("images_encoded", 0)} images '
         f"encoded this run, {summary.get('cache_hits', 0)} read from the cache; operators trained this run: "
         f"{html.escape(', '.join(summary.get('trained', [])) or 'none (reused)')}.</p>",
         "</body></html>",
@@ -192,8 +202,8 @@ def mosaic(images: list, size: int):
 
 def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_grid: int = 4) -> list[dict]:
     """Per operator (and synonym set): a few held-out examples, one per class — inputs | pOps | averaging | truth,
-    each embedding drawn by every renderer. `data`: kind -> pops.demo.OperatorData; `outputs`: what
-    pops.demo.evaluate_operators returns next to its table (row -> embeddings, "row/averaging" -> baseline)."""
+    each embedding drawn by every renderer (other guidance scales by the first one). `data`: kind ->
+    pops.demo.OperatorData; `outputs`: what pops.demo.evaluate_operators returns next to its table."""
     grids = []
     size = world.config.image_size
     for kind, d in data.items():
@@ -219,6 +229,11 @@ def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_gr
                 for method, key in (("pOps", row), ("averaging", f"{row}/averaging")):
                     for name, renderer in renderers.items():
                         cells.append((f"{method} · {name}", renderer.render(outputs[key][i : i + 1])[0]))
+                    if method == "pOps":  # other guidance scales: the first renderer only, to keep the grid narrow
+                        first = next(iter(renderers.items()))
+                        for key in (k for k in outputs if k.startswith(f"{row}/g=")):
+                            label = f"pOps {key.rsplit('/', 1)[1]} · {first[0]}"
+                            cells.append((label, first[1].render(outputs[key][i : i + 1])[0]))
                 cells.append(("ground truth", target))
                 rows.append({"label": world.target_class(recipe), "cells": cells})
             grids.append({"title": row, "rows": rows})

@@ -65,6 +65,17 @@ def test_top1_is_one_on_prototypes_and_zero_when_permuted():
         top1_accuracy(protos, ["zz"] * 10, names, protos)
 
 
+def test_mean_reciprocal_rank_gives_partial_credit():
+    from pops.evaluation import mean_reciprocal_rank
+
+    protos = torch.eye(4)
+    names = ["a", "b", "c", "d"]
+    assert mean_reciprocal_rank(protos, names, names, protos) == 1.0
+    query = torch.tensor([[0.9, 0.5, 0.1, 0.0]])  # ranks: a 1st, b 2nd, c 3rd
+    assert mean_reciprocal_rank(query, ["b"], names, protos) == pytest.approx(0.5)
+    assert mean_reciprocal_rank(query.repeat(2, 1), ["a", "c"], names, protos) == pytest.approx((1 + 1 / 3) / 2)
+
+
 def test_top1_on_noisy_class_clusters():
     # Well-separated classes with small noise: retrieval is perfect; with huge noise it falls towards chance.
     centres = random_unit(6, 64, seed=2)

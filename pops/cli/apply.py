@@ -87,7 +87,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
     )  # fmt: skip
     meta = dict(
         operator=spec.name, model=str(model or checkpoint), inputs=list(inputs), seed=seed,
-        guidance_scale=spec.guidance_scale if guidance_scale is None else guidance_scale,
+        guidance_scale=op.guidance_scale if guidance_scale is None else guidance_scale,
         steps=steps, num_samples=num_samples, layout=layout,
     )  # fmt: skip
     save_embeddings(out, output, meta)

@@ -20,18 +20,19 @@ def demo(
     retrain: bool = typer.Option(False, "--retrain", help="Train the operators again even when OUT holds operators trained with the same settings and data."),
     steps: Optional[int] = typer.Option(None, help="Optimiser steps per operator (default: 500)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default: 64)."),
-    train_per_class: Optional[int] = typer.Option(None, help="Training samples per training class, for every operator (default: texturing and union 1, instruct 2, scene 3, composition 4)."),
-    eval_seeds: Optional[int] = typer.Option(None, help="Sampling seeds the operators are evaluated over (default: 3, quick 2)."),
-    guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report the operators at this guidance scale (repeatable); the registry's scale is always reported."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (default: 1; a second thread gains little on these small models and stalls when another process holds a core)."),
+    train_per_class: Optional[int] = typer.Option(None, help="Training samples per training class, for every operator (default: union 1, instruct 2, texturing and scene 3, composition 8)."),
+    eval_seeds: Optional[int] = typer.Option(None, help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."),
+    guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report the operators at this guidance scale (repeatable, one seed); each operator's own scale (chosen on validation classes) and the registry's are always reported."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: 1; a second thread gains little on these small models and stalls when another process holds a core)."),
+    workers: Optional[int] = typer.Option(None, help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per stage."),
 ) -> None:
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out
     combinations against the averaging baseline, render examples and write OUT/report.html. Prints the metrics."""
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--train-per-class", train_per_class), ("--eval-seeds", eval_seeds), ("--threads", threads)):
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--train-per-class", train_per_class), ("--eval-seeds", eval_seeds), ("--threads", threads), ("--workers", workers)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1")
-    overrides = dict(out=out, seed=seed, cache_dir=cache_dir, retrain=retrain, threads=threads, progress=progress)
+    overrides = dict(out=out, seed=seed, cache_dir=cache_dir, retrain=retrain, threads=threads, workers=workers, progress=progress)
     if operators:
         overrides["operators"] = tuple(dict.fromkeys(operators))
     for key, value in (("steps", steps), ("batch_size", batch_size), ("train_per_class", train_per_class), ("eval_seeds", eval_seeds)):
@@ -48,7 +49,10 @@ def demo(
     typer.echo(format_seconds(result.seconds))
     typer.echo(
         f"images encoded this run: {result.encoded}; operators trained: {', '.join(result.trained) or 'none (reused)'}; "
-        f"{result.threads} torch thread(s)"
+        f"{result.workers} worker process(es) x {result.threads} torch thread(s)"
+    )
+    typer.echo(
+        "guidance chosen on validation classes: " + ", ".join(f"{k} {v:g}" for k, v in result.guidance.items())
     )
     typer.echo(f"report: {result.report}")
 

@@ -54,7 +54,7 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads):
             raise FileNotFoundError(f"no trained {kind!r} operator under {models}")
         loaded[kind] = Operator.from_pretrained(folder, load_encoders=False)
     test_data = load_test_data(data or models / "data", kinds)
-    table, _ = evaluate_operators(loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps)
+    table, _ = evaluate_operators(loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds)
     if out is not None:
         from pops.embeddings_io import atomic_write
 

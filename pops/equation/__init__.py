@@ -64,7 +64,8 @@ def evaluate(
 
     `models`: a models folder (see pops.equation.models), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
-    `guidance_scale=None` uses each operator's default (texturing/union 8, scene/instruct/composition 1).
+    `guidance_scale=None` uses each operator's own default (the registry's — texturing/union 8, scene/instruct/
+    composition 1 — unless the operator folder stores its own).
     Relative file paths are resolved against `base_dir` (default: the current folder).
     """
     from pops.equation.evaluator import Evaluator

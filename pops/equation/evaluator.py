@@ -24,7 +24,6 @@ from pops.equation.errors import EquationError
 from pops.equation.models import ModelSet
 from pops.equation.printer import format_equation
 from pops.equation.validate import Plan, Step, validate
-from pops.registry import REGISTRY
 
 RECORD_FORMAT = "pops-equation/1"
 
@@ -94,7 +93,7 @@ class Evaluator:
         base_dir: str | Path | None = None,
         progress: bool = False,
     ) -> EquationResult:
-        """Evaluate an equation (text, Program or Plan). `guidance_scale=None` uses each operator's registry default."""
+        """Evaluate an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
         seeds = dict(seeds or {})
@@ -121,8 +120,8 @@ class Evaluator:
                     done.add(step.index)
                     continue
                 res.seed = int(seeds.get(step.label, seed))
-                spec = REGISTRY[step.op]
-                res.guidance_scale = float(spec.guidance_scale if guidance_scale is None else guidance_scale)
+                own = self.models.operator(step.op).guidance_scale
+                res.guidance_scale = float(own if guidance_scale is None else guidance_scale)
                 fingerprint = self.models.fingerprint(step.op)
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(

@@ -1,0 +1,179 @@
+"""What the demo computes (`DemoConfig`, the `--quick` variant) and how it runs (threads, worker processes, timing)."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pops.registry import REGISTRY, get_spec
+
+# Training samples per training class (each a fresh jitter), per operator: the operators whose inputs share the
+# target's jitter (scene, instruct), texturing (measured: held-out top-1 0.78 -> 0.87 from 1 to 3 per class) and
+# composition (few classes, many inputs) get more.
+DEFAULT_TRAIN_PER_CLASS = {"texturing": 3, "union": 1, "scene": 3, "instruct": 2, "composition": 8}
+
+
+@dataclass
+class DemoConfig:
+    """Everything that decides what the demo computes. The defaults are the full demo (whole world)."""
+
+    out: Path = Path("outputs/demo")
+    cache_dir: Path | None = None  # default: <out>/cache
+    seed: int = 0  # world seed; the operators' training seed too
+    operators: tuple[str, ...] = tuple(REGISTRY)
+    world: dict = field(default_factory=dict)  # WorldConfig overrides (names, outfits, holdout)
+    image_size: int = 128  # the world draws at this size ...
+    encoder_resolution: int = 128  # ... and EfficientNet sees it at this size (encoding is the slowest stage)
+    train_per_class: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN_PER_CLASS))
+    recombine: int = 16  # training pairs per encoded sample (see pops.demo.data.recombine)
+    test_per_class: int = 2  # test samples per held-out class
+    gallery_per_class: int = 2  # class-gallery renderings per candidate class (top-1 prototypes, retrieval)
+    # Share of the TRAINING classes kept out of training to choose each operator's guidance scale (never the test
+    # classes). The paper's scales (8 for texturing and union) suit its billion-parameter priors; these small ones
+    # trained in seconds over-extrapolate there (measured: union held-out top-1 0.06 at 8, 0.94 at 3).
+    validation_fraction: float = 0.1
+    guidance_candidates: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 8.0)
+    # The operator network: a PriorTransformer in the compact layout, `width` = heads x 64.
+    width: int = 256
+    layers: int = 2  # measured: two 256-wide layers generalise as well as four, at half the cost
+    # Measured on texturing: a step's fixed cost dominates at this size, so more steps of 64 beat fewer of 256.
+    batch_size: int = 64
+    steps: int = 500  # optimiser steps per operator (measured: 1500 steps overfit, held-out top-1 drops)
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    bf16: bool | None = None  # bf16 autocast in training; None = where the CPU computes bf16 natively (~4x fp32)
+    eval_seeds: int = 3  # sampling seeds at each operator's own scale (other scales: one seed)
+    guidance_scales: tuple[float, ...] = ()  # also reported, besides each operator's own and the registry's scale
+    sampling_steps: int = 25
+    decoder_steps: int = 150  # the decoder is for looking at; its training is a fixed slice of the budget
+    decoder_size: int = 64
+    grid_rows: int = 4  # examples per operator in the report
+    retrain: bool = False
+    threads: int | None = None  # torch threads per process (see choose_threads: 1 unless asked)
+    workers: int | None = None  # processes that train and evaluate operators side by side (default: one per core, ≤ 2)
+    progress: bool = True
+    quick: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else self.out / "cache"
+        for kind in self.operators:
+            get_spec(kind)
+        if not self.operators:
+            raise ValueError("give at least one operator")
+        if isinstance(self.train_per_class, int):
+            self.train_per_class = {kind: self.train_per_class for kind in REGISTRY}
+        unknown = sorted(set(self.train_per_class) - set(REGISTRY))
+        if unknown:
+            raise ValueError(f"train_per_class names unknown operators {unknown}; known: {', '.join(REGISTRY)}")
+        self.train_per_class = {**DEFAULT_TRAIN_PER_CLASS, **self.train_per_class}
+        if self.bf16 is None:
+            from pops.encoders.efficientnet import cpu_has_fast_bf16
+
+            self.bf16 = cpu_has_fast_bf16()
+        counts = dict(train_per_class=min(self.train_per_class.values()), test_per_class=self.test_per_class,
+                      gallery_per_class=self.gallery_per_class, steps=self.steps, batch_size=self.batch_size,
+                      eval_seeds=self.eval_seeds, layers=self.layers, recombine=self.recombine,
+                      workers=self.workers or 1)  # fmt: skip
+        for name, value in counts.items():
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.width < 64 or self.width % 64:
+            raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
+        if self.encoder_resolution < 32 or self.encoder_resolution % 32:
+            raise ValueError(f"encoder_resolution must be a multiple of 32, got {self.encoder_resolution}")
+        if self.sampling_steps < 2:
+            raise ValueError("sampling_steps must be at least 2")
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
+        if not self.guidance_candidates or min(self.guidance_candidates) < 1.0:
+            raise ValueError("guidance_candidates must be scales >= 1")
+
+    def world_config(self):
+        from pops.world import WorldConfig
+
+        return WorldConfig(seed=self.seed, image_size=self.image_size, **self.world)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out"], d["cache_dir"] = str(self.out), str(self.cache_dir)
+        return d
+
+
+def quick_config(**overrides) -> DemoConfig:
+    """The `--quick` variant, which runs inside the test suite: a smaller world (12 shapes, 10 textures, 6 scenes,
+    8 words; all 120 outfits: fewer classes, so fewer images to render and encode), fewer samples and steps, one gallery
+    image per class, one sampling seed. Held-out combinations are still held out; the full demo's numbers are the result."""
+    world = dict(
+        shapes=("circle", "square", "triangle", "star", "heart", "cross", "moon", "ring", "arrow", "house", "tree", "fish"),
+        textures=("stripes", "checks", "dots", "wood", "marble", "bricks", "zigzag", "waves", "plaid", "leopard"),
+        scenes=("meadow", "beach", "night", "desert", "snow", "underwater"),
+        edits=("red", "blue", "green", "big", "small", "rotated", "outlined", "blurry"),
+    )
+    base = dict(
+        world=world, train_per_class={"texturing": 1, "union": 1, "scene": 2, "instruct": 2, "composition": 2},
+        gallery_per_class=1, steps=200, warmup_steps=20, eval_seeds=1, guidance_candidates=(1.0, 3.0),
+        decoder_steps=60, decoder_size=32, grid_rows=2, quick=True,
+    )  # fmt: skip
+    base.update(overrides)
+    return DemoConfig(**base)
+
+
+def choose_threads(requested: int | None) -> int:
+    """Torch threads: 1 unless asked. The operators' matrix products are small, so a second thread gains little
+    (measured here: 1.25x per training step on an idle 2-core machine), while OpenMP thread teams spin at every
+    barrier and stall whenever another process holds a core (measured: the same training 2.6x slower with 2 threads
+    than with 1 on a shared machine, up to 20x per step under heavy load). The cores are used by worker processes
+    instead (see choose_workers)."""
+    if requested is None:
+        return 1
+    if requested < 1:
+        raise ValueError(f"threads must be at least 1, got {requested}")
+    return requested
+
+
+def usable_cores(limit: int = 2) -> int:
+    """Cores this process may run on, at most `limit` (the demo is tuned for a 2-core machine)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(limit, cores))
+
+
+def choose_encoder_threads(requested: int | None) -> int:
+    """Torch threads while encoding images: the requested count, else one per core (≤ 2). Unlike the operators'
+    small matrix products, EfficientNet's convolutions scale (measured: 9.1 -> 5.5 ms per image from 1 to 2 threads),
+    and nothing else runs during that stage."""
+    return choose_threads(requested) if requested is not None else usable_cores()
+
+
+def choose_workers(requested: int | None, jobs: int) -> int:
+    """Processes that train and evaluate operators side by side: one per core (at most 2, which this machine
+    has; measured: two operators trained at once take 1.15x the time of one), never more than there are jobs."""
+    if requested is None:
+        requested = usable_cores()
+    if requested < 1:
+        raise ValueError(f"workers must be at least 1, got {requested}")
+    return max(1, min(requested, jobs))
+
+
+class Stages:
+    """Wall time per stage, for the summary the demo prints and the report shows."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def format_seconds(seconds: dict[str, float]) -> str:
+    """The per-stage timing summary printed at the end of a run."""
+    lines = [f"  {name:<28}{sec:8.1f} s" for name, sec in seconds.items()]
+    return "\n".join(["stage timings:", *lines, f"  {'total':<28}{sum(seconds.values()):8.1f} s"])

@@ -1,0 +1,187 @@
+"""The demo's data: world samples -> embeddings through the cache -> `Pairs` per operator and split.
+
+Splits: "train" (training classes; a share of these classes is kept aside as "validation", to choose the guidance
+scale), "test" (the world's held-out classes) and, for instruct, "test_synonyms" (held-out words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pops.inputs import pad_rows
+from pops.registry import get_spec
+
+
+@dataclass
+class OperatorData:
+    """One operator's embeddings: training and validation pairs, test pairs per split, and the class gallery."""
+
+    kind: str
+    classes: list[str]
+    train: Any  # Pairs (None when loaded for `pops eval`)
+    tests: dict[str, Any]  # split -> Pairs ("test", and "test_synonyms" for instruct)
+    gallery_classes: list[str]
+    gallery: torch.Tensor  # (M, D)
+    validation: Any = None  # Pairs of training classes kept out of training (None: no validation)
+
+
+def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_encoder, *, progress: bool = True):
+    """n samples of one split as a `Pairs` set. Every image goes through the cache in one call (a rerun encodes
+    nothing); words become MiniLM token rows. `info` keeps the class names, each sample's input classes and its
+    recipe (which re-renders the sample exactly, e.g. for the report's grids)."""
+    from pops.pairs import Pairs
+
+    spec = get_spec(kind)
+    samples = world.samples(kind, split, n, seed, progress=progress)
+    images, where, words = [], [], []
+    for sample in samples:
+        row = []
+        for value in sample.inputs:
+            if isinstance(value, str):
+                words.append(value)
+            if value is None or isinstance(value, str):
+                row.append(None)
+            else:
+                row.append(len(images))
+                images.append(value)
+        row.append(len(images))
+        images.append(sample.target)
+        where.append(row)
+    embeds = cache.encode(images, progress=progress)
+    count, dim = len(samples), embeds.shape[1]
+    present = torch.zeros(count, spec.num_slots, dtype=torch.bool)
+    slots: list = []
+    for i, slot in enumerate(spec.slots):
+        if slot.kind == "text":
+            slots.append(pad_rows(text_encoder.token_rows(words)))
+            present[:, i] = True
+            continue
+        column = torch.zeros(count, dim)
+        for j, row in enumerate(where):
+            if row[i] is not None:
+                column[j], present[j, i] = embeds[row[i]], True
+        slots.append(column)
+    classes = world.classes(kind, "all")
+    index = {name: i for i, name in enumerate(classes)}
+    class_ids = torch.tensor([index[s.target_class] for s in samples], dtype=torch.long)
+    info = {"split": split, "seed": seed, "classes": classes, "input_classes": [s.input_classes for s in samples],
+            "recipes": [s.recipe for s in samples]}  # fmt: skip
+    return Pairs(kind, slots, present, embeds[[row[-1] for row in where]], class_ids=class_ids, info=info)
+
+
+def split_validation(pairs, fraction: float, seed: int):
+    """(train, validation): the samples of a random `fraction` of the classes in `pairs` (at least one class when
+    fraction > 0 and there are two or more) become validation; no class is in both. (pairs, None) for fraction 0."""
+    classes = pairs.class_ids.unique()
+    count = min(len(classes) - 1, max(1, round(fraction * len(classes)))) if fraction > 0 else 0
+    if count < 1:
+        return pairs, None
+    generator = torch.Generator().manual_seed(seed)
+    held = classes[torch.randperm(len(classes), generator=generator)[:count]]
+    is_val = torch.isin(pairs.class_ids, held)
+    validation = pairs.subset(is_val.nonzero().squeeze(1))
+    validation.info["split"] = "validation"
+    return pairs.subset((~is_val).nonzero().squeeze(1)), validation
+
+
+def recombine(pairs, factor: int, seed: int = 0):
+    """`factor` times the training pairs without encoding anything: every target again, with each image input
+    replaced by another encoded input of the same input class (e.g. another patch of the same texture, another
+    rendering of the same garment), drawn at random. The first copy is the original pairs.
+
+    For union's objects, texturing's patch and composition's garments the world draws the input's jitter
+    independently of the target's, so these pairs are exact world samples. Where an input shares the target's
+    jitter (the object's pose in texturing, scene and instruct; the scene's crop in scene), the recombined input
+    keeps its class but not that jitter: the operator learns to carry the object's identity rather than copy one
+    picture. This is what lets a few hundred encoded samples train an operator that generalises to held-out
+    combinations (without it, each unique object picture lets the network memorise its target).
+    """
+    from pops.pairs import Pairs
+
+    if factor <= 1:
+        return pairs
+    classes = pairs.info["input_classes"]
+    image_slots = pairs.spec.image_slots
+    pool: dict[str, list[tuple[int, int]]] = {}
+    for j, row in enumerate(classes):
+        for i in image_slots:
+            if row[i] is not None:
+                pool.setdefault(row[i], []).append((j, i))
+    generator = torch.Generator().manual_seed(seed)
+    slots = []
+    for i, slot in enumerate(pairs.slots):
+        if i not in image_slots:
+            slots.append((slot[0].repeat(factor, 1, 1), slot[1].repeat(factor, 1)) if isinstance(slot, tuple) else slot.repeat(factor, 1))
+            continue
+        column = [slot]
+        for _ in range(factor - 1):
+            copy = torch.zeros_like(slot)
+            for j, row in enumerate(classes):
+                if row[i] is not None:
+                    options = pool[row[i]]
+                    src, src_slot = options[int(torch.randint(len(options), (1,), generator=generator))]
+                    copy[j] = pairs.slots[src_slot][src]
+            column.append(copy)
+        slots.append(torch.cat(column))
+    info = {k: v for k, v in pairs.info.items() if k not in ("recipes", "input_classes")}
+    info["recombined"] = factor
+    return Pairs(
+        pairs.kind, slots, pairs.present.repeat(factor, 1), pairs.target.repeat(factor, 1),
+        class_ids=pairs.class_ids.repeat(factor), info=info,
+    )  # fmt: skip
+
+
+def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict[str, OperatorData]:
+    """Every operator's train/validation/test pairs and class gallery, encoded through the cache. Fills
+    `gallery_images` (kind -> [(class, PIL image)]) for the retrieval renderer."""
+    data = {}
+    for kind in config.operators:
+        splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
+        splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
+        if kind == "instruct":
+            splits["test_synonyms"] = splits["test"]  # synonyms of every word, on train and held-out objects
+        pairs = {s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress) for s, n in splits.items()}
+        gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
+        gallery_images[kind] = gallery
+        embeds = cache.encode([im for _, im in gallery], progress=config.progress)
+        train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
+        data[kind] = OperatorData(kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation)
+    return data
+
+
+def save_data(data: dict[str, OperatorData], folder: Path) -> None:
+    from pops.embeddings_io import save_embeddings
+
+    for kind, d in data.items():
+        d.train.save(folder / f"{kind}-train.safetensors")
+        if d.validation is not None:
+            d.validation.save(folder / f"{kind}-validation.safetensors")
+        for split, pairs in d.tests.items():
+            pairs.save(folder / f"{kind}-{split}.safetensors")
+        save_embeddings(folder / f"{kind}-gallery.safetensors", d.gallery, {"operator": kind, "classes": d.gallery_classes})
+
+
+def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:
+    """The test pairs and galleries a demo saved (what `pops eval` scores), for the operators present."""
+    from pops.embeddings_io import load_embeddings
+    from pops.pairs import Pairs
+
+    folder = Path(folder)
+    out = {}
+    for kind in kinds:
+        gallery_path = folder / f"{kind}-gallery.safetensors"
+        if not gallery_path.is_file():
+            raise FileNotFoundError(f"no evaluation data for {kind} in {folder} (run `pops demo` to write it)")
+        gallery, meta = load_embeddings(gallery_path)
+        tests = {}
+        for path in sorted(folder.glob(f"{kind}-test*.safetensors")):
+            split = path.name[len(kind) + 1 : -len(".safetensors")]
+            tests[split] = Pairs.load(path)
+        if "test" not in tests:
+            raise FileNotFoundError(f"no {kind}-test.safetensors in {folder}")
+        out[kind] = OperatorData(kind, tests["test"].info.get("classes", []), None, tests, meta["classes"], gallery)
+    return out

@@ -1,0 +1,159 @@
+"""The whole demo run: world + encoding, then operators (train, choose guidance, evaluate) and the decoder side by
+side in worker processes, then the retrieval renderer, the report and the metrics files."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
+from pops.demo.data import build_data, save_data
+from pops.demo.operators import operator_job
+from pops.registry import get_spec
+
+
+@dataclass
+class DemoResult:
+    table: Any  # pops.evaluation.MetricsTable
+    seconds: dict[str, float]
+    encoded: int  # images that went through the encoder in this run (0 when the cache had them all)
+    trained: list[str]  # operators trained in this run (the others were reused)
+    decoder_fidelity: dict
+    report: Path
+    threads: int
+    guidance: dict[str, float]  # operator -> the guidance scale it was given (chosen on validation classes)
+    workers: int = 1
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work if the output folder cannot be written (PermissionError with a one-line message)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+
+
+def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
+    """Train the small decoder on the class galleries (embedding -> picture), save it under <out>/renderer/decoder,
+    and measure how recognisable its pictures are: re-encode a sample of decodings and retrieve their source."""
+    from pops.encoders import load_encoder
+    from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
+
+    torch.set_num_threads(choose_threads(config.threads))
+    decoder = train_decoder(
+        embeds, images, steps=config.decoder_steps, batch_size=32, bf16=config.bf16, seed=config.seed,
+        config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size), progress=config.progress,
+    )  # fmt: skip
+    decoder.save_pretrained(config.out / "renderer" / "decoder")
+    probe = torch.arange(0, len(images), max(1, len(images) // 200))
+    others = torch.ones(len(images), dtype=torch.bool)
+    others[probe] = False
+    gallery = torch.cat([embeds[probe], embeds[others]])
+    return decoder_fidelity(decoder, load_encoder(encoder_config), embeds[probe], gallery)
+
+
+def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
+    """Run (function, *args) jobs, in `workers` spawned processes when more than one (each with its own torch
+    threads; inner progress bars off, one bar over the jobs instead). Results in job order; an error in a job is
+    raised here."""
+    from tqdm.auto import tqdm
+
+    if workers <= 1:
+        return [fn(*args) for fn, *args in jobs]
+    results: list = [None] * len(jobs)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *args): i for i, (fn, *args) in enumerate(jobs)}
+        bar = tqdm(total=len(jobs), desc=f"operators + decoder ({workers} processes)", unit="job", disable=not config.progress)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+        bar.close()
+    return results
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
+    from dataclasses import replace
+
+    from pops import evaluation as E
+    from pops.cache import EmbeddingCache
+    from pops.encoders.efficientnet import EfficientNetEncoder
+    from pops.equation.models import save_retrieval_renderer
+    from pops.operator import Operator
+    from pops.renderers.decoder import DecoderRenderer
+    from pops.renderers.retrieval import RetrievalRenderer
+    from pops.report import chained_equation, example_grids, write_report
+    from pops.world import World
+
+    check_writable(config.out)
+    check_writable(config.cache_dir)
+    threads = choose_threads(config.threads)
+    stages = Stages()
+    with stages("world + encoding"):
+        torch.set_num_threads(choose_encoder_threads(config.threads))
+        world = World(config.world_config())
+        encoder = EfficientNetEncoder(config.encoder_resolution)
+        cache = EmbeddingCache(config.cache_dir, encoder)
+        text_encoder = None
+        if any(get_spec(k).text_slots for k in config.operators):
+            from pops.encoders.minilm import MiniLMEncoder
+
+            text_encoder = MiniLMEncoder()
+        gallery_images: dict = {}
+        data = build_data(config, world, cache, text_encoder, gallery_images)
+        save_data(data, config.out / "data")
+    torch.set_num_threads(threads)
+    with stages("operators + decoder"):
+        # Recorded in each operator folder, so `pops apply` rebuilds the encoders and takes images and words.
+        encoders = {kind: {"image": encoder.to_config(), **({"text": text_encoder.to_config()} if get_spec(kind).text_slots else {})}
+                    for kind in config.operators}  # fmt: skip
+        images = [im for kind in data for _, im in gallery_images[kind]]
+        embeds = torch.cat([data[kind].gallery for kind in data])
+        # The costliest first, so two workers finish together: instruct has two test sets, composition 16 tokens.
+        order = sorted(config.operators, key=["instruct", "composition", "texturing", "scene", "union"].index)
+        workers = choose_workers(config.workers, len(order) + 1)
+        job_config = replace(config, progress=config.progress and workers == 1)
+        jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
+        jobs.append((decoder_job, job_config, embeds, images, encoder.to_config()))
+        *results, fidelity = run_jobs(config, jobs, workers)
+    with stages("report"):
+        table = E.MetricsTable([row for kind in config.operators for r in results if r["kind"] == kind
+                                for row in E.MetricsTable.from_dict(r["table"]).rows])  # fmt: skip
+        outputs = {k: v for r in results for k, v in r["outputs"].items()}
+        guidance = {kind: r["guidance"] for kind in config.operators for r in results if r["kind"] == kind}
+        operators = {}
+        for kind in config.operators:
+            op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
+            op.image_encoder, op.text_encoder = encoder, text_encoder if get_spec(kind).text_slots else None
+            operators[kind] = op
+        retrieval = RetrievalRenderer(embeds, images)
+        save_retrieval_renderer(config.out / "renderer" / "retrieval", retrieval)
+        renderers = {"retrieval": retrieval, "decoder": DecoderRenderer.from_pretrained(config.out / "renderer" / "decoder")}
+        grids = example_grids(world, data, outputs, renderers, config.grid_rows)
+        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
+        trained = [r["kind"] for r in results if r["fresh"]]
+        summary = {
+            "world": world.summary(), "encoder": encoder.encoder_id, "threads": threads, "workers": workers,
+            "trained": trained, "guidance": guidance, "images_encoded": cache.stats.encoded, "cache_hits": cache.stats.hits,
+            "decoder_fidelity": fidelity, "operator_seconds": {r["kind"]: r["seconds"] for r in results},
+            "config": config.to_dict(),
+        }  # fmt: skip
+        report = write_report(
+            config.out / "report.html", table=table, seconds=stages.seconds, grids=grids, equation=chain, summary=summary
+        )
+    from pops.embeddings_io import atomic_write
+
+    summary["seconds"] = stages.seconds
+    atomic_write(config.out / "metrics.json", lambda tmp: Path(tmp).write_text(table.to_json()))
+    atomic_write(config.out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
+    return DemoResult(table, stages.seconds, cache.stats.encoded, trained, fidelity, report, threads, guidance, workers)
