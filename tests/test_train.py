@@ -309,6 +309,9 @@ def test_every_operator_kind_trains(tmp_path, kind):
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["mixed_precision"] == "bf16"
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    # The returned model is the plain module: no mixed-precision autocast left on forward, fp32 weights.
+    assert not hasattr(model.forward, "__wrapped__")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_init_from_an_operator_folder_and_a_local_kandinsky_folder(tmp_path):

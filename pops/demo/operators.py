@@ -68,11 +68,6 @@ def train_operator(config, kind: str, data, encoders: dict):
     with sdpa_kernel(SDPBackend.MATH):
         pairs = recombine(data.train, config.recombine, seed=config.seed)
         model = train(config_from_dict(settings), pairs=pairs, model=initial_model(config, data.train))
-    # accelerate leaves its mixed-precision autocast wrapper on the returned module's forward; remove it so the
-    # operator samples in fp32 exactly like one loaded from its folder.
-    from accelerate.utils import extract_model_from_parallel
-
-    model = extract_model_from_parallel(model, keep_fp32_wrapper=False).float()
     op = Operator(model, kind, encoder_configs=encoders)
     if data.validation is not None:
         op.guidance_scale, scores = choose_guidance(op, data, config.guidance_candidates, config.sampling_steps, config.seed)

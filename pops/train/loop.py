@@ -269,7 +269,9 @@ class Trainer:
         from pops.operator import Operator
 
         accelerator.wait_for_everyone()
-        model = accelerator.unwrap_model(plain)
+        # keep_fp32_wrapper=False: return the plain module, without accelerate's mixed-precision autocast on forward
+        # (the caller samples in fp32, exactly like an operator loaded from its folder).
+        model = accelerator.unwrap_model(plain, keep_fp32_wrapper=False)
         if ema is not None:
             ema.copy_to(params)
         merge_lora(model)
