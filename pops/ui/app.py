@@ -120,7 +120,7 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
                                        info="auto: the decoder if trained, else retrieval")  # fmt: skip
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                 guidance = gr.Slider(0, 15, value=0, step=0.5, label="Guidance scale",
-                                     info="0 = each operator's default (texturing, union 8; the others 1)")  # fmt: skip
+                                     info="0 = each operator's own (the scale stored with it; else the registry's)")  # fmt: skip
                 steps = gr.Slider(2, 100, value=25, step=1, label="Sampling steps")
                 samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
         with gr.Accordion("Record (JSON): reproduce with `pops apply --replay record.json`", open=False):

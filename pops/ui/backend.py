@@ -30,7 +30,7 @@ class Settings:
     models_dir: str
     renderer: str = "auto"
     seed: int = 0
-    guidance_scale: float | None = None  # None: each operator's registry default
+    guidance_scale: float | None = None  # None: each operator's own default scale
     steps: int = 25
     num_samples: int = 1
 
