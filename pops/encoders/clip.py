@@ -61,18 +61,18 @@ def _batches(items: Sequence[Any], batch_size: int, progress: bool, desc: str):
         yield items[start : start + batch_size]
 
 
-class CLIPImageEncoder:
-    """CLIPVisionModelWithProjection + CLIPImageProcessor → (N, dim) float32 `image_embeds`."""
+class _CLIPPart:
+    """What the two CLIP encoders share: device and dtype, loading from the Kandinsky repo (hub id or local folder)
+    and recording where the weights came from, so operator folders rebuild them (`to_config` / `from_config`)."""
 
-    modality = "image"
+    type_name = ""  # "clip-image" | "clip-text"
+    what = ""  # for the offline error message
 
-    def __init__(self, model, processor, *, device: str | torch.device | None = None, dtype=None):
+    def __init__(self, model, *, device: str | torch.device | None = None, dtype=None):
         self.device = default_device(device)
         self.dtype = default_dtype(self.device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-        self.processor = processor
         self.dim = int(model.config.projection_dim)
-        self._zero: torch.Tensor | None = None
         # Where the weights came from (set by from_pretrained); recorded in operator folders by to_config().
         self.source: dict | None = None
 
@@ -80,17 +80,43 @@ class CLIPImageEncoder:
     def encoder_id(self) -> str:
         """Names weights and precision, so embedding caches of different CLIPs (or dtypes) never mix."""
         name = Path(self.source["repo"]).name if self.source else "in-memory"
-        return f"clip-image/{name}/{_dtype_name(self.dtype)}"
+        return f"{self.type_name}/{name}/{_dtype_name(self.dtype)}"
 
     def to_config(self) -> dict:
         if self.source is None:
-            raise ValueError("this CLIP image encoder was built from model objects; there is no source to record")
-        return {"type": "clip-image", **self.source}
+            raise ValueError(f"this {self.what} was built from model objects; there is no source to record")
+        return {"type": self.type_name, **self.source}
 
     @classmethod
-    def from_config(cls, config: dict, **kwargs) -> "CLIPImageEncoder":
+    def from_config(cls, config: dict, **kwargs):
         options = {k: v for k, v in config.items() if k != "type"}
         return cls.from_pretrained(options.pop("repo", KANDINSKY_PRIOR), **options, **kwargs)
+
+    @classmethod
+    def _load(cls, repo_or_path: str, model_cls, helper_cls, subfolders: dict[str, str], dtype, device):
+        """Build from `repo_or_path`: the model from subfolders["subfolder"], the processor or tokenizer from the
+        other entry of `subfolders` (whose key is recorded as is in the config)."""
+        from pops.hub import resolve_model
+
+        source = resolve_model(repo_or_path, what=cls.what)
+        dev = default_device(device)
+        model = model_cls.from_pretrained(source, subfolder=subfolders["subfolder"], dtype=default_dtype(dev, dtype))
+        (helper_subfolder,) = [v for k, v in subfolders.items() if k != "subfolder"]
+        encoder = cls(model, helper_cls.from_pretrained(source, subfolder=helper_subfolder), device=dev, dtype=dtype)
+        encoder.source = {"repo": str(repo_or_path), **subfolders}
+        return encoder
+
+
+class CLIPImageEncoder(_CLIPPart):
+    """CLIPVisionModelWithProjection + CLIPImageProcessor → (N, dim) float32 `image_embeds`."""
+
+    modality = "image"
+    type_name, what = "clip-image", "CLIP image encoder"
+
+    def __init__(self, model, processor, *, device: str | torch.device | None = None, dtype=None):
+        super().__init__(model, device=device, dtype=dtype)
+        self.processor = processor
+        self._zero: torch.Tensor | None = None
 
     @classmethod
     def from_pretrained(
@@ -104,16 +130,8 @@ class CLIPImageEncoder:
     ) -> "CLIPImageEncoder":
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        from pops.hub import resolve_model
-
-        source = resolve_model(repo_or_path, what="CLIP image encoder")
-        dev = default_device(device)
-        weights_dtype = default_dtype(dev, dtype)
-        model = CLIPVisionModelWithProjection.from_pretrained(source, subfolder=subfolder, dtype=weights_dtype)
-        processor = CLIPImageProcessor.from_pretrained(source, subfolder=processor_subfolder)
-        encoder = cls(model, processor, device=dev, dtype=dtype)
-        encoder.source = {"repo": str(repo_or_path), "subfolder": subfolder, "processor_subfolder": processor_subfolder}
-        return encoder
+        subfolders = {"subfolder": subfolder, "processor_subfolder": processor_subfolder}
+        return cls._load(repo_or_path, CLIPVisionModelWithProjection, CLIPImageProcessor, subfolders, dtype, device)
 
     @property
     def crop_size(self) -> tuple[int, int]:
@@ -150,35 +168,17 @@ class CLIPImageEncoder:
         return self._zero.clone()
 
 
-class CLIPTextEncoder:
+class CLIPTextEncoder(_CLIPPart):
     """CLIPTextModelWithProjection + CLIPTokenizer: projected `text_embeds`, and per-token rows for instruct."""
 
     modality = "text"
+    type_name, what = "clip-text", "CLIP text encoder"
 
     def __init__(self, model, tokenizer, *, device: str | torch.device | None = None, dtype=None):
-        self.device = default_device(device)
-        self.dtype = default_dtype(self.device, dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        super().__init__(model, device=device, dtype=dtype)
         self.tokenizer = tokenizer
-        self.dim = int(model.config.projection_dim)
         self.width = int(model.config.hidden_size)
         self.max_length = int(min(tokenizer.model_max_length, model.config.max_position_embeddings))
-        self.source: dict | None = None
-
-    @property
-    def encoder_id(self) -> str:
-        name = Path(self.source["repo"]).name if self.source else "in-memory"
-        return f"clip-text/{name}/{_dtype_name(self.dtype)}"
-
-    def to_config(self) -> dict:
-        if self.source is None:
-            raise ValueError("this CLIP text encoder was built from model objects; there is no source to record")
-        return {"type": "clip-text", **self.source}
-
-    @classmethod
-    def from_config(cls, config: dict, **kwargs) -> "CLIPTextEncoder":
-        options = {k: v for k, v in config.items() if k != "type"}
-        return cls.from_pretrained(options.pop("repo", KANDINSKY_PRIOR), **options, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -192,16 +192,8 @@ class CLIPTextEncoder:
     ) -> "CLIPTextEncoder":
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        from pops.hub import resolve_model
-
-        source = resolve_model(repo_or_path, what="CLIP text encoder")
-        dev = default_device(device)
-        weights_dtype = default_dtype(dev, dtype)
-        model = CLIPTextModelWithProjection.from_pretrained(source, subfolder=subfolder, dtype=weights_dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder=tokenizer_subfolder)
-        encoder = cls(model, tokenizer, device=dev, dtype=dtype)
-        encoder.source = {"repo": str(repo_or_path), "subfolder": subfolder, "tokenizer_subfolder": tokenizer_subfolder}
-        return encoder
+        subfolders = {"subfolder": subfolder, "tokenizer_subfolder": tokenizer_subfolder}
+        return cls._load(repo_or_path, CLIPTextModelWithProjection, CLIPTokenizer, subfolders, dtype, device)
 
     @staticmethod
     def _texts(texts: Sequence[str]) -> list[str]:
