@@ -49,7 +49,7 @@ def train_operator(config, kind: str, data, encoders: dict):
     record = {
         "recipe": RECIPE_VERSION, "settings": shown, "recombine": config.recombine, "data": pairs_fingerprint(data.train),
         "validation": pairs_fingerprint(data.validation) if data.validation is not None else None,
-        "guidance_candidates": list(config.guidance_candidates),
+        "guidance_candidates": list(config.guidance_candidates), "sampling_steps": config.sampling_steps,
     }  # fmt: skip
     record_path = folder / TRAIN_RECORD
     if not config.retrain and record_path.is_file():
