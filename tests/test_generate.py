@@ -21,9 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_byte_clip_tokenizer
 from pops.generate import storage
 from pops.generate.models import FOLDERS, Detection, GenerationModels, ModelSettings, load_models
 from pops.registry import COMPOSITION_SLOTS, get_spec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -35,21 +38,6 @@ RELAXED_UNION = {"max_iou": "1.0", "min_box_fraction": "0.0", "detect_threshold"
 
 
 # ---------------------------------------------------------------- tiny components, written in the real layouts
-def write_clip_tokenizer(folder: Path, max_length: int):
-    """A byte-level CLIP BPE tokenizer with no merges (one token per character); ids end with BOS, EOS as in CLIP."""
-    from transformers import CLIPTokenizer
-
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=max_length)
-
-
 TINY_MATTING_CODE = '''
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
@@ -92,7 +80,7 @@ def build_tiny_models(root: Path) -> Path:
                               Owlv2ImageProcessor, Owlv2Processor)  # fmt: skip
 
     torch.manual_seed(0)
-    tok = write_clip_tokenizer(root / "_tokenizer", 77)
+    tok = write_byte_clip_tokenizer(root / "_tokenizer", 77)
     vocab = len(tok)
     special = dict(bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
     text = CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
@@ -134,7 +122,7 @@ def build_tiny_models(root: Path) -> Path:
     torch.nn.init.zeros_(owl.class_head.logit_shift.weight)
     torch.nn.init.zeros_(owl.class_head.logit_shift.bias)
     owl.save_pretrained(root / FOLDERS["detector"])
-    owl_tok = write_clip_tokenizer(root / "_owl_tokenizer", 16)
+    owl_tok = write_byte_clip_tokenizer(root / "_owl_tokenizer", 16)
     Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": SIZE, "width": SIZE}), tokenizer=owl_tok).save_pretrained(root / FOLDERS["detector"])
     # The segmenter: custom code on disk + config auto_map, loaded with trust_remote_code like RMBG-1.4.
     seg = root / FOLDERS["segmenter"]
@@ -184,15 +172,6 @@ def build_human_parsing(folder: Path) -> None:
     rows["mask"].append({"bytes": buf.getvalue(), "path": None})
     features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: extra threads only spin; restore the setting afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

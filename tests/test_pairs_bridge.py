@@ -8,7 +8,6 @@ path) and, for the CLI, the embedded EfficientNet-Lite0. Nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_byte_clip_tokenizer
 from pops.generate import storage
 from pops.generate.models import Detection, GenerationModels, UndecodableImage
 from pops.registry import COMPOSITION_SLOTS, get_spec
@@ -70,28 +70,13 @@ SCRIPTED = GenerationModels(text_to_image=noise, detector=two_boxes, segmenter=m
 
 
 # ----- a tiny CLIP in the Kandinsky prior's folder layout --------------------------------------------------------
-def write_byte_tokenizer(folder: Path) -> None:
-    """A CLIP BPE vocabulary with one token per byte character and no merges: any word tokenizes."""
-    # CLIP's byte-level alphabet: printable Latin-1 characters stand for themselves, the other bytes for 256 + n.
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer,
+    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection,
                               CLIPVisionConfig, CLIPVisionModelWithProjection)  # fmt: skip
 
     root = tmp_path_factory.mktemp("tiny-clip")
-    write_byte_tokenizer(root / "tokenizer")
-    tok = CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
+    tok = write_byte_clip_tokenizer(root / "tokenizer")
     torch.manual_seed(0)
     CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
                                                    num_hidden_layers=2, num_attention_heads=4, projection_dim=D)

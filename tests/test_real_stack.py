@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 D = 32  # the tiny "bigG" embedding width
 SIZE = 32  # rendered image side
 
@@ -142,16 +144,6 @@ def pixels(images):
 def assert_close_images(a, b, tol=2):
     # Batched and single runs differ only by float rounding; a few uint8 levels at most.
     assert np.abs(pixels(a) - pixels(b)).max() <= tol
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The models here are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine, every op then
-    # waits for the other thread (measured 0.7 ms vs 26 ms per conv under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,10 @@ from pops.registry import get_spec
 
 from conftest import tiny_prior
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny priors train ~10x faster on one thread than with two threads fighting over a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_pairs(kind: str = "texturing", n: int = 48, dim: int = DIM, text_width: int = 16, seed: int = 0) -> Pairs:

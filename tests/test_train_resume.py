@@ -17,7 +17,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_train import DIM, make_pairs, max_diff, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from test_train import DIM, make_pairs, max_diff
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 
