@@ -58,8 +58,12 @@ def nearest_classes(outputs: torch.Tensor, proto_names: Sequence[str], protos: t
         raise ValueError(f"{protos.shape[0]} prototypes but {len(proto_names)} names")
     if outputs.shape[1] != protos.shape[1]:
         raise ValueError(f"outputs have dim {outputs.shape[1]}, prototypes {protos.shape[1]}")
-    sims = F.normalize(outputs, dim=1) @ F.normalize(protos, dim=1).T
-    return [proto_names[i] for i in sims.argmax(dim=1).tolist()]
+    return [proto_names[i] for i in _similarities(outputs, protos).argmax(dim=1).tolist()]
+
+
+def _similarities(outputs: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """(N, C) cosine of every output to every prototype."""
+    return F.normalize(outputs, dim=1) @ F.normalize(protos, dim=1).T
 
 
 def top1_accuracy(outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor) -> float:
@@ -80,7 +84,7 @@ def mean_reciprocal_rank(outputs: torch.Tensor, true_classes: Sequence[str], pro
     score than top-1 on small sets (e.g. for choosing a guidance scale on a few validation samples)."""
     outputs, protos = _check_2d("outputs", outputs), _check_2d("protos", protos)
     index = {name: i for i, name in enumerate(proto_names)}
-    sims = F.normalize(outputs, dim=1) @ F.normalize(protos, dim=1).T
+    sims = _similarities(outputs, protos)
     true = sims.gather(1, torch.tensor([[index[c]] for c in true_classes]))
     ranks = (sims > true).sum(dim=1) + 1
     return float((1.0 / ranks.float()).mean())

@@ -44,9 +44,11 @@ class Pairs:
 
     def batch(self, index: torch.Tensor) -> Batch:
         """The samples at `index` as a training Batch."""
-        slots = [(s[0][index], s[1][index]) if isinstance(s, tuple) else s[index] for s in self.slots]
         align = self.align_text[index] if self.align_text is not None else None
-        return Batch(slots=slots, target=self.target[index], present=self.present[index], align_text=align)
+        return Batch(slots=self._slots_at(index), target=self.target[index], present=self.present[index], align_text=align)
+
+    def _slots_at(self, index: torch.Tensor) -> list:
+        return [(s[0][index], s[1][index]) if isinstance(s, tuple) else s[index] for s in self.slots]
 
     def subset(self, index: torch.Tensor) -> "Pairs":
         """The samples at `index` as Pairs; per-sample lists in `info` (one entry per sample) follow them."""
@@ -54,8 +56,7 @@ class Pairs:
         n, picked = len(self), index.tolist()
         info = {k: [v[i] for i in picked] if isinstance(v, list) and len(v) == n and k != "classes" else v for k, v in self.info.items()}
         return Pairs(
-            self.kind, [(s[0][index], s[1][index]) if isinstance(s, tuple) else s[index] for s in self.slots],
-            self.present[index], self.target[index],
+            self.kind, self._slots_at(index), self.present[index], self.target[index],
             align_text=self.align_text[index] if self.align_text is not None else None,
             class_ids=self.class_ids[index] if self.class_ids is not None else None, info=info,
         )  # fmt: skip
