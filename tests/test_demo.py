@@ -159,6 +159,8 @@ def test_demo_config_validation(tmp_path):
         DemoConfig(out=tmp_path, operators=("texturing", "paint"))
     with pytest.raises(ValueError, match="steps"):
         DemoConfig(out=tmp_path, steps=0)
+    with pytest.raises(ValueError, match="workers"):
+        DemoConfig(out=tmp_path, workers=0)  # refused before any work, not when the workers start
     with pytest.raises(ValueError, match="unknown textures"):
         DemoConfig(out=tmp_path, world={"textures": ("velvet",)}).world_config()
     assert DemoConfig(out=tmp_path).cache_dir == tmp_path / "cache"

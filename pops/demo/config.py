@@ -77,7 +77,7 @@ class DemoConfig:
         counts = dict(train_per_class=min(self.train_per_class.values()), test_per_class=self.test_per_class,
                       gallery_per_class=self.gallery_per_class, steps=self.steps, batch_size=self.batch_size,
                       eval_seeds=self.eval_seeds, layers=self.layers, recombine=self.recombine,
-                      workers=self.workers or 1)  # fmt: skip
+                      workers=1 if self.workers is None else self.workers)  # fmt: skip
         for name, value in counts.items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")

@@ -126,11 +126,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
         jobs.append((decoder_job, job_config, embeds, images, encoder.to_config()))
         *results, fidelity = run_jobs(config, jobs, workers)
+    results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
     with stages("report"):
-        table = E.MetricsTable([row for kind in config.operators for r in results if r["kind"] == kind
-                                for row in E.MetricsTable.from_dict(r["table"]).rows])  # fmt: skip
+        table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
         outputs = {k: v for r in results for k, v in r["outputs"].items()}
-        guidance = {kind: r["guidance"] for kind in config.operators for r in results if r["kind"] == kind}
+        guidance = {r["kind"]: r["guidance"] for r in results}
         operators = {}
         for kind in config.operators:
             op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
