@@ -1,0 +1,30 @@
+"""Constants of the reference recipe (DESIGN §2) that several rooms need, in a module that imports nothing heavy:
+the CLI, the configs and the models folder read them without pulling in diffusers."""
+
+from __future__ import annotations
+
+# The Kandinsky 2.2 prior (PriorTransformer + CLIP ViT-bigG/14 image and text encoders in subfolders).
+KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+KANDINSKY_DECODER = "kandinsky-community/kandinsky-2-2-decoder"
+
+# The prior's two condition layouts: the reference's 77 padded rows, or only the used rows (same function).
+LAYOUTS = ("compact", "padded")
+
+NUM_TRAIN_TIMESTEPS = 1000
+# DDPMScheduler of the objective: x0-prediction, cosine schedule.
+TRAINING_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample"
+)
+# UnCLIPScheduler of the reference sampling loop.
+SAMPLING_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+    variance_type="fixed_small_log",
+    clip_sample=True,
+    clip_sample_range=10.0,
+    prediction_type="sample",
+    beta_schedule="squaredcos_cap_v2",
+)
+
+# Our operator folder: weights, config (kind, prior config, clip statistics, schedulers, encoders), model card.
+OPERATOR_CONFIG_NAME = "pops_config.json"
+OPERATOR_WEIGHTS_NAME = "model.safetensors"
