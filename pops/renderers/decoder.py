@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from pops.config import from_mapping, to_mapping
+from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.files import atomic_write_bytes
 from pops.renderers import RENDERER_CONFIG_NAME, read_renderer_config, write_renderer_config
 
@@ -171,8 +172,6 @@ def train_decoder(
     `.losses`. `bf16` None: bfloat16 autocast where the CPU computes bf16 natively. Deterministic for a given seed.
     """
     if bf16 is None:
-        from pops.encoders.efficientnet import cpu_has_fast_bf16
-
         bf16 = cpu_has_fast_bf16()
     if embeds.ndim != 2 or embeds.shape[0] != len(images):
         raise ValueError(f"need (N, D) embeddings for N images; got {tuple(embeds.shape)} for {len(images)} images")
