@@ -94,6 +94,8 @@ def _inline(pictures: list[tuple[str, Image.Image]]) -> list[tuple[str, str]]:
 def render_report(*, table, seconds: dict[str, float], grids: list[dict], equation: dict | None, summary: dict[str, Any]) -> str:
     """The report page as one HTML string."""
     config = summary.get("config", {})
+    inlined = [{"title": g["title"], "rows": [{"label": r["label"], "cells": _inline(r["cells"])} for r in g["rows"]]}
+               for g in grids]  # fmt: skip
     return _TEMPLATES.get_template("report.html.j2").render(
         world=summary.get("world", {}),
         encoder=str(summary.get("encoder", "")),
@@ -104,8 +106,7 @@ def render_report(*, table, seconds: dict[str, float], grids: list[dict], equati
         eval_seeds=config.get("eval_seeds", "?"),
         plot=png_data_uri(bar_plot(table)),
         fidelity=summary.get("decoder_fidelity") or {},
-        grids=[{"title": g["title"], "rows": [{"label": r["label"], "cells": _inline(r["cells"])} for r in g["rows"]]}
-               for g in grids],  # fmt: skip
+        grids=inlined,
         equation=equation and {
             "equation": equation["equation"],
             "steps": [(label, _inline(pictures)) for label, pictures in equation["steps"]],

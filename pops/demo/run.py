@@ -87,8 +87,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     from pops import evaluation as E
     from pops.cache import EmbeddingCache
-    from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.demo.report import chained_equation, example_grids, write_report
+    from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.operator import Operator
     from pops.renderers import load_renderer
     from pops.renderers.retrieval import RetrievalRenderer
