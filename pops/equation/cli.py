@@ -74,7 +74,7 @@ def run_equation_cli(
     write_result(result, out, pictures, renderer_name)
     n_calls = sum(1 for s in result.computed if s.op == "call")
     echo(
-        f"evaluated {n_calls} operator step{'s' * (n_calls != 1)} ({result.num_cached} from cache) in "
+        f"ran {n_calls} operator step{'s' * (n_calls != 1)} ({result.num_cached} from cache) in "
         f"{result.seconds:.1f} s; wrote {tuple(result.output.shape)} embeddings"
         + (f" and {len(pictures['output'])} picture(s)" if pictures else " (no renderer: embeddings only)")
         + f" to {out}/ — reproduce with `pops apply --replay {out / 'record.json'}`"
