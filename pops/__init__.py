@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Operator", "REGISTRY", "get_spec", "evaluate"]
+__all__ = ["Operator", "REGISTRY", "get_spec", "apply"]
 
 
 def __getattr__(name):
@@ -16,8 +16,8 @@ def __getattr__(name):
         from pops import registry
 
         return getattr(registry, name)
-    if name == "evaluate":
-        from pops.equation import evaluate
+    if name == "apply":
+        from pops.equation import apply
 
-        return evaluate
+        return apply
     raise AttributeError(f"module 'pops' has no attribute {name!r}")

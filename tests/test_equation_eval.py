@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import pops
 from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.equation import EquationError, Evaluator, ModelSet
+from pops.equation import EquationError, EquationRunner, ModelSet
 from pops.equation.cli import run_equation_cli
 
 DIM = 32
@@ -52,7 +52,7 @@ def files(tmp_path):
 
 def test_chain_equals_hand_chained_sampling(ops, files):
     folder, e = files
-    result = pops.evaluate(
+    result = pops.apply(
         "let t = texture(a.safetensors, b.safetensors)\nscene(t, c.safetensors)",
         models=ops, seed=3, num_inference_steps=STEPS, base_dir=folder,
     )  # fmt: skip
@@ -68,28 +68,28 @@ def test_chain_equals_hand_chained_sampling(ops, files):
 
 def test_weighted_sums_and_mean_are_exact(ops, files):
     folder, e = files
-    r = pops.evaluate("0.3*a.safetensors + 0.7*b.safetensors - c.safetensors", models=ops, base_dir=folder)
+    r = pops.apply("0.3*a.safetensors + 0.7*b.safetensors - c.safetensors", models=ops, base_dir=folder)
     assert torch.allclose(r.output, 0.3 * e["a"] + 0.7 * e["b"] - e["c"])
-    r = pops.evaluate("mean(a.safetensors, b.safetensors, c.safetensors)", models=ops, base_dir=folder)
+    r = pops.apply("mean(a.safetensors, b.safetensors, c.safetensors)", models=ops, base_dir=folder)
     assert torch.allclose(r.output, (e["a"] + e["b"] + e["c"]) / 3, atol=1e-6)
-    r = pops.evaluate("a.safetensors", models=ops, base_dir=folder, num_samples=2)  # a bare input is the output
+    r = pops.apply("a.safetensors", models=ops, base_dir=folder, num_samples=2)  # a bare input is the output
     assert torch.equal(r.output, e["a"].expand(2, -1)) and list(r.intermediates) == ["output"]
 
 
 def test_batching_is_invisible_and_samples_reproduce_alone(ops, files):
     folder, _ = files
     spy = SampleSpy(ops["texturing"])
-    both = Evaluator(ops).evaluate(
+    both = EquationRunner(ops).run(
         "union(texture(a.safetensors, b.safetensors), texture(b.safetensors, c.safetensors))",
         num_inference_steps=STEPS, num_samples=3, seed=5, base_dir=folder,
     )  # fmt: skip
     assert spy.calls == 1 and spy.rows == [6]  # the two texturing steps ran as one batch of 2 x 3 samples
-    alone = Evaluator(ops).evaluate(
+    alone = EquationRunner(ops).run(
         "texture(b.safetensors, c.safetensors)", num_inference_steps=STEPS, num_samples=3, seed=5, base_dir=folder
     )
     assert torch.allclose(both.intermediates["step 2"], alone.output, atol=1e-5)
     # Sample i of a step is seeded seed + i: sample 2 is the first sample of seed 7.
-    single = Evaluator(ops).evaluate(
+    single = EquationRunner(ops).run(
         "texture(b.safetensors, c.safetensors)", num_inference_steps=STEPS, num_samples=1, seed=7, base_dir=folder
     )
     assert torch.allclose(alone.output[2], single.output[0], atol=1e-5)
@@ -99,17 +99,17 @@ def test_batching_is_invisible_and_samples_reproduce_alone(ops, files):
 def test_new_seed_for_the_last_step_reuses_every_other_step(ops, files):
     folder, _ = files
     spies = {k: SampleSpy(op) for k, op in ops.items()}
-    ev = Evaluator(ops)
+    ev = EquationRunner(ops)
     eq = "let t = texture(a.safetensors, b.safetensors)\nlet u = union(t, c.safetensors)\nscene(u, a.safetensors)"
-    first = ev.evaluate(eq, num_inference_steps=STEPS, base_dir=folder)
+    first = ev.run(eq, num_inference_steps=STEPS, base_dir=folder)
     assert [s.calls for s in spies.values()] == [1, 1, 1] and first.num_cached == 0
-    again = ev.evaluate(eq, num_inference_steps=STEPS, base_dir=folder, seeds={"output": 9})
+    again = ev.run(eq, num_inference_steps=STEPS, base_dir=folder, seeds={"output": 9})
     assert [s.calls for s in spies.values()] == [1, 1, 2]  # only scene ran again
     assert [s.cached for s in again.computed] == [True, True, False]
     assert torch.equal(again.intermediates["u"], first.intermediates["u"])
     assert not torch.allclose(again.output, first.output)
     # A different setting of an early step invalidates that step and everything downstream.
-    ev.evaluate(eq, num_inference_steps=STEPS, base_dir=folder, seeds={"t": 1})
+    ev.run(eq, num_inference_steps=STEPS, base_dir=folder, seeds={"t": 1})
     assert [s.calls for s in spies.values()] == [2, 2, 3]
 
 
@@ -124,7 +124,7 @@ def test_errors_are_reported_before_anything_samples(ops, files):
     }
     for source, (line, column, message) in bad.items():
         with pytest.raises(EquationError) as info:
-            pops.evaluate(source, models=ops, num_inference_steps=STEPS, base_dir=folder)
+            pops.apply(source, models=ops, num_inference_steps=STEPS, base_dir=folder)
         assert (info.value.line, info.value.column) == (line, column) and message in str(info.value)
     assert spy.calls == 0
 
@@ -134,16 +134,16 @@ def test_bad_embedding_files_and_settings(ops, files):
     save_embeddings(folder / "wide.safetensors", torch.randn(1, DIM + 1))
     save_embeddings(folder / "rows.safetensors", torch.randn(3, DIM))
     with pytest.raises(EquationError, match="33-d but the operators work in 32-d"):
-        pops.evaluate("texture(a.safetensors, wide.safetensors)", models=ops, base_dir=folder)
+        pops.apply("texture(a.safetensors, wide.safetensors)", models=ops, base_dir=folder)
     with pytest.raises(EquationError, match="has 3 rows; expected 1 or num_samples"):
-        pops.evaluate("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=2)
-    r = pops.evaluate("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=3,
+        pops.apply("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=2)
+    r = pops.apply("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=3,
                       num_inference_steps=STEPS)  # fmt: skip
     assert r.output.shape == (3, DIM)
     with pytest.raises(ValueError, match="no operator step named 'nope'"):
-        pops.evaluate("texture(a.safetensors, b.safetensors)", models=ops, base_dir=folder, seeds={"nope": 1})
+        pops.apply("texture(a.safetensors, b.safetensors)", models=ops, base_dir=folder, seeds={"nope": 1})
     with pytest.raises(ValueError, match="num_samples"):
-        pops.evaluate("texture(a.safetensors, b.safetensors)", models=ops, base_dir=folder, num_samples=0)
+        pops.apply("texture(a.safetensors, b.safetensors)", models=ops, base_dir=folder, num_samples=0)
 
 
 @pytest.mark.slow
@@ -163,14 +163,14 @@ def test_images_are_encoded_once_in_one_batch_and_words_fill_text_slots(make_tin
                                    image_encoder=encoder, text_encoder=MiniLMEncoder())  # fmt: skip
     for name, colour in (("cat", "red"), ("wood", "brown")):
         Image.new("RGB", (48, 48), colour).save(tmp_path / f"{name}.png")
-    ev = Evaluator([texturing, instruct])
-    red = ev.evaluate('instruct(texture(cat.png, wood.png), "red")', num_inference_steps=STEPS, base_dir=tmp_path)
+    ev = EquationRunner([texturing, instruct])
+    red = ev.run('instruct(texture(cat.png, wood.png), "red")', num_inference_steps=STEPS, base_dir=tmp_path)
     assert calls == [2]  # both images, one encoder call
     t = texturing.sample([encoder.encode([Image.open(tmp_path / "cat.png")]), encoder.encode([Image.open(tmp_path / "wood.png")])],
                          guidance_scale=8.0, num_inference_steps=STEPS, generator=gen(0))  # fmt: skip
     expected = instruct.sample([t, "red"], guidance_scale=1.0, num_inference_steps=STEPS, generator=gen(0))
     assert torch.allclose(red.output, expected, atol=1e-4)
-    blue = ev.evaluate('instruct(texture(cat.png, wood.png), "blue")', num_inference_steps=STEPS, base_dir=tmp_path)
+    blue = ev.run('instruct(texture(cat.png, wood.png), "blue")', num_inference_steps=STEPS, base_dir=tmp_path)
     assert calls == [2, 1, 1]  # the two spy calls above; the equation's images came from the cache
     assert blue.num_cached == 1 and not torch.allclose(blue.output, red.output)
 
@@ -180,7 +180,6 @@ def test_images_are_encoded_once_in_one_batch_and_words_fill_text_slots(make_tin
 def models_dir(ops, tmp_path):
     from PIL import Image
 
-    from pops.equation.models import save_retrieval_renderer
     from pops.renderers.retrieval import RetrievalRenderer
 
     root = tmp_path / "models"
@@ -189,7 +188,7 @@ def models_dir(ops, tmp_path):
     torch.manual_seed(1)
     colours = ["red", "green", "blue", "yellow", "purple", "orange"]
     gallery = [Image.new("RGB", (16, 16), c) for c in colours]
-    save_retrieval_renderer(root / "renderer", RetrievalRenderer(torch.randn(len(colours), DIM), gallery))
+    RetrievalRenderer(torch.randn(len(colours), DIM), gallery).save_pretrained(root / "renderer")
     return root
 
 
@@ -200,14 +199,14 @@ def test_models_folder_loads_operators_and_the_disk_cache_survives_processes(mod
     assert models.renderer_names() == ["retrieval"]
     assert models.fingerprint("texturing") == ModelSet(models_dir).fingerprint("texturing")
     eq = "scene(texture(a.safetensors, b.safetensors), c.safetensors)"
-    first = Evaluator(models, cache_dir=tmp_path / "cache").evaluate(eq, num_inference_steps=STEPS, base_dir=folder)
+    first = EquationRunner(models, cache_dir=tmp_path / "cache").run(eq, num_inference_steps=STEPS, base_dir=folder)
     fresh = ModelSet(models_dir)
     spy = SampleSpy(fresh.operator("texturing"))
-    second = Evaluator(fresh, cache_dir=tmp_path / "cache").evaluate(eq, num_inference_steps=STEPS, base_dir=folder)
+    second = EquationRunner(fresh, cache_dir=tmp_path / "cache").run(eq, num_inference_steps=STEPS, base_dir=folder)
     assert spy.calls == 0 and second.num_cached == 2
     assert torch.equal(first.output, second.output)
     with pytest.raises(EquationError, match="no trained 'instruct' operator"):
-        Evaluator(fresh).validate('instruct(a.safetensors, "red")', base_dir=folder)
+        EquationRunner(fresh).validate('instruct(a.safetensors, "red")', base_dir=folder)
 
 
 def test_cli_writes_pictures_embeddings_and_a_record_that_replays(models_dir, files, tmp_path):

@@ -118,7 +118,7 @@ def test_parse_words_drops_keywords_sums_and_paths():
     assert parse('@"my photos/cat 1.png"').result == File("my photos/cat 1.png")
     assert parse("imgs/wood-2.jpg").result == File("imgs/wood-2.jpg")
     assert parse("'it\\'s'").result == Text("it's")
-    assert File("x.PNG").kind == "image" and File("e.safetensors").kind == "embedding" and File("x").kind == "unknown"
+    assert File("x.PNG").modality == "image" and File("e.safetensors").modality == "embedding" and File("x").modality == "unknown"
 
 
 def test_printer_quotes_what_would_not_read_back():
@@ -239,18 +239,18 @@ def test_plan_inlines_variables_dedupes_and_labels_steps(images):
     computed = plan.computed
     # t and u are the same expression with the same seed: one step. Then the mean, then the output.
     assert [s.label for s in computed] == ["t", "step 1", "output"]
-    assert [s.op for s in computed] == ["texturing", None, "scene"]
+    assert [s.operator for s in computed] == ["texturing", None, "scene"]
     assert plan.variables["t"] == plan.variables["u"]
     assert plan.operators == ["texturing", "scene"]
     assert computed[1].weights == (0.5, 0.5)
-    files = [s for s in plan.steps if s.kind == "image"]
+    files = [s for s in plan.steps if s.op == "image"]
     assert [f.path for f in files] == [(images / n).resolve() for n in ("a.png", "wood.png", "beach.png")]
 
 
 def test_keyword_calls_drop_unnamed_slots_and_aliases_resolve(images):
     plan = validate("compose(hat=a.png, pants=wood.png)", FakeModels(["composition"]), base_dir=images)
     out = plan.steps[plan.output]
-    assert out.op == "composition" and len(out.inputs) == 12
+    assert out.operator == "composition" and len(out.inputs) == 12
     named = {i for i, x in enumerate(out.inputs) if x is not None}
     from pops.registry import REGISTRY
 

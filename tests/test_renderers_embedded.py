@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pops.renderers import Renderer
+from pops.renderers import RENDERER_TYPES, Renderer, load_renderer, renderer_type
 from pops.renderers.decoder import DecoderConfig, DecoderRenderer, decoder_fidelity, train_decoder
 from pops.renderers.retrieval import RetrievalRenderer
 
@@ -117,6 +117,27 @@ def test_decoder_save_load_round_trip(trained, tmp_path):
     weights.write_bytes(weights.read_bytes()[:200])
     with pytest.raises(ValueError, match="cannot load"):
         DecoderRenderer.from_pretrained(tmp_path / "dec")
+
+
+def test_saved_renderers_load_by_the_type_their_folder_names(trained, tmp_path):
+    imgs, embeds, decoder = trained
+    retrieval = RetrievalRenderer(embeds, imgs)
+    retrieval.save_pretrained(tmp_path / "ret")
+    decoder.save_pretrained(tmp_path / "dec")
+    assert renderer_type(tmp_path / "ret") == "retrieval" and renderer_type(tmp_path / "dec") == "decoder"
+    assert set(RENDERER_TYPES) >= {"retrieval", "decoder"}
+    loaded = load_renderer(tmp_path / "ret")
+    assert isinstance(loaded, RetrievalRenderer) and torch.equal(loaded.gallery, retrieval.gallery)
+    assert [im.tobytes() for im in loaded.render(embeds)] == [im.tobytes() for im in retrieval.render(embeds)]
+    assert torch.equal(load_renderer(tmp_path / "dec").decode(embeds), decoder.decode(embeds))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "renderer.json").write_text(json.dumps({"type": "no-such-renderer"}))
+    with pytest.raises(ValueError, match="no saved renderer"):
+        load_renderer(tmp_path / "other")
+    config = json.loads((tmp_path / "dec" / "renderer.json").read_text())
+    (tmp_path / "dec" / "renderer.json").write_text(json.dumps({**config, "image_sise": 32}))
+    with pytest.raises(ValueError, match="image_sise"):  # a typo in the config is refused, not ignored
+        load_renderer(tmp_path / "dec")
 
 
 def test_decoder_bad_input():

@@ -67,7 +67,6 @@ def draw_scene(top, bottom, size: int = 64) -> Image.Image:
 def build_models(root: Path) -> dict[str, Path]:
     """Write operators/<kind>/ and renderer/ under root, and three input pictures; returns the pictures' paths."""
     from pops.encoders.efficientnet import EfficientNetEncoder
-    from pops.equation.models import save_retrieval_renderer
     from pops.operator import Operator
     from pops.prior import make_prior
     from pops.renderers.retrieval import RetrievalRenderer
@@ -84,7 +83,7 @@ def build_models(root: Path) -> dict[str, Path]:
             prior.clip_std.copy_(embeds.std(0, keepdim=True) + 0.05)
         op = Operator.from_prior(prior, kind, encoder_configs={"image": dict(ENCODER_CONFIG)})
         op.save_pretrained(root / "operators" / kind)
-    save_retrieval_renderer(root / "renderer", RetrievalRenderer(embeds, gallery))
+    RetrievalRenderer(embeds, gallery).save_pretrained(root / "renderer")
     inputs = root.parent / "inputs"
     inputs.mkdir(exist_ok=True)
     pictures = {

@@ -64,9 +64,9 @@ def apply(
 def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out):
     import torch
 
-    from pops.checkpoints import KANDINSKY_PRIOR
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
+    from pops.reference import KANDINSKY_PRIOR
 
     if model is not None:
         if not model.exists():

@@ -68,8 +68,9 @@ def render(
     typer.echo(f"wrote {len(written)} image(s) to {out}")
 
 
-def load_renderer(renderer: str, sources: dict, options: dict, device, dtype, cpu_offload: bool):
-    """Build one of the real renderers from hub ids / local folders (fails at once, in one line, when offline)."""
+def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, cpu_offload: bool):
+    """Build one of the real renderers from hub ids / local folders (fails at once, in one line, when offline).
+    A saved renderer folder loads with pops.renderers.load_renderer instead."""
     common = dict(device=device, dtype=dtype, cpu_offload=cpu_offload, **options)
     if renderer == "kandinsky":
         from pops.renderers.kandinsky import KandinskyRenderer
@@ -91,11 +92,12 @@ def load_renderer(renderer: str, sources: dict, options: dict, device, dtype, cp
 def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload):
     from tqdm.auto import tqdm
 
-    from pops.embeddings_io import atomic_write, load_embeddings
+    from pops.embeddings_io import load_embeddings
+    from pops.files import atomic_write
     from pops.renderers.pipelines import seeded_generators
 
     embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
-    model = load_renderer(renderer, sources, options, device, dtype, cpu_offload)
+    model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
         raise ValueError(f"{embeddings}: embeddings are {embeds.shape[1]}-d but the {renderer} renderer takes {model.dim}-d")
     extra = {}

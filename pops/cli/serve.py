@@ -26,7 +26,7 @@ def serve(
     queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),
 ) -> None:
     """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
-    from pops.equation.models import RENDERER_CHOICES
+    from pops.models_folder import RENDERER_CHOICES
 
     if renderer not in RENDERER_CHOICES:
         fail(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_CHOICES)}")

@@ -87,12 +87,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     from pops import evaluation as E
     from pops.cache import EmbeddingCache
+    from pops.demo.report import chained_equation, example_grids, write_report
     from pops.encoders.efficientnet import EfficientNetEncoder
-    from pops.equation.models import save_retrieval_renderer
     from pops.operator import Operator
-    from pops.renderers.decoder import DecoderRenderer
+    from pops.renderers import load_renderer
     from pops.renderers.retrieval import RetrievalRenderer
-    from pops.report import chained_equation, example_grids, write_report
     from pops.world import World
 
     check_writable(config.out)
@@ -137,8 +136,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
             op.image_encoder, op.text_encoder = encoder, text_encoder if get_spec(kind).text_slots else None
             operators[kind] = op
         retrieval = RetrievalRenderer(embeds, images)
-        save_retrieval_renderer(config.out / "renderer" / "retrieval", retrieval)
-        renderers = {"retrieval": retrieval, "decoder": DecoderRenderer.from_pretrained(config.out / "renderer" / "decoder")}
+        retrieval.save_pretrained(config.out / "renderer" / "retrieval")
+        renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
         chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
         trained = [r["kind"] for r in results if r["fresh"]]

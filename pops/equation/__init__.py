@@ -4,8 +4,8 @@
     scene(t, beach.png)
 
 `parse` gives a syntax tree, `format_equation` prints it back, `validate` checks it against the models (before
-anything runs) and `evaluate` runs it, returning the output embeddings and every intermediate. The language is
-described in docs/EQUATIONS.md.
+anything runs) and `apply` runs it (with an `EquationRunner`), returning the output embeddings and every
+intermediate. The language is described in docs/EQUATIONS.md.
 """
 
 from __future__ import annotations
@@ -20,25 +20,25 @@ from pops.equation.printer import format_equation
 
 __all__ = [
     "Call", "Drop", "File", "Let", "Node", "Program", "Text", "Var", "WeightedSum",
-    "EquationError", "EquationFileError", "parse", "format_equation", "validate", "evaluate",
-    "Evaluator", "EquationResult", "ModelSet", "load_renderer",
+    "EquationError", "EquationFileError", "parse", "format_equation", "validate", "apply",
+    "EquationRunner", "EquationResult", "ModelSet",
 ]  # fmt: skip
 
-# Evaluators for models folders, so repeated `pops.evaluate` calls reuse loaded operators and cached steps.
-_EVALUATORS: dict[tuple, Any] = {}
-_MAX_EVALUATORS = 2
+# Runners for models folders, so repeated `pops.apply` calls reuse loaded operators and cached steps.
+_RUNNERS: dict[tuple, Any] = {}
+_MAX_RUNNERS = 2
 
 
 def __getattr__(name):
-    # The evaluator side imports torch; keep `from pops.equation import parse` light.
-    if name in ("Evaluator", "EquationResult"):
-        from pops.equation import evaluator
+    # The runner side imports torch; keep `from pops.equation import parse` light.
+    if name in ("EquationRunner", "EquationResult"):
+        from pops.equation import runner
 
-        return getattr(evaluator, name)
-    if name in ("ModelSet", "load_renderer"):
-        from pops.equation import models
+        return getattr(runner, name)
+    if name == "ModelSet":
+        from pops.models_folder import ModelSet
 
-        return getattr(models, name)
+        return ModelSet
     if name == "validate":
         from pops.equation.validate import validate
 
@@ -46,7 +46,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'pops.equation' has no attribute {name!r}")
 
 
-def evaluate(
+def apply(
     equation: str | Program,
     models: Any,
     *,
@@ -60,26 +60,26 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = False,
 ):
-    """Evaluate an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
+    """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
-    `models`: a models folder (see pops.equation.models), a `ModelSet`, or operators in memory (an `Operator`, a
+    `models`: a models folder (see pops.models_folder), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
-    `guidance_scale=None` uses each operator's own default (the registry's — texturing/union 8, scene/instruct/
-    composition 1 — unless the operator folder stores its own).
+    `guidance_scale=None` uses each operator's own default (its registry entry's, unless the operator folder
+    stores its own).
     Relative file paths are resolved against `base_dir` (default: the current folder).
     """
-    from pops.equation.evaluator import Evaluator
+    from pops.equation.runner import EquationRunner
 
     if isinstance(models, (str, Path)):
         key = (str(Path(models).expanduser().resolve()), str(cache_dir))
-        if key not in _EVALUATORS:
-            while len(_EVALUATORS) >= _MAX_EVALUATORS:
-                _EVALUATORS.pop(next(iter(_EVALUATORS)))
-            _EVALUATORS[key] = Evaluator(models, cache_dir=cache_dir)
-        evaluator = _EVALUATORS[key]
+        if key not in _RUNNERS:
+            while len(_RUNNERS) >= _MAX_RUNNERS:
+                _RUNNERS.pop(next(iter(_RUNNERS)))
+            _RUNNERS[key] = EquationRunner(models, cache_dir=cache_dir)
+        runner = _RUNNERS[key]
     else:
-        evaluator = Evaluator(models, cache_dir=cache_dir)
-    return evaluator.evaluate(
+        runner = EquationRunner(models, cache_dir=cache_dir)
+    return runner.run(
         equation, seed=seed, seeds=seeds, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
         num_samples=num_samples, layout=layout, base_dir=base_dir, progress=progress,
     )  # fmt: skip

@@ -39,7 +39,7 @@ class File:
     pos: Pos = _pos()
 
     @property
-    def kind(self) -> str:
+    def modality(self) -> str:
         """'image', 'embedding' or 'unknown' (an error at validation)."""
         suffix = PurePath(self.path).suffix.lower()
         if suffix in IMAGE_SUFFIXES:

@@ -1,4 +1,4 @@
-"""A cache of equation intermediates: every embedding a step produces, keyed on what determines it.
+"""A cache of equation steps: every embedding a step produces, keyed on what determines it.
 
 A step's key hashes its operator (and the identity of its weights), its inputs' keys, its seed and its sampling
 settings — so it changes exactly when the result could. Changing the seed of the last step re-samples that step
@@ -8,34 +8,21 @@ given, on disk as safetensors files (so a second `pops apply` run reuses the fir
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
+from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.files import digest
+
 
 def make_key(*parts) -> str:
     """A hex key for JSON-able parts (floats by repr, so 0.1 and 0.1000001 differ)."""
-    text = json.dumps(parts, sort_keys=True, default=repr, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return digest(*parts, length=32)
 
 
-def file_digest(path: Path, _memo: dict = {}) -> str:  # noqa: B006 - a deliberate per-process memo
-    """sha256 of a file's bytes (memoised on path, size and mtime)."""
-    st = path.stat()
-    memo_key = (str(path), st.st_size, st.st_mtime_ns)
-    if memo_key not in _memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _memo[memo_key] = h.hexdigest()
-    return _memo[memo_key]
-
-
-class EmbeddingCache:
+class StepCache:
     """key -> (B, D) float32 tensor; in memory (bounded) and optionally in a folder."""
 
     def __init__(self, folder: str | Path | None = None, max_items: int = 512):
@@ -54,8 +41,6 @@ class EmbeddingCache:
             self.hits += 1
             return self._memory[key]
         if persistent and self.folder is not None and self._path(key).is_file():
-            from pops.embeddings_io import load_embeddings
-
             try:
                 value, _ = load_embeddings(self._path(key))
             except ValueError:  # a damaged entry is a miss, and is rewritten
@@ -71,8 +56,6 @@ class EmbeddingCache:
         value = value.detach().float().cpu()
         self._remember(key, value)
         if persistent and self.folder is not None:
-            from pops.embeddings_io import save_embeddings
-
             save_embeddings(self._path(key), value, metadata or {})
 
     def _remember(self, key: str, value: torch.Tensor) -> None:

@@ -34,7 +34,7 @@ MAX_DEPTH = 64
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # NUMBER NAME PATH STRING PATHSTRING LPAREN RPAREN COMMA SEMI EQUALS STAR PLUS MINUS EOF
+    type: str  # NUMBER NAME PATH STRING PATHSTRING LPAREN RPAREN COMMA SEMI EQUALS STAR PLUS MINUS EOF
     text: str  # the source text, for error messages
     value: object  # float for NUMBER, the decoded string for STRING / PATHSTRING, else the text
     pos: Pos
@@ -60,12 +60,12 @@ def tokenize(source: str) -> list[Token]:
             tokens.append(Token(PUNCT[ch], ch, ch, pos))
             i += 1
         elif ch in "\"'" or (ch == "@" and i + 1 < n and source[i + 1] in "\"'"):
-            kind = "STRING"
+            token_type = "STRING"
             if ch == "@":
-                kind, i = "PATHSTRING", i + 1
+                token_type, i = "PATHSTRING", i + 1
             start = i
             value, i, line, line_start = _read_string(source, i, line, line_start, pos)
-            tokens.append(Token(kind, source[start - (kind == "PATHSTRING") : i], value, pos))
+            tokens.append(Token(token_type, source[start - (token_type == "PATHSTRING") : i], value, pos))
         elif ch in WORD_CHARS:
             start = i
             number = NUMBER.match(source, i) if (ch.isdigit() or ch == ".") else None
@@ -135,9 +135,9 @@ class _Parser:
         tok = tok or self.tok
         return EquationError(message, tok.pos.line, tok.pos.column, tok.text or None)
 
-    def expect(self, kind: str, what: str) -> Token:
-        if self.tok.kind != kind:
-            found = "end of input" if self.tok.kind == "EOF" else repr(self.tok.text)
+    def expect(self, token_type: str, what: str) -> Token:
+        if self.tok.type != token_type:
+            found = "end of input" if self.tok.type == "EOF" else repr(self.tok.text)
             raise self.error(f"expected {what}, found {found}")
         return self.advance()
 
@@ -145,21 +145,21 @@ class _Parser:
     def program(self) -> Program:
         start = self.tok.pos
         lets = []
-        while self.tok.kind == "NAME" and self.tok.text == "let":
+        while self.tok.type == "NAME" and self.tok.text == "let":
             let_tok = self.advance()
             name = self.expect("NAME", "a variable name after 'let'")
             if name.text in KEYWORDS or name.text == "_":
                 raise self.error(f"{name.text!r} is reserved and cannot be a variable name", name)
             self.expect("EQUALS", f"'=' after 'let {name.text}'")
             lets.append(Let(name.text, self.expr(), let_tok.pos))
-            if self.tok.kind == "SEMI":
+            if self.tok.type == "SEMI":
                 self.advance()
-        if self.tok.kind == "EOF":
+        if self.tok.type == "EOF":
             raise self.error("expected an expression to evaluate" + (" after the 'let' statements" if lets else ""))
         result = self.expr()
-        if self.tok.kind == "SEMI":
+        if self.tok.type == "SEMI":
             self.advance()
-        if self.tok.kind != "EOF":
+        if self.tok.type != "EOF":
             hint = " (a 'let' or the result must come first; one result expression per equation)"
             raise self.error(f"unexpected {self.tok.text!r} after the result expression{hint}")
         return Program(tuple(lets), result, start)
@@ -168,56 +168,56 @@ class _Parser:
         start = self.tok.pos
         terms, weighted = [], False
         sign = 1.0
-        if self.tok.kind == "MINUS":
+        if self.tok.type == "MINUS":
             self.advance()
             sign, weighted = -1.0, True
         while True:
             weight, node, has_weight = self.term()
             terms.append((sign * weight, node))
             weighted = weighted or has_weight
-            if self.tok.kind not in ("PLUS", "MINUS"):
+            if self.tok.type not in ("PLUS", "MINUS"):
                 break
-            sign = 1.0 if self.advance().kind == "PLUS" else -1.0
+            sign = 1.0 if self.advance().type == "PLUS" else -1.0
         if len(terms) == 1 and not weighted:
             return terms[0][1]
         return WeightedSum(tuple(terms), start)
 
     def term(self) -> tuple[float, Node, bool]:
-        if self.tok.kind == "NUMBER":
+        if self.tok.type == "NUMBER":
             number = self.advance()
-            if self.tok.kind != "STAR":
+            if self.tok.type != "STAR":
                 raise self.error("a number must weight an input, as in 0.5*cat.png", number)
             self.advance()
             return number.value, self.primary(), True
         node = self.primary()
-        if self.tok.kind == "STAR":
+        if self.tok.type == "STAR":
             raise self.error("write the weight first, as in 0.5*cat.png")
         return 1.0, node, False
 
     def primary(self) -> Node:
         tok = self.tok
-        if tok.kind == "LPAREN":
+        if tok.type == "LPAREN":
             self.advance()
             with self._nested(tok):
                 node = self.expr()
             self.expect("RPAREN", "')'")
             return node
-        if tok.kind == "STRING":
+        if tok.type == "STRING":
             self.advance()
             return Text(tok.value, tok.pos)
-        if tok.kind in ("PATH", "PATHSTRING"):
+        if tok.type in ("PATH", "PATHSTRING"):
             self.advance()
             return File(tok.value, tok.pos)
-        if tok.kind == "NAME":
+        if tok.type == "NAME":
             if tok.text in KEYWORDS:
                 raise self.error(f"'{tok.text}' starts a statement; statements come before the result expression")
             self.advance()
             if tok.text == "_":
                 return Drop(tok.pos)
-            if self.tok.kind == "LPAREN":
+            if self.tok.type == "LPAREN":
                 return self.call(tok)
             return Var(tok.text, tok.pos)
-        if tok.kind == "EOF":
+        if tok.type == "EOF":
             raise self.error("unexpected end of input: an input is missing")
         raise self.error(f"unexpected {tok.text!r}: expected an image, a name, a call, '_' or a quoted word")
 
@@ -225,8 +225,8 @@ class _Parser:
         open_paren = self.advance()
         args, kwargs = [], []
         with self._nested(open_paren):
-            while self.tok.kind != "RPAREN":
-                if self.tok.kind == "NAME" and self.peek().kind == "EQUALS":
+            while self.tok.type != "RPAREN":
+                if self.tok.type == "NAME" and self.peek().type == "EQUALS":
                     key = self.advance()
                     if key.text in KEYWORDS or key.text == "_":
                         raise self.error(f"{key.text!r} is reserved and cannot name a slot", key)
@@ -236,10 +236,10 @@ class _Parser:
                     raise self.error("positional arguments must come before keyword (slot=…) arguments")
                 else:
                     args.append(self.expr())
-                if self.tok.kind == "COMMA":
+                if self.tok.type == "COMMA":
                     self.advance()
-                elif self.tok.kind != "RPAREN":
-                    found = "end of input" if self.tok.kind == "EOF" else repr(self.tok.text)
+                elif self.tok.type != "RPAREN":
+                    found = "end of input" if self.tok.type == "EOF" else repr(self.tok.text)
                     raise self.error(f"expected ',' or ')' in the arguments of {name.text}(…), found {found}")
         self.advance()
         return Call(name.text, tuple(args), tuple(kwargs), name.pos)

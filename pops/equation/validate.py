@@ -15,11 +15,12 @@ from pathlib import Path
 from pops.equation.ast import Call, Drop, File, Node, Pos, Program, Text, Var, WeightedSum
 from pops.equation.errors import EquationError, EquationFileError
 from pops.equation.parser import parse
-from pops.equation.printer import format_node
+from pops.equation.printer import format_equation, format_node
+from pops.models_folder import ASSET_SUFFIXES
 from pops.registry import REGISTRY
 
-# Short names accepted for operators (documented in docs/EQUATIONS.md).
-ALIASES = {"texture": "texturing", "compose": "composition", "clothes": "composition"}
+# Short names accepted for operators (each registry entry's `aliases`; listed in docs/EQUATIONS.md).
+ALIASES = {alias: kind for kind, spec in REGISTRY.items() for alias in spec.aliases}
 MEAN = "mean"
 
 
@@ -33,13 +34,13 @@ def operator_names() -> dict[str, str]:
 
 @dataclass
 class Step:
-    """One node of the plan. `kind`: image | embedding | text | drop | call | sum."""
+    """One node of the plan. `op`: image | embedding | text | drop | call | sum."""
 
     index: int
-    kind: str
+    op: str
     text: str  # the step's expression as written (variables by name)
     pos: Pos
-    op: str | None = None  # registry kind for calls
+    operator: str | None = None  # calls: the operator's registry kind
     inputs: tuple[int | None, ...] = ()  # per slot for calls (None: dropped), per term for sums
     weights: tuple[float, ...] = ()  # sums
     path: Path | None = None  # files
@@ -49,7 +50,7 @@ class Step:
 
     @property
     def is_embedding(self) -> bool:
-        return self.kind in ("image", "embedding", "call", "sum")
+        return self.op in ("image", "embedding", "call", "sum")
 
 
 @dataclass
@@ -62,12 +63,12 @@ class Plan:
 
     @property
     def operators(self) -> list[str]:
-        return list(dict.fromkeys(s.op for s in self.steps if s.kind == "call"))
+        return list(dict.fromkeys(s.operator for s in self.steps if s.op == "call"))
 
     @property
     def computed(self) -> list[Step]:
         """Calls and sums: the steps whose results are intermediates (and the output)."""
-        return [s for s in self.steps if s.kind in ("call", "sum")]
+        return [s for s in self.steps if s.op in ("call", "sum")]
 
     def step(self, label: str) -> Step:
         for s in self.steps:
@@ -123,8 +124,8 @@ class _Validator:
         path = Path(path_text).expanduser()
         if not path.is_absolute():
             path = self.base_dir / path
-        kind = File(path_text).kind
-        if kind == "unknown":
+        modality = File(path_text).modality
+        if modality == "unknown":
             raise _err(
                 f"{path_text!r} is neither an image (.png, .jpg, .jpeg, .webp, .bmp, .gif) "
                 "nor an embedding file (.safetensors, .pt, .pth)", node, path_text,
@@ -133,13 +134,13 @@ class _Validator:
             raise _err(f"file not found: {path_text}" + (f" (looked at {path})" if str(path) != path_text else ""),
                        node, path_text, EquationFileError)  # fmt: skip
         path = path.resolve()
-        return self.add(Step(0, kind, format_node(node), node.pos, path=path, key=(kind, str(path))))
+        return self.add(Step(0, modality, format_node(node), node.pos, path=path, key=(modality, str(path))))
 
     def var(self, node: Var) -> int:
         if node.name in self.variables:
             return self.variables[node.name]
         for folder in self.asset_dirs:
-            for suffix in (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt"):
+            for suffix in ASSET_SUFFIXES:
                 if (folder / (node.name + suffix)).is_file():
                     return self.file(node, str(folder / (node.name + suffix)))
         close = difflib.get_close_matches(node.name, list(self.variables), n=1)
@@ -182,10 +183,10 @@ class _Validator:
                 continue
             index = self.visit(arg)
             step = self.steps[index]
-            if step.kind == "drop":
+            if step.op == "drop":
                 inputs.append(None)
                 continue
-            if slot.kind == "text" and step.kind != "text":
+            if slot.kind == "text" and step.op != "text":
                 raise _err(f"slot {slot.name!r} of {node.name} takes a quoted word, as in \"red\"", arg, step.text)
             if slot.kind == "image" and not step.is_embedding:
                 raise _err(f"slot {slot.name!r} of {node.name} takes an image or embedding, not a word", arg, step.text)
@@ -195,7 +196,7 @@ class _Validator:
         if self.available is not None and kind not in self.available:
             raise _err(self.models.missing_message(kind), node, node.name)
         key = ("call", kind, tuple(inputs))
-        return self.add(Step(0, "call", format_node(node), node.pos, op=kind, inputs=tuple(inputs), key=key))
+        return self.add(Step(0, "call", format_node(node), node.pos, operator=kind, inputs=tuple(inputs), key=key))
 
     def mean(self, node: Call) -> int:
         if node.kwargs:
@@ -218,7 +219,7 @@ class _Validator:
     def embedding_input(self, node: Node, where: str) -> int:
         index = self.visit(node)
         step = self.steps[index]
-        if step.kind == "drop":
+        if step.op == "drop":
             raise _err(f"'_' (a dropped input) can only fill an operator slot, not {where}", node, "_")
         if not step.is_embedding:
             raise _err(f"a quoted word can only fill a text slot (instruct's word), not {where}", node, step.text)
@@ -236,7 +237,7 @@ class _Validator:
             self.var_pos[let.name] = let.pos
         output = self.visit(program.result)
         if not self.steps[output].is_embedding:
-            what = "a quoted word" if self.steps[output].kind == "text" else "'_'"
+            what = "a quoted word" if self.steps[output].op == "text" else "'_'"
             raise _err(f"the result is {what}; an equation must produce an embedding", program.result)
         return output, dict(self.variables)
 
@@ -248,7 +249,7 @@ def _label_steps(steps: list[Step], output: int, variables: dict[str, int]) -> N
         bound.setdefault(index, name)
     n = 0
     for step in steps:
-        if step.kind not in ("call", "sum"):
+        if step.op not in ("call", "sum"):
             if step.index == output:  # a bare input as the result: still called "output"
                 step.label = "output"
             continue
@@ -284,7 +285,5 @@ def validate(
     _label_steps(v.steps, output, variables)
     source = equation if isinstance(equation, str) else ""
     if not source:
-        from pops.equation.printer import format_equation
-
         source = format_equation(program)
     return Plan(source, program, v.steps, output, variables)

@@ -1,11 +1,34 @@
-"""Renderers: embeddings to pictures. The embedded world and the real Kandinsky/SDXL stack implement one protocol."""
+"""Renderers: embeddings to pictures. The embedded world and the real Kandinsky/SDXL stack implement one protocol.
+
+A saved renderer is a folder whose `renderer.json` names its type ({"type": "decoder", ...settings}). The table
+`RENDERER_TYPES` maps each type to its class, by dotted path so that loading one type never imports another's
+dependencies (a retrieval renderer does not pull in diffusers). Every class in the table has
+`save_pretrained(folder)` and `from_pretrained(folder)`; `load_renderer(folder)` reads a folder by its type. Adding
+a type is one table entry plus that class's `from_pretrained`.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
+
+from pops.files import atomic_write_json
+
+RENDERER_CONFIG_NAME = "renderer.json"
+# Older folders may name their config otherwise; read, never written.
+_CONFIG_NAMES = (RENDERER_CONFIG_NAME, "config.json", "pops_renderer.json")
+
+# Renderer type -> "module:Class" with `from_pretrained(folder)`. Planned: the real stack's folder JSONs
+# ("kandinsky", "ipadapter", "ipadapter-depth": a hub id or local folder and settings).
+RENDERER_TYPES = {
+    "retrieval": "pops.renderers.retrieval:RetrievalRenderer",
+    "decoder": "pops.renderers.decoder:DecoderRenderer",
+}
 
 
 @runtime_checkable
@@ -13,3 +36,55 @@ class Renderer(Protocol):
     """Turns B raw (un-normalised) embeddings, a (B, D) tensor, into B pictures in one call."""
 
     def render(self, embeds: torch.Tensor, *, generator: torch.Generator | None = None) -> list[Image.Image]: ...
+
+
+def renderer_class(type_name: str) -> type:
+    """The class saved renderers of `type_name` load with (imported now, not before)."""
+    if type_name not in RENDERER_TYPES:
+        raise ValueError(f"unknown renderer type {type_name!r}; known: {', '.join(RENDERER_TYPES)}")
+    module, name = RENDERER_TYPES[type_name].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def write_renderer_config(folder: str | Path, type_name: str, settings: dict[str, Any] | None = None) -> Path:
+    """Write `folder`/renderer.json: {"type": type_name, **settings} (what `renderer_type` reads back)."""
+    return atomic_write_json(Path(folder) / RENDERER_CONFIG_NAME, {"type": type_name, **(settings or {})})
+
+
+def read_renderer_config(folder: str | Path, type_name: str) -> dict[str, Any]:
+    """The settings of a saved renderer of `type_name` (its renderer.json without "type"); ValueError otherwise."""
+    path = Path(folder) / RENDERER_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RENDERER_CONFIG_NAME} in {folder} (not a saved renderer)")
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict) or raw.pop("type", None) != type_name:
+            raise TypeError(f'"type" is not "{type_name}"')
+    except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad {RENDERER_CONFIG_NAME} in {folder}: {exc}") from None
+    return raw
+
+
+def renderer_type(folder: str | Path) -> str | None:
+    """The renderer type a folder holds: its config's "type", else the folder's own name; None if neither is known."""
+    folder = Path(folder)
+    for name in _CONFIG_NAMES:
+        config = folder / name
+        if config.is_file():
+            try:
+                type_name = json.loads(config.read_text()).get("type")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                type_name = None
+            if type_name in RENDERER_TYPES:
+                return type_name
+    return folder.name if folder.name in RENDERER_TYPES else None
+
+
+def load_renderer(folder: str | Path) -> Renderer:
+    """The renderer saved in `folder`, loaded by the type its renderer.json names."""
+    folder = Path(folder)
+    type_name = renderer_type(folder)
+    if type_name is None:
+        raise ValueError(f"{folder} holds no saved renderer (its {RENDERER_CONFIG_NAME} names none of: "
+                         f"{', '.join(RENDERER_TYPES)})")  # fmt: skip
+    return renderer_class(type_name).from_pretrained(folder)

@@ -13,11 +13,8 @@ whether the re-encoded picture retrieves its own source among the gallery's embe
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,11 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
+from pops.config import from_mapping, to_mapping
+from pops.encoders.efficientnet import cpu_has_fast_bf16
+from pops.files import atomic_write_bytes
+from pops.renderers import RENDERER_CONFIG_NAME, read_renderer_config, write_renderer_config
+
 WEIGHTS_NAME = "decoder.safetensors"
-# A folder's config says what it holds ({"type": "decoder", ...}), as pops.equation.models expects of renderers.
-CONFIG_NAME = "renderer.json"
 RENDERER_TYPE = "decoder"
 
 
@@ -131,48 +132,26 @@ class DecoderRenderer:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Writes decoder.safetensors + renderer.json (type "decoder" + DecoderConfig) into `directory`, atomically."""
-        from safetensors.torch import save
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, save(state, metadata={"format": "pops-decoder/1"}))
-        config = {"type": RENDERER_TYPE, **asdict(self.config)}
-        _atomic_write(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pops-decoder/1"}))
+        write_renderer_config(directory, RENDERER_TYPE, to_mapping(self.config))
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, output_size: int | None = None) -> "DecoderRenderer":
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
+        for name in (RENDERER_CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"no {name} in {directory} (not a saved DecoderRenderer)")
-        try:
-            raw = json.loads((directory / CONFIG_NAME).read_text())
-            if raw.pop("type", None) != RENDERER_TYPE:
-                raise TypeError(f'"type" is not "{RENDERER_TYPE}"')
-            config = DecoderConfig(**raw)
-        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"bad {CONFIG_NAME} in {directory}: {exc}") from None
+        config = from_mapping(DecoderConfig, read_renderer_config(directory, RENDERER_TYPE),
+                              what=f"{directory / RENDERER_CONFIG_NAME}")  # fmt: skip
         model = ConvDecoder(config)
         try:
             model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         except Exception as exc:  # a damaged file (SafetensorError) or weights of another shape (RuntimeError)
             raise ValueError(f"cannot load {directory / WEIGHTS_NAME}: {str(exc).splitlines()[0]}") from None
         return cls(model, output_size=output_size)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def train_decoder(
@@ -193,8 +172,6 @@ def train_decoder(
     `.losses`. `bf16` None: bfloat16 autocast where the CPU computes bf16 natively. Deterministic for a given seed.
     """
     if bf16 is None:
-        from pops.encoders.efficientnet import cpu_has_fast_bf16
-
         bf16 = cpu_has_fast_bf16()
     if embeds.ndim != 2 or embeds.shape[0] != len(images):
         raise ValueError(f"need (N, D) embeddings for N images; got {tuple(embeds.shape)} for {len(images)} images")

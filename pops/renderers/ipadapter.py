@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from pops.encoders.clip import default_device, default_dtype
-from pops.hub import IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
+from pops.hub import IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE, looks_like_hub_id, resolve_file, resolve_model
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
 
 NEGATIVE_PROMPT = "deformed, ugly, wrong proportion, low res, bad anatomy, worst quality, low quality"
@@ -67,8 +67,6 @@ def load_ip_adapter(pipe, ip_adapter, weight_name: str = IP_ADAPTER_WEIGHT, *, s
     if isinstance(ip_adapter, dict):
         pipe.load_ip_adapter(ip_adapter, subfolder=None, weight_name=None, image_encoder_folder=None)
     else:
-        from pops.hub import resolve_file
-
         path = resolve_file(ip_adapter, weight_name, what="IP-Adapter weights")
         pipe.load_ip_adapter(
             os.path.dirname(path), subfolder=None, weight_name=os.path.basename(path), image_encoder_folder=None
@@ -138,8 +136,6 @@ class IPAdapterRenderer:
         **options,
     ) -> "IPAdapterRenderer":
         """Load SDXL (hub id or local `save_pretrained` folder) and the IP-Adapter weights."""
-        from pops.hub import looks_like_hub_id, resolve_file, resolve_model
-
         # Settle where every piece comes from before the heavy imports and loads: a missing one fails in a second.
         source = resolve_model(base, what="SDXL base")
         weights = resolve_file(ip_adapter, ip_adapter_weight, what="IP-Adapter weights")

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pops.encoders.clip import as_rgb, default_device, default_dtype
-from pops.hub import CONTROLNET_DEPTH, DEPTH_ESTIMATOR, FP16_FIX_VAE, IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
+from pops.hub import (
+    CONTROLNET_DEPTH, DEPTH_ESTIMATOR, FP16_FIX_VAE, IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE,
+    looks_like_hub_id, resolve_file, resolve_model,
+)  # fmt: skip
 from pops.renderers.ipadapter import IPAdapterRenderer, load_ip_adapter, per_prompt_ip_adapter, sdxl_load_kwargs
 from pops.renderers.pipelines import dtype_kwarg, prepare_pipeline
 
@@ -31,9 +34,7 @@ class DepthEstimator:
 
     @classmethod
     def from_pretrained(cls, repo_or_path: str = DEPTH_ESTIMATOR, *, device=None, dtype=None) -> "DepthEstimator":
-        from transformers import DPTForDepthEstimation, DPTImageProcessor
-
-        from pops.hub import resolve_model
+        from transformers import DPTForDepthEstimation, DPTImageProcessor  # heavy: only for the depth renderer
 
         source = resolve_model(repo_or_path, what="depth estimator")
         dev = default_device(device)
@@ -105,8 +106,6 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
         **options,
     ) -> "IPAdapterDepthRenderer":
         """Load SDXL, the depth ControlNet, the depth estimator and the IP-Adapter; `vae=None` keeps SDXL's own."""
-        from pops.hub import looks_like_hub_id, resolve_file, resolve_model
-
         # Settle where every piece comes from before the heavy imports and loads: a missing one fails in a second.
         source = resolve_model(base, what="SDXL base")
         controlnet_source = resolve_model(controlnet, what="depth ControlNet")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from pops.encoders.clip import default_device, default_dtype
-from pops.hub import KANDINSKY_DECODER, KANDINSKY_PRIOR
+from pops.encoders.clip import CLIPImageEncoder, default_device, default_dtype
+from pops.hub import KANDINSKY_DECODER, KANDINSKY_PRIOR, resolve_model
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
 
 
@@ -62,8 +62,6 @@ class KandinskyRenderer:
     ) -> "KandinskyRenderer":
         """Load the decoder (hub id or local folder). The negative is computed once with the prior repo's
         `image_encoder` (then freed) unless `negative_embedding` is given."""
-        from pops.hub import resolve_model
-
         # Where every piece comes from is settled first (in about a second, offline or not), before any heavy import.
         source = resolve_model(decoder, what="Kandinsky 2.2 decoder")
         prior_source = None
@@ -71,8 +69,6 @@ class KandinskyRenderer:
             prior_source = resolve_model(prior, what="Kandinsky 2.2 prior (for its CLIP image encoder)")
 
         from diffusers import KandinskyV22Pipeline
-
-        from pops.encoders.clip import CLIPImageEncoder
 
         dev = default_device(device)
         dt = default_dtype(dev, dtype)

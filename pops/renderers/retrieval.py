@@ -6,11 +6,20 @@ does this embedding mean", which is also how the evaluation scores top-1 retriev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.files import atomic_write
+from pops.renderers import write_renderer_config
+
+RENDERER_TYPE = "retrieval"
+GALLERY_NAME = "gallery.safetensors"  # (M, D) raw embeddings, row i <-> images/<i>.png
+IMAGES_DIR = "images"
 
 
 class RetrievalRenderer:
@@ -47,3 +56,27 @@ class RetrievalRenderer:
         """A copy of the nearest gallery image per embedding (deterministic; `generator` is only for the protocol)."""
         indices, _ = self.nearest(embeds, k=1)
         return [self.images[i].copy() for i in indices[:, 0].tolist()]
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write renderer.json (type "retrieval") + gallery.safetensors (M, D) + images/<i>.png into `folder`."""
+        folder = Path(folder)
+        for i, image in enumerate(self.images):
+            atomic_write(folder / IMAGES_DIR / f"{i:06d}.png", lambda tmp, image=image: image.save(tmp, format="PNG"))
+        save_embeddings(folder / GALLERY_NAME, self.gallery, {"images": len(self.images)})
+        write_renderer_config(folder, RENDERER_TYPE, {"gallery": GALLERY_NAME, "images": IMAGES_DIR, "count": len(self.images)})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "RetrievalRenderer":
+        folder = Path(folder)
+        if not (folder / GALLERY_NAME).is_file():
+            raise FileNotFoundError(f"no {GALLERY_NAME} in {folder} (not a saved RetrievalRenderer)")
+        embeds, _ = load_embeddings(folder / GALLERY_NAME)
+        paths = sorted((folder / IMAGES_DIR).glob("*.png"))
+        if len(paths) != embeds.shape[0]:
+            raise ValueError(f"{folder}: {embeds.shape[0]} gallery embeddings but {len(paths)} images")
+        images = []
+        for path in paths:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        return cls(embeds, images)

@@ -1,4 +1,4 @@
-"""The browser UI (`pops serve`): a Gradio page over the equation evaluator. See pops/ui/app.py for the page and
+"""The browser UI (`pops serve`): a Gradio page over the equation runner. See pops/ui/app.py for the page and
 pops/ui/backend.py for what a run does."""
 
 from __future__ import annotations

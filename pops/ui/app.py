@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pops.equation.models import RENDERER_CHOICES
+from pops.models_folder import RENDERER_CHOICES
 from pops.registry import REGISTRY
 from pops.ui.backend import Backend, RunOutput, Settings
 
@@ -137,10 +137,10 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
                          inputs=[*slots, *([word] if word is not None else []), *settings],
                          api_name=kind, **common)  # fmt: skip
 
-        def evaluate_equation(text, uploaded, *values, progress=gr.Progress(track_tqdm=True)):
+        def apply_equation(text, uploaded, *values, progress=gr.Progress(track_tqdm=True)):
             return _show(backend.run_equation(text, uploaded, _settings(*values), progress=True))
 
-        run_equation.click(evaluate_equation, inputs=[equation, files, *settings], api_name="equation", **common)
+        run_equation.click(apply_equation, inputs=[equation, files, *settings], api_name="equation", **common)
 
         def resample_last(state, *values, progress=gr.Progress(track_tqdm=True)):
             return _show(backend.resample_last(state, _settings(*values), progress=True))

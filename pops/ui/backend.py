@@ -1,4 +1,4 @@
-"""What the browser UI does, without the browser: copy uploads into a run folder, evaluate, render, write files.
+"""What the browser UI does, without the browser: copy uploads into a run folder, run the equation, render, write files.
 
 Every run gets its own folder under `OUT/runs/` holding its inputs, pictures, embeddings and record.json (the same
 files as `pops apply`, so `pops apply --replay OUT/runs/…/record.json` reproduces a UI result). Equations typed in
@@ -17,8 +17,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pops.equation.ast import File, children
 from pops.equation.errors import EquationError
-from pops.equation.models import AUTO_ORDER, RENDERER_CHOICES
+from pops.equation.parser import parse
+from pops.equation.printer import quote
+from pops.equation.record import render_steps, step_picture, write_result
+from pops.equation.runner import EquationRunner
+from pops.models_folder import RENDERER_CHOICES
 from pops.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -55,34 +60,32 @@ def safe_filename(name: str) -> str:
 
 
 class Backend:
-    """Holds one Evaluator per models folder (loaded operators, cached steps) and numbers the runs."""
+    """Holds one EquationRunner per models folder (loaded operators, cached steps) and numbers the runs."""
 
     def __init__(self, models_dir: str | Path | None, out_dir: str | Path):
         self.default_models = str(models_dir) if models_dir is not None else ""
         self.out_dir = Path(out_dir).resolve()
         self.runs_dir = self.out_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self._evaluators: dict[str, object] = {}
+        self._runners: dict[str, EquationRunner] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
 
     # ----- models ---------------------------------------------------------------------------------------------------
-    def evaluator(self, models_dir: str):
-        from pops.equation.evaluator import Evaluator
-
+    def runner(self, models_dir: str) -> EquationRunner:
         folder = Path(models_dir or self.default_models).expanduser()
         if not str(models_dir or self.default_models).strip():
             raise ValueError("choose a models folder (the one `pops demo` writes, e.g. outputs/demo)")
         key = str(folder.resolve())
         with self._lock:
-            if key not in self._evaluators:
-                self._evaluators[key] = Evaluator(folder, cache_dir=self.out_dir / "cache")
-            return self._evaluators[key]
+            if key not in self._runners:
+                self._runners[key] = EquationRunner(folder, cache_dir=self.out_dir / "cache")
+            return self._runners[key]
 
     def describe(self, models_dir: str) -> str:
         """One line of Markdown: which operators and renderers the models folder holds."""
         try:
-            models = self.evaluator(models_dir).models
+            models = self.runner(models_dir).models
         except (ValueError, OSError) as exc:
             return f"**Models folder:** {exc}"
         ops = models.available()
@@ -109,7 +112,7 @@ class Backend:
         for slot in spec.slots:
             if slot.kind == "text":
                 word = (word or "").strip()
-                args.append((slot.name, _quote(word) if word else "_"))
+                args.append((slot.name, quote(word) if word else "_"))
                 continue
             src = slot_files.get(slot.name)
             if not src:
@@ -142,7 +145,7 @@ class Backend:
             equation = self.operator_equation(kind, slot_files, word, run)
         except (ValueError, OSError) as exc:
             return RunOutput(status=_error(str(exc)))
-        return self.evaluate(equation, run / "inputs", run, settings, progress=progress)
+        return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def run_equation(self, equation: str, files: list[str] | None, settings: Settings, progress: bool = False) -> RunOutput:
         run = self.new_run_dir("equation")
@@ -150,7 +153,7 @@ class Backend:
             self.copy_uploads(files, run)
         except (ValueError, OSError) as exc:
             return RunOutput(status=_error(str(exc)))
-        return self.evaluate(equation, run / "inputs", run, settings, progress=progress)
+        return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def resample_last(self, replay: dict | None, settings: Settings, progress: bool = False) -> RunOutput:
         """Re-run the previous equation with a new seed for its last step only; the other steps come from the cache."""
@@ -160,23 +163,21 @@ class Backend:
         seeds["output"] = int(seeds.get("output", replay["seed"])) + 1
         settings = Settings(**{**replay["settings"], "renderer": settings.renderer})
         run = self.new_run_dir("resample")
-        return self.evaluate(replay["equation"], Path(replay["inputs"]), run, settings, seeds=seeds, progress=progress)
+        return self.apply(replay["equation"], Path(replay["inputs"]), run, settings, seeds=seeds, progress=progress)
 
-    def evaluate(self, equation: str, inputs: Path, run: Path, settings: Settings, *, seeds: dict | None = None,
-                 progress: bool = False) -> RunOutput:  # fmt: skip
-        from pops.equation.cli import render_steps, step_filename, write_result
-
+    def apply(self, equation: str, inputs: Path, run: Path, settings: Settings, *, seeds: dict | None = None,
+              progress: bool = False) -> RunOutput:  # fmt: skip
         if not (equation or "").strip():
             return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
             return RunOutput(status=_error(f"unknown renderer {settings.renderer!r}"))
         try:
             _check_relative_paths(equation)
-            evaluator = self.evaluator(settings.models_dir)
-            plan = evaluator.validate(equation, base_dir=inputs)
-            self._check_files(plan, inputs, evaluator.models.asset_dirs())
-            renderer = evaluator.models.renderer(settings.renderer)
-            result = evaluator.evaluate(
+            runner = self.runner(settings.models_dir)
+            plan = runner.validate(equation, base_dir=inputs)
+            self._check_files(plan, inputs, runner.models.asset_dirs())
+            renderer = runner.models.renderer(settings.renderer)
+            result = runner.run(
                 plan, seed=int(settings.seed), seeds=seeds, guidance_scale=settings.guidance_scale,
                 num_inference_steps=int(settings.steps), num_samples=int(settings.num_samples),
                 base_dir=inputs, progress=progress,
@@ -186,21 +187,18 @@ class Backend:
         except (ValueError, OSError) as exc:
             return RunOutput(status=_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         except Exception as exc:  # a bug or a broken model: show it on the page (and the log), keep the server up
-            logger.exception("evaluating %r failed", equation)
+            logger.exception("running %r failed", equation)
             return RunOutput(status=_error(f"internal error: {type(exc).__name__}: {exc}"))
         pictures = render_steps(renderer, result, int(settings.seed)) if renderer is not None else {}
-        name = settings.renderer
-        if renderer is not None and name == "auto":
-            present = evaluator.models.renderer_names()
-            name = next((n for n in AUTO_ORDER if n in present), present[0] if present else "none")
+        name = runner.models.renderer_name(settings.renderer) if renderer is not None else None
         result.record["ui_run"] = run.name  # runs are numbered in the order the queue served them
-        record = write_result(result, run, pictures, name if renderer is not None else None)
+        record = write_result(result, run, pictures, name)
 
         out = RunOutput(record=record, ok=True)
         out.result_images = [(str(run / rel), f"sample {i}") for i, rel in enumerate(record["outputs"]["images"])]
         # Inputs first, then each computed step in evaluation order.
         for step in plan.steps:
-            if step.kind == "image":
+            if step.op == "image":
                 shown = step.path
                 if not shown.is_relative_to(self.out_dir):  # an asset: copy it, the server shows only its own folder
                     shown = run / "assets" / step.path.name
@@ -208,14 +206,13 @@ class Backend:
                     shutil.copyfile(step.path, shown)
                 out.step_images.append((str(shown), step.text))
         for step, res in zip(plan.steps, result.steps):
-            if step.kind in ("call", "sum") and pictures:
+            if step.op in ("call", "sum") and pictures:
                 label = "" if step.label.startswith("step ") else f"{step.label} = "
-                picture = "output_0.png" if step.label == "output" else f"steps/{step_filename(step.label)}_0.png"
-                out.step_images.append((str(run / picture), f"{label}{step.text}" + (" · cached" if res.cached else "")))
+                out.step_images.append((str(run / step_picture(step.label)), f"{label}{step.text}" + (" · cached" if res.cached else "")))
         out.downloads = [str(run / "output.safetensors")]
         out.downloads += [str(run / rel) for rel in record["outputs"]["steps"].values()]
         out.downloads.append(str(run / "record.json"))
-        n_calls = sum(1 for s in result.computed if s.kind == "call")
+        n_calls = sum(1 for s in result.computed if s.op == "call")
         out.status = (
             f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in {result.seconds:.2f} s "
             f"({result.num_cached} reused from the cache) · seed {settings.seed}"
@@ -242,9 +239,6 @@ class Backend:
 
 def _check_relative_paths(equation: str) -> None:
     """Refuse absolute paths, `~` and `..` before anything touches the disk (not even an existence check)."""
-    from pops.equation.ast import File, children
-    from pops.equation.parser import parse
-
     program = parse(equation)
     stack = [let.value for let in program.lets] + [program.result]
     while stack:
@@ -257,12 +251,6 @@ def _check_relative_paths(equation: str) -> None:
                     "the UI reads only uploaded files: name them by file name, without folders",
                     node.pos.line, node.pos.column, node.path,
                 )  # fmt: skip
-
-
-def _quote(word: str) -> str:
-    from pops.equation.printer import quote
-
-    return quote(word)
 
 
 def _error(message: str, code: bool = False) -> str:

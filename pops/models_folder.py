@@ -1,38 +1,29 @@
-"""What an equation runs on: operators by kind, the image encoder, and a renderer — read lazily from a models folder.
-
-Layout of a models folder (what the embedded demo writes; every part is optional):
+"""A models folder: the operators, renderers and assets that equations, `pops serve`, `pops eval` and `pops apply`
+run on, read lazily. Every part is optional:
 
     MODELS/
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
-      renderer/                  a saved renderer: its `renderer.json` {"type": "retrieval" | "decoder"} says which
-      renderer/<name>/           or several, by type name (`retrieval`, `decoder`); also `renderers/<name>/`
+      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers)
+      renderer/<type>/           or several, one per type; also renderers/<type>/
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
-`MODELS` may also be the `operators/` folder itself (the renderer and assets are then looked for one level up).
-Operators load once and share one image/text encoder per distinct encoder config. A renderer folder is loaded with
-its class's `from_pretrained(folder)`; a retrieval renderer without one is read from `gallery.safetensors` and
-`images/*.png` (what `save_retrieval_renderer` writes).
+`MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up).
+Operators load once and share one image/text encoder per distinct encoder config.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from pops.encoders import load_encoder
+from pops.files import digest
+from pops.reference import OPERATOR_CONFIG_NAME
 from pops.registry import REGISTRY
+from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
 
-OPERATOR_CONFIG = "pops_config.json"  # pops.checkpoints.CONFIG_NAME (not imported: that module pulls in diffusers)
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
-
-# Renderers a models folder may hold: name -> "module:Class"; each class has `from_pretrained(folder)`.
-RENDERER_TYPES = {
-    "retrieval": "pops.renderers.retrieval:RetrievalRenderer",
-    "decoder": "pops.renderers.decoder:DecoderRenderer",
-}
 # `auto` prefers the decoder (it draws new pictures) over retrieval (it shows the nearest gallery picture).
 AUTO_ORDER = ("decoder", "retrieval")
 RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
@@ -40,119 +31,42 @@ RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
 
 def folder_fingerprint(folder: Path) -> str:
     """Cheap identity of a saved model folder: names, sizes and modification times of its files."""
-    h = hashlib.sha256(str(folder.resolve()).encode())
+    files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         st = path.stat()
-        h.update(f"{path.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+        files.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return digest(str(folder.resolve()), files, length=16)
 
 
-def _roots(models_dir: Path) -> list[Path]:
+def folder_roots(models_dir: Path) -> list[Path]:
     """The folder itself, and its parent when it is an `operators/` folder."""
     return [models_dir, models_dir.parent] if models_dir.name == "operators" else [models_dir]
 
 
 def find_operator_dir(models_dir: Path, kind: str) -> Path | None:
     for candidate in (models_dir / "operators" / kind, models_dir / kind):
-        if (candidate / OPERATOR_CONFIG).is_file():
+        if (candidate / OPERATOR_CONFIG_NAME).is_file():
             return candidate
     return None
-
-
-def _renderer_type(folder: Path) -> str | None:
-    """The renderer type a folder holds: its config's "type", else the folder's own name."""
-    for name in ("renderer.json", "config.json", "pops_renderer.json"):
-        config = folder / name
-        if config.is_file():
-            try:
-                kind = json.loads(config.read_text()).get("type")
-            except (json.JSONDecodeError, AttributeError):
-                kind = None
-            if kind in RENDERER_TYPES:
-                return kind
-    return folder.name if folder.name in RENDERER_TYPES else None
 
 
 def find_renderers(models_dir: Path) -> dict[str, Path]:
     """Renderer folders present under a models folder, by type name."""
     found: dict[str, Path] = {}
-    for root in _roots(Path(models_dir)):
+    for root in folder_roots(Path(models_dir)):
         for parent in (root / "renderer", root / "renderers"):
             if not parent.is_dir():
                 continue
-            kind = _renderer_type(parent)
-            if kind:
-                found.setdefault(kind, parent)
-            for sub in sorted(p for p in parent.iterdir() if p.is_dir()):
-                kind = _renderer_type(sub)
-                if kind:
-                    found.setdefault(kind, sub)
+            for folder in (parent, *sorted(p for p in parent.iterdir() if p.is_dir())):
+                type_name = renderer_type(folder)
+                if type_name:
+                    found.setdefault(type_name, folder)
     return found
 
 
-def load_renderer(models_dir: str | Path | None, name: str = "auto"):
-    """The renderer called `name` saved under `models_dir`, or None for `none` (or for `auto` when none is saved).
-
-    `auto` takes the decoder if present, else retrieval. A named renderer that is missing is a FileNotFoundError.
-    """
+def check_renderer_choice(name: str) -> None:
     if name not in RENDERER_CHOICES:
         raise ValueError(f"unknown renderer {name!r}; choose one of {', '.join(RENDERER_CHOICES)}")
-    if name == "none" or models_dir is None:
-        if name not in ("none", "auto"):
-            raise FileNotFoundError(f"no models folder to load the {name!r} renderer from")
-        return None
-    found = find_renderers(Path(models_dir))
-    if name == "auto":
-        name = next((n for n in AUTO_ORDER if n in found), "")
-        if not name:
-            return None
-    if name not in found:
-        raise FileNotFoundError(
-            f"no {name!r} renderer under {models_dir} (looked in renderer/ and renderers/{name}/)"
-            + (f"; present: {', '.join(found)}" if found else "")
-        )
-    module, cls = RENDERER_TYPES[name].split(":")
-    renderer_cls = getattr(importlib.import_module(module), cls)
-    if hasattr(renderer_cls, "from_pretrained"):
-        return renderer_cls.from_pretrained(found[name])
-    if name == "retrieval":
-        return _load_retrieval(found[name], renderer_cls)
-    raise ValueError(f"{renderer_cls.__name__} cannot be loaded from a folder (it has no from_pretrained)")
-
-
-# ----- the retrieval renderer's folder (used when RetrievalRenderer has no save/load of its own) -------------------
-RETRIEVAL_GALLERY = "gallery.safetensors"
-
-
-def save_retrieval_renderer(folder: str | Path, renderer) -> Path:
-    """Write a RetrievalRenderer as `renderer.json` + `gallery.safetensors` (M, D) + `images/<i>.png`."""
-    from pops.embeddings_io import atomic_write, save_embeddings
-
-    folder = Path(folder)
-    images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(renderer.images):
-        atomic_write(images / f"{i:06d}.png", lambda tmp, image=image: image.save(tmp, format="PNG"))
-    save_embeddings(folder / RETRIEVAL_GALLERY, renderer.gallery, {"images": len(renderer.images)})
-    config = {"type": "retrieval", "gallery": RETRIEVAL_GALLERY, "images": "images", "count": len(renderer.images)}
-    atomic_write(folder / "renderer.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
-    return folder
-
-
-def _load_retrieval(folder: Path, renderer_cls):
-    from PIL import Image
-
-    from pops.embeddings_io import load_embeddings
-
-    embeds, _ = load_embeddings(folder / RETRIEVAL_GALLERY)
-    paths = sorted((folder / "images").glob("*.png"))
-    if len(paths) != embeds.shape[0]:
-        raise ValueError(f"{folder}: {embeds.shape[0]} gallery embeddings but {len(paths)} images")
-    images = []
-    for path in paths:
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
-    return renderer_cls(embeds, images)
 
 
 class ModelSet:
@@ -216,14 +130,14 @@ class ModelSet:
     def missing_message(self, kind: str) -> str:
         if self.root is None:
             return f"no {kind!r} operator was given"
-        return f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG})"
+        return f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME})"
 
     def operator(self, kind: str):
         if kind not in self._operators:
             folder = find_operator_dir(self.root, kind) if self.root else None
             if folder is None:
                 raise FileNotFoundError(self.missing_message(kind))
-            from pops.operator import Operator
+            from pops.operator import Operator  # diffusers: only once an operator is actually loaded
 
             op = Operator.from_pretrained(folder)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
@@ -238,10 +152,8 @@ class ModelSet:
         return self._operators[kind]
 
     def _shared_encoder(self, config: dict):
-        key = json.dumps(config, sort_keys=True)
+        key = digest(config)
         if key not in self._encoders:
-            from pops.encoders import load_encoder
-
             self._encoders[key] = load_encoder(config)
         return self._encoders[key]
 
@@ -264,7 +176,7 @@ class ModelSet:
                 config = (getattr(op, "encoder_configs", {}) or {}).get("image")
                 if kind in self._memory or not config:
                     return op.image_encoder, None
-                return op.image_encoder, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+                return op.image_encoder, digest(config, length=16)
         return None, None
 
     def embedding_dim(self, prefer: Iterable[str] = ()) -> int | None:
@@ -278,13 +190,39 @@ class ModelSet:
             names += list(find_renderers(self.root))
         return names
 
+    def renderer_name(self, name: str = "auto") -> str:
+        """The renderer `name` stands for: `auto` is the first saved one in AUTO_ORDER (else any present, else none)."""
+        if name != "auto":
+            return name
+        present = self.renderer_names()
+        return next((n for n in AUTO_ORDER if n in present), present[0] if present else "none")
+
     def renderer(self, name: str = "auto"):
-        """The renderer to draw with (None for `none`, or for `auto` when there is none)."""
+        """The renderer to draw with: None for `none`, or for `auto` when there is none. A named renderer that is
+        not saved is a FileNotFoundError."""
+        check_renderer_choice(name)
         if name == "auto" and "given" in self._renderers:
             return self._renderers["given"]
         if name not in self._renderers:
-            self._renderers[name] = load_renderer(self.root, name)
+            self._renderers[name] = self._saved_renderer(name)
         return self._renderers[name]
 
+    def _saved_renderer(self, name: str):
+        if name == "none" or self.root is None:
+            if name not in ("none", "auto"):
+                raise FileNotFoundError(f"no models folder to load the {name!r} renderer from")
+            return None
+        found = find_renderers(self.root)
+        if name == "auto":
+            name = next((n for n in AUTO_ORDER if n in found), "")
+            if not name:
+                return None
+        if name not in found:
+            raise FileNotFoundError(
+                f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
+                + (f"; present: {', '.join(found)}" if found else "")
+            )
+        return load_renderer(found[name])
+
     def asset_dirs(self) -> list[Path]:
-        return [root / "assets" for root in _roots(self.root)] if self.root is not None else []
+        return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []

@@ -1,4 +1,4 @@
-"""Evaluating a validated plan: encode the inputs, sample the operators in batches, cache every step.
+"""Running a validated plan: encode the inputs, sample the operators in batches, cache every step.
 
 Seeds. Every operator step samples with the run's `seed` unless `seeds={label: n}` overrides it (labels: the
 variable a step is bound to, `output`, or `step N`). Sample i of a step draws its noise from a generator seeded
@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from pops.equation.cache import EmbeddingCache, file_digest, make_key
+from pops.embeddings_io import load_embeddings
+from pops.equation.cache import StepCache, make_key
 from pops.equation.errors import EquationError
-from pops.equation.models import ModelSet
 from pops.equation.printer import format_equation
 from pops.equation.validate import Plan, Step, validate
+from pops.files import file_digest
+from pops.models_folder import ModelSet
 
 RECORD_FORMAT = "pops-equation/1"
 
@@ -32,8 +35,8 @@ RECORD_FORMAT = "pops-equation/1"
 class StepResult:
     label: str  # calls and sums: variable, "output" or "step N"; inputs: ""
     text: str
-    kind: str  # image | embedding | text | drop | call | sum
-    op: str | None = None
+    op: str  # image | embedding | text | drop | call | sum
+    operator: str | None = None  # calls: the operator's registry kind
     seed: int | None = None
     guidance_scale: float | None = None
     embeds: torch.Tensor | None = None  # (rows, D) raw embeddings for embedding-valued steps
@@ -57,11 +60,11 @@ class EquationResult:
     @property
     def computed(self) -> list[StepResult]:
         """Operator calls and sums in evaluation order, and the output step even when it is a bare input."""
-        return [s for i, s in enumerate(self.steps) if s.kind in ("call", "sum") or i == self.plan.output]
+        return [s for i, s in enumerate(self.steps) if s.op in ("call", "sum") or i == self.plan.output]
 
     @property
     def num_cached(self) -> int:
-        return sum(s.cached for s in self.steps if s.kind == "call")
+        return sum(s.cached for s in self.steps if s.op == "call")
 
 
 def _fail(step: Step, message: str) -> EquationError:
@@ -70,17 +73,17 @@ def _fail(step: Step, message: str) -> EquationError:
     return EquationError(message, step.pos.line, step.pos.column, step.text)
 
 
-class Evaluator:
-    """Evaluates equations against one set of models, keeping loaded operators and the cache between calls."""
+class EquationRunner:
+    """Runs equations against one set of models, keeping loaded operators and the cache between calls."""
 
-    def __init__(self, models: Any, *, cache: EmbeddingCache | None = None, cache_dir: str | Path | None = None):
+    def __init__(self, models: Any, *, cache: StepCache | None = None, cache_dir: str | Path | None = None):
         self.models = ModelSet.coerce(models)
-        self.cache = cache if cache is not None else EmbeddingCache(cache_dir)
+        self.cache = cache if cache is not None else StepCache(cache_dir)
 
     def validate(self, equation, *, base_dir: str | Path | None = None) -> Plan:
         return equation if isinstance(equation, Plan) else validate(equation, self.models, base_dir=base_dir)
 
-    def evaluate(
+    def run(
         self,
         equation,
         *,
@@ -93,18 +96,18 @@ class Evaluator:
         base_dir: str | Path | None = None,
         progress: bool = False,
     ) -> EquationResult:
-        """Evaluate an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default."""
+        """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
         seeds = dict(seeds or {})
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
-        results = [StepResult(s.label, s.text, s.kind, s.op) for s in plan.steps]
+        results = [StepResult(s.label, s.text, s.op, s.operator) for s in plan.steps]
         persistent = [True] * len(plan.steps)
 
         self._inputs(plan, results, persistent, num_samples)
-        calls = [s for s in plan.steps if s.kind == "call"]
+        calls = [s for s in plan.steps if s.op == "call"]
         bar = tqdm(total=len(calls), desc="equation", unit="step", disable=not progress)
-        done: set[int] = {s.index for s in plan.steps if s.kind not in ("call", "sum")}
+        done: set[int] = {s.index for s in plan.steps if s.op not in ("call", "sum")}
         while len(done) < len(plan.steps):
             ready = [s for s in plan.steps if s.index not in done and all(i is None or i in done for i in s.inputs)]
             if not ready:  # cannot happen for a plan from validate(), which is a DAG in evaluation order
@@ -114,18 +117,18 @@ class Evaluator:
                 res = results[step.index]
                 children = [results[i].key if i is not None else None for i in step.inputs]
                 persistent[step.index] = all(persistent[i] for i in step.inputs if i is not None)
-                if step.kind == "sum":
+                if step.op == "sum":
                     res.key = make_key("sum", step.weights, children)
                     res.embeds = _weighted_sum([results[i].embeds for i in step.inputs], step.weights)
                     done.add(step.index)
                     continue
                 res.seed = int(seeds.get(step.label, seed))
-                own = self.models.operator(step.op).guidance_scale
+                own = self.models.operator(step.operator).guidance_scale
                 res.guidance_scale = float(own if guidance_scale is None else guidance_scale)
-                fingerprint = self.models.fingerprint(step.op)
+                fingerprint = self.models.fingerprint(step.operator)
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(
-                    "call", step.op, fingerprint or f"memory:{id(self.models.operator(step.op))}", children,
+                    "call", step.operator, fingerprint or f"memory:{id(self.models.operator(step.operator))}", children,
                     res.seed, res.guidance_scale, num_inference_steps, layout, num_samples,
                 )  # fmt: skip
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
@@ -139,7 +142,7 @@ class Evaluator:
                 self._sample(group, plan, results, num_samples, num_inference_steps, layout)
                 for step in group:
                     res = results[step.index]
-                    meta = {"step": step.text, "op": step.op, "seed": res.seed}
+                    meta = {"step": step.text, "op": step.operator, "seed": res.seed}
                     self.cache.put(res.key, res.embeds, persistent=persistent[step.index], metadata=meta)
                     done.add(step.index)
                 bar.update(len(group))
@@ -152,10 +155,8 @@ class Evaluator:
     # ----- leaves --------------------------------------------------------------------------------------------------
     def _inputs(self, plan: Plan, results: list[StepResult], persistent: list[bool], num_samples: int) -> None:
         """Encode every image (one batch, cached) and read every embedding file, checking widths and row counts."""
-        from pops.embeddings_io import load_embeddings
-
         dim = self.models.embedding_dim(plan.operators)
-        images = [s for s in plan.steps if s.kind == "image"]
+        images = [s for s in plan.steps if s.op == "image"]
         if images:
             encoder, encoder_id = self.models.image_encoder(plan.operators)
             if encoder is None:
@@ -178,7 +179,7 @@ class Evaluator:
                     self.cache.put(res.key, res.embeds, persistent=persistent[step.index], metadata={"image": str(step.path)})
         for step in plan.steps:
             res = results[step.index]
-            if step.kind == "embedding":
+            if step.op == "embedding":
                 try:
                     res.embeds, _ = load_embeddings(step.path)
                 except (ValueError, OSError) as exc:
@@ -186,7 +187,7 @@ class Evaluator:
                 res.key = make_key("embedding", file_digest(step.path))
                 if res.embeds.shape[0] not in (1, num_samples):
                     raise _fail(step, f"has {res.embeds.shape[0]} rows; expected 1 or num_samples ({num_samples})")
-            elif step.kind == "text":
+            elif step.op == "text":
                 res.key = make_key("text", step.value)
             if res.embeds is not None and dim is not None and res.embeds.shape[1] != dim:
                 raise _fail(step, f"embeddings are {res.embeds.shape[1]}-d but the operators work in {dim}-d")
@@ -194,7 +195,7 @@ class Evaluator:
     # ----- operator steps ----------------------------------------------------------------------------------------
     def _sample(self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
-        op = self.models.operator(group[0].op)
+        op = self.models.operator(group[0].operator)
         spec = op.spec
         inputs: list[Any] = []
         for j, slot in enumerate(spec.slots):
@@ -217,8 +218,8 @@ class Evaluator:
 
     def _record(self, plan, result, seed, guidance_scale, steps, num_samples, layout, base_dir) -> dict:
         """Everything needed to reproduce the result with `pops apply --replay record.json`."""
-        calls = [r for r in result.steps if r.kind == "call"]
-        files = {str(s.path): file_digest(s.path) for s in plan.steps if s.kind in ("image", "embedding")}
+        calls = [r for r in result.steps if r.op == "call"]
+        files = {str(s.path): file_digest(s.path) for s in plan.steps if s.op in ("image", "embedding")}
         return {
             "format": RECORD_FORMAT,
             "equation": plan.source,
@@ -235,7 +236,7 @@ class Evaluator:
             "operators": {kind: self.models.where(kind) for kind in plan.operators},
             "files": files,
             "steps": [
-                {"label": r.label, "text": r.text, "op": r.op or r.kind, "seed": r.seed, "cached": r.cached}
+                {"label": r.label, "text": r.text, "op": r.operator or r.op, "seed": r.seed, "cached": r.cached}
                 for r in result.computed
             ],
         }
@@ -245,7 +246,7 @@ def _groups(steps: list[Step], results) -> list[list[Step]]:
     groups: dict[tuple, list[Step]] = {}
     for step in steps:
         pattern = tuple(i is None for i in step.inputs)
-        groups.setdefault((step.op, results[step.index].guidance_scale, pattern), []).append(step)
+        groups.setdefault((step.operator, results[step.index].guidance_scale, pattern), []).append(step)
     return list(groups.values())
 
 
@@ -259,8 +260,6 @@ def _weighted_sum(parts: list[torch.Tensor], weights) -> torch.Tensor:
 
 
 def _open_image(step: Step):
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(step.path) as im:
             im.load()
@@ -272,7 +271,7 @@ def _open_image(step: Step):
 def _check_settings(plan: Plan, seed, seeds, steps, num_samples, guidance_scale) -> None:
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    labels = [s.label for s in plan.steps if s.kind == "call"]
+    labels = [s.label for s in plan.steps if s.op == "call"]
     for label, value in seeds.items():
         if label not in labels:
             raise ValueError(f"no operator step named {label!r}; steps: {', '.join(labels) or 'none'}")

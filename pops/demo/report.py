@@ -1,0 +1,207 @@
+"""The demo's report: one self-contained HTML page (every picture inlined as base64 PNG, no external files).
+
+Sections: the metrics table (pops.evaluation.MetricsTable), a bar plot of the operators against the baselines,
+example grids (inputs | pOps | averaging | ground truth, each embedding drawn by every renderer), one chained
+equation with its intermediate results, and stage timings. The page is templates/report.html.j2 (Jinja2, every
+value escaped); `example_grids` and `chained_equation` make the pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from diffusers.utils import make_image_grid
+from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image, ImageDraw
+
+from pops.equation import apply as apply_equation
+from pops.files import atomic_write_text
+from pops.registry import REGISTRY
+
+# Bar colours per method (the trained operator stands out; the oracle is the ceiling, drawn pale).
+COLOURS = {"pops": "#d9480f", "averaging": "#1c7ed6", "input_a": "#868e96", "oracle": "#ced4da"}
+# The operator at its other guidance scales ("pops g=s"): lighter oranges, in the table's order.
+OTHER_SCALE_COLOURS = ("#ffd8a8", "#f59f00")
+BASELINES = ("averaging", "input_a", "oracle")
+# The chained equation: the first operator's output is the second one's first input.
+CHAIN_OPERATORS = ("texturing", "scene")
+
+_TEMPLATES = Environment(loader=PackageLoader("pops.demo", "templates"), autoescape=select_autoescape(["j2", "html"]))
+
+
+def png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def bar_plot(table) -> Image.Image:
+    """Top-1 and cosine per operator row, grouped by method; the operator's bars carry its spread over seeds."""
+    import matplotlib  # heavy, and only the report draws plots
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.operators()
+    # The operator at its own guidance, at the other reported scales, then the baselines.
+    methods = [m for m in table.methods() if m.startswith("pops")] + [m for m in BASELINES if m in table.methods()]
+    colours = _colours(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(rows))
+    for ax, key, title in ((axes[0], "top1", "top-1 retrieval of the true class (held out)"), (axes[1], "cosine", "cosine to the true target")):
+        for i, method in enumerate(methods):
+            cells = [_get(table, r, method) for r in rows]
+            values = [getattr(c, key) if c else 0.0 for c in cells]
+            errors = [(getattr(c, f"{key}_std") or 0.0) if c else 0.0 for c in cells]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
+                   label=method, color=colours[method])  # fmt: skip
+        ax.set_xticks(x, rows, rotation=20, ha="right", fontsize=9)
+        ax.set_ylim(0, 1.25)  # headroom for the legend
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=min(len(methods), 4), loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def _colours(methods: list[str]) -> dict[str, str]:
+    others = [m for m in methods if m not in COLOURS]
+    return {m: COLOURS.get(m) or OTHER_SCALE_COLOURS[others.index(m) % len(OTHER_SCALE_COLOURS)] for m in methods}
+
+
+def _get(table, row: str, method: str):
+    try:
+        return table.get(row, method)
+    except KeyError:
+        return None
+
+
+def _inline(pictures: list[tuple[str, Image.Image]]) -> list[tuple[str, str]]:
+    return [(name, png_data_uri(im)) for name, im in pictures]
+
+
+def render_report(*, table, seconds: dict[str, float], grids: list[dict], equation: dict | None, summary: dict[str, Any]) -> str:
+    """The report page as one HTML string."""
+    config = summary.get("config", {})
+    inlined = [{"title": g["title"], "rows": [{"label": r["label"], "cells": _inline(r["cells"])} for r in g["rows"]]}
+               for g in grids]  # fmt: skip
+    return _TEMPLATES.get_template("report.html.j2").render(
+        world=summary.get("world", {}),
+        encoder=str(summary.get("encoder", "")),
+        metrics_table=table.to_html(),  # already escaped by MetricsTable
+        candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
+        chosen=", ".join(f"{k} {v:g}" for k, v in (summary.get("guidance") or {}).items()),
+        registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),
+        eval_seeds=config.get("eval_seeds", "?"),
+        plot=png_data_uri(bar_plot(table)),
+        fidelity=summary.get("decoder_fidelity") or {},
+        grids=inlined,
+        equation=equation and {
+            "equation": equation["equation"],
+            "steps": [(label, _inline(pictures)) for label, pictures in equation["steps"]],
+        },
+        chain_operators=CHAIN_OPERATORS,
+        seconds=seconds,
+        summary=summary,
+    )
+
+
+# ----- the pictures: example grids and the chained equation ---------------------------------------------------------
+def word_tile(word: str, size: int) -> Image.Image:
+    """A picture of a word, so instruct's inputs show in an image grid."""
+    tile = Image.new("RGB", (size, size), (245, 245, 240))
+    draw = ImageDraw.Draw(tile)
+    box = draw.textbbox((0, 0), word, font_size=max(10, size // 7))
+    draw.text(((size - box[2]) / 2, (size - box[3]) / 2), word, fill=(20, 20, 20), font_size=max(10, size // 7))
+    return tile
+
+
+def mosaic(images: list, size: int) -> Image.Image:
+    """Several inputs (composition's garments) as one square tile: a grid of ceil(sqrt(n)) columns on white."""
+    images = [im.convert("RGB") for im in images if im is not None]
+    cols = max(1, math.ceil(len(images) ** 0.5))
+    rows = max(1, math.ceil(len(images) / cols))
+    blank = Image.new("RGB", (1, 1), (255, 255, 255))
+    grid = make_image_grid(images + [blank] * (rows * cols - len(images)), rows, cols, resize=size // cols)
+    tile = Image.new("RGB", (size, size), (255, 255, 255))
+    tile.paste(grid, (0, 0))
+    return tile
+
+
+def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_grid: int = 4) -> list[dict]:
+    """Per operator (and synonym set): a few held-out examples, one per class — inputs | pOps | averaging | truth,
+    each embedding drawn by every renderer (other guidance scales by the first one). `data`: kind ->
+    pops.demo.OperatorData; `outputs`: what pops.demo.evaluate_operators returns next to its table."""
+    grids = []
+    size = world.config.image_size
+    for kind, d in data.items():
+        for split, pairs in d.tests.items():
+            row = kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
+            if row not in outputs:
+                continue
+            seen, picks = set(), []
+            for i, cid in enumerate(pairs.class_ids.tolist()):
+                if cid not in seen:
+                    seen.add(cid)
+                    picks.append(i)
+                if len(picks) == rows_per_grid:
+                    break
+            rows = []
+            for i in picks:
+                recipe = pairs.info["recipes"][i]
+                inputs, target = world.render(recipe)
+                shown = [word_tile(x, size) if isinstance(x, str) else x for x in inputs if x is not None]
+                if len(shown) > 3:
+                    shown = [mosaic(shown, size)]
+                cells = [(f"input {j + 1}", im) for j, im in enumerate(shown)]
+                for method, key in (("pOps", row), ("averaging", f"{row}/averaging")):
+                    for name, renderer in renderers.items():
+                        cells.append((f"{method} · {name}", renderer.render(outputs[key][i : i + 1])[0]))
+                    if method == "pOps":  # other guidance scales: the first renderer only, to keep the grid narrow
+                        first = next(iter(renderers.items()))
+                        for key in (k for k in outputs if k.startswith(f"{row}/g=")):
+                            label = f"pOps {key.rsplit('/', 1)[1]} · {first[0]}"
+                            cells.append((label, first[1].render(outputs[key][i : i + 1])[0]))
+                cells.append(("ground truth", target))
+                rows.append({"label": world.target_class(recipe), "cells": cells})
+            grids.append({"title": row, "rows": rows})
+    return grids
+
+
+def chained_equation(world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int = 25) -> dict | None:
+    """One equation through the equation runner, outer(inner(object, texture), place) for CHAIN_OPERATORS
+    (inner, outer), on world pictures written to `out`/assets/ (so `pops apply --models OUT` can rerun it); None
+    without those operators."""
+    if not set(CHAIN_OPERATORS) <= set(operators):
+        return None
+    inner, outer = CHAIN_OPERATORS
+    c = world.config
+    shape, texture, place = c.shapes[0], c.textures[min(3, len(c.textures) - 1)], c.scenes[min(1, len(c.scenes) - 1)]
+    assets = Path(out) / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    pictures = {shape: world.object_image(shape, seed=1), texture: world.texture_image(texture, seed=1), place: world.scene_image(place, seed=1)}
+    for name, im in pictures.items():
+        im.save(assets / f"{name}.png")
+    text = f"{outer}({inner}(assets/{shape}.png, assets/{texture}.png), assets/{place}.png)"
+    result = apply_equation(text, {k: operators[k] for k in CHAIN_OPERATORS}, seed=seed, base_dir=out,
+                            num_inference_steps=steps)  # fmt: skip
+    steps = [("inputs", [(n, im) for n, im in pictures.items()])]
+    for label, embeds in result.intermediates.items():
+        steps.append((label, [(name, r.render(embeds[:1])[0]) for name, r in renderers.items()]))
+    return {"equation": text, "steps": steps}
+
+
+def write_report(path: str | Path, **sections) -> Path:
+    """Write the report atomically (a reader never sees half a page); returns its path."""
+    return atomic_write_text(path, render_report(**sections))

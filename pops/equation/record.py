@@ -1,0 +1,105 @@
+"""What a run of an equation writes and reads back: the output folder, step file names, per-step seeds, pictures of
+every step and record.json. `pops apply` and the browser UI write the same files, so either one's record replays
+with `pops apply --replay RECORD`:
+
+    OUT/output.safetensors        the result, (num_samples, D), the record in its metadata
+    OUT/output_<i>.png            the rendered samples (when a renderer is available)
+    OUT/steps/<label>.safetensors every intermediate step (and steps/<label>_<i>.png)
+    OUT/record.json               equation, seeds, settings, models and input digests
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from pops.embeddings_io import save_embeddings
+from pops.equation.runner import RECORD_FORMAT
+from pops.files import atomic_write, atomic_write_text, file_digest
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """`--out x.safetensors` (the single-operator default) names the folder `x/` for an equation."""
+    out = Path(out_dir).expanduser()
+    return out.with_suffix("") if out.suffix == ".safetensors" else out
+
+
+def step_filename(label: str) -> str:
+    """A file-safe name for a step label ("step 2" -> "step_2")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "step"
+
+
+def step_picture(label: str, index: int = 0) -> str:
+    """Where picture `index` of a step lies in a run folder (relative)."""
+    return f"output_{index}.png" if label == "output" else f"steps/{step_filename(label)}_{index}.png"
+
+
+def parse_step_seeds(items: list[str] | dict | None) -> dict[str, int]:
+    """`["t=3", "output=7"]` (the CLI's --step-seed values) -> {"t": 3, "output": 7}."""
+    if not items:
+        return {}
+    if isinstance(items, dict):
+        return {str(k): int(v) for k, v in items.items()}
+    seeds = {}
+    for item in items:
+        label, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--step-seed expects LABEL=SEED (e.g. output=7), got {item!r}")
+        seeds[label.strip()] = int(value)
+    return seeds
+
+
+def read_record(path: str | Path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such record: {path}")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON record ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or "equation" not in record:
+        raise ValueError(f"{path}: not an equation record written by `pops apply` (format {RECORD_FORMAT})")
+    return record
+
+
+def check_inputs_unchanged(record: dict) -> None:
+    """A replay must read the very files the record was made from."""
+    for name, digest in (record.get("files") or {}).items():
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot replay: input {name} no longer exists")
+        if file_digest(path) != digest:
+            raise ValueError(f"cannot replay: input {name} changed since the record was written")
+
+
+def render_steps(renderer, result, seed: int) -> dict[str, list]:
+    """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching)."""
+    pictures = {}
+    for step in result.computed:
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        embeds = result.output if step.label == "output" else step.embeds
+        pictures[step.label] = renderer.render(embeds, generator=generator)
+    return pictures
+
+
+def write_result(result, out: Path, pictures: dict[str, list] | None, renderer_name: str | None) -> dict:
+    """Write embeddings, pictures and record.json (last, so a folder with a record is complete)."""
+    record = dict(result.record, renderer=renderer_name)
+    files = {"output": "output.safetensors", "images": [], "steps": {}}
+    save_embeddings(out / "output.safetensors", result.output, record)
+    for step in result.computed:
+        name = step_filename(step.label)
+        if step.label != "output":
+            save_embeddings(out / "steps" / f"{name}.safetensors", step.embeds, {"step": step.text, "label": step.label})
+            files["steps"][step.label] = f"steps/{name}.safetensors"
+        for i, image in enumerate((pictures or {}).get(step.label, [])):
+            rel = step_picture(step.label, i)
+            atomic_write(out / rel, lambda tmp, image=image: image.save(tmp, format="PNG"))
+            if step.label == "output":
+                files["images"].append(rel)
+    record["outputs"] = files
+    atomic_write_text(out / "record.json", json.dumps(record, indent=2))
+    return record
