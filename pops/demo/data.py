@@ -123,8 +123,8 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
     for kind in config.operators:
         splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
         splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
-        if kind == "instruct":
-            splits["test_synonyms"] = splits["test"]  # synonyms of every word, on train and held-out objects
+        for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
+            splits[split] = splits["test"]
         pairs = {s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress) for s, n in splits.items()}
         gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
         gallery_images[kind] = gallery
