@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,10 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image
+from safetensors.torch import load, save
 from tqdm.auto import tqdm
+
+from pops.files import atomic_write_bytes, check_writable, tensor_digest
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ FORMAT = "pops-embedding-cache/1"
 SHARD_GLOB = "shard-*.safetensors"
 
 
+# image_key and namespace_dir hash with hashlib directly (not pops.files.digest, which hashes JSON): they name what
+# existing caches hold, so their bytes must never change.
 def image_key(img: Image.Image) -> str:
     """sha256 hex digest of an image's content: mode, size, raw pixels (and the palette of a "P" image)."""
     if not isinstance(img, Image.Image):
@@ -49,13 +53,6 @@ def namespace_dir(encoder_id: str) -> str:
     """A folder name for an encoder id: readable slug + short hash (ids differing only in punctuation stay apart)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", encoder_id).strip("-.")[:80] or "encoder"
     return f"{slug}-{hashlib.sha256(encoder_id.encode()).hexdigest()[:10]}"
-
-
-def _payload_digest(keys: torch.Tensor, embeddings: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(keys.contiguous().numpy().tobytes())
-    h.update(embeddings.contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -103,8 +100,6 @@ class EmbeddingCache:
     # ---- reading -------------------------------------------------------------------------------------------
     def _read_shard(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys, embeddings) of a verified shard; ValueError says what is wrong with it."""
-        from safetensors.torch import load
-
         data = path.read_bytes()  # one read: the checksum is verified on exactly the bytes that are used
         try:
             tensors = load(data)
@@ -120,7 +115,7 @@ class EmbeddingCache:
             raise ValueError(f"written by encoder {meta.get('encoder_id')!r}, expected {self.encoder_id!r}")
         if embeds.ndim != 2 or embeds.shape[1] != self.dim or keys.shape != (embeds.shape[0], 32):
             raise ValueError(f"unexpected shapes keys {tuple(keys.shape)}, embeddings {tuple(embeds.shape)}")
-        if meta.get("sha256") != _payload_digest(keys, embeds):
+        if meta.get("sha256") != tensor_digest([keys, embeds]):
             raise ValueError("checksum mismatch")
         return keys, embeds
 
@@ -152,35 +147,13 @@ class EmbeddingCache:
         return bytes.fromhex(image_key(img)) in self._load_index()
 
     # ---- writing -------------------------------------------------------------------------------------------
-    def _ensure_writable(self) -> None:
-        """Fail before any encoding work if new shards could not be saved."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.folder):
-                pass
-        except OSError as exc:
-            raise PermissionError(f"embedding cache folder {self.folder} is not writable: {exc}") from None
-
     def _write_shard(self, digests: list[bytes], embeds: torch.Tensor) -> Path:
-        from safetensors.torch import save
-
         keys = torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(len(digests), 32)
         embeds = embeds.detach().to(torch.float32).contiguous()
-        digest = _payload_digest(keys, embeds)
+        digest = tensor_digest([keys, embeds])
         meta = {"format": FORMAT, "encoder_id": self.encoder_id, "dim": str(self.dim), "sha256": digest}
         data = save({"keys": keys, "embeddings": embeds}, metadata=meta)
-        final = self.folder / f"shard-{uuid.uuid4().hex}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return final
+        return atomic_write_bytes(self.folder / f"shard-{uuid.uuid4().hex}.safetensors", data)
 
     # ---- the one call most code needs ----------------------------------------------------------------------
     def encode(self, images: Sequence[Image.Image], progress: bool = True) -> torch.Tensor:
@@ -195,7 +168,7 @@ class EmbeddingCache:
                 self.stats.misses += 1
                 todo.setdefault(digest, img)
         if todo:
-            self._ensure_writable()
+            check_writable(self.folder, "embedding cache folder")  # fail before any encoding work
             pending = list(todo.items())
             bar = tqdm(total=len(pending), desc="encoding images (cache misses)", unit="img", disable=not progress)
             for s in range(0, len(pending), self.shard_size):

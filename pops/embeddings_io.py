@@ -8,29 +8,15 @@ with an `embeddings` tensor) are read too.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pops.files import atomic_write
+
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then move it onto `path`: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_embeddings(embeds: torch.Tensor, dim: int | None = None, what: str = "embeddings") -> torch.Tensor:

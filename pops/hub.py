@@ -18,10 +18,10 @@ import os
 import re
 from pathlib import Path
 
-# The paper's models on the hub (DESIGN.md §2). Defined here, in a module without heavy imports, so the CLI can
+from pops.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR  # noqa: F401 (the Kandinsky ids live in pops.reference)
+
+# The paper's other models on the hub (DESIGN.md §2). Defined here, in a module without heavy imports, so the CLI can
 # show them in --help without importing torch.
-KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"  # prior + CLIP ViT-bigG/14 image/text encoders
-KANDINSKY_DECODER = "kandinsky-community/kandinsky-2-2-decoder"
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 IP_ADAPTER_REPO = "h94/IP-Adapter"
 IP_ADAPTER_WEIGHT = "sdxl_models/ip-adapter_sdxl.bin"
@@ -38,7 +38,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def is_offline() -> bool:
     """True when hub access is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now, not at import)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # huggingface_hub is imported on use: this module is read at CLI start
 
     env = any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     return env or bool(constants.HF_HUB_OFFLINE)

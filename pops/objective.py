@@ -8,13 +8,12 @@ needs), random A/B swaps for symmetric operators, and instruct's text-alignment 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from pops.prior import PopsPrior, SlotInput
+from pops.pairs import Batch
+from pops.prior import PopsPrior
 from pops.registry import OperatorSpec
 
 TRAINING_SCHEDULER_CONFIG = dict(
@@ -24,23 +23,6 @@ TRAINING_SCHEDULER_CONFIG = dict(
 
 def make_training_scheduler(config: dict | None = None) -> DDPMScheduler:
     return DDPMScheduler(**(config or TRAINING_SCHEDULER_CONFIG))
-
-
-@dataclass
-class Batch:
-    """One training batch, raw embeddings.
-
-    slots: one entry per registry slot — (B, D) image embeddings, `TextRows` for text slots, or None.
-    target: (B, D) — the embedding the operator should produce (for instruct without paired data: the input's own).
-    present: optional (B, num_slots) bool — False where a sample has no input in that slot (composition's unworn
-        garments); such a slot is the null condition for that sample.
-    align_text: optional (B, D) text embeddings in the image space, for the text-alignment term.
-    """
-
-    slots: list[SlotInput]
-    target: torch.Tensor
-    present: torch.Tensor | None = None
-    align_text: torch.Tensor | None = None
 
 
 def training_loss(

@@ -8,21 +8,44 @@ One safetensors file per operator and split, tensors (N = number of samples):
   `align_text`    (N, D) optional text embeddings in the image space (instruct's alignment term)
   `class_ids`     (N,) optional int64 ground-truth class index (evaluation)
 and metadata {"operator": kind, "pops": JSON with anything else (class names, encoder id, …)}.
+
+`assemble_pairs` (and `PairsAssembler`, for data encoded chunk by chunk) turns encoded images and words into
+`Pairs`: every source of training data (the embedded world, a generated dataset) goes through it. `Batch` is what
+one training step reads. This module imports no diffusers: data tools use it without the model stack.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from pops.embeddings_io import atomic_write
-from pops.objective import Batch
+from pops.files import atomic_write
 from pops.registry import OperatorSpec, get_spec
+
+
+@dataclass
+class Batch:
+    """One training batch, raw embeddings.
+
+    slots: one entry per registry slot — (B, D) image embeddings, `TextRows` for text slots, or None (the prior's
+        `SlotInput`; not imported here, the prior sits above this module).
+    target: (B, D) — the embedding the operator should produce (for instruct without paired data: the input's own).
+    present: optional (B, num_slots) bool — False where a sample has no input in that slot (composition's unworn
+        garments); such a slot is the null condition for that sample.
+    align_text: optional (B, D) text embeddings in the image space, for the text-alignment term.
+    """
+
+    slots: list[Any]
+    target: torch.Tensor
+    present: torch.Tensor | None = None
+    align_text: torch.Tensor | None = None
 
 
 @dataclass
@@ -104,3 +127,81 @@ class Pairs:
                 class_ids=get("class_ids") if "class_ids" in names else None,
                 info=json.loads(meta.get("pops", "{}")),
             )
+
+
+def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
+    length = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+    return out, mask
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One pair before assembly. `inputs`, one per registry slot: the index of its encoded image (image slots), its
+    word (text slots), or None (no input in that slot); `target`: the index of the target's encoded image."""
+
+    inputs: tuple[int | str | None, ...]
+    target: int
+
+
+class PairsAssembler:
+    """Pairs written chunk by chunk into tensors sized once for `capacity` pairs.
+
+    One allocation (not a list of chunks concatenated at the end) keeps the peak memory at the size of the result:
+    a full texturing set is tens of GB of float32 rows with the bigG encoder.
+    """
+
+    def __init__(self, spec: OperatorSpec, capacity: int, dim: int):
+        self.spec = spec
+        self.images = {i: torch.zeros(capacity, dim) for i in spec.image_slots}
+        self.present = torch.ones(capacity, spec.num_slots, dtype=torch.bool)
+        self.target = torch.zeros(capacity, dim)
+        self.words: dict[int, list[str]] = {i: [] for i in spec.text_slots}  # text slot -> each pair's word
+        self.count = 0
+
+    def add(self, rows: Sequence[PairRow], embeds: torch.Tensor) -> None:
+        """Append `rows`, whose image indices point into `embeds` (this chunk's encoded images)."""
+        if not rows:
+            return
+        table = torch.cat([embeds, torch.zeros(1, embeds.shape[1])])  # row -1: the absent slot's zeros
+        image_slots = self.spec.image_slots
+        where = torch.tensor([[-1 if r.inputs[i] is None else r.inputs[i] for i in image_slots] for r in rows],
+                             dtype=torch.long).reshape(len(rows), -1)  # fmt: skip
+        at = slice(self.count, self.count + len(rows))
+        for column, i in enumerate(image_slots):
+            self.images[i][at] = table[where[:, column]]
+            self.present[at, i] = where[:, column] >= 0
+        self.target[at] = table[torch.tensor([r.target for r in rows], dtype=torch.long)]
+        for i, words in self.words.items():
+            if any(r.inputs[i] is None for r in rows):
+                raise ValueError(f"{self.spec.name}: every pair needs a word in text slot {self.spec.slots[i].name!r}")
+            words.extend(r.inputs[i] for r in rows)
+        self.count += len(rows)
+
+    def pairs(self, encode_words: Callable[[list[str]], list[torch.Tensor]] | None = None, *,
+              align_text: torch.Tensor | None = None, class_ids: torch.Tensor | None = None,
+              info: dict | None = None) -> Pairs:  # fmt: skip
+        """The pairs added so far. `encode_words(words)`: the (T_i, W) token rows of each pair's word of a text slot
+        (the caller chooses how words are batched through its text encoder)."""
+        n = self.count
+        slots: list = []
+        for i, slot in enumerate(self.spec.slots):
+            if slot.kind == "text":
+                if encode_words is None:
+                    raise ValueError(f"{self.spec.name} has a text slot: pass encode_words")
+                slots.append(pad_rows(encode_words(self.words[i])))
+            else:
+                slots.append(self.images[i][:n])  # rows never filled (skipped examples) are left out
+        return Pairs(self.spec.name, slots, self.present[:n], self.target[:n], align_text=align_text,
+                     class_ids=class_ids, info=info if info is not None else {})  # fmt: skip
+
+
+def assemble_pairs(spec: OperatorSpec, rows: Sequence[PairRow], embeds: torch.Tensor, encode_words=None, **extra) -> Pairs:
+    """`Pairs` of `rows` over the encoded images `embeds` in one go (`extra`: align_text, class_ids, info)."""
+    assembler = PairsAssembler(spec, len(rows), embeds.shape[1])
+    assembler.add(rows, embeds)
+    return assembler.pairs(encode_words, **extra)

@@ -7,7 +7,8 @@ import torch
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from pops.objective import Batch, make_training_scheduler, training_loss
+from pops.objective import make_training_scheduler, training_loss
+from pops.pairs import Batch
 from pops.prior import Condition, PopsPrior
 from pops.registry import REGISTRY, get_spec
 

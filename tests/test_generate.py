@@ -407,6 +407,7 @@ def test_rerun_makes_only_what_is_missing_and_ignores_leftover_temp_files(tmp_pa
     d4 = storage.sample_dir(tmp_path, 4)
     os.replace(d4 / "sample.json", d4 / ".sample.json.tmp-999-deadbeef")
     (storage.sample_dir(tmp_path, 5) / ".image.jpg.tmp-999-cafebabe").write_bytes(b"half an image")
+    (d4 / ".tmp-image.jpg.k3x9.part").write_bytes(b"half an image, as pops.files names its temporaries")
     assert sorted(m["index"] for m in storage.iter_samples(tmp_path)) == [0, 1, 3, 5]
 
     prompts.clear()
@@ -421,6 +422,7 @@ def test_rerun_makes_only_what_is_missing_and_ignores_leftover_temp_files(tmp_pa
     for i in (0, 1, 3, 5):
         assert (Path(after[i]["dir"]) / "sample.json").stat().st_mtime_ns == mtimes[i]
     assert not list(d4.glob(".*.tmp-*")), "the remade sample's folder is cleaned of temporaries"
+    assert not list(d4.glob(".tmp-*.part")), "the remade sample's folder is cleaned of temporaries"
     # Growing the dataset later makes only the new indices.
     prompts.clear()
     third = generate("instruct", tmp_path, num_samples=8, seed=3, models=models, progress=False)
@@ -453,8 +455,8 @@ def test_cli_bad_input_gives_one_line_errors(tmp_path):
     cases = [
         (["generate", "painting", "--out", str(tmp_path / "a"), "-n", "2"], "unknown operator"),
         (["generate", "union", "--out", str(tmp_path / "b"), "-n", "2", "--models-from", str(tmp_path)], "sdxl-turbo"),
-        (["generate", "instruct", "--out", str(tmp_path / "c"), "-n", "1", "--option", "nonsense=1"], "unknown option"),
-        (["generate", "union", "--out", str(tmp_path / "d"), "-n", "1", "--option", "max_iou=lots"], "max_iou='lots'"),
+        (["generate", "instruct", "--out", str(tmp_path / "c"), "-n", "1", "--option", "nonsense=1"], "unknown key 'nonsense'"),
+        (["generate", "union", "--out", str(tmp_path / "d"), "-n", "1", "--option", "max_iou=lots"], "max_iou: input should be a valid number"),
         (["generate", "instruct", "--out", str(tmp_path / "e"), "-n", "0"], "--num-samples"),
         (["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "cache")], "no such dataset folder"),
         (["embed", str(tmp_path), "--out", str(tmp_path / "cache")], "not a generated dataset"),

@@ -290,6 +290,16 @@ def test_bad_input_raises(datasets, encoders, tmp_path):
         build_pairs(tmp_path / "empty", "union", image_encoder=enc)
 
 
+def test_the_pairs_module_needs_no_diffusers():
+    """Data tools read and write pairs without the model stack: `import pops.pairs` loads no diffusers."""
+    import subprocess
+    import sys
+
+    code = "import sys, pops.pairs; assert 'diffusers' not in sys.modules, 'diffusers imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 # ----- the command -----------------------------------------------------------------------------------------------
 def run_cli(*args: str):
     import importlib

@@ -225,7 +225,7 @@ def test_unsatisfiable_configs_raise_value_error():
         World(WorldConfig(holdout=0.8, shapes=("star", "heart"), textures=("wood", "dots"), scenes=("beach",), edits=("red",)))
     with pytest.raises(ValueError, match="outfits"):
         World(WorldConfig(garments_per_figure=(1, 1), outfits=500))
-    with pytest.raises(ValueError, match="unknown world config"):
+    with pytest.raises(ValueError, match="world config: unknown key 'holdot'"):
         WorldConfig.from_dict({"holdot": 0.2})
     assert WorldConfig.from_dict({"shapes": ["star", "heart"], "holdout": 0.1}).shapes == ("star", "heart")
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pops.cli.app import app, fail, run_or_fail
+from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
 
@@ -18,7 +19,7 @@ def embed(
     out: Path = typer.Option(..., "--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."),
     encoder: str = typer.Option("efficientnet", help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space)."),
     clip_model: str = typer.Option(
-        "kandinsky-community/kandinsky-2-2-prior",
+        KANDINSKY_PRIOR,
         help="CLIP source (hub id or local folder with image_encoder/ and image_processor/), for --encoder clip.",
     ),  # fmt: skip
     resolution: Optional[int] = typer.Option(None, help="EfficientNet input side, a multiple of 32 (default: the encoder's)."),

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pops.cli.app import app, fail, run_or_fail
+from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
 
@@ -18,7 +19,7 @@ def pairs(
     out: Path = typer.Option(..., "--out", "-o", help="The pairs file to write (.safetensors; written atomically)."),
     encoder: str = typer.Option("efficientnet", help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space). Use the one `pops embed` used."),
     clip_model: str = typer.Option(
-        "kandinsky-community/kandinsky-2-2-prior",
+        KANDINSKY_PRIOR,
         help="CLIP source (hub id or local folder with image_encoder/, image_processor/, and for instruct text_encoder/, tokenizer/), for --encoder clip.",
     ),  # fmt: skip
     cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (the `pops embed --out` folder); images found there are not encoded again. Default: a temporary cache, so every image is encoded."),

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pops.inputs import pad_rows
+from pops.pairs import PairRow, Pairs, assemble_pairs
 from pops.registry import get_spec
 
 
@@ -33,44 +33,27 @@ def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_enco
     """n samples of one split as a `Pairs` set. Every image goes through the cache in one call (a rerun encodes
     nothing); words become MiniLM token rows. `info` keeps the class names, each sample's input classes and its
     recipe (which re-renders the sample exactly, e.g. for the report's grids)."""
-    from pops.pairs import Pairs
-
     spec = get_spec(kind)
     samples = world.samples(kind, split, n, seed, progress=progress)
-    images, where, words = [], [], []
+    images, rows = [], []
     for sample in samples:
-        row = []
+        inputs = []
         for value in sample.inputs:
-            if isinstance(value, str):
-                words.append(value)
             if value is None or isinstance(value, str):
-                row.append(None)
+                inputs.append(value)  # no input, or the word of a text slot
             else:
-                row.append(len(images))
+                inputs.append(len(images))
                 images.append(value)
-        row.append(len(images))
+        rows.append(PairRow(tuple(inputs), len(images)))
         images.append(sample.target)
-        where.append(row)
     embeds = cache.encode(images, progress=progress)
-    count, dim = len(samples), embeds.shape[1]
-    present = torch.zeros(count, spec.num_slots, dtype=torch.bool)
-    slots: list = []
-    for i, slot in enumerate(spec.slots):
-        if slot.kind == "text":
-            slots.append(pad_rows(text_encoder.token_rows(words)))
-            present[:, i] = True
-            continue
-        column = torch.zeros(count, dim)
-        for j, row in enumerate(where):
-            if row[i] is not None:
-                column[j], present[j, i] = embeds[row[i]], True
-        slots.append(column)
     classes = world.classes(kind, "all")
     index = {name: i for i, name in enumerate(classes)}
     class_ids = torch.tensor([index[s.target_class] for s in samples], dtype=torch.long)
     info = {"split": split, "seed": seed, "classes": classes, "input_classes": [s.input_classes for s in samples],
             "recipes": [s.recipe for s in samples]}  # fmt: skip
-    return Pairs(kind, slots, present, embeds[[row[-1] for row in where]], class_ids=class_ids, info=info)
+    encode_words = text_encoder.token_rows if spec.text_slots else None
+    return assemble_pairs(spec, rows, embeds, encode_words, class_ids=class_ids, info=info)
 
 
 def split_validation(pairs, fraction: float, seed: int):
@@ -100,8 +83,6 @@ def recombine(pairs, factor: int, seed: int = 0):
     picture. This is what lets a few hundred encoded samples train an operator that generalises to held-out
     combinations (without it, each unique object picture lets the network memorise its target).
     """
-    from pops.pairs import Pairs
-
     if factor <= 1:
         return pairs
     classes = pairs.info["input_classes"]
@@ -142,8 +123,8 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
     for kind in config.operators:
         splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
         splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
-        if kind == "instruct":
-            splits["test_synonyms"] = splits["test"]  # synonyms of every word, on train and held-out objects
+        for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
+            splits[split] = splits["test"]
         pairs = {s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress) for s, n in splits.items()}
         gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
         gallery_images[kind] = gallery

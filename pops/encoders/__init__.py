@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -45,9 +47,6 @@ _LOADED: dict[str, Encoder] = {}
 
 def load_encoder(config: dict) -> Encoder:
     """The encoder a config names; one shared instance per distinct config (operators of one folder share it)."""
-    import importlib
-    import json
-
     key = json.dumps(config, sort_keys=True)
     if key in _LOADED:
         return _LOADED[key]

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pops.hub import KANDINSKY_PRIOR
+from pops.hub import resolve_model
+from pops.reference import KANDINSKY_PRIOR
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -96,8 +97,6 @@ class _CLIPPart:
     def _load(cls, repo_or_path: str, model_cls, helper_cls, subfolders: dict[str, str], dtype, device):
         """Build from `repo_or_path`: the model from subfolders["subfolder"], the processor or tokenizer from the
         other entry of `subfolders` (whose key is recorded as is in the config)."""
-        from pops.hub import resolve_model
-
         source = resolve_model(repo_or_path, what=cls.what)
         dev = default_device(device)
         model = model_cls.from_pretrained(source, subfolder=subfolders["subfolder"], dtype=default_dtype(dev, dtype))
@@ -128,6 +127,7 @@ class CLIPImageEncoder(_CLIPPart):
         dtype=None,
         device: str | torch.device | None = None,
     ) -> "CLIPImageEncoder":
+        # transformers is imported when a model is loaded: importing the encoders stays light
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         subfolders = {"subfolder": subfolder, "processor_subfolder": processor_subfolder}

@@ -74,6 +74,7 @@ def build_network(resolution: int, weights_path: str | None = None) -> torch.nn.
     The package pads convolutions statically ("SAME" padding computed for one input size), so the network is
     built for the resolution it will see.
     """
+    # The model packages are imported when a network is built (optional for users of other encoders).
     from efficientnet_lite_pytorch import EfficientNet
 
     if weights_path is None:

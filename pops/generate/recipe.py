@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pops.config import from_mapping
 from pops.generate.models import GenerationModels
 
 
@@ -60,23 +61,8 @@ def prompt_join(*parts: str) -> str:
 
 
 def config_from_options(config_cls, options: dict[str, str]):
-    """A recipe Config with KEY=VALUE overrides (strings from the CLI) converted to each field's type."""
-    defaults = config_cls()
-    known = {f.name for f in fields(config_cls)}
-    values = {}
-    for key, text in options.items():
-        if key not in known:
-            raise ValueError(f"unknown option {key!r} for this recipe; known options: {', '.join(sorted(known))}")
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, bool):
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(text)
-                values[key] = text.lower() in ("true", "1", "yes")
-            elif isinstance(default, tuple):
-                values[key] = tuple(type(default[0])(v) for v in text.split(","))
-            else:
-                values[key] = type(default)(text)
-        except ValueError:
-            raise ValueError(f"option {key}={text!r}: expected a value like {default!r}") from None
-    return config_cls(**values)
+    """A recipe Config with KEY=VALUE overrides (strings from the CLI), each coerced to its field's type by
+    `pops.config.from_mapping` ("a,b" for a tuple field; true/false, yes/no, 1/0 for a bool)."""
+    tuples = {f.name for f in fields(config_cls) if isinstance(f.default, tuple)}
+    values = {key: text.split(",") if key in tuples else text for key, text in options.items()}
+    return from_mapping(config_cls, values, what="recipe option")

@@ -16,17 +16,19 @@ from pops.generate import storage
 from pops.generate.models import GenerationModels, UndecodableImage
 from pops.generate.recipe import Rejected, SampleContext
 from pops.generate.sharding import current_shard, gather
-from pops.registry import get_spec
+from pops.registry import REGISTRY, get_spec
 
-RECIPES = ("texturing", "union", "scene", "instruct", "composition")
+# The generator modules (pops.generate.<name>), as the registry names them.
+RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))
 
 
 def get_recipe(operator: str) -> ModuleType:
-    """The recipe module of an operator (ValueError for an unknown one)."""
+    """The generator module of an operator (ValueError for an unknown one, or one without a generator)."""
     spec = get_spec(operator)
-    if spec.recipe not in RECIPES:
-        raise ValueError(f"operator {operator!r} has no data recipe; recipes exist for: {', '.join(RECIPES)}")
-    return importlib.import_module(f"pops.generate.{spec.recipe}")
+    if not spec.generator:
+        with_one = ", ".join(s.name for s in REGISTRY.values() if s.generator)
+        raise ValueError(f"operator {operator!r} has no data recipe; recipes exist for: {with_one}")
+    return importlib.import_module(f"pops.generate.{spec.generator}")
 
 
 @dataclass

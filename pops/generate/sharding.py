@@ -30,6 +30,7 @@ class Shard:
 
 def state():
     """accelerate's process state; on a machine without an accelerator (or under `--cpu`) a CPU (gloo) one."""
+    # accelerate is imported on first use: `pops generate --help` and the dataset readers stay light
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 

@@ -8,27 +8,28 @@
         rejected.json                         instead of sample.json when the recipe rejected this index
     OUT/logs/rank-0.jsonl                     one line per rejected / failed sample, with the reason
 
-Every file is written to a hidden temporary name in the same folder and moved into place with os.replace, so a
-killed run leaves either a complete file or a temporary one, which readers ignore and the next run removes.
+Every file is written with `pops.files.atomic_write` (a hidden temporary in the same folder, moved into place), so
+a killed run leaves either a complete file or a temporary one, which readers ignore and the next run removes.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from PIL import Image
+
+from pops.files import atomic_write_bytes, atomic_write_json, is_temporary
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "sample.json"
 REJECTED_FILE = "rejected.json"
 BUCKET = 1000
-TEMP_MARK = ".tmp-"
+# The temporaries of earlier versions (".NAME.tmp-PID-HEX"), still removed on resume.
+LEGACY_TEMP_MARK = ".tmp-"
 IMAGE_FORMATS = {"jpg": ("JPEG", {"quality": 95}), "png": ("PNG", {})}
 # Fields of dataset.json that must match when a run resumes into an existing folder.
 IDENTITY_FIELDS = ("format", "operator", "seed", "recipe")
@@ -36,30 +37,6 @@ IDENTITY_FIELDS = ("format", "operator", "seed", "recipe")
 
 def sample_dir(root: str | Path, index: int) -> Path:
     return Path(root) / "samples" / f"{index // BUCKET:05d}" / f"{index:08d}"
-
-
-def _temp_name(path: Path) -> Path:
-    # Unique per process and call, so ranks writing the same shared file (dataset.json) never clash.
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def atomic_save_image(image: Image.Image, path: str | Path, image_format: str | None = None) -> None:
@@ -74,11 +51,16 @@ def atomic_save_image(image: Image.Image, path: str | Path, image_format: str | 
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _is_temporary(path: Path) -> bool:
+    """A temporary of `pops.files.atomic_write`, or one an earlier version left behind."""
+    return is_temporary(path) or (path.name.startswith(".") and LEGACY_TEMP_MARK in path.name)
+
+
 def remove_temp_files(folder: Path) -> int:
     """Delete temporaries a killed run left in `folder`; returns how many."""
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TEMP_MARK in p.name]
+    stale = [p for p in folder.iterdir() if _is_temporary(p)]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -110,7 +92,7 @@ def init_dataset(root: str | Path, info: dict) -> dict:
         return existing
     if root.exists() and not root.is_dir():
         raise ValueError(f"{root} exists and is not a folder")
-    atomic_write_json(path, info)
+    atomic_write_json(path, info, sort_keys=True)
     return info
 
 
@@ -143,7 +125,7 @@ def write_sample(
         atomic_save_image(image, folder / name, "png")
         files_assets[role] = name
     manifest = {"format": FORMAT, "index": index, **record, "images": files_images, "assets": files_assets}
-    atomic_write_json(folder / MANIFEST_FILE, manifest)
+    atomic_write_json(folder / MANIFEST_FILE, manifest, sort_keys=True)
     return manifest
 
 
@@ -152,7 +134,7 @@ def write_rejection(root: str | Path, index: int, *, reason: str, record: dict) 
     folder = sample_dir(root, index)
     remove_temp_files(folder)
     entry = {"format": FORMAT, "index": index, "reason": reason, **record}
-    atomic_write_json(folder / REJECTED_FILE, entry)
+    atomic_write_json(folder / REJECTED_FILE, entry, sort_keys=True)
     return entry
 
 

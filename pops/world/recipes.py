@@ -1,14 +1,17 @@
-"""One recipe per operator: its combinations (the target classes), how a sample is drawn, and how it is rendered.
+"""The world's recipes: combinations (the target classes), how a sample is drawn, and how it is rendered.
 
-A recipe dict holds every choice (names and jitter) as plain JSON values; rendering it is a pure function, so a
-stored recipe re-renders pixel-identically. Jitter (pose, crop offsets) never changes the target class.
+`RECIPES` maps a registry entry's `recipe` name to its class; the world makes one instance per entry, so two
+entries may share a recipe (each with its own operator name and random streams). A recipe dict holds every choice
+(names and jitter) as plain JSON values; rendering it is a pure function, so a stored recipe re-renders
+pixel-identically. Jitter (pose, crop offsets) never changes the target class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -16,12 +19,18 @@ from PIL import Image
 from pops.registry import COMPOSITION_SLOTS
 from pops.world import render as R
 from pops.world.edits import EDITS, SYNONYMS, synonyms_of
-from pops.world.figure import GARMENTS, outfit_class
+from pops.world.figure import GARMENTS, outfit_class, random_outfit
 from pops.world.scenes import SCENES, WIDTH
 from pops.world.shapes import SHAPES
 from pops.world.textures import TEXTURES, TILE
 
+if TYPE_CHECKING:  # the config is defined next to the World, which imports this module
+    from pops.world.world import WorldConfig
+
+SYNONYM_SPLIT = "test_synonyms"
 Combo = tuple  # a hashable description of one target class
+# An operator's random stream of the world: rng(stream name, *more integers) -> a fresh generator.
+Streams = Callable[..., np.random.Generator]
 
 
 def _r(v: float) -> float:
@@ -51,12 +60,24 @@ def _need(recipe: dict, key: str, known=None) -> Any:
 
 
 class Recipe(ABC):
-    """Base: subclasses define the combinations, the sampling of one recipe, and its rendering."""
+    """Base: subclasses define the combinations, the sampling of one recipe, and its rendering.
 
-    operator: str = ""
+    Made as `cls(operator, config, rng)`: the registry entry's name (written into every recipe dict), the world's
+    config, and the entry's random streams of the world.
+    """
 
-    def __init__(self, world_names: dict[str, tuple[str, ...]]):
-        self.names = world_names  # the world's configured shapes, textures, scenes and edits
+    # Test splits this recipe draws beyond "train" and "test" (an entry's `extra_test_splits` names which), each
+    # with its stable random-stream id (never change one: it fixes every sample's jitter).
+    extra_splits: dict[str, int] = {}
+
+    def __init__(self, operator: str, config: WorldConfig, rng: Streams):
+        self.operator = operator
+        # the world's configured shapes, textures, scenes and edits
+        self.names = {"shapes": config.shapes, "textures": config.textures, "scenes": config.scenes, "edits": config.edits}
+
+    def extra_split(self, split: str, combos: list[Combo]) -> list[Combo]:
+        """The combinations of one of `extra_splits`, out of all of them."""
+        raise ValueError(f"the {type(self).__name__.lower()} recipe draws no {split!r} split")
 
     @abstractmethod
     def combos(self) -> list[Combo]:
@@ -92,8 +113,6 @@ class Recipe(ABC):
 
 
 class Texturing(Recipe):
-    operator = "texturing"
-
     def combos(self):
         return [(s, t) for s in self.names["shapes"] for t in self.names["textures"]]
 
@@ -123,8 +142,6 @@ class Texturing(Recipe):
 
 
 class Union(Recipe):
-    operator = "union"
-
     def combos(self):
         return [tuple(sorted(p)) for p in combinations(self.names["shapes"], 2)]
 
@@ -161,8 +178,6 @@ class Union(Recipe):
 
 
 class Scene(Recipe):
-    operator = "scene"
-
     def combos(self):
         return [(s, b) for s in self.names["shapes"] for b in self.names["scenes"]]
 
@@ -193,7 +208,13 @@ class Scene(Recipe):
 
 
 class Instruct(Recipe):
-    operator = "instruct"
+    # Every combination again, each word replaced by a synonym never seen in training.
+    extra_splits = {SYNONYM_SPLIT: 3}
+
+    def extra_split(self, split, combos):
+        if split != SYNONYM_SPLIT:
+            return super().extra_split(split, combos)
+        return [k for k in combos if synonyms_of(k[1])]
 
     def combos(self):
         return [(s, e) for s in self.names["shapes"] for e in self.names["edits"]]
@@ -206,7 +227,7 @@ class Instruct(Recipe):
 
     def make(self, combo, rng, split):
         word = combo[1]
-        if split == "test_synonyms":
+        if split == SYNONYM_SPLIT:
             word = str(rng.choice(synonyms_of(combo[1])))
         pose = random_pose(rng, dxy=0.04, r=(0.28, 0.33))
         return {"operator": self.operator, "object": combo[0], "word": word, "edit": combo[1], "pose": pose}
@@ -230,11 +251,9 @@ class Instruct(Recipe):
 
 
 class Composition(Recipe):
-    operator = "composition"
-
-    def __init__(self, world_names, outfits: list[dict[str, str]]):
-        super().__init__(world_names)
-        self.outfits = outfits
+    def __init__(self, operator, config, rng):
+        super().__init__(operator, config, rng)
+        self.outfits = make_outfits(config.outfits, config.garments_per_figure, rng("outfits"))
 
     def combos(self):
         return [tuple((s, o[s]) for s in COMPOSITION_SLOTS if s in o) for o in self.outfits]
@@ -268,3 +287,26 @@ class Composition(Recipe):
 
     def render_target(self, recipe, size):
         return R.dressed_figure(dict(self.combo_of(recipe)), tuple(_need(recipe, "figure")), size)
+
+
+def make_outfits(count: int, garments: tuple[int, int], rng: np.random.Generator) -> list[dict[str, str]]:
+    """`count` distinct outfits of garments[0]..garments[1] garments (composition's classes)."""
+    lo, hi = garments
+    found: dict[str, dict[str, str]] = {}
+    stalled = 0
+    while len(found) < count:
+        outfit = random_outfit(rng, lo, hi)
+        key = outfit_class(outfit)
+        if len(outfit) < lo or key in found:
+            stalled += 1
+            if stalled > 3000:  # the space of lo..hi outfits is (practically) exhausted
+                raise ValueError(f"cannot make {count} distinct outfits of {lo}-{hi} garments; lower outfits")
+            continue
+        found[key], stalled = outfit, 0
+    return list(found.values())
+
+
+# Registry `recipe` name -> recipe class.
+RECIPES: dict[str, type[Recipe]] = {
+    "texturing": Texturing, "union": Union, "scene": Scene, "instruct": Instruct, "composition": Composition,
+}  # fmt: skip

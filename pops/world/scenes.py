@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from pops.world.raster import Poly, affine, circle, ellipse, polys_mask, rect, to_float
 
@@ -54,8 +55,6 @@ class _Painter:
         return np.concatenate([np.stack([xs, ys], 1), [[WIDTH + 0.02, 1.05], [-0.02, 1.05]]])
 
     def noise(self, cells: float) -> np.ndarray:
-        from PIL import Image
-
         g = self.rng.random((int(cells) + 2, int(cells * WIDTH) + 2), dtype=np.float32)
         return np.asarray(Image.fromarray(g, "F").resize((self.w, self.h), Image.BICUBIC), np.float32)
 

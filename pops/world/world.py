@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pops.config import from_mapping
 from pops.registry import REGISTRY, get_spec
 from pops.world import render as R
-from pops.world.edits import EDITS, WordEdit, instruct_words, synonyms_of
-from pops.world.figure import GARMENTS, max_garments, outfit_class, random_outfit
-from pops.world.recipes import Composition, Instruct, Recipe, Scene, Texturing, Union, random_pose
+from pops.world.edits import EDITS, WordEdit, instruct_words
+from pops.world.figure import GARMENTS, max_garments
+from pops.world.recipes import RECIPES, Recipe, random_pose
 from pops.world.scenes import SCENE_NAMES
 from pops.world.shapes import SHAPE_NAMES
 from pops.world.splits import choose_holdout
 from pops.world.textures import TEXTURE_NAMES
 
-SPLITS = ("train", "test", "test_synonyms")
-# Stable integers that namespace the random streams (never reorder: they fix every sample's jitter).
-_OPERATOR_IDS = {"texturing": 1, "union": 2, "scene": 3, "instruct": 4, "composition": 5}
-_STREAM_IDS = {"train": 1, "test": 2, "test_synonyms": 3, "gallery": 4, "holdout": 5, "outfits": 6, "order": 7}
+# The splits samples are drawn from: every operator's "train" and "test", and the extra test splits of the registry.
+SPLITS = ("train", "test", *dict.fromkeys(s for spec in REGISTRY.values() for s in spec.extra_test_splits))
+# Stable integers that namespace the random streams of an operator (never reorder: they fix every sample's jitter).
+# An operator's stream is `spec.stream_id`; a recipe's extra test splits bring their own ids (Recipe.extra_splits).
+_STREAM_IDS = {"train": 1, "test": 2, "gallery": 4, "holdout": 5, "outfits": 6, "order": 7}
+
+
+def _operator_stream_ids() -> dict[str, int]:
+    """Operator name -> its registry stream id; two entries sharing an id would draw the same samples."""
+    ids: dict[int, str] = {}
+    for spec in REGISTRY.values():
+        if spec.stream_id in ids:
+            raise ValueError(f"operators {ids[spec.stream_id]!r} and {spec.name!r} share the world stream id {spec.stream_id}")
+        ids[spec.stream_id] = spec.name
+    return {name: stream_id for stream_id, name in ids.items()}
 
 
 def _names(given, known: tuple[str, ...], what: str, minimum: int) -> tuple[str, ...]:
@@ -74,11 +87,7 @@ class WorldConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorldConfig:
         """From a YAML/JSON mapping; unknown keys are an error (a typo must not silently change the world)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown world config keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data, what="world config")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,48 +113,29 @@ class World:
     def __init__(self, config: WorldConfig | None = None):
         self.config = config if config is not None else WorldConfig()
         c = self.config
-        names = {"shapes": c.shapes, "textures": c.textures, "scenes": c.scenes, "edits": c.edits}
-        self._recipes: dict[str, Recipe] = {
-            "texturing": Texturing(names),
-            "union": Union(names),
-            "scene": Scene(names),
-            "instruct": Instruct(names),
-            "composition": Composition(names, self._make_outfits()),
-        }
-        missing = set(REGISTRY) - set(self._recipes)
-        if missing:  # a new registry entry needs a world recipe too
-            raise ValueError(f"the world has no recipe for operators {sorted(missing)}")
+        self._stream_ids = _operator_stream_ids()
+        self._recipes: dict[str, Recipe] = {}
         self._splits: dict[str, dict[str, list]] = {}
-        for op, recipe in self._recipes.items():
+        for spec in REGISTRY.values():
+            if spec.recipe not in RECIPES:  # a new registry entry needs a world recipe too
+                raise ValueError(f"operator {spec.name!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}")
+            recipe = RECIPES[spec.recipe](spec.name, c, partial(self._rng, spec.name))
             combos = recipe.combos()
-            rng = self._rng(op, "holdout")
-            held = choose_holdout(combos, [recipe.components(k) for k in combos], c.holdout, rng, op)
-            self._splits[op] = {
-                "all": combos,
-                "train": [k for k in combos if k not in held],
-                "test": [k for k in combos if k in held],
-            }
-        self._splits["instruct"]["test_synonyms"] = [k for k in self._splits["instruct"]["all"] if synonyms_of(k[1])]
+            held = choose_holdout(combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.name, "holdout"), spec.name)
+            splits = {"all": combos, "train": [k for k in combos if k not in held], "test": [k for k in combos if k in held]}
+            for split in spec.extra_test_splits:
+                splits[split] = recipe.extra_split(split, combos)
+            self._recipes[spec.name], self._splits[spec.name] = recipe, splits
 
     # ----------------------------------------------------------------------------------------------- randomness
     def _rng(self, operator: str, stream: str, *more: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, _OPERATOR_IDS[operator], _STREAM_IDS[stream], *more])
+        return np.random.default_rng([self.config.seed, self._stream_ids[operator], self._stream_id(operator, stream), *more])
 
-    def _make_outfits(self) -> list[dict[str, str]]:
-        lo, hi = self.config.garments_per_figure
-        rng = self._rng("composition", "outfits")
-        found: dict[str, dict[str, str]] = {}
-        stalled = 0
-        while len(found) < self.config.outfits:
-            outfit = random_outfit(rng, lo, hi)
-            key = outfit_class(outfit)
-            if len(outfit) < lo or key in found:
-                stalled += 1
-                if stalled > 3000:  # the space of lo..hi outfits is (practically) exhausted
-                    raise ValueError(f"cannot make {self.config.outfits} distinct outfits of {lo}-{hi} garments; lower outfits")
-                continue
-            found[key], stalled = outfit, 0
-        return list(found.values())
+    def _stream_id(self, operator: str, stream: str) -> int:
+        """The id of a split's or a purpose's stream; an extra test split's id comes from the operator's recipe."""
+        if stream in _STREAM_IDS:
+            return _STREAM_IDS[stream]
+        return self._recipes[operator].extra_splits[stream]
 
     # ----------------------------------------------------------------------------------------------- queries
     def _recipe(self, operator: str) -> Recipe:
@@ -160,7 +150,7 @@ class World:
         return splits[split]
 
     def classes(self, operator: str, split: str = "all") -> list[str]:
-        """The target classes of a split ("train", "test", "test_synonyms" for instruct, or "all" candidates)."""
+        """The target classes of a split ("train", "test", an extra test split of the operator, or "all" candidates)."""
         recipe = self._recipe(operator)
         return [recipe.class_of(k) for k in self._combos(operator, split)]
 
@@ -187,7 +177,7 @@ class World:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if split == "all":
-            raise ValueError("samples are drawn from a split: train, test or test_synonyms")
+            raise ValueError(f"samples are drawn from a split: {', '.join(s for s in self._splits[self._recipe(operator).operator] if s != 'all')}")
         combos = self._combos(operator, split)
         if n and not combos:
             raise ValueError(f"{operator} has no {split} combinations (holdout={self.config.holdout})")
@@ -198,7 +188,7 @@ class World:
             # (world seed, operator, split, seed, i), so a longer list starts with the shorter one.
             block, k = divmod(i, len(combos))
             if k == 0:
-                order = self._rng(operator, "order", _STREAM_IDS[split], seed, block).permutation(len(combos))
+                order = self._rng(operator, "order", self._stream_id(operator, split), seed, block).permutation(len(combos))
             out.append(recipe.make(combos[order[k]], self._rng(operator, split, seed, i), split))
         return out
 
