@@ -4,6 +4,8 @@ operator's guidance scale on validation classes. What `pops demo` and `pops eval
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from tqdm.auto import tqdm
 
@@ -37,7 +39,7 @@ def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, se
     scores = {}
     for scale in sorted(candidates):
         out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps)
-        scores[scale] = dict(top1=top1_accuracy(out, truth, names, protos), mrr=mean_reciprocal_rank(out, truth, names, protos))
+        scores[scale] = {"top1": top1_accuracy(out, truth, names, protos), "mrr": mean_reciprocal_rank(out, truth, names, protos)}
     best = max(scores, key=lambda s: (scores[s]["top1"], scores[s]["mrr"], -s))
     return float(best), {f"{s:g}": round(r["top1"], 4) for s, r in scores.items()}
 
@@ -68,7 +70,7 @@ def evaluate_operators(operators: dict[str, Operator], data: dict[str, OperatorD
         names, protos = class_prototypes(d.gallery, d.gallery_classes)
         classes = pairs.info.get("classes") or d.classes
         truth = [classes[i] for i in pairs.class_ids.tolist()]
-        score = lambda x: evaluate_embeddings(x, pairs.target, truth, names, protos)  # noqa: E731
+        score = partial(evaluate_embeddings, targets=pairs.target, true_classes=truth, proto_names=names, protos=protos)
         own = op.guidance_scale
         for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
             runs = []

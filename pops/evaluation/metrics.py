@@ -8,7 +8,7 @@ alone, unchanged) and the oracle (the target embedding itself, an upper bound fo
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -8,8 +8,8 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from rich import box
 from rich.console import Console
