@@ -9,10 +9,13 @@ import torch
 from diffusers import PriorTransformer, UnCLIPScheduler
 
 from pops import checkpoints
-from pops.objective import TRAINING_SCHEDULER_CONFIG
+from pops.inputs import prepare_inputs
+from pops.objective import Batch
+from pops.pairs import Pairs
 from pops.prior import Condition, PopsPrior
+from pops.reference import SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import OperatorSpec, get_spec
-from pops.sampler import SAMPLING_SCHEDULER_CONFIG, make_sampling_scheduler, sample_unclip
+from pops.sampler import make_sampling_scheduler, sample_unclip
 
 
 class Operator:
@@ -156,19 +159,50 @@ class Operator:
         `guidance_scale` defaults to the operator's own (see the class docstring); batch-1 inputs broadcast to
         `batch_size` (e.g. several samples of one input)."""
         cond = self.condition(inputs, batch_size)
-        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        scheduler = make_sampling_scheduler(self.scheduler_config)
-        return sample_unclip(
-            self.model, cond, guidance_scale=scale, num_inference_steps=num_inference_steps,
-            generator=generator, layout=layout, scheduler=scheduler, progress=progress,
-        )  # fmt: skip
+        return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress)
+
+    def sample_batch(
+        self,
+        batch: Batch | Pairs,
+        *,
+        guidance_scale: float | None = None,
+        num_inference_steps: int = 25,
+        generator: torch.Generator | None = None,
+        layout: str = "compact",
+        chunk_size: int | None = 512,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Sample one raw embedding per sample of a training `Batch` or of `Pairs` (already embeddings: slots as
+        `Pairs` holds them; a slot a sample lacks, `present` False, is the null condition); returns (N, D).
+
+        The samples go in chunks of `chunk_size` (None: all at once), which bound the memory of one sampling loop;
+        the chunks draw from the ONE `generator` in turn, so the result depends on its seed and the chunk size."""
+        size = len(batch) if isinstance(batch, Pairs) else batch.target.shape[0]
+        if size == 0:
+            raise ValueError("no samples to sample: the batch is empty")
+        step = size if chunk_size is None else chunk_size
+        if step < 1:
+            raise ValueError(f"chunk_size must be at least 1 or None, got {chunk_size}")
+        outs = []
+        for start in range(0, size, step):
+            part = _rows(batch, torch.arange(start, min(start + step, size)), size)
+            drop = None if part.present is None else ~part.present.bool()
+            cond = self.model.condition(self.spec, part.slots, drop=drop)
+            outs.append(self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress))
+        return torch.cat(outs)
 
     def condition(self, inputs: Sequence[Any], batch_size: int | None = None) -> Condition:
         """Validate the user's inputs and turn them into condition rows (broadcasting batch-1 inputs)."""
-        from pops.inputs import prepare_inputs
-
         slots, drop = prepare_inputs(self, inputs, batch_size)
         return self.model.condition(self.spec, slots, drop=drop)
+
+    def _sample(self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress) -> torch.Tensor:
+        """The one path from condition rows to samples: the operator's scheduler and default guidance scale."""
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        return sample_unclip(
+            self.model, cond, guidance_scale=scale, num_inference_steps=num_inference_steps, generator=generator,
+            layout=layout, scheduler=make_sampling_scheduler(self.scheduler_config), progress=progress,
+        )  # fmt: skip
 
     def _model_card(self) -> str:
         from pops.model_card import operator_card
@@ -182,3 +216,17 @@ def _kind_from_path(ref: str) -> str | None:
     parts = ref.replace(":", "/").split("/")
     return next((p for p in reversed(parts) if p in REGISTRY), None)
 
+
+def _rows(batch: Batch | Pairs, index: torch.Tensor, size: int) -> Batch:
+    """The samples at `index` of Pairs or of a Batch (a Batch whole when `index` covers it: nothing copied)."""
+    if isinstance(batch, Pairs):
+        return batch.batch(index)
+    if len(index) == size:
+        return batch
+
+    def pick(x):
+        if x is None:
+            return None
+        return tuple(t[index] for t in x) if isinstance(x, tuple) else x[index]
+
+    return Batch(slots=[pick(s) for s in batch.slots], target=batch.target[index], present=pick(batch.present))

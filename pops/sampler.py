@@ -5,6 +5,8 @@ The loop is the reference one (the Kandinsky 2.2 prior pipeline, as pOps uses it
 mixes the unconditional and conditional predictions (batched together, unconditional first) when the scale is above
 1, and `UnCLIPScheduler.step` takes the DDPM posterior step (Ho et al. 2020, eq. 7; Ramesh et al. 2022) drawing its
 variance noise from the same generator. The result is un-normalised with the prior's clip statistics.
+
+`pops.Operator` is the one caller (its `sample` and `sample_batch` share one path to this loop).
 """
 
 from __future__ import annotations
@@ -15,15 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from pops.prior import Condition, PopsPrior
-
-SAMPLING_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    variance_type="fixed_small_log",
-    clip_sample=True,
-    clip_sample_range=10.0,
-    prediction_type="sample",
-    beta_schedule="squaredcos_cap_v2",
-)
+from pops.reference import SAMPLING_SCHEDULER_CONFIG
 
 
 def make_sampling_scheduler(config: dict | None = None) -> UnCLIPScheduler:

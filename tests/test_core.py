@@ -193,3 +193,61 @@ def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
 
     with pytest.raises(ValueError, match="clip_std"):
         Operator.from_prior(make_prior(embedding_dim=16, num_layers=1, num_attention_heads=1, attention_head_dim=8), "scene")
+
+
+def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: int = 0):
+    from pops.pairs import Pairs
+
+    g = torch.Generator().manual_seed(seed)
+    spec = get_spec(kind)
+    slots = [
+        (torch.randn(n, 3, text_width, generator=g), torch.ones(n, 3, dtype=torch.bool)) if s.kind == "text" else torch.randn(n, dim, generator=g)
+        for s in spec.slots
+    ]  # fmt: skip
+    present = torch.rand(n, spec.num_slots, generator=g) < 0.7
+    present[:, 0] = True
+    return Pairs(kind, slots, present, torch.randn(n, dim, generator=g))
+
+
+@pytest.mark.parametrize("kind", ["texturing", "instruct", "composition"])
+def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind):
+    """sample_batch on Pairs = the path the demo's evaluation took: per chunk, condition with absent slots dropped,
+    then the sampler, drawing from ONE generator across the chunks."""
+    from pops.sampler import make_sampling_scheduler, sample_unclip
+
+    op = tiny_operator(kind, text_width=12 if kind == "instruct" else None)
+    pairs = _tiny_pairs(kind, 7)
+    got = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3)
+    generator, expected = torch.Generator().manual_seed(5), []
+    for start in range(0, 7, 3):
+        batch = pairs.batch(torch.arange(start, min(start + 3, 7)))
+        cond = op.model.condition(op.spec, batch.slots, drop=~batch.present)
+        expected.append(sample_unclip(op.model, cond, guidance_scale=3.0, num_inference_steps=4, generator=generator,
+                                      scheduler=make_sampling_scheduler(op.scheduler_config)))  # fmt: skip
+    assert torch.equal(got, torch.cat(expected))
+    again = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3)
+    assert torch.equal(got, again)  # the same seed, the same samples
+    other = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(6), chunk_size=3)
+    assert not torch.equal(got, other)
+
+
+def test_sample_batch_equals_operator_sample_per_chunk(tiny_operator):
+    """Every sample present: sample_batch = one Operator.sample call per chunk, in order, on one generator; and a
+    Batch in one chunk = one Operator.sample call on all of it."""
+    op = tiny_operator("instruct", text_width=12)
+    pairs = _tiny_pairs("instruct", 5)
+    pairs.present[:] = True
+    got = op.sample_batch(pairs, num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2)
+    generator = torch.Generator().manual_seed(1)
+    image, (rows, mask) = pairs.slots
+    chunks = [op.sample([image[i : i + 2], (rows[i : i + 2], mask[i : i + 2])], num_inference_steps=3, generator=generator)
+              for i in range(0, 5, 2)]  # fmt: skip
+    assert torch.equal(got, torch.cat(chunks))
+    whole = op.sample_batch(pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=None)
+    one = op.sample([image, (rows, mask)], num_inference_steps=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(whole, one)
+    # a Batch in chunks takes the same rows as Pairs in chunks
+    chunked = op.sample_batch(pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2)
+    assert torch.equal(chunked, got)
+    with pytest.raises(ValueError, match="chunk_size"):
+        op.sample_batch(pairs, chunk_size=0)

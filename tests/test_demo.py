@@ -167,7 +167,7 @@ def test_demo_config_validation(tmp_path):
 
 
 def test_load_test_data_needs_a_demo_folder(tmp_path):
-    from pops.demo import load_test_data
+    from pops.evaluation import load_test_data
 
     with pytest.raises(FileNotFoundError, match="pops demo"):
         load_test_data(tmp_path, ["texturing"])

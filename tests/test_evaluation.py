@@ -142,3 +142,49 @@ def test_metrics_table_aggregates_and_formats():
         table.get("scene", "pops")
     with pytest.raises(ValueError):
         table.add_runs("scene", "pops", [])
+
+
+def test_metrics_table_text_is_a_plain_rich_table():
+    table = MetricsTable()
+    table.add_runs("texturing", "pops", [{"cosine": 0.8, "top1": 0.5}, {"cosine": 0.6, "top1": 0.7}], n=40)
+    table.add("texturing", "averaging", 0.75, 0.25)
+    table.add("[bold]union[/bold]", "averaging", 0.4, 0.125)  # an operator name is text, never rich markup
+    lines = table.to_text().splitlines()
+    assert lines[0].split() == ["operator", "pops", "cos", "averaging", "cos", "pops", "top-1", "averaging", "top-1"]
+    assert set(lines[1]) == {"─"} and len(lines) == 4
+    assert lines[2].split() == ["texturing", "0.700", "±", "0.141", "0.750", "60.0%", "±", "14.1%", "25.0%"]
+    assert lines[3].split() == ["[bold]union[/bold]", "—", "0.400", "—", "12.5%"]
+    assert all(line == line.rstrip() for line in lines) and "\x1b" not in table.to_text()  # no styles, no padding
+    # the operator column is left-aligned, the numbers right-aligned (their last characters line up)
+    ends = {line.rstrip().rfind(cell) + len(cell) for line, cell in zip(lines[2:], ("25.0%", "12.5%"))}
+    assert len(ends) == 1 and lines[2].startswith("texturing")
+
+
+def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
+    """`pops eval` reads a models folder and its data/ through pops.evaluation alone (checked in a fresh process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pops.embeddings_io import save_embeddings
+    from pops.pairs import Pairs
+
+    tiny_operator("union").save_pretrained(tmp_path / "operators" / "union")
+    g = torch.Generator().manual_seed(0)
+    classes = ["a", "b", "c"]
+    pairs = Pairs("union", [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)], torch.ones(6, 2, dtype=torch.bool),
+                  torch.randn(6, 32, generator=g), class_ids=torch.tensor([0, 1, 2, 0, 1, 2]), info={"classes": classes})  # fmt: skip
+    pairs.save(tmp_path / "data" / "union-test.safetensors")
+    save_embeddings(tmp_path / "data" / "union-gallery.safetensors", torch.randn(3, 32, generator=g), {"operator": "union", "classes": classes})
+    script = (
+        "import sys\nfrom pathlib import Path\nimport pops.cli.eval as cli\n"
+        f"table = cli._eval(Path({str(tmp_path)!r}), ['union'], None, 1, (), 2, Path({str(tmp_path / 't.json')!r}), None)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pops.demo')), table.get('union', 'pops').n)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])  # this checkout first, as the test process sees it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[] 6"
+    assert (tmp_path / "t.json").is_file()

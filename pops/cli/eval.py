@@ -29,19 +29,25 @@ def eval_(
         fail(f"no such models folder: {models}")
     if out is not None and out.suffix != ".json":
         fail(f"--out must end in .json, got {out}")
+    if threads is not None and threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
     table = run_or_fail(_eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads)
     typer.echo(table.to_text())
 
 
 def _eval(models, operators, data, seeds, guidance, steps, out, threads):
+    """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
+    # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
-    from pops.demo import choose_threads, evaluate_operators, load_test_data
     from pops.equation.models import find_operator_dir
+    from pops.evaluation import evaluate_operators, load_test_data
+    from pops.files import atomic_write_text
     from pops.operator import Operator
     from pops.registry import REGISTRY, get_spec
 
-    torch.set_num_threads(choose_threads(threads))
+    # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
+    torch.set_num_threads(threads or 1)
     kinds = list(dict.fromkeys(operators)) if operators else [k for k in REGISTRY if find_operator_dir(models, k)]
     for kind in kinds:
         get_spec(kind)
@@ -56,7 +62,5 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads):
     test_data = load_test_data(data or models / "data", kinds)
     table, _ = evaluate_operators(loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds)
     if out is not None:
-        from pops.embeddings_io import atomic_write
-
-        atomic_write(out, lambda tmp: Path(tmp).write_text(table.to_json()))
+        atomic_write_text(out, table.to_json())
     return table

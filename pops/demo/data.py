@@ -6,27 +6,11 @@ scale), "test" (the world's held-out classes) and, for instruct, "test_synonyms"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import torch
 
+from pops.evaluation import OperatorData
 from pops.pairs import PairRow, Pairs, assemble_pairs
 from pops.registry import get_spec
-
-
-@dataclass
-class OperatorData:
-    """One operator's embeddings: training and validation pairs, test pairs per split, and the class gallery."""
-
-    kind: str
-    classes: list[str]
-    train: Any  # Pairs (None when loaded for `pops eval`)
-    tests: dict[str, Any]  # split -> Pairs ("test", and "test_synonyms" for instruct)
-    gallery_classes: list[str]
-    gallery: torch.Tensor  # (M, D)
-    validation: Any = None  # Pairs of training classes kept out of training (None: no validation)
 
 
 def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_encoder, *, progress: bool = True):
@@ -132,37 +116,3 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
         train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
         data[kind] = OperatorData(kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation)
     return data
-
-
-def save_data(data: dict[str, OperatorData], folder: Path) -> None:
-    from pops.embeddings_io import save_embeddings
-
-    for kind, d in data.items():
-        d.train.save(folder / f"{kind}-train.safetensors")
-        if d.validation is not None:
-            d.validation.save(folder / f"{kind}-validation.safetensors")
-        for split, pairs in d.tests.items():
-            pairs.save(folder / f"{kind}-{split}.safetensors")
-        save_embeddings(folder / f"{kind}-gallery.safetensors", d.gallery, {"operator": kind, "classes": d.gallery_classes})
-
-
-def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:
-    """The test pairs and galleries a demo saved (what `pops eval` scores), for the operators present."""
-    from pops.embeddings_io import load_embeddings
-    from pops.pairs import Pairs
-
-    folder = Path(folder)
-    out = {}
-    for kind in kinds:
-        gallery_path = folder / f"{kind}-gallery.safetensors"
-        if not gallery_path.is_file():
-            raise FileNotFoundError(f"no evaluation data for {kind} in {folder} (run `pops demo` to write it)")
-        gallery, meta = load_embeddings(gallery_path)
-        tests = {}
-        for path in sorted(folder.glob(f"{kind}-test*.safetensors")):
-            split = path.name[len(kind) + 1 : -len(".safetensors")]
-            tests[split] = Pairs.load(path)
-        if "test" not in tests:
-            raise FileNotFoundError(f"no {kind}-test.safetensors in {folder}")
-        out[kind] = OperatorData(kind, tests["test"].info.get("classes", []), None, tests, meta["classes"], gallery)
-    return out

@@ -1,5 +1,5 @@
 """The demo's operators: training (or reuse), the guidance scale chosen on validation classes, and evaluation on
-held-out combinations against the baselines (`evaluate_operators` is shared with `pops eval`).
+held-out combinations against the baselines (both through pops.evaluation's harness, which `pops eval` shares).
 
 `operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pops.demo.data import recombine
+from pops.evaluation import choose_guidance, evaluate_operators
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +78,6 @@ def train_operator(config, kind: str, data, encoders: dict):
     return op, True
 
 
-def choose_guidance(op, data, candidates, steps: int, seed: int) -> tuple[float, dict]:
-    """The candidate scale whose samples score the best top-1 on the validation classes (ties: the better mean
-    reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this never
-    sees a test class. Returns (scale, {scale: top-1})."""
-    from pops import evaluation as E
-
-    pairs = data.validation
-    names, protos = E.class_prototypes(data.gallery, data.gallery_classes)
-    truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
-    scores = {}
-    for scale in sorted(candidates):
-        out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps)
-        scores[scale] = dict(top1=E.top1_accuracy(out, truth, names, protos), mrr=E.mean_reciprocal_rank(out, truth, names, protos))
-    best = max(scores, key=lambda s: (scores[s]["top1"], scores[s]["mrr"], -s))
-    return float(best), {f"{s:g}": round(r["top1"], 4) for s, r in scores.items()}
-
-
 def initial_model(config, pairs):
     """A fresh prior of the demo's size whose clip statistics come from the training embeddings: the per-dimension
     mean, and ONE standard deviation for every dimension (the root mean square of the per-dimension ones).
@@ -126,68 +110,6 @@ def pairs_fingerprint(pairs) -> str:
     for tensor in tensors:
         h.update(tensor.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def sample_pairs(op, pairs, *, guidance_scale: float, seed: int, steps: int = 25, chunk: int = 512) -> torch.Tensor:
-    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
-    from pops.sampler import make_sampling_scheduler, sample_unclip
-
-    generator = torch.Generator().manual_seed(seed)
-    outs = []
-    for start in range(0, len(pairs), chunk):
-        index = torch.arange(start, min(start + chunk, len(pairs)))
-        batch = pairs.batch(index)
-        cond = op.model.condition(op.spec, batch.slots, drop=~batch.present)
-        outs.append(
-            sample_unclip(
-                op.model, cond, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator,
-                scheduler=make_sampling_scheduler(op.scheduler_config),
-            )  # fmt: skip
-        )
-    return torch.cat(outs)
-
-
-def image_inputs(pairs) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The image slots of `pairs` and their presence (what the baselines average)."""
-    idx = list(pairs.spec.image_slots)
-    return [pairs.slots[i] for i in idx], pairs.present[:, idx]
-
-
-def evaluate_operators(operators: dict, data: dict, *, seeds: int = 3, guidance_scales=(), steps: int = 25,
-                       extra_seeds: int = 1, progress: bool = True):  # fmt: skip
-    """A MetricsTable: per operator (and instruct's held-out synonyms) the trained operator at its own guidance
-    scale over `seeds` seeds ("pops"), at the registry's scale and each of `guidance_scales` over `extra_seeds`
-    ("pops g=s"), the averaging baseline, input A only, and the oracle.
-    Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
-    outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
-    from tqdm.auto import tqdm
-
-    from pops import evaluation as E
-
-    table, outputs = E.MetricsTable(), {}
-    jobs = [(kind, split) for kind in operators for split in data[kind].tests]
-    for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
-        op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
-        row = kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
-        names, protos = E.class_prototypes(d.gallery, d.gallery_classes)
-        classes = pairs.info.get("classes") or d.classes
-        truth = [classes[i] for i in pairs.class_ids.tolist()]
-        score = lambda x: E.evaluate_embeddings(x, pairs.target, truth, names, protos)  # noqa: E731
-        own = op.guidance_scale
-        for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
-            runs = []
-            for s in range(seeds if scale == own else extra_seeds):
-                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps)
-                runs.append(score(out))
-                if s == 0:  # the first seed's outputs, for the report's pictures
-                    outputs[row if scale == own else f"{row}/g={scale:g}"] = out
-            table.add_runs(row, "pops" if scale == own else f"pops g={scale:g}", runs, n=len(pairs))
-        images, present = image_inputs(pairs)
-        averaging = E.averaging_baseline(images, present)
-        outputs[f"{row}/averaging"] = averaging
-        for method, x in (("averaging", averaging), ("input_a", E.input_a_baseline(images, present)), ("oracle", pairs.target)):
-            table.add(row, method, **score(x), n=len(pairs))
-    return table, outputs
 
 
 def operator_job(config, kind: str, data, encoders: dict) -> dict:

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
-from pops.demo.data import build_data, save_data
+from pops.demo.data import build_data
 from pops.demo.operators import operator_job
+from pops.evaluation import save_data
 from pops.registry import get_spec
 
 

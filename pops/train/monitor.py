@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from pops.operator import Operator
 from pops.pairs import Pairs
 from pops.registry import OperatorSpec
 from pops.train.config import TrainConfig
@@ -107,21 +108,19 @@ class Validator:
 
     @torch.no_grad()
     def run(self, model, step: int, monitor: Monitor) -> None:
-        from pops.sampler import sample_unclip
-
         acc = self.accelerator
         if acc.is_main_process:
             v = self.config.validation
             was_training = model.training
             model.eval()
-            device = model.prior.clip_mean.device
-            batch = _batch_to(self.batch, device)
-            drop = ~batch.present.bool() if batch.present is not None else None
-            cond = model.condition(self.spec, batch.slots, drop=drop)
-            scale = self.spec.guidance_scale if v.guidance_scale is None else v.guidance_scale
             generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
-            out = sample_unclip(model, cond, guidance_scale=scale, num_inference_steps=v.num_inference_steps, generator=generator, layout=self.config.layout)
-            cosine = torch.nn.functional.cosine_similarity(out.float(), batch.target.float(), dim=-1).mean().item()
+            # One chunk: the whole validation set in one sampling loop (chunks would change the random draws).
+            out = Operator(model, self.spec.name).sample_batch(
+                self.batch, guidance_scale=v.guidance_scale, num_inference_steps=v.num_inference_steps,
+                generator=generator, layout=self.config.layout, chunk_size=None,
+            )  # fmt: skip
+            target = self.batch.target.to(out.device)
+            cosine = torch.nn.functional.cosine_similarity(out.float(), target.float(), dim=-1).mean().item()
             record = {"val/cosine_to_target": cosine}
             self.history.append(dict(record, step=step))
             acc.log(record, step=step)
@@ -158,17 +157,6 @@ def load_renderer(spec: str | None, options: dict | None = None):
     if not hasattr(renderer, "render"):
         raise ValueError(f"validation.renderer {spec!r} did not return a Renderer (no render method)")
     return renderer
-
-
-def _batch_to(batch, device):
-    from pops.objective import Batch
-
-    def move(x):
-        if x is None:
-            return None
-        return tuple(t.to(device) for t in x) if isinstance(x, tuple) else x.to(device)
-
-    return Batch(slots=[move(s) for s in batch.slots], target=move(batch.target), present=move(batch.present), align_text=move(batch.align_text))
 
 
 def _flat_hparams(config: dict, prefix: str = "") -> dict:

@@ -1,4 +1,4 @@
-"""Evaluation against ground truth: pure functions on embeddings (no model code).
+"""The metrics: pure functions on embeddings (no model code).
 
 Two numbers per operator and method, as in the design brief: the mean cosine between an output embedding and the
 true target's embedding, and top-1 retrieval — whether the nearest class prototype (by cosine, among ALL candidate
@@ -8,16 +8,10 @@ alone, unchanged) and the oracle (the target embedding itself, an upper bound fo
 
 from __future__ import annotations
 
-import html
-import json
-import math
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-
-METHOD_ORDER = ("pops", "averaging", "input_a", "oracle")
 
 
 def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -143,124 +137,3 @@ def evaluate_embeddings(
         "cosine": cosine_to_target(outputs, targets),
         "top1": top1_accuracy(outputs, true_classes, proto_names, protos),
     }
-
-
-@dataclass
-class MetricRow:
-    """One operator x method cell. *_std is the spread over seeds (None for single-run methods)."""
-
-    operator: str
-    method: str
-    cosine: float
-    top1: float
-    cosine_std: float | None = None
-    top1_std: float | None = None
-    n: int = 0
-    runs: int = 1
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
-
-
-class MetricsTable:
-    """Operator x method results (pops seeds mean±std, averaging, input A, oracle), printable as text or HTML."""
-
-    def __init__(self, rows: Sequence[MetricRow] = ()):
-        self._rows: dict[tuple[str, str], MetricRow] = {}
-        for r in rows:
-            self._rows[(r.operator, r.method)] = r
-
-    def add(self, operator: str, method: str, cosine: float, top1: float, *, n: int = 0,
-            cosine_std: float | None = None, top1_std: float | None = None) -> MetricRow:  # fmt: skip
-        row = MetricRow(operator, method, float(cosine), float(top1), cosine_std, top1_std, n)
-        self._rows[(operator, method)] = row
-        return row
-
-    def add_runs(self, operator: str, method: str, runs: Sequence[dict[str, float]], *, n: int = 0) -> MetricRow:
-        """Aggregate several runs (e.g. pops with different seeds), each {"cosine", "top1"}, into mean ± std."""
-        if not runs:
-            raise ValueError("add_runs needs at least one run")
-        cos, cos_sd = _mean_std([r["cosine"] for r in runs])
-        top, top_sd = _mean_std([r["top1"] for r in runs])
-        if len(runs) == 1:  # one run has no spread to show
-            cos_sd = top_sd = None
-        row = MetricRow(operator, method, cos, top, cos_sd, top_sd, n, len(runs))
-        self._rows[(operator, method)] = row
-        return row
-
-    def get(self, operator: str, method: str) -> MetricRow:
-        try:
-            return self._rows[(operator, method)]
-        except KeyError:
-            raise KeyError(f"no result for {operator} / {method}") from None
-
-    @property
-    def rows(self) -> list[MetricRow]:
-        return list(self._rows.values())
-
-    def operators(self) -> list[str]:
-        return list(dict.fromkeys(r.operator for r in self._rows.values()))
-
-    def methods(self) -> list[str]:
-        seen = list(dict.fromkeys(r.method for r in self._rows.values()))
-        return [m for m in METHOD_ORDER if m in seen] + [m for m in seen if m not in METHOD_ORDER]
-
-    def to_dict(self) -> dict:
-        return {"rows": [asdict(r) for r in self._rows.values()]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MetricsTable:
-        return cls([MetricRow(**r) for r in data["rows"]])
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @staticmethod
-    def _cell(value: float, std: float | None, pct: bool) -> str:
-        fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")
-        return fmt(value) if std is None else f"{fmt(value)} ± {fmt(std)}"
-
-    def _grid(self) -> tuple[list[str], list[list[str]]]:
-        methods = self.methods()
-        header = ["operator"] + [f"{m} cos" for m in methods] + [f"{m} top-1" for m in methods]
-        body = []
-        for op in self.operators():
-            line = [op]
-            for key, pct in (("cosine", False), ("top1", True)):
-                for m in methods:
-                    r = self._rows.get((op, m))
-                    line.append("—" if r is None else self._cell(getattr(r, key), getattr(r, f"{key}_std"), pct))
-            body.append(line)
-        return header, body
-
-    def to_text(self) -> str:
-        """A fixed-width table for the terminal: one row per operator, cosine then top-1 columns per method."""
-        header, body = self._grid()
-        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-        fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-        return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, body)])
-
-    def to_html(self) -> str:
-        """An HTML <table> (escaped), with the best non-oracle method per column group in bold."""
-        header, body = self._grid()
-        methods = self.methods()
-        best: dict[tuple[str, str], str] = {}
-        for op in self.operators():
-            for key in ("cosine", "top1"):
-                cands = [(getattr(self._rows[(op, m)], key), m) for m in methods if m != "oracle" and (op, m) in self._rows]
-                if cands:
-                    best[(op, key)] = max(cands)[1]
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        out = ['<table class="metrics">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
-        for op, line in zip(self.operators(), body):
-            cells = [f"<td>{html.escape(line[0])}</td>"]
-            for i, text in enumerate(line[1:]):
-                key, m = ("cosine", methods[i]) if i < len(methods) else ("top1", methods[i - len(methods)])
-                t = html.escape(text)
-                cells.append(f"<td><b>{t}</b></td>" if best.get((op, key)) == m else f"<td>{t}</td>")
-            out.append("<tr>" + "".join(cells) + "</tr>")
-        out += ["</tbody>", "</table>"]
-        return "\n".join(out)

@@ -1,0 +1,26 @@
+"""Evaluation against ground truth (one room): the metrics on embeddings (`metrics`), the results table (`table`),
+the harness that samples operators on test pairs and chooses guidance on validation classes (`harness`), and the
+evaluation data a demo writes and `pops eval` reads (`data`).
+"""
+
+from pops.evaluation.data import OperatorData, load_test_data, save_data
+from pops.evaluation.harness import choose_guidance, evaluate_operators, image_inputs, row_name, sample_pairs
+from pops.evaluation.metrics import (
+    averaging_baseline,
+    class_prototypes,
+    cosine_to_target,
+    evaluate_embeddings,
+    input_a_baseline,
+    mean_reciprocal_rank,
+    nearest_classes,
+    oracle_baseline,
+    top1_accuracy,
+)
+from pops.evaluation.table import METHOD_ORDER, MetricRow, MetricsTable
+
+__all__ = [
+    "METHOD_ORDER", "MetricRow", "MetricsTable", "OperatorData", "averaging_baseline", "choose_guidance",
+    "class_prototypes", "cosine_to_target", "evaluate_embeddings", "evaluate_operators", "image_inputs",
+    "input_a_baseline", "load_test_data", "mean_reciprocal_rank", "nearest_classes", "oracle_baseline", "row_name",
+    "sample_pairs", "save_data", "top1_accuracy",
+]  # fmt: skip

@@ -1,0 +1,88 @@
+"""The evaluation harness: sample operators on held-out test pairs and score them against the baselines; choose an
+operator's guidance scale on validation classes. What `pops demo` and `pops eval` both run.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from tqdm.auto import tqdm
+
+from pops.evaluation.data import OperatorData
+from pops.evaluation.metrics import (
+    averaging_baseline,
+    class_prototypes,
+    evaluate_embeddings,
+    input_a_baseline,
+    mean_reciprocal_rank,
+    top1_accuracy,
+)
+from pops.evaluation.table import MetricsTable
+from pops.operator import Operator
+from pops.pairs import Pairs
+
+
+def sample_pairs(op: Operator, pairs: Pairs, *, guidance_scale: float, seed: int, steps: int = 25) -> torch.Tensor:
+    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return op.sample_batch(pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator)
+
+
+def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:
+    """The candidate scale whose samples score the best top-1 on the validation classes (ties: the better mean
+    reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this never
+    sees a test class. Returns (scale, {scale: top-1})."""
+    pairs = data.validation
+    names, protos = class_prototypes(data.gallery, data.gallery_classes)
+    truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
+    scores = {}
+    for scale in sorted(candidates):
+        out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps)
+        scores[scale] = {"top1": top1_accuracy(out, truth, names, protos), "mrr": mean_reciprocal_rank(out, truth, names, protos)}
+    best = max(scores, key=lambda s: (scores[s]["top1"], scores[s]["mrr"], -s))
+    return float(best), {f"{s:g}": round(r["top1"], 4) for s, r in scores.items()}
+
+
+def image_inputs(pairs: Pairs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The image slots of `pairs` and their presence (what the baselines average)."""
+    idx = list(pairs.spec.image_slots)
+    return [pairs.slots[i] for i in idx], pairs.present[:, idx]
+
+
+def row_name(kind: str, split: str) -> str:
+    """The table row of one test split: the operator's name for "test", e.g. "instruct (synonyms)" for the others."""
+    return kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
+
+
+def evaluate_operators(operators: dict[str, Operator], data: dict[str, OperatorData], *, seeds: int = 3,
+                       guidance_scales=(), steps: int = 25, extra_seeds: int = 1, progress: bool = True):  # fmt: skip
+    """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
+    splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
+    each of `guidance_scales` over `extra_seeds` ("pops g=s"), the averaging baseline, input A only, and the oracle.
+    Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
+    outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
+    table, outputs = MetricsTable(), {}
+    jobs = [(kind, split) for kind in operators for split in data[kind].tests]
+    for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
+        op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
+        row = row_name(kind, split)
+        names, protos = class_prototypes(d.gallery, d.gallery_classes)
+        classes = pairs.info.get("classes") or d.classes
+        truth = [classes[i] for i in pairs.class_ids.tolist()]
+        score = partial(evaluate_embeddings, targets=pairs.target, true_classes=truth, proto_names=names, protos=protos)
+        own = op.guidance_scale
+        for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
+            runs = []
+            for s in range(seeds if scale == own else extra_seeds):
+                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps)
+                runs.append(score(out))
+                if s == 0:  # the first seed's outputs, for the report's pictures
+                    outputs[row if scale == own else f"{row}/g={scale:g}"] = out
+            table.add_runs(row, "pops" if scale == own else f"pops g={scale:g}", runs, n=len(pairs))
+        images, present = image_inputs(pairs)
+        averaging = averaging_baseline(images, present)
+        outputs[f"{row}/averaging"] = averaging
+        for method, x in (("averaging", averaging), ("input_a", input_a_baseline(images, present)), ("oracle", pairs.target)):
+            table.add(row, method, **score(x), n=len(pairs))
+    return table, outputs
