@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pops.objective import Batch, make_training_scheduler, training_loss
+from pops.objective import make_training_scheduler, training_loss
+from pops.pairs import Batch
 from pops.pairs import Pairs
 from pops.prior import PopsPrior, make_prior
 from pops.registry import get_spec

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from pops.embeddings_io import check_embeddings
+from pops.pairs import pad_rows
 
 if TYPE_CHECKING:
     from pops.operator import Operator
@@ -104,16 +105,6 @@ def _text_rows(op, value, name):
     if not torch.isfinite(rows).all():
         raise ValueError(f"{name}: contains NaN or inf values")
     return rows.float(), mask.bool()
-
-
-def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
-    length = max(r.shape[0] for r in rows)
-    out = torch.zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-    return out, mask
 
 
 def _expand(slot, batch):

@@ -10,8 +10,7 @@ from diffusers import PriorTransformer, UnCLIPScheduler
 
 from pops import checkpoints
 from pops.inputs import prepare_inputs
-from pops.objective import Batch
-from pops.pairs import Pairs
+from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
 from pops.reference import SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import OperatorSpec, get_spec

@@ -325,7 +325,7 @@ def test_report_is_one_self_contained_page(tmp_path):
     from PIL import Image
 
     from pops.evaluation import MetricsTable
-    from pops.report import write_report
+    from pops.demo.report import write_report
 
     table = MetricsTable()
     table.add_runs("texturing", "pops", [{"cosine": 0.8, "top1": 0.7}, {"cosine": 0.82, "top1": 0.75}], n=10)

@@ -40,7 +40,7 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads):
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
-    from pops.equation.models import find_operator_dir
+    from pops.models_folder import find_operator_dir
     from pops.evaluation import evaluate_operators, load_test_data
     from pops.files import atomic_write_text
     from pops.operator import Operator

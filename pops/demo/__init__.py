@@ -4,7 +4,7 @@
     test pairs per operator (pops.demo.data) -> five small operators trained from scratch, each given the guidance
     scale that does best on its validation classes, evaluated on held-out combinations against the paper's averaging
     baseline (pops.demo.operators, two at a time in worker processes) -> rendered (retrieval and decoder) ->
-    report.html (pops.report)
+    report.html (pops.demo.report)
 
 The output folder is a models folder that `pops apply --model/--models`, `pops eval` and the UI read:
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pops.objective import Batch
+from pops.pairs import Batch
 from pops.pairs import Pairs
 
 
