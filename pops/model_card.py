@@ -34,7 +34,15 @@ out = op.sample([{{ example }}], guidance_scale={{ guidance }})  # (B, {{ dim }}
 ```
 
 Or from the command line: `pops apply --model path/to/this/folder INPUT …`.
-"""
+{% if training %}
+## Training
+
+Trained with `pops train` (accelerate).
+
+| | |
+|---|---|
+{% for label, value in training %}| {{ label }} | {{ value }} |
+{% endfor %}{% endif %}"""
 
 
 def operator_card(op: "Operator") -> str:
@@ -55,5 +63,6 @@ def operator_card(op: "Operator") -> str:
         image_encoder=(op.encoder_configs.get("image") or {}).get("type", "none (embeddings in)"),
         text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
         example=", ".join(s.name for s in spec.slots),
+        training=(op.training or {}).get("rows") or [],
     )
     return str(card)

@@ -37,6 +37,7 @@ class Operator:
         text_encoder: Any = None,
         encoder_configs: dict | None = None,
         guidance_scale: float | None = None,
+        training: dict | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -46,6 +47,9 @@ class Operator:
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
         self._encoders = {"image": image_encoder, "text": text_encoder}
         self.encoder_configs = encoder_configs or {}
+        # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
+        # operator and shown in its model card, so every later save keeps it.
+        self.training = training
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -78,6 +82,7 @@ class Operator:
                 scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
                 encoder_configs=config.get("encoders") or {},
                 guidance_scale=config.get("guidance_scale"),
+                training=config.get("training"),
             )
         else:
             if checkpoint is not None:
@@ -104,6 +109,8 @@ class Operator:
             training_scheduler=dict(TRAINING_SCHEDULER_CONFIG),
             encoders=self.encoder_configs,
         )
+        if self.training is not None:
+            config["training"] = self.training
         checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
         return Path(folder)
 

@@ -71,6 +71,12 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert op.encoder_configs["image"]["type"] == "efficientnet"
         assert op.model.has_clip_stats()
         assert op.guidance_scale == result.guidance[kind]  # the chosen scale travels with the operator
+        # Written once, by the demo, after choosing guidance: the card has both the scale and the Training section
+        # (the trainer was told not to write the folder, so it left no summary of its own there).
+        card = (config.out / "operators" / kind / "README.md").read_text()
+        assert f"| default guidance scale | {result.guidance[kind]:g} |" in card
+        assert "## Training" in card and f"| recombined pairs | x{config.recombine} |" in card
+        assert not (config.out / "operators" / kind / "train_summary.json").exists()
         record = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())
         assert set(record["validation_top1"]) == {f"{g:g}" for g in config.guidance_candidates}
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
@@ -234,7 +240,8 @@ def test_make_pairs_lines_up_inputs_targets_and_classes(tiny_world, tmp_path):
 
 def test_recombined_pairs_keep_each_targets_input_classes(tiny_world, tmp_path):
     from pops.cache import EmbeddingCache
-    from pops.demo import make_pairs, recombine
+    from pops.demo import make_pairs
+    from pops.pairs import recombine
 
     cache = EmbeddingCache(tmp_path, ColourEncoder())
     pairs = make_pairs(tiny_world, "union", "train", 12, 0, cache, None, progress=False)

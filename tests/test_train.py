@@ -89,8 +89,8 @@ def test_config_errors_and_overrides(tmp_path):
     assert cfg.optim.lr == 3e-4 and cfg.lora.enabled and cfg.optim.betas == (0.8, 0.99)
     assert load_config(path).optim.lr == 1e-4  # the YAML 1.1 '1e-4' string reads as a float
     for text, overrides, message in [
-        ("operator: union\ndata: x\noptim:\n  lrr: 1\n", [], "unknown config key 'optim.lrr'"),
-        ("operator: union\ndata: x\n", ["optim.nope=1"], "unknown config key 'optim.nope'"),
+        ("operator: union\ndata: x\noptim:\n  lrr: 1\n", [], "unknown key 'optim.lrr'"),
+        ("operator: union\ndata: x\n", ["optim.nope=1"], "unknown key 'optim.nope'"),
         ("operator: union\ndata: x\nmax_steps: many\n", [], "max_steps"),
         ("operator: unionize\ndata: x\n", [], "unknown 'unionize'"),
         ("operator: union\ndata: x\ninit: imagenet\n", [], "init"),
@@ -120,7 +120,7 @@ def test_cli_bad_config_is_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["train", str(path)])
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "unknown config key 'batch_sise'" in lines[0]
+    assert len(lines) == 1 and "unknown key 'batch_sise'" in lines[0]
     result = CliRunner().invoke(app, ["train", str(path), "--override", "batch_sise=4"])
     assert result.exit_code != 0
     help_text = CliRunner().invoke(app, ["train", "--help"]).output
@@ -257,21 +257,32 @@ def test_ema_lags_behind_the_raw_weights(tmp_path):
 
 
 def test_ema_update_rule():
-    from pops.train.ema import EMA
+    from pops.train.ema import copy_ema_to, ema_model
 
-    p = torch.nn.Parameter(torch.zeros(3))
-    ema = EMA([p], decay=0.5)
+    net = torch.nn.Linear(3, 1, bias=False)
     with torch.no_grad():
-        p.fill_(4.0)
-    ema.update([p])  # first update copies
-    assert torch.equal(ema.shadow[0], torch.full((3,), 4.0))
+        net.weight.zero_()
+    ema = ema_model(net, decay=0.5)
     with torch.no_grad():
-        p.fill_(10.0)
-    ema.update([p])  # decay min(0.5, 2/11) = 2/11
-    assert torch.allclose(ema.shadow[0], torch.full((3,), 4.0 * 2 / 11 + 10.0 * 9 / 11))
-    restored = EMA([p], decay=0.5)
+        net.weight.fill_(4.0)
+    ema.update_parameters(net)  # first update copies
+    assert torch.equal(ema.module.weight, torch.full((1, 3), 4.0))
+    with torch.no_grad():
+        net.weight.fill_(10.0)
+    ema.update_parameters(net)  # decay min(0.5, 2/11) = 2/11
+    expected = torch.full((1, 3), 4.0 * 2 / 11 + 10.0 * 9 / 11)
+    assert torch.allclose(ema.module.weight, expected)
+    restored = ema_model(net, decay=0.5)
     restored.load_state_dict(ema.state_dict())
-    assert restored.optimization_step == 2 and torch.equal(restored.shadow[0], ema.shadow[0])
+    assert int(restored.n_averaged) == 2 and torch.equal(restored.module.weight, ema.module.weight)
+    late = ema_model(net, decay=0.5, update_after_step=1)
+    for value in (4.0, 10.0):  # the first two updates copy
+        with torch.no_grad():
+            net.weight.fill_(value)
+        late.update_parameters(net)
+    assert torch.equal(late.module.weight, torch.full((1, 3), 10.0))
+    copy_ema_to(ema, net)
+    assert torch.allclose(net.weight, expected)
 
 
 def test_gradient_checkpointing_and_padded_layout_give_the_same_training(tmp_path):

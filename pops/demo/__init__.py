@@ -19,11 +19,11 @@ The output folder is a models folder that `pops apply --model/--models`, `pops e
 """
 
 from pops.demo.config import DemoConfig, choose_threads, choose_workers, format_seconds, quick_config
-from pops.demo.data import build_data, make_pairs, recombine, split_validation
+from pops.demo.data import build_data, make_pairs, split_validation
 from pops.demo.operators import train_operator
 from pops.demo.run import DemoResult, run_demo
 
 __all__ = [
     "DemoConfig", "DemoResult", "build_data", "choose_threads", "choose_workers", "format_seconds", "make_pairs",
-    "quick_config", "recombine", "run_demo", "split_validation", "train_operator",
+    "quick_config", "run_demo", "split_validation", "train_operator",
 ]  # fmt: skip

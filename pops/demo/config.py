@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pops.registry import REGISTRY, get_spec
 
-# Training samples per training class (each a fresh jitter), per operator: the operators whose inputs share the
-# target's jitter (scene, instruct), texturing (measured: held-out top-1 0.78 -> 0.87 from 1 to 3 per class) and
-# composition (few classes, many inputs) get more.
-DEFAULT_TRAIN_PER_CLASS = {"texturing": 3, "union": 1, "scene": 3, "instruct": 2, "composition": 8}
+
+def default_train_per_class(quick: bool = False) -> dict[str, int]:
+    """Training samples per training class (each a fresh jitter), per operator, from its registry entry."""
+    return {k: s.quick_train_per_class if quick else s.train_per_class for k, s in REGISTRY.items()}
 
 
 @dataclass
@@ -27,8 +27,8 @@ class DemoConfig:
     world: dict = field(default_factory=dict)  # WorldConfig overrides (names, outfits, holdout)
     image_size: int = 128  # the world draws at this size ...
     encoder_resolution: int = 128  # ... and EfficientNet sees it at this size (encoding is the slowest stage)
-    train_per_class: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN_PER_CLASS))
-    recombine: int = 16  # training pairs per encoded sample (see pops.demo.data.recombine)
+    train_per_class: dict = field(default_factory=dict)  # operator -> samples per class; default: the registry's
+    recombine: int = 16  # training pairs per encoded sample (see pops.pairs.recombine)
     test_per_class: int = 2  # test samples per held-out class
     gallery_per_class: int = 2  # class-gallery renderings per candidate class (top-1 prototypes, retrieval)
     # Share of the TRAINING classes kept out of training to choose each operator's guidance scale (never the test
@@ -69,7 +69,7 @@ class DemoConfig:
         unknown = sorted(set(self.train_per_class) - set(REGISTRY))
         if unknown:
             raise ValueError(f"train_per_class names unknown operators {unknown}; known: {', '.join(REGISTRY)}")
-        self.train_per_class = {**DEFAULT_TRAIN_PER_CLASS, **self.train_per_class}
+        self.train_per_class = {**default_train_per_class(self.quick), **self.train_per_class}
         if self.bf16 is None:
             from pops.encoders.efficientnet import cpu_has_fast_bf16
 
@@ -77,10 +77,13 @@ class DemoConfig:
         counts = dict(train_per_class=min(self.train_per_class.values()), test_per_class=self.test_per_class,
                       gallery_per_class=self.gallery_per_class, steps=self.steps, batch_size=self.batch_size,
                       eval_seeds=self.eval_seeds, layers=self.layers, recombine=self.recombine,
-                      workers=1 if self.workers is None else self.workers)  # fmt: skip
+                      workers=1 if self.workers is None else self.workers,
+                      threads=1 if self.threads is None else self.threads)  # fmt: skip
         for name, value in counts.items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {self.seed}")
         if self.width < 64 or self.width % 64:
             raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
         if self.encoder_resolution < 32 or self.encoder_resolution % 32:
@@ -114,8 +117,7 @@ def quick_config(**overrides) -> DemoConfig:
         edits=("red", "blue", "green", "big", "small", "rotated", "outlined", "blurry"),
     )
     base = dict(
-        world=world, train_per_class={"texturing": 1, "union": 1, "scene": 2, "instruct": 2, "composition": 2},
-        gallery_per_class=1, steps=200, warmup_steps=20, eval_seeds=1, guidance_candidates=(1.0, 3.0),
+        world=world, gallery_per_class=1, steps=200, warmup_steps=20, eval_seeds=1, guidance_candidates=(1.0, 3.0),
         decoder_steps=60, decoder_size=32, grid_rows=2, quick=True,
     )  # fmt: skip
     base.update(overrides)

@@ -55,51 +55,6 @@ def split_validation(pairs, fraction: float, seed: int):
     return pairs.subset((~is_val).nonzero().squeeze(1)), validation
 
 
-def recombine(pairs, factor: int, seed: int = 0):
-    """`factor` times the training pairs without encoding anything: every target again, with each image input
-    replaced by another encoded input of the same input class (e.g. another patch of the same texture, another
-    rendering of the same garment), drawn at random. The first copy is the original pairs.
-
-    For union's objects, texturing's patch and composition's garments the world draws the input's jitter
-    independently of the target's, so these pairs are exact world samples. Where an input shares the target's
-    jitter (the object's pose in texturing, scene and instruct; the scene's crop in scene), the recombined input
-    keeps its class but not that jitter: the operator learns to carry the object's identity rather than copy one
-    picture. This is what lets a few hundred encoded samples train an operator that generalises to held-out
-    combinations (without it, each unique object picture lets the network memorise its target).
-    """
-    if factor <= 1:
-        return pairs
-    classes = pairs.info["input_classes"]
-    image_slots = pairs.spec.image_slots
-    pool: dict[str, list[tuple[int, int]]] = {}
-    for j, row in enumerate(classes):
-        for i in image_slots:
-            if row[i] is not None:
-                pool.setdefault(row[i], []).append((j, i))
-    generator = torch.Generator().manual_seed(seed)
-    slots = []
-    for i, slot in enumerate(pairs.slots):
-        if i not in image_slots:
-            slots.append((slot[0].repeat(factor, 1, 1), slot[1].repeat(factor, 1)) if isinstance(slot, tuple) else slot.repeat(factor, 1))
-            continue
-        column = [slot]
-        for _ in range(factor - 1):
-            copy = torch.zeros_like(slot)
-            for j, row in enumerate(classes):
-                if row[i] is not None:
-                    options = pool[row[i]]
-                    src, src_slot = options[int(torch.randint(len(options), (1,), generator=generator))]
-                    copy[j] = pairs.slots[src_slot][src]
-            column.append(copy)
-        slots.append(torch.cat(column))
-    info = {k: v for k, v in pairs.info.items() if k not in ("recipes", "input_classes")}
-    info["recombined"] = factor
-    return Pairs(
-        pairs.kind, slots, pairs.present.repeat(factor, 1), pairs.target.repeat(factor, 1),
-        class_ids=pairs.class_ids.repeat(factor), info=info,
-    )  # fmt: skip
-
-
 def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict[str, OperatorData]:
     """Every operator's train/validation/test pairs and class gallery, encoded through the cache. Fills
     `gallery_images` (kind -> [(class, PIL image)]) for the retrieval renderer."""

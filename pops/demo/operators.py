@@ -9,28 +9,34 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pops.demo.data import recombine
+from pops.demo.config import choose_threads
 from pops.evaluation import choose_guidance, evaluate_operators
+from pops.files import atomic_write_json, tensor_digest
+from pops.operator import Operator
+from pops.train import Trainer, config_from_dict
 
 log = logging.getLogger(__name__)
 
 # Written next to a trained operator: what it was trained with. A rerun reuses the operator only when this matches.
 TRAIN_RECORD = "demo_training.json"
 # Bump when the training recipe changes in a way the settings do not show (so older operators are not reused).
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 
 def training_settings(config, kind: str) -> dict:
-    """The pops.train config of one operator (a from-scratch prior; clip statistics from the training data)."""
+    """The pops.train config of one operator: a from-scratch prior whose clip statistics come from the training
+    embeddings with one shared std (EfficientNet's sparse features; see ModelConfig.clip_std), trained on recombined
+    pairs. The trainer does not write the folder: the demo saves the operator once, with its chosen guidance."""
     return dict(
         operator=kind, data="in-memory", output_dir=str(config.out / "operators" / kind), init="scratch",
-        seed=config.seed, max_steps=config.steps, batch_size=config.batch_size,
-        mixed_precision="bf16" if config.bf16 else "no", progress=config.progress,
-        model=dict(embedding_dim=1280, num_layers=config.layers, num_attention_heads=config.width // 64, attention_head_dim=64),
+        seed=config.seed, max_steps=config.steps, batch_size=config.batch_size, recombine=config.recombine,
+        mixed_precision="bf16" if config.bf16 else "no", progress=config.progress, save_operator=False,
+        model=dict(embedding_dim=1280, num_layers=config.layers, num_attention_heads=config.width // 64,
+                   attention_head_dim=64, clip_std="shared"),
         optim=dict(lr=config.lr, warmup_steps=config.warmup_steps, schedule="cosine"),
         checkpoint=dict(every=0, at_end=False), logging=dict(every=0),
     )  # fmt: skip
@@ -39,16 +45,13 @@ def training_settings(config, kind: str) -> dict:
 def train_operator(config, kind: str, data, encoders: dict):
     """Train one operator (or reuse the one a previous run trained with the same settings and data), give it the
     guidance scale that scores best on the validation classes, and save it with its encoder configs (so
-    `pops apply` takes images and words). Returns (operator, trained_now)."""
-    from pops.embeddings_io import atomic_write
-    from pops.operator import Operator
-    from pops.train import config_from_dict, train
-
+    `pops apply` takes images and words) and its training record: the folder is written once.
+    Returns (operator, trained_now)."""
     folder = config.out / "operators" / kind
     settings = training_settings(config, kind)
     shown = {k: v for k, v in settings.items() if k != "progress"}  # progress bars do not change the result
     record = {
-        "recipe": RECIPE_VERSION, "settings": shown, "recombine": config.recombine, "data": pairs_fingerprint(data.train),
+        "recipe": RECIPE_VERSION, "settings": shown, "data": pairs_fingerprint(data.train),
         "validation": pairs_fingerprint(data.validation) if data.validation is not None else None,
         "guidance_candidates": list(config.guidance_candidates), "sampling_steps": config.sampling_steps,
     }  # fmt: skip
@@ -62,61 +65,32 @@ def train_operator(config, kind: str, data, encoders: dict):
         except (ValueError, OSError) as exc:
             log.warning("cannot reuse %s (%s); training again", folder, exc)
     record_path.unlink(missing_ok=True)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     # The CPU flash-attention kernel's backward is pathologically slow on these 6-16 token sequences with a float
     # mask (measured: instruct 86 -> 39 ms per step with the plain math kernel); sampling keeps the default.
     with sdpa_kernel(SDPBackend.MATH):
-        pairs = recombine(data.train, config.recombine, seed=config.seed)
-        model = train(config_from_dict(settings), pairs=pairs, model=initial_model(config, data.train))
-    op = Operator(model, kind, encoder_configs=encoders)
+        trainer = Trainer(config_from_dict(settings), pairs=data.train)
+        trainer.run()
+    op = trainer.operator
+    op.encoder_configs = encoders
     if data.validation is not None:
         op.guidance_scale, scores = choose_guidance(op, data, config.guidance_candidates, config.sampling_steps, config.seed)
         record["validation_top1"] = scores
     op.save_pretrained(folder)
-    atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+    atomic_write_json(record_path, record)
     return op, True
-
-
-def initial_model(config, pairs):
-    """A fresh prior of the demo's size whose clip statistics come from the training embeddings: the per-dimension
-    mean, and ONE standard deviation for every dimension (the root mean square of the per-dimension ones).
-
-    Why one: EfficientNet's pooled features are sparse ReLU6 activations whose per-dimension spread ranges over three
-    orders of magnitude. Dividing by each dimension's own std makes the MSE objective spend its capacity on the
-    rarely active, low-variance dimensions, while cosine (what retrieval and the evaluation measure) is decided by
-    the strong ones. A shared std keeps the normalised space a shifted, uniformly scaled copy of the raw space, so the
-    objective and the metric agree (measured: texturing held-out top-1 0.71 -> 0.81 at guidance 3)."""
-    from pops.prior import PopsPrior, make_prior
-    from pops.train.model import embedding_stats, text_width_of
-
-    with torch.random.fork_rng(devices=[]):  # the same initial weights on every run, whatever ran before
-        torch.manual_seed(config.seed)
-        prior = make_prior(pairs.target.shape[1], config.layers, config.width // 64, 64)
-        model = PopsPrior(prior, text_width=text_width_of(pairs))
-    mean, std = embedding_stats(pairs)
-    model.set_clip_stats(mean, torch.full_like(std, float(std.pow(2).mean().sqrt())))
-    return model
 
 
 def pairs_fingerprint(pairs) -> str:
     """A short digest of the training data, so a rerun reuses an operator only if it would see the same pairs."""
-    import hashlib
-
-    h = hashlib.sha256()
     tensors = [pairs.target, pairs.present, pairs.class_ids]
     for slot in pairs.slots:
         tensors.extend(slot if isinstance(slot, tuple) else (slot,))
-    for tensor in tensors:
-        h.update(tensor.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return tensor_digest(tensors, length=16)
 
 
 def operator_job(config, kind: str, data, encoders: dict) -> dict:
     """Train (or reuse), choose the guidance scale and evaluate one operator; what a worker process runs.
     Returns plain data: the table as a dict, the grids' embeddings, the chosen scale, and timings."""
-    from pops.demo.config import choose_threads
-
     torch.set_num_threads(choose_threads(config.threads))
     start = time.perf_counter()
     op, fresh = train_operator(config, kind, data, encoders)

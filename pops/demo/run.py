@@ -3,20 +3,31 @@ side in worker processes, then the retrieval renderer, the report and the metric
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from pops import evaluation as E
+from pops.cache import EmbeddingCache
 from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
 from pops.demo.data import build_data
 from pops.demo.operators import operator_job
+from pops.demo.report import chained_equation, example_grids, write_report
+from pops.encoders import load_encoder
+from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.evaluation import save_data
+from pops.files import atomic_write_json, atomic_write_text, check_writable
+from pops.operator import Operator
 from pops.registry import get_spec
+from pops.renderers import load_renderer
+from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
+from pops.renderers.retrieval import RetrievalRenderer
+from pops.world import World
 
 
 @dataclass
@@ -32,24 +43,9 @@ class DemoResult:
     workers: int = 1
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before any work if the output folder cannot be written (PermissionError with a one-line message)."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise PermissionError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
-
-
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
     """Train the small decoder on the class galleries (embedding -> picture), save it under <out>/renderer/decoder,
     and measure how recognisable its pictures are: re-encode a sample of decodings and retrieve their source."""
-    from pops.encoders import load_encoder
-    from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
-
     torch.set_num_threads(choose_threads(config.threads))
     decoder = train_decoder(
         embeds, images, steps=config.decoder_steps, batch_size=32, bf16=config.bf16, seed=config.seed,
@@ -67,8 +63,6 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
     """Run (function, *args) jobs, in `workers` spawned processes when more than one (each with its own torch
     threads; inner progress bars off, one bar over the jobs instead). Results in job order; an error in a job is
     raised here."""
-    from tqdm.auto import tqdm
-
     if workers <= 1:
         return [fn(*args) for fn, *args in jobs]
     results: list = [None] * len(jobs)
@@ -84,19 +78,8 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
-    from dataclasses import replace
-
-    from pops import evaluation as E
-    from pops.cache import EmbeddingCache
-    from pops.demo.report import chained_equation, example_grids, write_report
-    from pops.encoders.efficientnet import EfficientNetEncoder
-    from pops.operator import Operator
-    from pops.renderers import load_renderer
-    from pops.renderers.retrieval import RetrievalRenderer
-    from pops.world import World
-
     check_writable(config.out)
-    check_writable(config.cache_dir)
+    check_writable(config.cache_dir, "embedding cache folder")
     threads = choose_threads(config.threads)
     stages = Stages()
     with stages("world + encoding"):
@@ -106,7 +89,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         cache = EmbeddingCache(config.cache_dir, encoder)
         text_encoder = None
         if any(get_spec(k).text_slots for k in config.operators):
-            from pops.encoders.minilm import MiniLMEncoder
+            from pops.encoders.minilm import MiniLMEncoder  # transformers: only when an operator takes words
 
             text_encoder = MiniLMEncoder()
         gallery_images: dict = {}
@@ -119,8 +102,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
                     for kind in config.operators}  # fmt: skip
         images = [im for kind in data for _, im in gallery_images[kind]]
         embeds = torch.cat([data[kind].gallery for kind in data])
-        # The costliest first, so two workers finish together: instruct has two test sets, composition 16 tokens.
-        order = sorted(config.operators, key=["instruct", "composition", "texturing", "scene", "union"].index)
+        # The costliest first (the registry's job cost), so two workers finish together.
+        order = sorted(config.operators, key=lambda kind: -get_spec(kind).job_cost)
         workers = choose_workers(config.workers, len(order) + 1)
         job_config = replace(config, progress=config.progress and workers == 1)
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
@@ -151,9 +134,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         report = write_report(
             config.out / "report.html", table=table, seconds=stages.seconds, grids=grids, equation=chain, summary=summary
         )
-    from pops.embeddings_io import atomic_write
-
     summary["seconds"] = stages.seconds
-    atomic_write(config.out / "metrics.json", lambda tmp: Path(tmp).write_text(table.to_json()))
-    atomic_write(config.out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
+    atomic_write_text(config.out / "metrics.json", table.to_json())
+    atomic_write_json(config.out / "demo.json", summary, default=str)
     return DemoResult(table, stages.seconds, cache.stats.encoded, trained, fidelity, report, threads, guidance, workers)

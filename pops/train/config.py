@@ -9,17 +9,18 @@ the Kandinsky 2.2 prior); batch size, warm-up, schedule, precision and the extra
 
 from __future__ import annotations
 
-import dataclasses
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 
+from pops.config import from_mapping, to_mapping
+from pops.reference import KANDINSKY_PRIOR, LAYOUTS
 from pops.registry import REGISTRY
 
-LAYOUTS = ("compact", "padded")  # as pops.prior.LAYOUTS, which is not imported here: it pulls in diffusers
+CLIP_STD = ("per-dim", "shared")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 RENDERER_SPEC_HELP = "'package.module:callable' returning a Renderer (called with renderer_options as keywords)"
@@ -33,12 +34,18 @@ class ModelConfig:
     num_layers: int = 20
     num_attention_heads: int = 32
     attention_head_dim: int = 64
+    # How a scratch prior normalises: each dimension by its own std ("per-dim", the reference's statistics), or
+    # every dimension by one std, the root mean square of the per-dimension ones ("shared"). For sparse features
+    # whose per-dimension spread spans orders of magnitude (EfficientNet's pooled ReLU6 activations) "shared" keeps
+    # the normalised space a uniformly scaled copy of the raw one, so the MSE objective and cosine retrieval agree
+    # (measured in the embedded world: texturing held-out top-1 0.71 -> 0.81 at guidance 3).
+    clip_std: str = "per-dim"
 
 
 @dataclass
 class OptimConfig:
     lr: float = 1e-5
-    betas: tuple = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     eps: float = 1e-8
     max_grad_norm: float = 1.0  # 0 turns clipping off
@@ -54,7 +61,7 @@ class LoraOptions:
     rank: int = 16
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: tuple = ("to_q", "to_k", "to_v", "to_out.0")
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass
@@ -97,7 +104,7 @@ class TrainConfig:
     data: Optional[str] = None  # a Pairs file (pops.pairs) of cached embeddings
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
-    kandinsky_prior: str = "kandinsky-community/kandinsky-2-2-prior"  # hub id or local folder
+    kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
     resume: Optional[str] = None  # auto | <checkpoint folder>; None = start fresh
     seed: int = 0
     deterministic: bool = False
@@ -110,6 +117,11 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     progress: bool = True
+    # Training pairs per sample: each image input replaced by another encoded input of its class (pops.pairs.recombine).
+    recombine: int = 1
+    # Write the trained operator folder (weights, config, model card, summary) to output_dir at the end; a caller
+    # that adds to the operator before saving it (the demo's chosen guidance) takes `Trainer.operator` instead.
+    save_operator: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraOptions = field(default_factory=LoraOptions)
@@ -125,6 +137,8 @@ class TrainConfig:
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
         _check(self.max_steps >= 1, "max_steps must be at least 1")
         _check(self.batch_size >= 1, "batch_size must be at least 1")
+        _check(self.recombine >= 1, "recombine must be at least 1")
+        _check(self.model.clip_std in CLIP_STD, f"model.clip_std: one of {', '.join(CLIP_STD)}")
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
         _check(self.mixed_precision in MIXED_PRECISION, f"mixed_precision: one of {', '.join(MIXED_PRECISION)}")
         _check(self.layout in LAYOUTS, f"layout: one of {', '.join(LAYOUTS)}")
@@ -148,7 +162,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return to_mapping(self)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -156,67 +170,8 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _plain(value):
-    """Tuples to lists, recursively, so the dict is YAML/JSON friendly."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls, data: dict, prefix: str = ""):
-    """A dataclass from a mapping; unknown keys are an error that names the key and the known ones."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ValueError(f"unknown config key {prefix + str(key)!r}; known keys here: {', '.join(fields)}")
-        spec = fields[key]
-        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value or {}, prefix + key + ".")
-        else:
-            kwargs[key] = _coerce(value, default, str(spec.type), prefix + key)
-    return cls(**kwargs)
-
-
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _coerce(value, default, annotation: str, name: str):
-    """Check a YAML value against the field's type (ints are accepted for floats; '1e-5' strings read as floats,
-    since YAML 1.1 only takes 1.0e-5)."""
-    if isinstance(value, str) and "float" in annotation and _FLOAT.match(value.strip()):
-        value = float(value)
-    if value is None:
-        if "Optional" not in annotation:
-            raise ValueError(f"config key {name!r} cannot be null")
-        return None
-    expected = annotation.replace("Optional[", "").rstrip("]")
-    if expected == "bool":
-        ok = isinstance(value, bool)
-    elif expected == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif expected == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif expected == "tuple":
-        ok = isinstance(value, (list, tuple))
-        value = tuple(value) if ok else value
-    elif expected == "dict":
-        ok = isinstance(value, dict)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ValueError(f"config key {name!r}: expected {expected}, got {value!r}")
-    return value
-
-
 def config_from_dict(data: dict) -> TrainConfig:
-    return _build(TrainConfig, data or {}).validate()
+    return from_mapping(TrainConfig, data, what="train config").validate()
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:

@@ -1,58 +1,34 @@
-"""An exponential moving average of the trained weights.
+"""An exponential moving average of the trained weights: torch's `AveragedModel` with diffusers' EMA decay rule.
 
-Same update rule as diffusers' `EMAModel` without warm-up (ema ← d·ema + (1 − d)·param, with
-d = min(decay, (1 + n) / (10 + n)) at the n-th update, so early averages do not cling to the initial weights); a
-small class of our own because importing diffusers.training_utils pulls in transformers (seconds per process).
+ema ← d·ema + (1 − d)·param with d = min(decay, (1 + n) / (10 + n)) at the n-th update after `update_after_step`
+(the first updates copy), so early averages do not cling to the initial weights — `EMAModel`'s rule without
+warm-up. torch's class holds the copy and the update count (checkpointed with the run through its state dict);
+only the decay rule is ours (diffusers' `EMAModel` itself would import transformers, seconds per process).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 
-class EMA:
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.9999, update_after_step: int = 0):
-        self.shadow = [p.detach().clone().float() for p in parameters]
-        self.decay = float(decay)
-        self.update_after_step = int(update_after_step)
-        self.optimization_step = 0
+def ema_decay(decay: float, update: int, update_after_step: int = 0) -> float:
+    """The decay of the `update`-th update (0-based); 0 copies the weights."""
+    n = update - update_after_step
+    return 0.0 if n <= 0 else min(decay, (1 + n) / (10 + n))
 
-    def current_decay(self) -> float:
-        """The decay of the next update (0 = copy the weights, before `update_after_step` updates have passed)."""
-        n = self.optimization_step - self.update_after_step
-        if n <= 0:
-            return 0.0
-        return min(self.decay, (1 + n) / (10 + n))
 
-    @torch.no_grad()
-    def update(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        decay = self.current_decay()
-        self.optimization_step += 1
-        params = [p.detach().float() for p in parameters]
-        if len(params) != len(self.shadow):
-            raise ValueError(f"EMA tracks {len(self.shadow)} tensors, got {len(params)}")
-        torch._foreach_lerp_(self.shadow, params, 1.0 - decay)
+def ema_model(model: torch.nn.Module, decay: float = 0.9999, update_after_step: int = 0) -> AveragedModel:
+    """A moving average of `model`'s parameters: `.update_parameters(model)` after each optimiser step,
+    `copy_ema_to(ema, model)` at the end."""
 
-    @torch.no_grad()
-    def copy_to(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        for shadow, p in zip(self.shadow, parameters):
-            p.copy_(shadow.to(p.dtype))
+    def average(averaged, current, num_averaged):
+        torch._foreach_lerp_(averaged, current, 1.0 - ema_decay(decay, int(num_averaged), update_after_step))
 
-    def to(self, device) -> "EMA":
-        self.shadow = [s.to(device) for s in self.shadow]
-        return self
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=False)
 
-    # accelerate's register_for_checkpointing saves/loads objects through these two
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "update_after_step": self.update_after_step,
-                "optimization_step": self.optimization_step, "shadow": [s.cpu() for s in self.shadow]}  # fmt: skip
 
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["shadow"]) != len(self.shadow):
-            raise ValueError(f"EMA state has {len(state['shadow'])} tensors, this run tracks {len(self.shadow)}")
-        device = self.shadow[0].device if self.shadow else "cpu"
-        self.shadow = [s.to(device).float() for s in state["shadow"]]
-        self.decay, self.update_after_step = float(state["decay"]), int(state["update_after_step"])
-        self.optimization_step = int(state["optimization_step"])
+@torch.no_grad()
+def copy_ema_to(ema: AveragedModel, model: torch.nn.Module) -> None:
+    for averaged, param in zip(ema.module.parameters(), model.parameters()):
+        param.copy_(averaged)

@@ -7,7 +7,6 @@ in each checkpoint, and each shard's randomness is a function of (seed, step, sh
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,16 +16,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
 
-from pops.embeddings_io import atomic_write
+from pops.files import atomic_write_json
 from pops.objective import make_training_scheduler, training_loss
-from pops.pairs import Pairs
+from pops.operator import Operator
+from pops.pairs import Pairs, recombine
 from pops.prior import PopsPrior
 from pops.registry import get_spec
 from pops.train import checkpointing
 from pops.train.config import TrainConfig
 from pops.train.data import PairStream, shard_generator
-from pops.train.ema import EMA
+from pops.train.ema import copy_ema_to, ema_model
 from pops.train.model import build_model, configure_trainable, merge_lora
 from pops.train.monitor import Monitor, Validator
 
@@ -70,8 +75,9 @@ class _LossModel:
         return getattr(self._plain, name)
 
 
-def training_card_section(config: TrainConfig, summary: dict, last_log: dict) -> str:
-    """The model card's training section: how this operator was trained."""
+def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
+    """How this operator was trained: the rows of its model card's Training section, and the run's summary. It
+    travels with the operator (`Operator.training`, saved in its folder's config)."""
     o = config.optim
     extras = [name for name, on in (("LoRA", config.lora.enabled), ("EMA", config.ema.enabled)) if on]
     if config.train_blocks:
@@ -85,17 +91,16 @@ def training_card_section(config: TrainConfig, summary: dict, last_log: dict) ->
         ("precision / layout", f"{config.mixed_precision} / {config.layout}"),
         ("options", ", ".join(extras) or "none"),
     ]
+    if config.recombine > 1:
+        rows.append(("recombined pairs", f"x{config.recombine}"))
     if "train/loss" in last_log:
         rows.append(("last logged loss", f"{last_log['train/loss']:.4f}"))
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"\n\n## Training\n\nTrained with `pops train` (accelerate).\n\n| | |\n|---|---|\n{table}\n"
+    return {"rows": [list(row) for row in rows], "summary": summary}
 
 
 def _release_accelerate_state() -> None:
     """accelerate keeps precision and accumulation in process-wide singletons; a later run (or other code) in the same
     process must be free to choose its own (the demo trains five operators in one process). The process group stays."""
-    from accelerate.state import AcceleratorState, GradientState
-
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
 
@@ -108,8 +113,9 @@ def train(
     progress: bool | None = None,
     renderer=None,
 ) -> PopsPrior:
-    """Train one operator as configured; returns the trained PopsPrior (EMA weights when EMA is on, LoRA merged) and
-    writes the operator folder (`save_pretrained` format, with a model card) to `config.output_dir`.
+    """Train one operator as configured; returns the trained PopsPrior (EMA weights when EMA is on, LoRA merged) and,
+    unless `config.save_operator` is off, writes the operator folder (`save_pretrained` format, with a model card
+    that has a Training section) to `config.output_dir`.
 
     `pairs` / `model` replace loading `config.data` / building from `config.init`; `renderer` replaces
     `config.validation.renderer`. Raises TrainingInterrupted after a SIGTERM (the checkpoint is saved first).
@@ -137,12 +143,10 @@ class Trainer:
         self.renderer = renderer
         self.output_dir = Path(config.output_dir)
         self._stop_requested = False
+        self.operator: Operator | None = None  # the trained operator, with its training record, after `run`
 
     # ----- setup -------------------------------------------------------------------------------------------------
     def _accelerator(self):
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
-
         c = self.config
         _release_accelerate_state()
         use_tb = c.logging.every > 0 and c.logging.tensorboard
@@ -159,8 +163,6 @@ class Trainer:
         return accelerator
 
     def _optimizer_and_schedule(self, params):
-        from diffusers.optimization import get_scheduler
-
         o = self.config.optim
         kwargs = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         try:  # one fused kernel for all tensors: ~4x faster than the per-tensor loop on a CPU with a small prior
@@ -193,7 +195,7 @@ class Trainer:
         optimizer, schedule = self._optimizer_and_schedule(params)
         prepared, optimizer = accelerator.prepare(plain, optimizer)  # `plain` stays the module inside any wrapper
         state = TrainState()
-        ema = EMA(params, c.ema.decay, c.ema.update_after_step).to(accelerator.device) if c.ema.enabled else None
+        ema = ema_model(plain, c.ema.decay, c.ema.update_after_step).to(accelerator.device) if c.ema.enabled else None
         # The scheduler is stepped here once per optimiser step (not prepared: accelerate would step it once per
         # process), so its state is the same whatever the number of processes.
         accelerator.register_for_checkpointing(schedule, state, *([ema] if ema else []))
@@ -206,7 +208,8 @@ class Trainer:
             accelerator.load_state(str(resume_from))
             log.info("resumed from %s at step %d", resume_from, state.step)
 
-        stream = PairStream(self.pairs, seed=c.seed, device=accelerator.device)
+        # The clip statistics of a scratch prior came from the pairs as given; training sees them recombined.
+        stream = PairStream(recombine(self.pairs, c.recombine, seed=c.seed), seed=c.seed, device=accelerator.device)
         noise_scheduler = make_training_scheduler()
         loss_model = _LossModel(prepared, plain)
         procs, accum, micro = accelerator.num_processes, c.gradient_accumulation_steps, c.batch_size
@@ -216,9 +219,6 @@ class Trainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         started, start_step, first_step_done = time.perf_counter(), state.step, None
-
-        from tqdm.auto import tqdm
-
         bar = tqdm(
             total=c.max_steps, initial=state.step, desc=f"training {c.operator}", unit="step",
             disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True,
@@ -241,7 +241,7 @@ class Trainer:
             if not accelerator.optimizer_step_was_skipped:
                 schedule.step()
             if ema is not None:
-                ema.update(params)
+                ema.update_parameters(plain)
             state.step += 1
             state.samples_seen += global_batch
             first_step_done = first_step_done or time.perf_counter()
@@ -266,14 +266,12 @@ class Trainer:
         return checkpointing.save_checkpoint(accelerator, self.output_dir, state.step, info, self.config.checkpoint.total_limit)
 
     def _finish(self, accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor_last) -> PopsPrior:
-        from pops.operator import Operator
-
         accelerator.wait_for_everyone()
         # keep_fp32_wrapper=False: return the plain module, without accelerate's mixed-precision autocast on forward
         # (the caller samples in fp32, exactly like an operator loaded from its folder).
         model = accelerator.unwrap_model(plain, keep_fp32_wrapper=False)
         if ema is not None:
-            ema.copy_to(params)
+            copy_ema_to(ema, plain)
         merge_lora(model)
         model.eval()
         steps = state.step - start_step
@@ -289,14 +287,14 @@ class Trainer:
             "num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
             "mixed_precision": self.config.mixed_precision, "ema": ema is not None, "lora": self.config.lora.enabled,
         }  # fmt: skip
-        if accelerator.is_main_process:
-            encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
-            op = Operator(model, self.config.operator, encoder_configs=encoders if isinstance(encoders, dict) else None)
-            op.save_pretrained(self.output_dir)
-            card = (self.output_dir / "README.md").read_text() + training_card_section(self.config, summary, monitor_last)
-            atomic_write(self.output_dir / "README.md", lambda t: Path(t).write_text(card))
-            text = json.dumps(summary, indent=2)
-            atomic_write(self.output_dir / SUMMARY_NAME, lambda t: Path(t).write_text(text))
+        encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
+        self.operator = Operator(
+            model, self.config.operator, encoder_configs=encoders if isinstance(encoders, dict) else None,
+            training=training_record(self.config, summary, monitor_last),
+        )  # fmt: skip
+        if accelerator.is_main_process and self.config.save_operator:
+            self.operator.save_pretrained(self.output_dir)
+            atomic_write_json(self.output_dir / SUMMARY_NAME, summary)
         accelerator.wait_for_everyone()
         self.summary = summary
         return model

@@ -55,7 +55,10 @@ def build_model(config: TrainConfig, pairs: Pairs) -> PopsPrior:
             raise ValueError(f"model.embedding_dim is {m.embedding_dim} but the training embeddings are {dim}-d")
         prior = make_prior(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim)
         model = PopsPrior(prior, text_width=text_width)
-        model.set_clip_stats(*embedding_stats(pairs))
+        mean, std = embedding_stats(pairs)
+        if m.clip_std == "shared":  # one std for every dimension (see ModelConfig.clip_std)
+            std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
+        model.set_clip_stats(mean, std)
     elif config.init == "kandinsky":
         model = PopsPrior(checkpoints.load_kandinsky_prior(config.kandinsky_prior), text_width=text_width)
     else:
