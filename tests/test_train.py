@@ -398,7 +398,6 @@ def test_validation_samples_and_renders(tmp_path):
 
     from pops.renderers.retrieval import RetrievalRenderer
     from pops.train import train
-    from pops.train.monitor import load_renderer
 
     pairs = make_pairs()
     colours = [Image.new("RGB", (8, 8), (i * 20, 0, 0)) for i in range(12)]
@@ -411,5 +410,13 @@ def test_validation_samples_and_renders(tmp_path):
     assert Image.open(strips[0]).size == (8 * 5, 8)
     scalars = _tensorboard_scalars((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert len(scalars["val/cosine_to_target"]) == 2
-    with pytest.raises(ValueError, match="cannot import"):
-        load_renderer("pops.no_such_module:make", {})
+    # A saved renderer folder loads by its registered type ...
+    renderer.save_pretrained(tmp_path / "retrieval")
+    cfg = tiny_config(tmp_path / "b", max_steps=2, validation={"every": 2, "num_samples": 3, "num_inference_steps": 2,
+                                                               "renderer": str(tmp_path / "retrieval")})  # fmt: skip
+    train(cfg, pairs=pairs, model=PopsPrior(tiny_prior(dim=DIM)))
+    assert (tmp_path / "b" / "run" / "validation" / "step_0000002.png").is_file()
+    # ... and a config can never name code to run (this used to import os and call system).
+    cfg = tiny_config(tmp_path / "c", max_steps=2, validation={"every": 1, "renderer": "os:system"})
+    with pytest.raises(ValueError, match="holds no saved renderer"):
+        train(cfg, pairs=pairs, model=PopsPrior(tiny_prior(dim=DIM)))

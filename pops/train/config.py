@@ -23,7 +23,6 @@ from pops.registry import REGISTRY
 CLIP_STD = ("per-dim", "shared")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
-RENDERER_SPEC_HELP = "'package.module:callable' returning a Renderer (called with renderer_options as keywords)"
 
 
 @dataclass
@@ -94,8 +93,9 @@ class ValidationOptions:
     num_samples: int = 16
     guidance_scale: Optional[float] = None  # None = the operator's default
     num_inference_steps: int = 25
-    renderer: Optional[str] = None  # RENDERER_SPEC_HELP; None = no pictures, only embedding metrics
-    renderer_options: dict = field(default_factory=dict)
+    # A saved renderer folder (its renderer.json names a type of pops.renderers.RENDERER_TYPES); None = no pictures,
+    # only embedding metrics. Only registered types load: a config never names code to import.
+    renderer: Optional[str] = None
 
 
 @dataclass
@@ -156,7 +156,6 @@ class TrainConfig:
         _check(self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1")
         v = self.validation
         _check(v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2, "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2")
-        _check(v.renderer is None or ":" in v.renderer, f"validation.renderer: {RENDERER_SPEC_HELP}")
         m = self.model
         _check(min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1, "model: sizes must be positive")
         return self

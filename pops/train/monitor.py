@@ -4,18 +4,20 @@ accelerate's tracker; periodic validation that samples with the operator and, wh
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from pops.files import atomic_write
 from pops.operator import Operator
 from pops.pairs import Pairs
+from pops.reference import NUM_TRAIN_TIMESTEPS
 from pops.registry import OperatorSpec
+from pops.renderers import load_renderer
 from pops.train.config import TrainConfig
 
-NUM_TRAIN_TIMESTEPS = 1000
 MAX_RENDERED = 8
 
 
@@ -102,7 +104,9 @@ class Validator:
             raise ValueError(f"validation.data holds {pairs.kind!r} pairs, the run trains {spec.name!r}")
         count = min(v.num_samples, len(pairs))
         self.batch = pairs.batch(torch.arange(count))
-        self.renderer = renderer if renderer is not None else load_renderer(v.renderer, v.renderer_options)
+        if renderer is None and v.renderer:
+            renderer = load_renderer(v.renderer)
+        self.renderer = renderer
         self.folder = Path(config.output_dir) / "validation"
         self.history: list[dict] = []
 
@@ -132,31 +136,12 @@ class Validator:
         acc.wait_for_everyone()
 
     def _save_strip(self, images, step: int) -> None:
-        from PIL import Image
-
-        from pops.embeddings_io import atomic_write
-
         size = images[0].size
         strip = Image.new("RGB", (size[0] * len(images), size[1]), "white")
         for i, im in enumerate(images):
             strip.paste(im.convert("RGB").resize(size), (i * size[0], 0))
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.folder / f"step_{step:07d}.png", lambda t: strip.save(t, format="PNG"))
-
-
-def load_renderer(spec: str | None, options: dict | None = None):
-    """A renderer from 'package.module:callable' (called with `options` as keywords); None for no spec."""
-    if not spec:
-        return None
-    module, _, name = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"validation.renderer {spec!r}: cannot import it ({exc})") from None
-    renderer = factory(**(options or {}))
-    if not hasattr(renderer, "render"):
-        raise ValueError(f"validation.renderer {spec!r} did not return a Renderer (no render method)")
-    return renderer
 
 
 def _flat_hparams(config: dict, prefix: str = "") -> dict:
