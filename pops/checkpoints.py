@@ -16,15 +16,14 @@ from diffusers import PriorTransformer
 from safetensors.torch import load_file, save_file
 
 from pops import hub
-from pops.embeddings_io import atomic_write
+from pops.files import atomic_write, atomic_write_json, atomic_write_text
 from pops.prior import PopsPrior
+from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
-KANDINSKY_PRIOR = hub.KANDINSKY_PRIOR
-RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
-CONFIG_NAME = "pops_config.json"
-WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = OPERATOR_CONFIG_NAME
+WEIGHTS_NAME = OPERATOR_WEIGHTS_NAME
 FORMAT_VERSION = 1
 CLIP_STATS = ("clip_mean", "clip_std")
 
@@ -112,8 +111,8 @@ def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str
         clip_std=model.prior.clip_std.detach().float().cpu().reshape(-1).tolist(),
     )
     atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
-    atomic_write(folder / "README.md", lambda tmp: Path(tmp).write_text(card))
+    atomic_write_json(folder / CONFIG_NAME, config)
+    atomic_write_text(folder / "README.md", card)
 
 
 def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:

@@ -18,17 +18,6 @@ import os
 import re
 from pathlib import Path
 
-from pops.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR  # noqa: F401 (the Kandinsky ids live in pops.reference)
-
-# The paper's other models on the hub (DESIGN.md §2). Defined here, in a module without heavy imports, so the CLI can
-# show them in --help without importing torch.
-SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
-IP_ADAPTER_REPO = "h94/IP-Adapter"
-IP_ADAPTER_WEIGHT = "sdxl_models/ip-adapter_sdxl.bin"
-CONTROLNET_DEPTH = "diffusers/controlnet-depth-sdxl-1.0"
-DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
-FP16_FIX_VAE = "madebyollin/sdxl-vae-fp16-fix"  # the reference's VAE for the depth pipeline (fp16-safe)
-
 # Seconds the hub gets to answer one probe: long enough for a slow link, short enough to never feel like a hang.
 PROBE_TIMEOUT_S = 5.0
 

@@ -6,6 +6,14 @@ from __future__ import annotations
 # The Kandinsky 2.2 prior (PriorTransformer + CLIP ViT-bigG/14 image and text encoders in subfolders).
 KANDINSKY_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 KANDINSKY_DECODER = "kandinsky-community/kandinsky-2-2-decoder"
+# The paper's other models on the hub (DESIGN.md §2); the released operators.
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+IP_ADAPTER_REPO = "h94/IP-Adapter"
+IP_ADAPTER_WEIGHT = "sdxl_models/ip-adapter_sdxl.bin"
+CONTROLNET_DEPTH = "diffusers/controlnet-depth-sdxl-1.0"
+DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
+FP16_FIX_VAE = "madebyollin/sdxl-vae-fp16-fix"  # the reference's VAE for the depth pipeline (fp16-safe)
+RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
 
 # The prior's two condition layouts: the reference's 77 padded rows, or only the used rows (same function).
 LAYOUTS = ("compact", "padded")

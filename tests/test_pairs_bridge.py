@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import write_byte_clip_tokenizer
 from pops.generate import storage
 from pops.generate.models import Detection, GenerationModels, UndecodableImage
-from pops.registry import COMPOSITION_SLOTS, get_spec
+from pops.registry import COMPOSITION_SLOTS
 
 D = 32  # the tiny CLIP's embedding width
 SIDE = 64  # generated picture side

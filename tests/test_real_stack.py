@@ -395,10 +395,10 @@ def test_depth_renderer_follows_the_structure_image(depth_renderer, embeds, monk
 
 # ----- the hub helper ------------------------------------------------------------------------------------------------
 def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
-    from pops import hub
+    from pops import hub, reference
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for ref in ("nobody-here/no-such-model-xyz", hub.KANDINSKY_DECODER):
+    for ref in ("nobody-here/no-such-model-xyz", reference.KANDINSKY_DECODER):
         start = time.monotonic()
         with pytest.raises(ValueError) as info:
             hub.resolve_model(ref)
@@ -406,7 +406,7 @@ def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
         message = str(info.value)
         assert ref in message and "--local-dir" in message and "\n" not in message
     with pytest.raises(ValueError, match="ip-adapter_sdxl.bin"):
-        hub.resolve_file(hub.IP_ADAPTER_REPO, hub.IP_ADAPTER_WEIGHT)
+        hub.resolve_file(reference.IP_ADAPTER_REPO, reference.IP_ADAPTER_WEIGHT)
     with pytest.raises(FileNotFoundError):
         hub.resolve_model(str(tmp_path / "not" / "here"))
     assert hub.resolve_model(str(tmp_path)) == str(tmp_path)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from pops.pairs import Pairs

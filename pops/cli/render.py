@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pops.cli.app import app, fail, run_or_fail
-from pops.hub import (
+from pops.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
     FP16_FIX_VAE,

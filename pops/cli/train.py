@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import app, run_or_fail
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what schedulers expect from a job that stopped on their signal
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from pops.evaluation import OperatorData
-from pops.pairs import PairRow, Pairs, assemble_pairs
+from pops.pairs import PairRow, assemble_pairs
 from pops.registry import get_spec
 
 

@@ -15,10 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pops.encoders.clip import as_rgb, default_device, default_dtype
-from pops.hub import (
-    CONTROLNET_DEPTH, DEPTH_ESTIMATOR, FP16_FIX_VAE, IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE,
-    looks_like_hub_id, resolve_file, resolve_model,
-)  # fmt: skip
+from pops.hub import looks_like_hub_id, resolve_file, resolve_model
+from pops.reference import CONTROLNET_DEPTH, DEPTH_ESTIMATOR, FP16_FIX_VAE, IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
 from pops.renderers.ipadapter import IPAdapterRenderer, load_ip_adapter, per_prompt_ip_adapter, sdxl_load_kwargs
 from pops.renderers.pipelines import dtype_kwarg, prepare_pipeline
 

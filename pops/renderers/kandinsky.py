@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from pops.encoders.clip import CLIPImageEncoder, default_device, default_dtype
-from pops.hub import KANDINSKY_DECODER, KANDINSKY_PRIOR, resolve_model
+from pops.hub import resolve_model
+from pops.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
 
 

@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from pops.embeddings_io import atomic_write
+from pops.files import atomic_write_json
 
 MARKER = "pops_checkpoint.json"
 PREFIX = "checkpoint_"
@@ -95,7 +95,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, info: dict, 
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        atomic_write(tmp / MARKER, lambda t: Path(t).write_text(json.dumps(dict(info, step=step), indent=2)))
+        atomic_write_json(tmp / MARKER, dict(info, step=step))
         _fsync_dir(tmp)
         os.replace(tmp, final)
         _fsync_dir(root)
