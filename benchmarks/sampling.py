@@ -39,7 +39,13 @@ def time_call(op: Operator, batch: int, layout: str, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        op.sample(inputs, guidance_scale=8.0, num_inference_steps=25, generator=torch.Generator().manual_seed(0), layout=layout)
+        op.sample(
+            inputs,
+            guidance_scale=8.0,
+            num_inference_steps=25,
+            generator=torch.Generator().manual_seed(0),
+            layout=layout,
+        )
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -51,7 +57,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
-    cases = [("mid-size 512-d x6, fp32, batch 4", torch.float32, 4, dict(embedding_dim=512, num_layers=6, num_attention_heads=8, attention_head_dim=64))]
+    cases = [
+        (
+            "mid-size 512-d x6, fp32, batch 4",
+            torch.float32,
+            4,
+            dict(embedding_dim=512, num_layers=6, num_attention_heads=8, attention_head_dim=64),
+        )
+    ]
     if not args.skip_kandinsky:
         cases.append(("Kandinsky 2.2 size, bf16, batch 1", torch.bfloat16, 1, dict()))
     for name, dtype, batch, sizes in cases:

@@ -31,8 +31,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pops.objective import make_training_scheduler, training_loss
-from pops.pairs import Batch
-from pops.pairs import Pairs
+from pops.pairs import Batch, Pairs
 from pops.prior import PopsPrior, make_prior
 from pops.registry import get_spec
 
@@ -75,7 +74,9 @@ def make_images(count: int, size: int = 128, seed: int = 0) -> list[tuple[Image.
     return triples
 
 
-def build_model(dim: int, layers: int, heads: int, head_dim: int, stats: tuple[torch.Tensor, torch.Tensor]) -> PopsPrior:
+def build_model(
+    dim: int, layers: int, heads: int, head_dim: int, stats: tuple[torch.Tensor, torch.Tensor]
+) -> PopsPrior:
     torch.manual_seed(0)
     model = PopsPrior(make_prior(dim, layers, heads, head_dim))
     model.set_clip_stats(*stats)
@@ -106,16 +107,29 @@ def reference_recipe(model: PopsPrior, encoder, triples, seconds: float) -> tupl
     return steps / (time.perf_counter() - start), steps
 
 
-def ours(model: PopsPrior, pairs: Pairs, batch: int, seconds: float = 0, steps: int = 0, layout="compact", precision="bf16"):
+def ours(
+    model: PopsPrior, pairs: Pairs, batch: int, seconds: float = 0, steps: int = 0, layout="compact", precision="bf16"
+):
     """(samples/s, steps) of the `pops.train` trainer: a short warm-up run that also sizes the timed run to about
     `seconds` (or exactly `steps`), then the timed run (the trainer's own loop timer, setup excluded)."""
     from pops.train import config_from_dict, train
     from pops.train.loop import SUMMARY_NAME
 
     out = Path(tempfile.mkdtemp(prefix="pops-bench-"))
-    base = dict(operator=pairs.kind, data="(in memory)", output_dir=str(out), init="scratch", batch_size=batch,
-                mixed_precision=precision, layout=layout, progress=False, optim=dict(lr=1e-5),
-                logging=dict(every=0), checkpoint=dict(every=0, at_end=False), validation=dict(every=0))  # fmt: skip
+    base = dict(
+        operator=pairs.kind,
+        data="(in memory)",
+        output_dir=str(out),
+        init="scratch",
+        batch_size=batch,
+        mixed_precision=precision,
+        layout=layout,
+        progress=False,
+        optim=dict(lr=1e-5),
+        logging=dict(every=0),
+        checkpoint=dict(every=0, at_end=False),
+        validation=dict(every=0),
+    )
     train(config_from_dict(dict(base, max_steps=3)), pairs=pairs, model=copy.deepcopy(model))
     warm = json.loads((out / SUMMARY_NAME).read_text())["samples_per_second"]
     steps = steps or max(5, int(seconds * warm / batch))
@@ -151,10 +165,15 @@ def cpu_comparison(args) -> None:
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     dim = EfficientNetEncoder.dim  # the prior works in the encoder's space
-    print(f"threads: {torch.get_num_threads()}   prior: {dim}-d, {args.layers} layers, {args.heads}x{args.head_dim} heads")
+    print(
+        f"threads: {torch.get_num_threads()}   prior: {dim}-d, {args.layers} layers, {args.heads}x{args.head_dim} heads"
+    )
     peak = bf16_matmul_peak(seconds=args.peak_seconds)
     peak32 = bf16_matmul_peak(seconds=args.peak_seconds / 2, dtype=torch.float32)
-    print(f"matmul peak (2048^3, best of {args.peak_seconds:.0f} s): bf16 {peak / 1e9:.0f} GFLOP/s, fp32 {peak32 / 1e9:.0f} GFLOP/s")
+    print(
+        f"matmul peak (2048^3, best of {args.peak_seconds:.0f} s): bf16 {peak / 1e9:.0f} GFLOP/s, fp32 "
+        f"{peak32 / 1e9:.0f} GFLOP/s"
+    )
 
     triples = make_images(args.images)
     encoder = EfficientNetEncoder(resolution=224, bf16=False)
@@ -162,7 +181,9 @@ def cpu_comparison(args) -> None:
     flat = encoder.encode([im for t in triples for im in t], batch_size=32)
     cache_seconds = time.perf_counter() - start
     obj, patch, target = flat[0::3], flat[1::3], flat[2::3]
-    pairs = Pairs(kind="texturing", slots=[obj, patch], present=torch.ones(len(triples), 2, dtype=torch.bool), target=target)
+    pairs = Pairs(
+        kind="texturing", slots=[obj, patch], present=torch.ones(len(triples), 2, dtype=torch.bool), target=target
+    )
     stats = (torch.cat([obj, patch, target]).mean(0), torch.cat([obj, patch, target]).std(0).clamp_min(1e-6))
     print(f"embedding cache: {3 * len(triples)} images encoded once in {cache_seconds:.1f} s (not counted below)")
 
@@ -175,7 +196,13 @@ def cpu_comparison(args) -> None:
     achieved = our_rate * flops_per_sample
 
     rows = [
-        ("(a) reference: encode every step, padded, batch 1, fp32", ref_rate, ref_steps, ref_prior_flops, encoder_flops),
+        (
+            "(a) reference: encode every step, padded, batch 1, fp32",
+            ref_rate,
+            ref_steps,
+            ref_prior_flops,
+            encoder_flops,
+        ),
         (f"(b) ours: cached, compact, batch {args.batch}, bf16", our_rate, our_steps, flops_per_sample, 0.0),
     ]
     print(f"\n{'recipe':<58} {'samples/s':>10} {'steps':>6} {'GFLOP/sample: prior':>20} {'encoder':>8}")
@@ -189,18 +216,28 @@ def gpu_sweep(args) -> None:
     device = "cuda"
     print(f"device: {torch.cuda.get_device_name()}   prior: 1280-d, 20 layers, 32x64 heads (random init)")
     peak = bf16_matmul_peak(size=8192, seconds=args.peak_seconds, device=device)
-    print(f"measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; MFU below is against the H100 dense bf16 peak 989 TFLOP/s")
+    print(
+        f"measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; MFU below is against the H100 dense bf16 peak 989 "
+        "TFLOP/s"
+    )
     n = 4096
     g = torch.Generator().manual_seed(0)
-    pairs = Pairs(kind="texturing", slots=[torch.randn(n, 1280, generator=g), torch.randn(n, 1280, generator=g)],
-                  present=torch.ones(n, 2, dtype=torch.bool), target=torch.randn(n, 1280, generator=g))  # fmt: skip
+    pairs = Pairs(
+        kind="texturing",
+        slots=[torch.randn(n, 1280, generator=g), torch.randn(n, 1280, generator=g)],
+        present=torch.ones(n, 2, dtype=torch.bool),
+        target=torch.randn(n, 1280, generator=g),
+    )
     base = build_model(1280, 20, 32, 64, (torch.zeros(1280), torch.ones(1280))).to(device)
     print(f"\n{'layout':<8} {'batch':>6} {'samples/s':>10} {'TFLOP/s':>8} {'MFU (H100)':>11}")
     for layout in ("compact", "padded"):
         for batch in (64, 128, 256, 512):
             rate, _ = ours(copy.deepcopy(base), pairs, batch, steps=args.sweep_steps, layout=layout)
             flops = train_step_flops(base, pairs, batch, layout) / batch * rate
-            print(f"{layout:<8} {batch:>6d} {rate:>10.0f} {flops / 1e12:>8.1f} {flops / H100_BF16_DENSE:>11.1%}", flush=True)
+            print(
+                f"{layout:<8} {batch:>6d} {rate:>10.0f} {flops / 1e12:>8.1f} {flops / H100_BF16_DENSE:>11.1%}",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -92,7 +92,11 @@ def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor
     if missing:
         log.warning("checkpoint lacks %d keys (kept from the base): %s", len(missing), ", ".join(missing[:8]))
     if result.unexpected_keys:
-        log.warning("checkpoint has %d unexpected keys (ignored): %s", len(result.unexpected_keys), ", ".join(result.unexpected_keys[:8]))
+        log.warning(
+            "checkpoint has %d unexpected keys (ignored): %s",
+            len(result.unexpected_keys),
+            ", ".join(result.unexpected_keys[:8]),
+        )
     return missing, list(result.unexpected_keys)
 
 
@@ -101,7 +105,11 @@ def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str
     """Write weights, config and model card; each file atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] not in CLIP_STATS}
+    state = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if k.rsplit(".", 1)[-1] not in CLIP_STATS
+    }
     config = dict(
         config,
         format_version=FORMAT_VERSION,
@@ -133,10 +141,15 @@ def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
     own = model.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
-            raise ValueError(f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key].shape)}")
+            raise ValueError(
+                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key].shape)}"
+            )
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in CLIP_STATS]
     if missing or result.unexpected_keys:
-        raise ValueError(f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected {result.unexpected_keys[:4]})")
+        raise ValueError(
+            f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected "
+            f"{result.unexpected_keys[:4]})"
+        )
     model.set_clip_stats(torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"]))
     return model, config

@@ -8,7 +8,8 @@ broadcast to the common batch size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from pops.operator import Operator
 
 
-def prepare_inputs(op: "Operator", inputs: Sequence[Any], batch_size: int | None = None):
+def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None = None):
     """(slots, drop): slot inputs with a common batch size B and a (B, num_slots) per-sample drop mask."""
     spec = op.spec
     if isinstance(inputs, (torch.Tensor, str)) or len(inputs) != spec.num_slots:
@@ -87,14 +88,20 @@ def _text_rows(op, value, name):
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, torch.Tensor) for v in value):
         rows, mask = value
     else:
-        if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
+        if isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+        ):
             if op.text_encoder is None:
                 raise ValueError(f"{name}: a word was given but this operator has no text encoder; pass token rows")
             value = op.text_encoder.token_rows([value] if isinstance(value, str) else list(value))
         if isinstance(value, torch.Tensor):
             rows = value[None] if value.ndim == 2 else value
             mask = torch.ones(rows.shape[:2], dtype=torch.bool)
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in value):
+        elif (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, torch.Tensor) and v.ndim == 2 for v in value)
+        ):
             rows, mask = pad_rows(list(value))
         else:
             raise ValueError(f"{name}: expected a word, token rows (T, W) / (B, T, W) or a list of them")

@@ -45,7 +45,7 @@ Trained with `pops train` (accelerate).
 {% endfor %}{% endif %}"""
 
 
-def operator_card(op: "Operator") -> str:
+def operator_card(op: Operator) -> str:
     cfg = op.model.prior.config
     spec = op.spec
     data = ModelCardData(library_name="pops", tags=["pops", "diffusion-prior", f"pops-{spec.name}"])

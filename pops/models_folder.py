@@ -14,8 +14,9 @@ Operators load once and share one image/text encoder per distinct encoder config
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
@@ -97,8 +98,9 @@ class ModelSet:
         self._encoders: dict[str, Any] = {}
 
     @classmethod
-    def coerce(cls, models: Any) -> "ModelSet":
-        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of them."""
+    def coerce(cls, models: Any) -> ModelSet:
+        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of "
+        "them."""
         if isinstance(models, ModelSet):
             return models
         if isinstance(models, (str, os.PathLike)):

@@ -16,9 +16,7 @@ from pops.pairs import Batch
 from pops.prior import PopsPrior
 from pops.registry import OperatorSpec
 
-TRAINING_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample"
-)
+TRAINING_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
 
 
 def make_training_scheduler(config: dict | None = None) -> DDPMScheduler:

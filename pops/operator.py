@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers import PriorTransformer, UnCLIPScheduler
@@ -53,7 +54,9 @@ class Operator:
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_prior(cls, prior: PriorTransformer, kind: str, scheduler: UnCLIPScheduler | None = None, **kwargs) -> "Operator":
+    def from_prior(
+        cls, prior: PriorTransformer, kind: str, scheduler: UnCLIPScheduler | None = None, **kwargs
+    ) -> Operator:
         """Wrap an existing PriorTransformer (its clip statistics set) without copying it."""
         model = PopsPrior(prior, text_width=kwargs.pop("text_width", None))
         if not model.has_clip_stats():
@@ -69,7 +72,7 @@ class Operator:
         kind: str | None = None,
         load_encoders: bool = True,
         torch_dtype: torch.dtype | None = None,
-    ) -> "Operator":
+    ) -> Operator:
         """Load our format (a folder written by `save_pretrained`), or a Kandinsky 2.2 prior (hub id or local folder)
         with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
         or a local .pth; the operator kind is read from the path when `kind` is not given). Encoders are built on
@@ -88,12 +91,17 @@ class Operator:
             if checkpoint is not None:
                 kind = kind or _kind_from_path(str(checkpoint))
             if kind is None:
-                raise ValueError(f"{path}: not a pops operator folder; to use a Kandinsky prior pass checkpoint= and kind=")
+                raise ValueError(
+                    f"{path}: not a pops operator folder; to use a Kandinsky prior pass checkpoint= and kind="
+                )
             prior = checkpoints.load_kandinsky_prior(path)
             if checkpoint is not None:
                 checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(checkpoint))
             # The Kandinsky prior repo also holds the CLIP ViT-bigG encoders of its embedding space.
-            encoders = {"image": {"type": "clip-image", "repo": str(path)}, "text": {"type": "clip-text", "repo": str(path)}}
+            encoders = {
+                "image": {"type": "clip-image", "repo": str(path)},
+                "text": {"type": "clip-text", "repo": str(path)},
+            }
             op = cls.from_prior(prior, kind, encoder_configs=encoders)
         if not load_encoders:
             op.encoder_configs = {}
@@ -114,7 +122,7 @@ class Operator:
         checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
         return Path(folder)
 
-    def to(self, device=None, dtype=None) -> "Operator":
+    def to(self, device=None, dtype=None) -> Operator:
         self.model.to(device=device, dtype=dtype)
         return self
 
@@ -202,13 +210,21 @@ class Operator:
         slots, drop = prepare_inputs(self, inputs, batch_size)
         return self.model.condition(self.spec, slots, drop=drop)
 
-    def _sample(self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress) -> torch.Tensor:
+    def _sample(
+        self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress
+    ) -> torch.Tensor:
         """The one path from condition rows to samples: the operator's scheduler and default guidance scale."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         return sample_unclip(
-            self.model, cond, guidance_scale=scale, num_inference_steps=num_inference_steps, generator=generator,
-            layout=layout, scheduler=make_sampling_scheduler(self.scheduler_config), progress=progress,
-        )  # fmt: skip
+            self.model,
+            cond,
+            guidance_scale=scale,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            layout=layout,
+            scheduler=make_sampling_scheduler(self.scheduler_config),
+            progress=progress,
+        )
 
     def _model_card(self) -> str:
         from pops.model_card import operator_card

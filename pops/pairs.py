@@ -68,21 +68,30 @@ class Pairs:
     def batch(self, index: torch.Tensor) -> Batch:
         """The samples at `index` as a training Batch."""
         align = self.align_text[index] if self.align_text is not None else None
-        return Batch(slots=self._slots_at(index), target=self.target[index], present=self.present[index], align_text=align)
+        return Batch(
+            slots=self._slots_at(index), target=self.target[index], present=self.present[index], align_text=align
+        )
 
     def _slots_at(self, index: torch.Tensor) -> list:
         return [(s[0][index], s[1][index]) if isinstance(s, tuple) else s[index] for s in self.slots]
 
-    def subset(self, index: torch.Tensor) -> "Pairs":
+    def subset(self, index: torch.Tensor) -> Pairs:
         """The samples at `index` as Pairs; per-sample lists in `info` (one entry per sample) follow them."""
         index = torch.as_tensor(index, dtype=torch.long)
         n, picked = len(self), index.tolist()
-        info = {k: [v[i] for i in picked] if isinstance(v, list) and len(v) == n and k != "classes" else v for k, v in self.info.items()}
+        info = {
+            k: [v[i] for i in picked] if isinstance(v, list) and len(v) == n and k != "classes" else v
+            for k, v in self.info.items()
+        }
         return Pairs(
-            self.kind, self._slots_at(index), self.present[index], self.target[index],
+            self.kind,
+            self._slots_at(index),
+            self.present[index],
+            self.target[index],
             align_text=self.align_text[index] if self.align_text is not None else None,
-            class_ids=self.class_ids[index] if self.class_ids is not None else None, info=info,
-        )  # fmt: skip
+            class_ids=self.class_ids[index] if self.class_ids is not None else None,
+            info=info,
+        )
 
     def save(self, path: str | Path) -> Path:
         tensors = {"present": self.present.bool(), "target": self.target.float().contiguous()}
@@ -100,7 +109,7 @@ class Pairs:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Pairs":
+    def load(cls, path: str | Path) -> Pairs:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no such pairs file: {path}")
@@ -169,8 +178,9 @@ class PairsAssembler:
             return
         table = torch.cat([embeds, torch.zeros(1, embeds.shape[1])])  # row -1: the absent slot's zeros
         image_slots = self.spec.image_slots
-        where = torch.tensor([[-1 if r.inputs[i] is None else r.inputs[i] for i in image_slots] for r in rows],
-                             dtype=torch.long).reshape(len(rows), -1)  # fmt: skip
+        where = torch.tensor(
+            [[-1 if r.inputs[i] is None else r.inputs[i] for i in image_slots] for r in rows], dtype=torch.long
+        ).reshape(len(rows), -1)
         at = slice(self.count, self.count + len(rows))
         for column, i in enumerate(image_slots):
             self.images[i][at] = table[where[:, column]]
@@ -182,9 +192,14 @@ class PairsAssembler:
             words.extend(r.inputs[i] for r in rows)
         self.count += len(rows)
 
-    def pairs(self, encode_words: Callable[[list[str]], list[torch.Tensor]] | None = None, *,
-              align_text: torch.Tensor | None = None, class_ids: torch.Tensor | None = None,
-              info: dict | None = None) -> Pairs:  # fmt: skip
+    def pairs(
+        self,
+        encode_words: Callable[[list[str]], list[torch.Tensor]] | None = None,
+        *,
+        align_text: torch.Tensor | None = None,
+        class_ids: torch.Tensor | None = None,
+        info: dict | None = None,
+    ) -> Pairs:
         """The pairs added so far. `encode_words(words)`: the (T_i, W) token rows of each pair's word of a text slot
         (the caller chooses how words are batched through its text encoder)."""
         n = self.count
@@ -196,11 +211,20 @@ class PairsAssembler:
                 slots.append(pad_rows(encode_words(self.words[i])))
             else:
                 slots.append(self.images[i][:n])  # rows never filled (skipped examples) are left out
-        return Pairs(self.spec.name, slots, self.present[:n], self.target[:n], align_text=align_text,
-                     class_ids=class_ids, info=info if info is not None else {})  # fmt: skip
+        return Pairs(
+            self.spec.name,
+            slots,
+            self.present[:n],
+            self.target[:n],
+            align_text=align_text,
+            class_ids=class_ids,
+            info=info if info is not None else {},
+        )
 
 
-def assemble_pairs(spec: OperatorSpec, rows: Sequence[PairRow], embeds: torch.Tensor, encode_words=None, **extra) -> Pairs:
+def assemble_pairs(
+    spec: OperatorSpec, rows: Sequence[PairRow], embeds: torch.Tensor, encode_words=None, **extra
+) -> Pairs:
     """`Pairs` of `rows` over the encoded images `embeds` in one go (`extra`: align_text, class_ids, info)."""
     assembler = PairsAssembler(spec, len(rows), embeds.shape[1])
     assembler.add(rows, embeds)
@@ -232,7 +256,11 @@ def recombine(pairs: Pairs, factor: int, seed: int = 0) -> Pairs:
     slots = []
     for i, slot in enumerate(pairs.slots):
         if i not in image_slots:
-            slots.append((slot[0].repeat(factor, 1, 1), slot[1].repeat(factor, 1)) if isinstance(slot, tuple) else slot.repeat(factor, 1))
+            slots.append(
+                (slot[0].repeat(factor, 1, 1), slot[1].repeat(factor, 1))
+                if isinstance(slot, tuple)
+                else slot.repeat(factor, 1)
+            )
             continue
         column = [slot]
         for _ in range(factor - 1):
@@ -247,6 +275,10 @@ def recombine(pairs: Pairs, factor: int, seed: int = 0) -> Pairs:
     info = {k: v for k, v in pairs.info.items() if k not in ("recipes", "input_classes")}
     info["recombined"] = factor
     return Pairs(
-        pairs.kind, slots, pairs.present.repeat(factor, 1), pairs.target.repeat(factor, 1),
-        class_ids=pairs.class_ids.repeat(factor), info=info,
-    )  # fmt: skip
+        pairs.kind,
+        slots,
+        pairs.present.repeat(factor, 1),
+        pairs.target.repeat(factor, 1),
+        class_ids=pairs.class_ids.repeat(factor),
+        info=info,
+    )

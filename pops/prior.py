@@ -14,8 +14,8 @@ Everything public works in *raw* embedding space; conditions and targets are nor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ LAYOUTS = ("compact", "padded")
 
 # A text slot's input: (B, T, W) token rows and their (B, T) bool mask.
 TextRows = tuple[torch.Tensor, torch.Tensor]
-SlotInput = Union[torch.Tensor, TextRows, None]
+SlotInput = torch.Tensor | TextRows | None
 
 
 def make_prior(
@@ -62,12 +62,12 @@ class Condition:
     rows: torch.Tensor
     mask: torch.Tensor
 
-    def null(self) -> "Condition":
+    def null(self) -> Condition:
         """The classifier-free-guidance null condition: zero rows, same mask."""
         return Condition(torch.zeros_like(self.rows), self.mask)
 
     @staticmethod
-    def cat(conditions: Sequence["Condition"]) -> "Condition":
+    def cat(conditions: Sequence[Condition]) -> Condition:
         return Condition(torch.cat([c.rows for c in conditions]), torch.cat([c.mask for c in conditions]))
 
 
@@ -132,9 +132,7 @@ class PopsPrior(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # ----- conditions ----------------------------------------------------------------------------------------
-    def condition(
-        self, spec: OperatorSpec, slots: Sequence[SlotInput], drop: torch.Tensor | None = None
-    ) -> Condition:
+    def condition(self, spec: OperatorSpec, slots: Sequence[SlotInput], drop: torch.Tensor | None = None) -> Condition:
         """Condition rows for one batch, in slot order.
 
         `slots[i]` is a raw (B, D) embedding for an image slot, a `TextRows` for a text slot, or None (dropped for the
@@ -142,7 +140,9 @@ class PopsPrior(nn.Module):
         rows with the mask kept at 1 — the null condition of classifier-free guidance.
         """
         if len(slots) != spec.num_slots:
-            raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(slots)}")
+            raise ValueError(
+                f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(slots)}"
+            )
         batch = _batch_size(slots, drop)
         device, dtype = self.prior.clip_mean.device, torch.float32
         rows, masks = [], []
@@ -197,7 +197,9 @@ class PopsPrior(nn.Module):
         full_mask = mask.new_zeros(batch, num_rows)
         full_mask[:, :k] = mask
         proj = rows.new_zeros(batch, dim)
-        return prior(x_t, t, proj_embedding=proj, encoder_hidden_states=hidden, attention_mask=full_mask).predicted_image_embedding
+        return prior(
+            x_t, t, proj_embedding=proj, encoder_hidden_states=hidden, attention_mask=full_mask
+        ).predicted_image_embedding
 
     def _compact_forward(self, x_t, t, rows, mask):
         prior = self.prior
@@ -215,7 +217,9 @@ class PopsPrior(nn.Module):
         tokens.append(prior.prd_embedding.to(x_t.dtype).expand(batch, -1, -1))
         hidden = torch.cat(tokens, 1)
         # Keep positions [0, k) and the 4 additional positions at the end of the 81-long table.
-        keep = torch.cat([torch.arange(k), torch.arange(num_rows, num_rows + prior.additional_embeddings)]).to(x_t.device)
+        keep = torch.cat([torch.arange(k), torch.arange(num_rows, num_rows + prior.additional_embeddings)]).to(
+            x_t.device
+        )
         hidden = hidden + prior.positional_embedding[:, keep].to(hidden.dtype)
         bias = (1 - mask.to(hidden.dtype)) * -10000.0
         bias = F.pad(bias, (0, prior.additional_embeddings), value=0.0)

@@ -50,9 +50,19 @@ class DropoutRule:
 
 # The 12 clothing labels of ATR human parsing (background, face, arms and legs excluded): one fixed slot each.
 COMPOSITION_SLOTS = (
-    "hat", "hair", "sunglasses", "upper_clothes", "skirt", "pants",
-    "dress", "belt", "left_shoe", "right_shoe", "bag", "scarf",
-)  # fmt: skip
+    "hat",
+    "hair",
+    "sunglasses",
+    "upper_clothes",
+    "skirt",
+    "pants",
+    "dress",
+    "belt",
+    "left_shoe",
+    "right_shoe",
+    "bag",
+    "scarf",
+)
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,9 @@ REGISTRY: dict[str, OperatorSpec] = {
         OperatorSpec(
             name="composition",
             description="a person wearing up to 12 garments, one fixed slot per clothing category",
-            slots=tuple(Slot(name, help=f"crop of the {name.replace('_', ' ')} on white") for name in COMPOSITION_SLOTS),
+            slots=tuple(
+                Slot(name, help=f"crop of the {name.replace('_', ' ')} on white") for name in COMPOSITION_SLOTS
+            ),
             dropout=DropoutRule(joint=0.2),
             guidance_scale=1.0,
             recipe="composition",

@@ -7,12 +7,11 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_prior
 from safetensors.torch import load_file
 
 from pops import checkpoints
 from pops.operator import Operator
-
-from conftest import tiny_prior
 
 
 def test_save_load_round_trip_is_bit_exact(tiny_operator, tmp_path):
@@ -46,7 +45,9 @@ def test_released_checkpoint_with_kandinsky_key_names_loads_on_a_base(tmp_path):
 
     op = Operator.from_pretrained(base_dir, checkpoint=tmp_path / "learned_prior.pth", kind="texturing")
     got = op.model.prior.state_dict()
-    assert torch.equal(got["transformer_blocks.0.attn1.to_q.weight"], trained.state_dict()["transformer_blocks.0.attn1.to_q.weight"])
+    assert torch.equal(
+        got["transformer_blocks.0.attn1.to_q.weight"], trained.state_dict()["transformer_blocks.0.attn1.to_q.weight"]
+    )
     assert torch.equal(got["clip_mean"], base.clip_mean.detach())  # statistics come from the base
     assert op.spec.name == "texturing"
 

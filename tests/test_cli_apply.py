@@ -32,7 +32,9 @@ def texturing_dir(tiny_operator, tmp_path):
 
 
 def _emb(path, rows=1, dim=32, seed=0):
-    return save_embeddings(path, torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), {"made": "test"})
+    return save_embeddings(
+        path, torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), {"made": "test"}
+    )
 
 
 def test_apply_writes_embeddings_with_metadata_and_chains(texturing_dir, tmp_path):
@@ -58,7 +60,20 @@ def test_pt_inputs_are_accepted(texturing_dir, tmp_path):
     torch.save(torch.randn(32), tmp_path / "a.pt")
     torch.save({"embeddings": torch.randn(1, 32)}, tmp_path / "b.pt")
     out = tmp_path / "o.safetensors"
-    result = runner.invoke(app, ["apply", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "-m", str(texturing_dir), "--steps", "2", "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "apply",
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "b.pt"),
+            "-m",
+            str(texturing_dir),
+            "--steps",
+            "2",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -86,7 +101,14 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(texturing_dir, tmp_pat
         "batch": lambda: str(_emb(tmp_path / "b3.safetensors", rows=3)),
     }
     out = tmp_path / "out.safetensors"
-    inputs = [str(a)] if case == "slots" else [str(_emb(tmp_path / "a2.safetensors", rows=2)) if case == "batch" else str(a), other.get(case, lambda: str(a))()]
+    inputs = (
+        [str(a)]
+        if case == "slots"
+        else [
+            str(_emb(tmp_path / "a2.safetensors", rows=2)) if case == "batch" else str(a),
+            other.get(case, lambda: str(a))(),
+        ]
+    )
     model = str(tmp_path / "no_such_model") if case == "unknown_model" else str(texturing_dir)
     result = runner.invoke(app, ["apply", *inputs, "-m", model, "--steps", "2", "-o", str(out)])
     assert result.exit_code != 0
@@ -108,9 +130,19 @@ def test_unknown_operator_kind_in_a_folder(tiny_operator, tmp_path):
 
 def test_console_script_help_and_exit_code(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    help_text = subprocess.run([sys.executable, "-c", "from pops.cli import main; main()", "apply", "--help"], capture_output=True, text=True, env=env)
+    help_text = subprocess.run(
+        [sys.executable, "-c", "from pops.cli import main; main()", "apply", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert help_text.returncode == 0 and "--guidance-scale" in help_text.stdout
-    bad = subprocess.run([sys.executable, "-c", "from pops.cli import main; main()", "apply", "x", "-m", str(tmp_path / "none")], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-c", "from pops.cli import main; main()", "apply", "x", "-m", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error:")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_prior
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -11,8 +12,6 @@ from pops.objective import make_training_scheduler, training_loss
 from pops.pairs import Batch
 from pops.prior import Condition, PopsPrior
 from pops.registry import REGISTRY, get_spec
-
-from conftest import tiny_prior
 
 
 def reference_sample(prior, cond_rows, guidance_scale, steps, seed):
@@ -37,14 +36,19 @@ def reference_sample(prior, cond_rows, guidance_scale, steps, seed):
         for i, t in enumerate(timesteps):
             x = torch.cat([latents] * 2) if guidance_scale > 1 else latents
             pred = prior(
-                x, timestep=t, proj_embedding=torch.zeros(x.shape[0], dim),
-                encoder_hidden_states=hidden, attention_mask=mask,
-            ).predicted_image_embedding  # fmt: skip
+                x,
+                timestep=t,
+                proj_embedding=torch.zeros(x.shape[0], dim),
+                encoder_hidden_states=hidden,
+                attention_mask=mask,
+            ).predicted_image_embedding
             if guidance_scale > 1:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance_scale * (cond - uncond)
             prev = None if i + 1 == len(timesteps) else timesteps[i + 1]
-            latents = scheduler.step(pred, timestep=t, sample=latents, generator=generator, prev_timestep=prev).prev_sample
+            latents = scheduler.step(
+                pred, timestep=t, sample=latents, generator=generator, prev_timestep=prev
+            ).prev_sample
         return prior.post_process_latents(latents)
 
 
@@ -57,7 +61,13 @@ def test_sampler_matches_reference_loop_in_both_layouts(tiny_operator, kind, gui
     rows = op.model.condition(op.spec, inputs).rows[0]
     expected = reference_sample(op.model.prior, rows, guidance, steps=10, seed=3)
     for layout in ("padded", "compact"):
-        got = op.sample(inputs, guidance_scale=guidance, num_inference_steps=10, generator=torch.Generator().manual_seed(3), layout=layout)
+        got = op.sample(
+            inputs,
+            guidance_scale=guidance,
+            num_inference_steps=10,
+            generator=torch.Generator().manual_seed(3),
+            layout=layout,
+        )
         assert (got - expected).abs().max() <= 1e-4, layout
 
 
@@ -89,7 +99,12 @@ def test_batched_sampling_matches_one_by_one_inputs(tiny_operator):
     out = op.sample([a, b], guidance_scale=8.0, num_inference_steps=5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (3, 32) and torch.isfinite(out).all()
     # each row is conditioned on its own inputs: with the same noise, different inputs give different outputs
-    same = op.sample([a[:1].expand(3, -1), b[:1].expand(3, -1)], guidance_scale=8.0, num_inference_steps=5, generator=torch.Generator().manual_seed(0))
+    same = op.sample(
+        [a[:1].expand(3, -1), b[:1].expand(3, -1)],
+        guidance_scale=8.0,
+        num_inference_steps=5,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert (out[0] - same[0]).abs().max() < 1e-5
     assert (out[1] - same[1]).abs().max() > 1e-3
 
@@ -110,7 +125,12 @@ def test_instruct_text_rows_with_projection(tiny_operator):
     words = [torch.randn(3, 12), torch.randn(5, 12)]  # different token counts: padded with a mask
     cond = op.condition([image, words])
     assert cond.rows.shape == (2, 6, 32) and cond.mask.tolist()[0] == [True] * 4 + [False] * 2
-    out = {layout: op.sample([image, words], num_inference_steps=3, generator=torch.Generator().manual_seed(0), layout=layout) for layout in ("padded", "compact")}
+    out = {
+        layout: op.sample(
+            [image, words], num_inference_steps=3, generator=torch.Generator().manual_seed(0), layout=layout
+        )
+        for layout in ("padded", "compact")
+    }
     assert (out["padded"] - out["compact"]).abs().max() <= 1e-4
     with pytest.raises(ValueError, match="width"):
         op.sample([image, torch.randn(3, 32)], num_inference_steps=3)
@@ -133,8 +153,11 @@ def test_condition_dropout_frequencies_match_registry(kind):
 
 def test_registry_defaults():
     assert {k: REGISTRY[k].guidance_scale for k in ("texturing", "union", "scene", "instruct")} == {
-        "texturing": 8.0, "union": 8.0, "scene": 1.0, "instruct": 1.0,
-    }  # fmt: skip
+        "texturing": 8.0,
+        "union": 8.0,
+        "scene": 1.0,
+        "instruct": 1.0,
+    }
     assert get_spec("composition").num_slots == 12
     assert [s.kind for s in get_spec("instruct").slots] == ["image", "text"]
     with pytest.raises(ValueError, match="unknown operator"):
@@ -147,7 +170,9 @@ def test_training_loss_backward_and_frozen_stats(tiny_operator):
     before = model.prior.clip_mean.clone()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     batch = Batch(slots=[torch.randn(8, 32), torch.randn(8, 32)], target=torch.randn(8, 32))
-    loss, details = training_loss(model, op.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0))
+    loss, details = training_loss(
+        model, op.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0)
+    )
     loss.backward()
     opt.step()
     assert torch.isfinite(loss) and details["t"].shape == (8,)
@@ -159,7 +184,14 @@ def test_training_loss_is_the_same_in_both_layouts(tiny_operator):
     op = tiny_operator("texturing")
     batch = Batch(slots=[torch.randn(6, 32), torch.randn(6, 32)], target=torch.randn(6, 32))
     losses = [
-        training_loss(op.model, op.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(1), layout=layout)[0]
+        training_loss(
+            op.model,
+            op.spec,
+            batch,
+            make_training_scheduler(),
+            generator=torch.Generator().manual_seed(1),
+            layout=layout,
+        )[0]
         for layout in ("padded", "compact")
     ]
     assert abs(losses[0].item() - losses[1].item()) < 1e-5
@@ -173,7 +205,9 @@ def test_instruct_alignment_term_and_absent_slots(tiny_operator):
         target=torch.randn(4, 32),
         align_text=torch.randn(4, 32),
     )
-    loss, details = training_loss(op.model, op.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0))
+    loss, details = training_loss(
+        op.model, op.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0)
+    )
     assert "align" in details and (details["align"] >= 0).all() and (details["align"] <= 20).all()
     assert loss.item() == pytest.approx(details["mse"].mean().item() + details["align"].mean().item(), rel=1e-5)
 
@@ -192,7 +226,9 @@ def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
     from pops.prior import make_prior
 
     with pytest.raises(ValueError, match="clip_std"):
-        Operator.from_prior(make_prior(embedding_dim=16, num_layers=1, num_attention_heads=1, attention_head_dim=8), "scene")
+        Operator.from_prior(
+            make_prior(embedding_dim=16, num_layers=1, num_attention_heads=1, attention_head_dim=8), "scene"
+        )
 
 
 def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: int = 0):
@@ -201,9 +237,11 @@ def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: in
     g = torch.Generator().manual_seed(seed)
     spec = get_spec(kind)
     slots = [
-        (torch.randn(n, 3, text_width, generator=g), torch.ones(n, 3, dtype=torch.bool)) if s.kind == "text" else torch.randn(n, dim, generator=g)
+        (torch.randn(n, 3, text_width, generator=g), torch.ones(n, 3, dtype=torch.bool))
+        if s.kind == "text"
+        else torch.randn(n, dim, generator=g)
         for s in spec.slots
-    ]  # fmt: skip
+    ]
     present = torch.rand(n, spec.num_slots, generator=g) < 0.7
     present[:, 0] = True
     return Pairs(kind, slots, present, torch.randn(n, dim, generator=g))
@@ -217,17 +255,31 @@ def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind
 
     op = tiny_operator(kind, text_width=12 if kind == "instruct" else None)
     pairs = _tiny_pairs(kind, 7)
-    got = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3)
+    got = op.sample_batch(
+        pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3
+    )
     generator, expected = torch.Generator().manual_seed(5), []
     for start in range(0, 7, 3):
         batch = pairs.batch(torch.arange(start, min(start + 3, 7)))
         cond = op.model.condition(op.spec, batch.slots, drop=~batch.present)
-        expected.append(sample_unclip(op.model, cond, guidance_scale=3.0, num_inference_steps=4, generator=generator,
-                                      scheduler=make_sampling_scheduler(op.scheduler_config)))  # fmt: skip
+        expected.append(
+            sample_unclip(
+                op.model,
+                cond,
+                guidance_scale=3.0,
+                num_inference_steps=4,
+                generator=generator,
+                scheduler=make_sampling_scheduler(op.scheduler_config),
+            )
+        )
     assert torch.equal(got, torch.cat(expected))
-    again = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3)
+    again = op.sample_batch(
+        pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3
+    )
     assert torch.equal(got, again)  # the same seed, the same samples
-    other = op.sample_batch(pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(6), chunk_size=3)
+    other = op.sample_batch(
+        pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(6), chunk_size=3
+    )
     assert not torch.equal(got, other)
 
 
@@ -240,14 +292,20 @@ def test_sample_batch_equals_operator_sample_per_chunk(tiny_operator):
     got = op.sample_batch(pairs, num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2)
     generator = torch.Generator().manual_seed(1)
     image, (rows, mask) = pairs.slots
-    chunks = [op.sample([image[i : i + 2], (rows[i : i + 2], mask[i : i + 2])], num_inference_steps=3, generator=generator)
-              for i in range(0, 5, 2)]  # fmt: skip
+    chunks = [
+        op.sample([image[i : i + 2], (rows[i : i + 2], mask[i : i + 2])], num_inference_steps=3, generator=generator)
+        for i in range(0, 5, 2)
+    ]
     assert torch.equal(got, torch.cat(chunks))
-    whole = op.sample_batch(pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=None)
+    whole = op.sample_batch(
+        pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=None
+    )
     one = op.sample([image, (rows, mask)], num_inference_steps=3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(whole, one)
     # a Batch in chunks takes the same rows as Pairs in chunks
-    chunked = op.sample_batch(pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2)
+    chunked = op.sample_batch(
+        pairs.batch(torch.arange(5)), num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2
+    )
     assert torch.equal(chunked, got)
     with pytest.raises(ValueError, match="chunk_size"):
         op.sample_batch(pairs, chunk_size=0)

@@ -62,7 +62,7 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
 
     config, result = quick_demo
     page = result.report.read_text()
-    assert "<table class=\"metrics\">" in page and "data:image/png;base64," in page
+    assert '<table class="metrics">' in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing outside the file
     assert "scene(texturing(" in page  # the chained equation
     for kind in config.operators:
@@ -110,11 +110,15 @@ def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
     obj = next(p for p in pictures if p.stem in config.world["shapes"])
     tex = next(p for p in pictures if p.stem in config.world["textures"])
     out = tmp_path / "textured.safetensors"
-    result = runner.invoke(_cli(), ["apply", "--model", str(config.out / "operators" / "texturing"), str(obj), str(tex), "-o", str(out)])
+    result = runner.invoke(
+        _cli(), ["apply", "--model", str(config.out / "operators" / "texturing"), str(obj), str(tex), "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     embeds, meta = load_embeddings(out)
     assert embeds.shape == (1, 1280) and meta["operator"] == "texturing"
-    result = runner.invoke(_cli(), ["apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out)])
+    result = runner.invoke(
+        _cli(), ["apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -122,7 +126,9 @@ def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
 def test_eval_cli_scores_the_saved_operators(quick_demo, tmp_path):
     config, result = quick_demo
     out = tmp_path / "table.json"
-    cli = runner.invoke(_cli(), ["eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "-o", str(out)])
+    cli = runner.invoke(
+        _cli(), ["eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "-o", str(out)]
+    )
     assert cli.exit_code == 0, cli.output
     assert "union" in cli.output and "averaging" in cli.output
     rows = {(r["operator"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
@@ -194,7 +200,9 @@ class ColourEncoder:
         import numpy as np
 
         self.encoded += len(items)
-        return torch.tensor(np.stack([np.asarray(im.convert("RGB").resize((4, 4)), dtype=np.float32).ravel() / 255 for im in items]))
+        return torch.tensor(
+            np.stack([np.asarray(im.convert("RGB").resize((4, 4)), dtype=np.float32).ravel() / 255 for im in items])
+        )
 
 
 class WordRows:
@@ -208,8 +216,16 @@ class WordRows:
 def tiny_world():
     from pops.world import World, WorldConfig
 
-    return World(WorldConfig(image_size=32, shapes=("circle", "square", "star"), textures=("stripes", "dots"),
-                             scenes=("meadow", "night"), edits=("red", "big"), outfits=30))  # fmt: skip
+    return World(
+        WorldConfig(
+            image_size=32,
+            shapes=("circle", "square", "star"),
+            textures=("stripes", "dots"),
+            scenes=("meadow", "night"),
+            edits=("red", "big"),
+            outfits=30,
+        )
+    )
 
 
 def test_make_pairs_lines_up_inputs_targets_and_classes(tiny_world, tmp_path):
@@ -250,7 +266,11 @@ def test_recombined_pairs_keep_each_targets_input_classes(tiny_world, tmp_path):
         for i, name in enumerate(row):
             by_class.setdefault(name, []).append(pairs.slots[i][j])
     mixed = recombine(pairs, 3, seed=1)
-    assert len(mixed) == 36 and torch.equal(mixed.target[:12], pairs.target) and torch.equal(mixed.target[24:], pairs.target)
+    assert (
+        len(mixed) == 36
+        and torch.equal(mixed.target[:12], pairs.target)
+        and torch.equal(mixed.target[24:], pairs.target)
+    )
     assert torch.equal(mixed.slots[0][:12], pairs.slots[0])  # the first copy is the original pairs
     for k in range(36):
         row = pairs.info["input_classes"][k % 12]
@@ -263,7 +283,9 @@ def test_validation_classes_are_kept_out_of_training(tiny_world, tmp_path):
     from pops.cache import EmbeddingCache
     from pops.demo import make_pairs, split_validation
 
-    pairs = make_pairs(tiny_world, "texturing", "train", 24, 0, EmbeddingCache(tmp_path, ColourEncoder()), None, progress=False)
+    pairs = make_pairs(
+        tiny_world, "texturing", "train", 24, 0, EmbeddingCache(tmp_path, ColourEncoder()), None, progress=False
+    )
     train, validation = split_validation(pairs, 0.25, seed=0)
     assert len(train) + len(validation) == len(pairs)
     assert not set(train.class_ids.tolist()) & set(validation.class_ids.tolist())
@@ -331,16 +353,23 @@ def test_choose_workers():
 def test_report_is_one_self_contained_page(tmp_path):
     from PIL import Image
 
-    from pops.evaluation import MetricsTable
     from pops.demo.report import write_report
+    from pops.evaluation import MetricsTable
 
     table = MetricsTable()
     table.add_runs("texturing", "pops", [{"cosine": 0.8, "top1": 0.7}, {"cosine": 0.82, "top1": 0.75}], n=10)
     table.add("texturing", "averaging", 0.5, 0.1, n=10)
     table.add("texturing", "oracle", 1.0, 0.9, n=10)
     red = Image.new("RGB", (16, 16), (255, 0, 0))
-    grids = [{"title": "texturing", "rows": [{"label": "obj=star|tex=wood", "cells": [("input 1", red), ("ground truth", red)]}]}]
-    path = write_report(tmp_path / "r.html", table=table, seconds={"training": 1.5}, grids=grids, equation=None, summary={})
+    grids = [
+        {
+            "title": "texturing",
+            "rows": [{"label": "obj=star|tex=wood", "cells": [("input 1", red), ("ground truth", red)]}],
+        }
+    ]
+    path = write_report(
+        tmp_path / "r.html", table=table, seconds={"training": 1.5}, grids=grids, equation=None, summary={}
+    )
     page = path.read_text()
     assert page.count("data:image/png;base64,") == 3  # the plot and two grid cells
     assert "obj=star|tex=wood" in page and "72.5%" in page and "training" in page

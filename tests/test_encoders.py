@@ -21,10 +21,12 @@ def draw(shape: str, colour: tuple[int, int, int], *, size: int = 128, scale: fl
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
     else:
         pts = [
-            (cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(angle + i * math.pi / 5),
-             cy + (r if i % 2 == 0 else 0.45 * r) * math.sin(angle + i * math.pi / 5))
+            (
+                cx + (r if i % 2 == 0 else 0.45 * r) * math.cos(angle + i * math.pi / 5),
+                cy + (r if i % 2 == 0 else 0.45 * r) * math.sin(angle + i * math.pi / 5),
+            )
             for i in range(10)
-        ]  # fmt: skip
+        ]
         d.polygon(pts, fill=colour)
     return img
 

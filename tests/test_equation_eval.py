@@ -54,8 +54,11 @@ def test_chain_equals_hand_chained_sampling(ops, files):
     folder, e = files
     result = pops.apply(
         "let t = texture(a.safetensors, b.safetensors)\nscene(t, c.safetensors)",
-        models=ops, seed=3, num_inference_steps=STEPS, base_dir=folder,
-    )  # fmt: skip
+        models=ops,
+        seed=3,
+        num_inference_steps=STEPS,
+        base_dir=folder,
+    )
     t = ops["texturing"].sample([e["a"], e["b"]], guidance_scale=8.0, num_inference_steps=STEPS, generator=gen(3))
     out = ops["scene"].sample([t, e["c"]], guidance_scale=1.0, num_inference_steps=STEPS, generator=gen(3))
     assert torch.allclose(result.intermediates["t"], t, atol=1e-5)
@@ -81,8 +84,11 @@ def test_batching_is_invisible_and_samples_reproduce_alone(ops, files):
     spy = SampleSpy(ops["texturing"])
     both = EquationRunner(ops).run(
         "union(texture(a.safetensors, b.safetensors), texture(b.safetensors, c.safetensors))",
-        num_inference_steps=STEPS, num_samples=3, seed=5, base_dir=folder,
-    )  # fmt: skip
+        num_inference_steps=STEPS,
+        num_samples=3,
+        seed=5,
+        base_dir=folder,
+    )
     assert spy.calls == 1 and spy.rows == [6]  # the two texturing steps ran as one batch of 2 x 3 samples
     alone = EquationRunner(ops).run(
         "texture(b.safetensors, c.safetensors)", num_inference_steps=STEPS, num_samples=3, seed=5, base_dir=folder
@@ -118,7 +124,7 @@ def test_errors_are_reported_before_anything_samples(ops, files):
     spy = SampleSpy(ops["texturing"])
     bad = {
         "let t = texture(a.safetensors, b.safetensors)\nscene(t, missing.safetensors)": (2, 10, "file not found"),
-        "let t = texture(a.safetensors, b.safetensors)\ninstruct(t, \"red\")": (2, 1, "no 'instruct' operator"),
+        'let t = texture(a.safetensors, b.safetensors)\ninstruct(t, "red")': (2, 1, "no 'instruct' operator"),
         "let t = texture(a.safetensors, b.safetensors)\nscene(t)": (2, 1, "scene takes 2 inputs, got 1"),
         "let t = texture(a.safetensors, b.safetensors)\nscene(t, sky)": (2, 10, "unknown name 'sky'"),
     }
@@ -137,8 +143,13 @@ def test_bad_embedding_files_and_settings(ops, files):
         pops.apply("texture(a.safetensors, wide.safetensors)", models=ops, base_dir=folder)
     with pytest.raises(EquationError, match="has 3 rows; expected 1 or num_samples"):
         pops.apply("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=2)
-    r = pops.apply("texture(a.safetensors, rows.safetensors)", models=ops, base_dir=folder, num_samples=3,
-                      num_inference_steps=STEPS)  # fmt: skip
+    r = pops.apply(
+        "texture(a.safetensors, rows.safetensors)",
+        models=ops,
+        base_dir=folder,
+        num_samples=3,
+        num_inference_steps=STEPS,
+    )
     assert r.output.shape == (3, DIM)
     with pytest.raises(ValueError, match="no operator step named 'nope'"):
         pops.apply("texture(a.safetensors, b.safetensors)", models=ops, base_dir=folder, seeds={"nope": 1})
@@ -159,15 +170,24 @@ def test_images_are_encoded_once_in_one_batch_and_words_fill_text_slots(make_tin
     encode = encoder.encode
     encoder.encode = lambda items, **kw: calls.append(len(items)) or encode(items, **kw)
     texturing = Operator.from_prior(make_tiny_prior(dim=1280), "texturing", image_encoder=encoder)
-    instruct = Operator.from_prior(make_tiny_prior(dim=1280, seed=1), "instruct", text_width=384,
-                                   image_encoder=encoder, text_encoder=MiniLMEncoder())  # fmt: skip
+    instruct = Operator.from_prior(
+        make_tiny_prior(dim=1280, seed=1),
+        "instruct",
+        text_width=384,
+        image_encoder=encoder,
+        text_encoder=MiniLMEncoder(),
+    )
     for name, colour in (("cat", "red"), ("wood", "brown")):
         Image.new("RGB", (48, 48), colour).save(tmp_path / f"{name}.png")
     ev = EquationRunner([texturing, instruct])
     red = ev.run('instruct(texture(cat.png, wood.png), "red")', num_inference_steps=STEPS, base_dir=tmp_path)
     assert calls == [2]  # both images, one encoder call
-    t = texturing.sample([encoder.encode([Image.open(tmp_path / "cat.png")]), encoder.encode([Image.open(tmp_path / "wood.png")])],
-                         guidance_scale=8.0, num_inference_steps=STEPS, generator=gen(0))  # fmt: skip
+    t = texturing.sample(
+        [encoder.encode([Image.open(tmp_path / "cat.png")]), encoder.encode([Image.open(tmp_path / "wood.png")])],
+        guidance_scale=8.0,
+        num_inference_steps=STEPS,
+        generator=gen(0),
+    )
     expected = instruct.sample([t, "red"], guidance_scale=1.0, num_inference_steps=STEPS, generator=gen(0))
     assert torch.allclose(red.output, expected, atol=1e-4)
     blue = ev.run('instruct(texture(cat.png, wood.png), "blue")', num_inference_steps=STEPS, base_dir=tmp_path)
@@ -214,8 +234,17 @@ def test_cli_writes_pictures_embeddings_and_a_record_that_replays(models_dir, fi
     out = tmp_path / "out"
     messages = []
     eq = "let t = texture(a.safetensors, b.safetensors); scene(t, c.safetensors)"
-    result = run_equation_cli(eq, models_dir, out, seed=4, steps=STEPS, num_samples=2, base_dir=folder,
-                              step_seeds=["output=11"], echo=messages.append)  # fmt: skip
+    result = run_equation_cli(
+        eq,
+        models_dir,
+        out,
+        seed=4,
+        steps=STEPS,
+        num_samples=2,
+        base_dir=folder,
+        step_seeds=["output=11"],
+        echo=messages.append,
+    )
     record = json.loads((out / "record.json").read_text())
     assert record["seeds"] == {"t": 4, "output": 11} and record["renderer"] == "retrieval"
     assert record["outputs"]["images"] == ["output_0.png", "output_1.png"]
@@ -244,11 +273,23 @@ def test_pops_apply_routes_equations(models_dir, files, tmp_path, monkeypatch):
     folder, _ = files
     monkeypatch.chdir(folder)
     out = tmp_path / "cli_out"
-    ok = CliRunner().invoke(app, ["apply", "texture(a.safetensors, b.safetensors)", "--models", str(models_dir),
-                                  "--out", str(out), "--steps", str(STEPS)])  # fmt: skip
+    ok = CliRunner().invoke(
+        app,
+        [
+            "apply",
+            "texture(a.safetensors, b.safetensors)",
+            "--models",
+            str(models_dir),
+            "--out",
+            str(out),
+            "--steps",
+            str(STEPS),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert (out / "record.json").is_file() and (out / "output_0.png").is_file()
-    bad = CliRunner().invoke(app, ["apply", "texture(a.safetensors, b.safetensors", "--models", str(models_dir),
-                                   "--out", str(out)])  # fmt: skip
+    bad = CliRunner().invoke(
+        app, ["apply", "texture(a.safetensors, b.safetensors", "--models", str(models_dir), "--out", str(out)]
+    )
     assert bad.exit_code != 0
     assert "error: line 1, column" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -28,7 +28,9 @@ names = st.builds(
     lambda head, tail: head + tail, st.sampled_from(LETTERS), st.text(LETTERS + "0123456789", max_size=6)
 ).filter(lambda s: s not in ("let", "_"))
 bare_paths = st.builds(
-    lambda head, tail: head + tail, st.sampled_from(LETTERS + "0123456789./~"), st.text(LETTERS + "0123456789./~-", max_size=10)
+    lambda head, tail: head + tail,
+    st.sampled_from(LETTERS + "0123456789./~"),
+    st.text(LETTERS + "0123456789./~-", max_size=10),
 )
 paths = st.one_of(bare_paths, st.text(max_size=12))  # anything else is printed as @"..."
 weights = st.floats(allow_nan=False, allow_infinity=False)
@@ -118,7 +120,11 @@ def test_parse_words_drops_keywords_sums_and_paths():
     assert parse('@"my photos/cat 1.png"').result == File("my photos/cat 1.png")
     assert parse("imgs/wood-2.jpg").result == File("imgs/wood-2.jpg")
     assert parse("'it\\'s'").result == Text("it's")
-    assert File("x.PNG").modality == "image" and File("e.safetensors").modality == "embedding" and File("x").modality == "unknown"
+    assert (
+        File("x.PNG").modality == "image"
+        and File("e.safetensors").modality == "embedding"
+        and File("x").modality == "unknown"
+    )
 
 
 def test_printer_quotes_what_would_not_read_back():

@@ -31,9 +31,9 @@ def test_cosine_to_target_known_values():
     assert cosine_to_target(x, -3.0 * x) == pytest.approx(-1.0, abs=1e-6)
     e = torch.eye(4)
     assert cosine_to_target(e, e.roll(1, dims=0)) == pytest.approx(0.0, abs=1e-6)
-    assert cosine_to_target(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])) == pytest.approx(
-        (math.sqrt(0.5) + 1.0) / 2
-    )
+    assert cosine_to_target(
+        torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    ) == pytest.approx((math.sqrt(0.5) + 1.0) / 2)
     with pytest.raises(ValueError):
         cosine_to_target(x, x[:4])
     with pytest.raises(ValueError):
@@ -134,7 +134,12 @@ def test_metrics_table_aggregates_and_formats():
     assert lines[0].split()[0] == "operator" and len(lines) == 4
     assert "0.700 ± 0.141" in text and "60.0% ± 14.1%" in text and "25.0%" in text and "—" in text
     page = table.to_html()
-    assert page.startswith("<table") and "union &lt;b&gt;" in page and "<b>0.750</b>" in page and "<b>60.0% ± 14.1%</b>" in page
+    assert (
+        page.startswith("<table")
+        and "union &lt;b&gt;" in page
+        and "<b>0.750</b>" in page
+        and "<b>60.0% ± 14.1%</b>" in page
+    )
     again = MetricsTable.from_dict(table.to_dict())
     assert again.to_text() == text
     assert again.get("texturing", "pops").n == 40
@@ -173,18 +178,31 @@ def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     tiny_operator("union").save_pretrained(tmp_path / "operators" / "union")
     g = torch.Generator().manual_seed(0)
     classes = ["a", "b", "c"]
-    pairs = Pairs("union", [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)], torch.ones(6, 2, dtype=torch.bool),
-                  torch.randn(6, 32, generator=g), class_ids=torch.tensor([0, 1, 2, 0, 1, 2]), info={"classes": classes})  # fmt: skip
+    pairs = Pairs(
+        "union",
+        [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)],
+        torch.ones(6, 2, dtype=torch.bool),
+        torch.randn(6, 32, generator=g),
+        class_ids=torch.tensor([0, 1, 2, 0, 1, 2]),
+        info={"classes": classes},
+    )
     pairs.save(tmp_path / "data" / "union-test.safetensors")
-    save_embeddings(tmp_path / "data" / "union-gallery.safetensors", torch.randn(3, 32, generator=g), {"operator": "union", "classes": classes})
+    save_embeddings(
+        tmp_path / "data" / "union-gallery.safetensors",
+        torch.randn(3, 32, generator=g),
+        {"operator": "union", "classes": classes},
+    )
     script = (
         "import sys\nfrom pathlib import Path\nimport pops.cli.eval as cli\n"
-        f"table = cli._eval(Path({str(tmp_path)!r}), ['union'], None, 1, (), 2, Path({str(tmp_path / 't.json')!r}), None)\n"
+        f"table = cli._eval(Path({str(tmp_path)!r}), ['union'], None, 1, (), 2, Path({str(tmp_path / 't.json')!r}), "
+        "None)\n"
         "print(sorted(m for m in sys.modules if m.startswith('pops.demo')), table.get('union', 'pops').n)\n"
     )
     root = str(Path(__file__).resolve().parents[1])  # this checkout first, as the test process sees it
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "[] 6"
     assert (tmp_path / "t.json").is_file()

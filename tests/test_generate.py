@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
-from conftest import write_byte_clip_tokenizer
 from pops.generate import storage
 from pops.generate.models import FOLDERS, Detection, GenerationModels, ModelSettings, load_models
 from pops.registry import COMPOSITION_SLOTS, get_spec
@@ -72,67 +72,159 @@ class TinyMatting(PreTrainedModel):
 
 
 def build_tiny_models(root: Path) -> Path:
-    from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionDepth2ImgPipeline,
-                           StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)  # fmt: skip
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionDepth2ImgPipeline,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from safetensors.torch import save_file
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, DPTConfig,
-                              DPTForDepthEstimation, DPTImageProcessor, Owlv2Config, Owlv2ForObjectDetection,
-                              Owlv2ImageProcessor, Owlv2Processor)  # fmt: skip
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        DPTConfig,
+        DPTForDepthEstimation,
+        DPTImageProcessor,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
 
     torch.manual_seed(0)
     tok = write_byte_clip_tokenizer(root / "_tokenizer", 77)
     vocab = len(tok)
     special = dict(bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    text = CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                          num_attention_heads=4, projection_dim=32, max_position_embeddings=77, **special)  # fmt: skip
+    text = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=32,
+        max_position_embeddings=77,
+        **special,
+    )
     te1, te2 = CLIPTextModel(text), CLIPTextModelWithProjection(text)
-    vae = AutoencoderKL(block_out_channels=[16, 32], latent_channels=4, sample_size=SIZE, norm_num_groups=8,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)  # fmt: skip
-    blocks = dict(block_out_channels=(16, 32), layers_per_block=1, sample_size=SIZE // 2, out_channels=4, norm_num_groups=8,
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                  attention_head_dim=(2, 4))  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=[16, 32],
+        latent_channels=4,
+        sample_size=SIZE,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+    )
+    blocks = dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=SIZE // 2,
+        out_channels=4,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+    )
     # SDXL UNets: two text encoders (32 + 32 wide) and the text_time added embedding (6 * 8 + 32 pooled).
-    xl = dict(blocks, cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
-              projection_class_embeddings_input_dim=80, use_linear_projection=True)  # fmt: skip
-    euler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing")
+    xl = dict(
+        blocks,
+        cross_attention_dim=64,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,
+        use_linear_projection=True,
+    )
+    euler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
+    )
     xl_parts = dict(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok, scheduler=euler)
-    StableDiffusionXLPipeline(unet=UNet2DConditionModel(in_channels=4, **xl), **xl_parts).save_pretrained(root / FOLDERS["text_to_image"])
-    StableDiffusionXLInpaintPipeline(unet=UNet2DConditionModel(in_channels=9, **xl), requires_aesthetics_score=False,
-                                     **xl_parts).save_pretrained(root / FOLDERS["inpainter"])  # fmt: skip
+    StableDiffusionXLPipeline(unet=UNet2DConditionModel(in_channels=4, **xl), **xl_parts).save_pretrained(
+        root / FOLDERS["text_to_image"]
+    )
+    StableDiffusionXLInpaintPipeline(
+        unet=UNet2DConditionModel(in_channels=9, **xl), requires_aesthetics_score=False, **xl_parts
+    ).save_pretrained(root / FOLDERS["inpainter"])
     # SD2-depth: latents + a depth channel in, one text encoder, a DPT depth estimator.
-    dpt = DPTForDepthEstimation(DPTConfig(image_size=SIZE, patch_size=8, hidden_size=32, num_hidden_layers=4,
-                                          num_attention_heads=4, intermediate_size=37, neck_hidden_sizes=[8, 16, 16, 32],
-                                          fusion_hidden_size=16, backbone_out_indices=(0, 1, 2, 3)))  # fmt: skip
+    dpt = DPTForDepthEstimation(
+        DPTConfig(
+            image_size=SIZE,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=37,
+            neck_hidden_sizes=[8, 16, 16, 32],
+            fusion_hidden_size=16,
+            backbone_out_indices=(0, 1, 2, 3),
+        )
+    )
     StableDiffusionDepth2ImgPipeline(
-        vae=vae, text_encoder=te1, tokenizer=tok, unet=UNet2DConditionModel(in_channels=5, cross_attention_dim=32, **blocks),
+        vae=vae,
+        text_encoder=te1,
+        tokenizer=tok,
+        unet=UNet2DConditionModel(in_channels=5, cross_attention_dim=32, **blocks),
         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False),
-        depth_estimator=dpt, feature_extractor=DPTImageProcessor(size={"height": SIZE, "width": SIZE}, keep_aspect_ratio=False),
-    ).save_pretrained(root / FOLDERS["depth_to_image"])  # fmt: skip
+        depth_estimator=dpt,
+        feature_extractor=DPTImageProcessor(size={"height": SIZE, "width": SIZE}, keep_aspect_ratio=False),
+    ).save_pretrained(root / FOLDERS["depth_to_image"])
     # OWLv2 with 16-token queries. At random init the box head gives degenerate boxes and the per-box logit shift
     # swamps the query term (every box prefers the first query); zeroing both gives boxes on their patches and
     # labels that depend on the query, as trained weights do.
-    owl = Owlv2ForObjectDetection(Owlv2Config(
-        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=16, **special),
-        vision_config=dict(image_size=SIZE, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                           num_attention_heads=4),
-        projection_dim=32))  # fmt: skip
+    owl = Owlv2ForObjectDetection(
+        Owlv2Config(
+            text_config=dict(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=16,
+                **special,
+            ),
+            vision_config=dict(
+                image_size=SIZE,
+                patch_size=8,
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+            ),
+            projection_dim=32,
+        )
+    )
     torch.nn.init.zeros_(owl.box_head.dense2.weight)
     torch.nn.init.zeros_(owl.box_head.dense2.bias)
     torch.nn.init.zeros_(owl.class_head.logit_shift.weight)
     torch.nn.init.zeros_(owl.class_head.logit_shift.bias)
     owl.save_pretrained(root / FOLDERS["detector"])
     owl_tok = write_byte_clip_tokenizer(root / "_owl_tokenizer", 16)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": SIZE, "width": SIZE}), tokenizer=owl_tok).save_pretrained(root / FOLDERS["detector"])
+    Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={"height": SIZE, "width": SIZE}), tokenizer=owl_tok
+    ).save_pretrained(root / FOLDERS["detector"])
     # The segmenter: custom code on disk + config auto_map, loaded with trust_remote_code like RMBG-1.4.
     seg = root / FOLDERS["segmenter"]
     seg.mkdir(parents=True)
     (seg / "tiny_matting.py").write_text(TINY_MATTING_CODE)
-    (seg / "config.json").write_text(json.dumps({
-        "architectures": ["TinyMatting"], "model_type": "tiny_matting", "radius": 0.3, "sharpness": 30.0,
-        "auto_map": {"AutoConfig": "tiny_matting.TinyMattingConfig", "AutoModelForImageSegmentation": "tiny_matting.TinyMatting"},
-    }))  # fmt: skip
-    save_file({"conv.weight": torch.randn(1, 3, 3, 3) * 0.1, "conv.bias": torch.zeros(1)}, str(seg / "model.safetensors"))
+    (seg / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["TinyMatting"],
+                "model_type": "tiny_matting",
+                "radius": 0.3,
+                "sharpness": 30.0,
+                "auto_map": {
+                    "AutoConfig": "tiny_matting.TinyMattingConfig",
+                    "AutoModelForImageSegmentation": "tiny_matting.TinyMatting",
+                },
+            }
+        )
+    )
+    save_file(
+        {"conv.weight": torch.randn(1, 3, 3, 3) * 0.1, "conv.bias": torch.zeros(1)}, str(seg / "model.safetensors")
+    )
     build_human_parsing(root / FOLDERS["human_parsing"])
     return root
 
@@ -149,7 +241,14 @@ def person(labels: dict[int, tuple[int, int, int, int]], size=(48, 64)) -> tuple
 
 
 ATR_ROWS = [
-    {1: (16, 0, 32, 8), 11: (18, 8, 30, 16), 4: (10, 16, 38, 36), 6: (12, 36, 36, 56), 9: (12, 56, 22, 64), 10: (26, 56, 36, 64)},
+    {
+        1: (16, 0, 32, 8),
+        11: (18, 8, 30, 16),
+        4: (10, 16, 38, 36),
+        6: (12, 36, 36, 56),
+        9: (12, 56, 22, 64),
+        10: (26, 56, 36, 64),
+    },
     {11: (18, 8, 30, 16)},  # a face only: no garment, rejected
     {2: (14, 0, 34, 10), 7: (8, 14, 40, 58), 16: (38, 30, 48, 46)},
 ]
@@ -284,7 +383,9 @@ def test_each_generator_makes_samples_in_the_documented_format(operator, models_
     cfg = config_from_options(recipe.Config, RELAXED_UNION if operator == "union" else {})
     n = len(ATR_ROWS) + 1 if operator == "composition" else 3
     out = tmp_path / operator
-    summary = generate(operator, out, num_samples=n, seed=7, models=tiny_models(models_dir, operator), config=cfg, progress=False)
+    summary = generate(
+        operator, out, num_samples=n, seed=7, models=tiny_models(models_dir, operator), config=cfg, progress=False
+    )
     assert summary.failed == 0 and summary.made + summary.rejected == n and summary.skipped == 0
     manifests = check_dataset(out, operator)
     assert len(manifests) == summary.made
@@ -314,7 +415,9 @@ def test_each_generator_makes_samples_in_the_documented_format(operator, models_
             assert 1 <= len(r["attributes"]) <= 5 and r["prompt"].startswith(f"A {m['meta']['object']} made from ")
         from pops.generate import cut_texture_patch
 
-        patch = cut_texture_patch(images["render_0"], Image.open(Path(m["dir"]) / m["assets"]["mask"]), 8, np.random.default_rng(0))
+        patch = cut_texture_patch(
+            images["render_0"], Image.open(Path(m["dir"]) / m["assets"]["mask"]), 8, np.random.default_rng(0)
+        )
         assert 1 <= patch.width <= 8
     if operator == "union":
         a, b = m["meta"]["objects"]
@@ -380,7 +483,13 @@ def test_generate_needs_its_models_and_a_matching_folder(tmp_path):
     with pytest.raises(ValueError, match="different seed"):
         generate("instruct", tmp_path, num_samples=1, seed=2, models=GenerationModels(text_to_image=solid))
     with pytest.raises(ValueError, match="different operator"):
-        generate("scene", tmp_path, num_samples=1, seed=1, models=GenerationModels(text_to_image=solid, segmenter=centred_disc, inpainter=lambda *a: a[0]))
+        generate(
+            "scene",
+            tmp_path,
+            num_samples=1,
+            seed=1,
+            models=GenerationModels(text_to_image=solid, segmenter=centred_disc, inpainter=lambda *a: a[0]),
+        )
 
 
 # ---------------------------------------------------------------- resumption
@@ -455,12 +564,18 @@ def test_cli_bad_input_gives_one_line_errors(tmp_path):
     cases = [
         (["generate", "painting", "--out", str(tmp_path / "a"), "-n", "2"], "unknown operator"),
         (["generate", "union", "--out", str(tmp_path / "b"), "-n", "2", "--models-from", str(tmp_path)], "sdxl-turbo"),
-        (["generate", "instruct", "--out", str(tmp_path / "c"), "-n", "1", "--option", "nonsense=1"], "unknown key 'nonsense'"),
-        (["generate", "union", "--out", str(tmp_path / "d"), "-n", "1", "--option", "max_iou=lots"], "max_iou: input should be a valid number"),
+        (
+            ["generate", "instruct", "--out", str(tmp_path / "c"), "-n", "1", "--option", "nonsense=1"],
+            "unknown key 'nonsense'",
+        ),
+        (
+            ["generate", "union", "--out", str(tmp_path / "d"), "-n", "1", "--option", "max_iou=lots"],
+            "max_iou: input should be a valid number",
+        ),
         (["generate", "instruct", "--out", str(tmp_path / "e"), "-n", "0"], "--num-samples"),
         (["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "cache")], "no such dataset folder"),
         (["embed", str(tmp_path), "--out", str(tmp_path / "cache")], "not a generated dataset"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         result = run_cli(*args)
         assert result.exit_code != 0, args
@@ -499,16 +614,53 @@ def test_two_processes_split_the_indices_and_embed_everything(tmp_path, models_d
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-           "generate", "union", "--out", str(out), "-n", str(n), "--seed", "11", "--models-from", str(models_dir),
-           "--no-progress", *TINY_CLI, *options,
-           "--then", "embed", str(out), "--out", str(cache_dir), "--encoder", "efficientnet", "--resolution", "64",
-           "--fp32", "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        "generate",
+        "union",
+        "--out",
+        str(out),
+        "-n",
+        str(n),
+        "--seed",
+        "11",
+        "--models-from",
+        str(models_dir),
+        "--no-progress",
+        *TINY_CLI,
+        *options,
+        "--then",
+        "embed",
+        str(out),
+        "--out",
+        str(cache_dir),
+        "--encoder",
+        "efficientnet",
+        "--resolution",
+        "64",
+        "--fp32",
+        "--no-progress",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    ranks = re.findall(r"rank (\d): (\d+) indices, made (\d+), rejected (\d+), skipped (\d+), failed (\d+)", result.stdout)
+    ranks = re.findall(
+        r"rank (\d): (\d+) indices, made (\d+), rejected (\d+), skipped (\d+), failed (\d+)", result.stdout
+    )
     assert [(int(r[0]), int(r[1])) for r in ranks] == [(0, 3), (1, 2)], result.stdout
     assert all(int(made) + int(rejected) == int(k) for _, k, made, rejected, _, _ in ranks)
     manifests = check_dataset(out, "union")
@@ -520,8 +672,15 @@ def test_two_processes_split_the_indices_and_embed_everything(tmp_path, models_d
     from pops.generate.recipe import config_from_options
     from pops.generate.union import Config
 
-    generate("union", single, num_samples=n, seed=11, models=tiny_models(models_dir, "union"),
-             config=config_from_options(Config, RELAXED_UNION), progress=False)  # fmt: skip
+    generate(
+        "union",
+        single,
+        num_samples=n,
+        seed=11,
+        models=tiny_models(models_dir, "union"),
+        config=config_from_options(Config, RELAXED_UNION),
+        progress=False,
+    )
     singles = list(storage.iter_samples(single))
     assert [m["index"] for m in singles] == [m["index"] for m in manifests]
     for a, b in zip(manifests, singles):
@@ -548,13 +707,26 @@ def test_embed_cli_fills_the_cache_skips_undecodable_images_and_resumes(tmp_path
 
     torch.manual_seed(0)
     clip_dir = tmp_path / "tiny-clip"
-    CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                                                   num_hidden_layers=2, num_attention_heads=4, projection_dim=16)
-                                  ).save_pretrained(clip_dir / "image_encoder")  # fmt: skip
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip_dir / "image_processor")
+    CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            projection_dim=16,
+        )
+    ).save_pretrained(clip_dir / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        clip_dir / "image_processor"
+    )
 
     cache_dir = tmp_path / "cache"
-    for encoder, extra in (("efficientnet", ["--resolution", "64", "--fp32"]), ("clip", ["--clip-model", str(clip_dir)])):
+    for encoder, extra in (
+        ("efficientnet", ["--resolution", "64", "--fp32"]),
+        ("clip", ["--clip-model", str(clip_dir)]),
+    ):
         result = run_cli("embed", str(data), "--out", str(cache_dir), "--encoder", encoder, "--no-progress", *extra)
         assert result.exit_code == 0, result.stderr[-3000:]
         assert "4 images: 3 encoded, 0 already cached, 1 undecodable (skipped)" in result.stdout
@@ -568,7 +740,12 @@ def test_embed_cli_fills_the_cache_skips_undecodable_images_and_resumes(tmp_path
 
     cache = EmbeddingCache(cache_dir, EfficientNetEncoder(64, bf16=False))
     assert len(cache) == 3
-    good = [Image.open(p).convert("RGB") for m in storage.iter_samples(data) for p in storage.image_paths(m).values() if p != broken]
+    good = [
+        Image.open(p).convert("RGB")
+        for m in storage.iter_samples(data)
+        for p in storage.image_paths(m).values()
+        if p != broken
+    ]
     embeds = cache.encode(good, progress=False)
     assert embeds.shape == (3, 1280) and cache.stats.encoded == 0
 
@@ -576,7 +753,18 @@ def test_embed_cli_fills_the_cache_skips_undecodable_images_and_resumes(tmp_path
 @pytest.mark.slow
 def test_generate_cli_resumes_from_local_model_folders(tmp_path, models_dir):
     out = tmp_path / "scene"
-    args = ["generate", "scene", "--out", str(out), "-n", "2", "--models-from", str(models_dir), "--no-progress", *TINY_CLI]
+    args = [
+        "generate",
+        "scene",
+        "--out",
+        str(out),
+        "-n",
+        "2",
+        "--models-from",
+        str(models_dir),
+        "--no-progress",
+        *TINY_CLI,
+    ]
     first = run_cli(*args)
     assert first.exit_code == 0, first.stderr[-3000:]
     assert "made 2, rejected 0, skipped 0 (already there), failed 0" in first.stdout

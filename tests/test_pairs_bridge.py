@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
-from conftest import write_byte_clip_tokenizer
 from pops.generate import storage
 from pops.generate.models import Detection, GenerationModels, UndecodableImage
 from pops.registry import COMPOSITION_SLOTS
@@ -42,14 +42,19 @@ def two_boxes(image, queries):
 def matte(image: Image.Image) -> np.ndarray:
     """The central 80 % square: room for texture patches at many positions."""
     ys, xs = np.mgrid[0 : image.height, 0 : image.width]
-    return ((abs((ys + 0.5) / image.height - 0.5) < 0.4) & (abs((xs + 0.5) / image.width - 0.5) < 0.4)).astype(np.float32)
+    return ((abs((ys + 0.5) / image.height - 0.5) < 0.4) & (abs((xs + 0.5) / image.width - 0.5) < 0.4)).astype(
+        np.float32
+    )
 
 
 class People:
     """ATR-style rows: a person of coloured rectangles and its label map (hat 1, upper clothes 4, pants 6, bag 16)."""
 
-    ROWS = [{1: (16, 0, 32, 10), 4: (10, 12, 38, 34), 6: (12, 34, 36, 60)}, {4: (8, 10, 40, 40), 16: (36, 30, 48, 48)},
-            {2: (14, 0, 34, 12), 6: (10, 20, 38, 62)}]  # fmt: skip
+    ROWS = [
+        {1: (16, 0, 32, 10), 4: (10, 12, 38, 34), 6: (12, 34, 36, 60)},
+        {4: (8, 10, 40, 40), 16: (36, 30, 48, 48)},
+        {2: (14, 0, 34, 12), 6: (10, 20, 38, 62)},
+    ]
 
     def __len__(self):
         return len(self.ROWS)
@@ -65,26 +70,56 @@ class People:
         return Image.fromarray(img), labels
 
 
-SCRIPTED = GenerationModels(text_to_image=noise, detector=two_boxes, segmenter=matte, depth_to_image=noise,
-                            inpainter=noise, human_parsing=People())  # fmt: skip
+SCRIPTED = GenerationModels(
+    text_to_image=noise,
+    detector=two_boxes,
+    segmenter=matte,
+    depth_to_image=noise,
+    inpainter=noise,
+    human_parsing=People(),
+)
 
 
 # ----- a tiny CLIP in the Kandinsky prior's folder layout --------------------------------------------------------
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection,
-                              CLIPVisionConfig, CLIPVisionModelWithProjection)  # fmt: skip
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     root = tmp_path_factory.mktemp("tiny-clip")
     tok = write_byte_clip_tokenizer(root / "tokenizer")
     torch.manual_seed(0)
-    CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                                                   num_hidden_layers=2, num_attention_heads=4, projection_dim=D)
-                                  ).save_pretrained(root / "image_encoder")  # fmt: skip
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "image_processor")
-    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                          max_position_embeddings=77, projection_dim=D, bos_token_id=tok.bos_token_id,
-                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            projection_dim=D,
+        )
+    ).save_pretrained(root / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        root / "image_processor"
+    )
+    text = CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=D,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     CLIPTextModelWithProjection(text).save_pretrained(root / "text_encoder")
     return root
 
@@ -93,8 +128,10 @@ def clip_dir(tmp_path_factory) -> Path:
 def encoders(clip_dir):
     from pops.encoders.clip import CLIPImageEncoder, CLIPTextEncoder
 
-    return (CLIPImageEncoder.from_pretrained(str(clip_dir), device="cpu"),
-            CLIPTextEncoder.from_pretrained(str(clip_dir), device="cpu"))  # fmt: skip
+    return (
+        CLIPImageEncoder.from_pretrained(str(clip_dir), device="cpu"),
+        CLIPTextEncoder.from_pretrained(str(clip_dir), device="cpu"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +153,17 @@ def built(datasets, encoders, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     image_encoder, text_encoder = encoders
     return cache, {
-        op: build_pairs(path, op, image_encoder=image_encoder, text_encoder=text_encoder, cache_root=cache,
-                        patches_per_sample=3, words_per_image=4, seed=0, progress=False)  # fmt: skip
+        op: build_pairs(
+            path,
+            op,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            cache_root=cache,
+            patches_per_sample=3,
+            words_per_image=4,
+            seed=0,
+            progress=False,
+        )
         for op, path in datasets.items()
     }
 
@@ -153,10 +199,19 @@ def test_texturing_cuts_patches_per_target_deterministically(built, datasets, en
             assert torch.cdist(patches, patches)[~torch.eye(3, dtype=torch.bool)].min() > 1e-3
             assert not any(close(p, render) or close(p, base) for p in patches)
     # Same seed: the same patches, all from the cache. Another seed: other patches, same objects and targets.
-    again = build_pairs(datasets["texturing"], "texturing", image_encoder=enc, cache_root=cache, patches_per_sample=3, progress=False)
+    again = build_pairs(
+        datasets["texturing"], "texturing", image_encoder=enc, cache_root=cache, patches_per_sample=3, progress=False
+    )
     assert torch.equal(again.slots[1], texture) and again.info["cache"]["encoded"] == 0
-    other = build_pairs(datasets["texturing"], "texturing", image_encoder=enc, cache_root=cache, patches_per_sample=3,
-                        seed=1, progress=False)  # fmt: skip
+    other = build_pairs(
+        datasets["texturing"],
+        "texturing",
+        image_encoder=enc,
+        cache_root=cache,
+        patches_per_sample=3,
+        seed=1,
+        progress=False,
+    )
     assert torch.equal(other.slots[0], obj) and torch.equal(other.target, pairs.target)
     assert not torch.equal(other.slots[1], texture) and other.info["cache"]["encoded"] > 0
 
@@ -167,7 +222,9 @@ def test_union_scene_and_composition_pairs(built, datasets, encoders):
     union = all_pairs["union"]
     assert len(union) == 2 and union.present.all()
     for i, m in enumerate(storage.iter_samples(datasets["union"])):
-        assert close(union.slots[0][i], embed(enc, m, "object_a")) and close(union.slots[1][i], embed(enc, m, "object_b"))
+        assert close(union.slots[0][i], embed(enc, m, "object_a")) and close(
+            union.slots[1][i], embed(enc, m, "object_b")
+        )
         assert close(union.target[i], embed(enc, m, "target"))
 
     scene = all_pairs["scene"]
@@ -231,7 +288,9 @@ def test_pairs_train_one_step(built, operator, make_tiny_prior):
     optimiser = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
     before = [p.detach().clone() for p in model.trainable_parameters()]
     batch = pairs.batch(torch.arange(min(len(pairs), 8)))
-    loss, details = training_loss(model, pairs.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0))
+    loss, details = training_loss(
+        model, pairs.spec, batch, make_training_scheduler(), generator=torch.Generator().manual_seed(0)
+    )
     assert torch.isfinite(loss) and loss > 0
     assert ("align" in details) == (operator == "instruct")
     loss.backward()
@@ -245,8 +304,15 @@ def test_a_second_run_encodes_nothing(built, datasets, encoders):
 
     cache, all_pairs = built
     for op in ("union", "instruct"):
-        again = build_pairs(datasets[op], op, image_encoder=encoders[0], text_encoder=encoders[1], cache_root=cache,
-                            words_per_image=4, progress=False)  # fmt: skip
+        again = build_pairs(
+            datasets[op],
+            op,
+            image_encoder=encoders[0],
+            text_encoder=encoders[1],
+            cache_root=cache,
+            words_per_image=4,
+            progress=False,
+        )
         assert again.info["cache"]["encoded"] == 0 and again.info["cache"]["hits"] > 0
         assert torch.equal(again.target, all_pairs[op].target)
 
@@ -341,8 +407,19 @@ def test_cli_reuses_the_embed_cache_and_writes_a_pairs_file(datasets, clip_dir, 
 
     # CLIP from a local folder, instruct: word rows and alignment text from the folder's text encoder.
     out = tmp_path / "instruct.safetensors"
-    result = run_cli("pairs", str(datasets["instruct"]), "--out", str(out), "--encoder", "clip", "--clip-model",
-                     str(clip_dir), "--words-per-image", "2", "--no-progress")  # fmt: skip
+    result = run_cli(
+        "pairs",
+        str(datasets["instruct"]),
+        "--out",
+        str(out),
+        "--encoder",
+        "clip",
+        "--clip-model",
+        str(clip_dir),
+        "--words-per-image",
+        "2",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     pairs = Pairs.load(out)
     assert len(pairs) == 6 and pairs.align_text.shape == (6, D) and pairs.slots[1][0].shape[0] == 6
@@ -354,9 +431,12 @@ def test_cli_bad_input_gives_one_line_errors(datasets, tmp_path):
         (["pairs", str(tmp_path / "missing"), "--out", str(tmp_path / "p.safetensors")], "no such dataset folder"),
         (["pairs", str(tmp_path), "--out", str(tmp_path / "p.safetensors")], "not a generated dataset"),
         (["pairs", str(datasets["union"]), "--out", str(tmp_path)], "is a folder"),
-        (["pairs", str(datasets["union"]), "--out", str(tmp_path / "p.safetensors"), "--patches-per-sample", "0"], "at least 1"),
+        (
+            ["pairs", str(datasets["union"]), "--out", str(tmp_path / "p.safetensors"), "--patches-per-sample", "0"],
+            "at least 1",
+        ),
         (["pairs", str(datasets["union"]), "--out", str(tmp_path / "p.safetensors"), "--encoder", "vit"], "--encoder"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         result = run_cli(*args)
         assert result.exit_code != 0, args

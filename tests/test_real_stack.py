@@ -23,7 +23,16 @@ def write_tokenizer_files(folder):
     """A hand-written CLIP BPE vocabulary: single letters, letters ending a word, and two merged words."""
     folder.mkdir(parents=True, exist_ok=True)
     letters = "abcdefghijklmnopqrstuvwxyz"
-    tokens = [*letters, *(c + "</w>" for c in letters), "re", "red</w>", "ca", "cat</w>", "<|startoftext|>", "<|endoftext|>"]
+    tokens = [
+        *letters,
+        *(c + "</w>" for c in letters),
+        "re",
+        "red</w>",
+        "ca",
+        "cat</w>",
+        "<|startoftext|>",
+        "<|endoftext|>",
+    ]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\nc a\nca t</w>\n")
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
@@ -34,18 +43,32 @@ def text_config(tokenizer, projection_dim=D):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, projection_dim=projection_dim, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def tiny_vision():
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8, projection_dim=D)  # fmt: skip
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=D,
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return CLIPVisionModelWithProjection(config), processor
 
@@ -55,19 +78,37 @@ def tiny_kandinsky_decoder():
 
     torch.manual_seed(1)
     unet = UNet2DConditionModel(
-        in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=D, encoder_hid_dim_type="image_proj",
+        in_channels=4,
+        out_channels=8,
+        addition_embed_type="image",
+        encoder_hid_dim=D,
+        encoder_hid_dim_type="image_proj",
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
-        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"), mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=4,
-        resnet_time_scale_shift="scale_shift", norm_num_groups=8,
-    )  # fmt: skip
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        norm_num_groups=8,
+    )
     movq = VQModel(
-        block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
-        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], in_channels=3, out_channels=3, latent_channels=4,
-        layers_per_block=1, norm_num_groups=8, norm_type="spatial", num_vq_embeddings=12, vq_embed_dim=4,
-    )  # fmt: skip
-    scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              variance_type="learned_range")  # fmt: skip
+        block_out_channels=[32, 64],
+        down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        norm_type="spatial",
+        num_vq_embeddings=12,
+        vq_embed_dim=4,
+    )
+    scheduler = DDPMScheduler(
+        beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, variance_type="learned_range"
+    )
     return dict(unet=unet, movq=movq, scheduler=scheduler)
 
 
@@ -78,19 +119,39 @@ def tiny_sdxl(tokenizer):
     torch.manual_seed(2)
     # cross_attention_dim = both text encoders' widths; 80 = text_encoder_2 projection (32) + 6 time ids x 8.
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=8,
-    )  # fmt: skip
-    vae = AutoencoderKL(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D"] * 2,
-                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=8)  # fmt: skip
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       timestep_spacing="leading", steps_offset=1)  # fmt: skip
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+    )
     return dict(
-        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
-        text_encoder=CLIPTextModel(text_config(tokenizer)), text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer)),
-    )  # fmt: skip
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        text_encoder=CLIPTextModel(text_config(tokenizer)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer)),
+    )
 
 
 def tiny_ip_adapter_state_dict(unet):
@@ -98,8 +159,12 @@ def tiny_ip_adapter_state_dict(unet):
     {"<k>.to_k_ip.weight", "<k>.to_v_ip.weight"} for every cross-attention processor, k = 1, 3, 5, …"""
     g = torch.Generator().manual_seed(3)
     cross = unet.config.cross_attention_dim
-    image_proj = {"proj.weight": torch.randn(4 * cross, D, generator=g) * 0.1, "proj.bias": torch.zeros(4 * cross),
-                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}  # fmt: skip
+    image_proj = {
+        "proj.weight": torch.randn(4 * cross, D, generator=g) * 0.1,
+        "proj.bias": torch.zeros(4 * cross),
+        "norm.weight": torch.ones(cross),
+        "norm.bias": torch.zeros(cross),
+    }
     ip_adapter = {}
     cross_attentions = [m for name, m in unet.named_modules() if name.endswith("attn2")]
     for i, attn in enumerate(cross_attentions):
@@ -126,9 +191,19 @@ def tiny_depth_estimator():
     from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
     torch.manual_seed(5)
-    config = DPTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=37, backbone_out_indices=[0, 1], neck_hidden_sizes=[16, 32],
-                       reassemble_factors=[2, 1], fusion_hidden_size=16, head_in_index=-1)  # fmt: skip
+    config = DPTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        backbone_out_indices=[0, 1],
+        neck_hidden_sizes=[16, 32],
+        reassemble_factors=[2, 1],
+        fusion_hidden_size=16,
+        head_in_index=-1,
+    )
     return DPTForDepthEstimation(config), DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
 
 
@@ -179,7 +254,9 @@ def embeds():
 def kandinsky(image_encoder):
     from pops.renderers.kandinsky import KandinskyRenderer
 
-    r = KandinskyRenderer.from_components(**tiny_kandinsky_decoder(), image_encoder=image_encoder, num_inference_steps=2, size=SIZE)
+    r = KandinskyRenderer.from_components(
+        **tiny_kandinsky_decoder(), image_encoder=image_encoder, num_inference_steps=2, size=SIZE
+    )
     r.pipe.set_progress_bar_config(disable=True)
     return r
 
@@ -189,7 +266,9 @@ def ipadapter(tokenizer):
     from pops.renderers.ipadapter import IPAdapterRenderer
 
     parts = tiny_sdxl(tokenizer)
-    r = IPAdapterRenderer.from_components(ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]), **parts, num_inference_steps=2, size=SIZE)
+    r = IPAdapterRenderer.from_components(
+        ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]), **parts, num_inference_steps=2, size=SIZE
+    )
     r.pipe.set_progress_bar_config(disable=True)
     return r
 
@@ -200,9 +279,13 @@ def depth_renderer(tokenizer):
 
     parts = tiny_sdxl(tokenizer)
     r = IPAdapterDepthRenderer.from_components(
-        ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]), controlnet=tiny_controlnet(parts["unet"]),
-        depth_estimator=DepthEstimator(*tiny_depth_estimator()), **parts, num_inference_steps=2, size=SIZE,
-    )  # fmt: skip
+        ip_adapter=tiny_ip_adapter_state_dict(parts["unet"]),
+        controlnet=tiny_controlnet(parts["unet"]),
+        depth_estimator=DepthEstimator(*tiny_depth_estimator()),
+        **parts,
+        num_inference_steps=2,
+        size=SIZE,
+    )
     r.pipe.set_progress_bar_config(disable=True)
     return r
 
@@ -356,7 +439,9 @@ def test_renderers_without_guidance(kandinsky, ipadapter, embeds):
     # guidance 1 = no unconditional half: the IP-Adapter embeddings go in as (B, 1, D), the negative is unused.
     plain = IPAdapterRenderer(ipadapter.pipe, guidance_scale=1.0, num_inference_steps=2, size=SIZE)
     assert len(plain.render(embeds[:2], generator=seeded_generators(0, 2))) == 2
-    plain = KandinskyRenderer(kandinsky.pipe, kandinsky.negative_embedding, guidance_scale=1.0, num_inference_steps=2, size=SIZE)
+    plain = KandinskyRenderer(
+        kandinsky.pipe, kandinsky.negative_embedding, guidance_scale=1.0, num_inference_steps=2, size=SIZE
+    )
     guided = kandinsky.render(embeds[:2], generator=seeded_generators(0, 2))
     assert np.abs(pixels(plain.render(embeds[:2], generator=seeded_generators(0, 2))) - pixels(guided)).max() > 0
     with pytest.raises(ValueError, match="multiple of"):
@@ -387,7 +472,9 @@ def test_depth_renderer_follows_the_structure_image(depth_renderer, embeds, monk
     assert [im.size for im in images] == [(SIZE, SIZE)] * 2 and scales and set(scales) == {0.5}
     other = depth_renderer.render(embeds[:2], generator=seeded_generators(0, 2), structure=structures[1])
     assert np.abs(pixels(images) - pixels(other)).max() > 2  # the depth map changes the picture
-    per_image = depth_renderer.render(embeds[:2], generator=seeded_generators(0, 2), structure=[structures[0], structures[1]])
+    per_image = depth_renderer.render(
+        embeds[:2], generator=seeded_generators(0, 2), structure=[structures[0], structures[1]]
+    )
     assert_close_images(per_image[:1], images[:1])
     with pytest.raises(ValueError, match="structure image"):
         depth_renderer.render(embeds[:1])
@@ -413,7 +500,9 @@ def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
     (tmp_path / "w.bin").write_bytes(b"x")
     assert hub.resolve_file(str(tmp_path), "w.bin") == str(tmp_path / "w.bin")
     assert hub.split_file_ref("pOpsPaper/operators:models/texturing/learned_prior.pth") == (
-        "pOpsPaper/operators", "models/texturing/learned_prior.pth")  # fmt: skip
+        "pOpsPaper/operators",
+        "models/texturing/learned_prior.pth",
+    )
 
 
 def test_hub_fails_fast_when_unreachable(monkeypatch):
@@ -476,14 +565,34 @@ def test_cli_renders_with_kandinsky_from_saved_folders(kandinsky, image_encoder,
     image_encoder.model.save_pretrained(tmp_path / "prior" / "image_encoder")
     image_encoder.processor.save_pretrained(tmp_path / "prior" / "image_processor")
     out = tmp_path / "pngs"
-    result = run_cli("render", embeddings_file, "--render", "kandinsky", "--out", out, "--decoder", tmp_path / "decoder",
-                     "--prior", tmp_path / "prior", "--steps", 2, "--size", SIZE, "--batch-size", 2, "--seed", 3)  # fmt: skip
+    result = run_cli(
+        "render",
+        embeddings_file,
+        "--render",
+        "kandinsky",
+        "--out",
+        out,
+        "--decoder",
+        tmp_path / "decoder",
+        "--prior",
+        tmp_path / "prior",
+        "--steps",
+        2,
+        "--size",
+        SIZE,
+        "--batch-size",
+        2,
+        "--seed",
+        3,
+    )
     assert result.exit_code == 0, result.output
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["outs_0000.png", "outs_0001.png", "outs_0002.png"]
     assert all(Image.open(f).size == (SIZE, SIZE) for f in files)
     # The loaded pipeline is the saved one: the CLI's third image equals the in-memory renderer's with seed 3 + 2.
-    assert_close_images([Image.open(files[2]).convert("RGB")], kandinsky.render(embeds[2:], generator=seeded_generators(5, 1)))
+    assert_close_images(
+        [Image.open(files[2]).convert("RGB")], kandinsky.render(embeds[2:], generator=seeded_generators(5, 1))
+    )
     loaded = KandinskyRenderer.from_pretrained(str(tmp_path / "decoder"), prior=str(tmp_path / "prior"))
     torch.testing.assert_close(loaded.negative_embedding, image_encoder.zero_image_embedding())
 
@@ -493,8 +602,12 @@ def test_cli_renders_with_ipadapter_and_depth_from_saved_folders(depth_renderer,
 
     pipe = depth_renderer.pipe
     # Plain SDXL folder (the IP-Adapter comes from its own file, as on the hub).
-    sdxl = StableDiffusionXLPipeline(**{k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "text_encoder_2",
-                                                                       "tokenizer", "tokenizer_2", "scheduler")})  # fmt: skip
+    sdxl = StableDiffusionXLPipeline(
+        **{
+            k: getattr(pipe, k)
+            for k in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+        }
+    )
     sdxl.unet = tiny_sdxl(tokenizer)["unet"]  # a fresh UNet: save_pretrained of one with IP-Adapter layers differs
     sdxl.save_pretrained(tmp_path / "sdxl")
     (tmp_path / "ipa" / "sdxl_models").mkdir(parents=True)
@@ -511,8 +624,18 @@ def test_cli_renders_with_ipadapter_and_depth_from_saved_folders(depth_renderer,
     assert len(list((tmp_path / "ip").glob("outs_*.png"))) == 3
 
     depth = ["--render", "ipadapter-depth", "--controlnet", tmp_path / "controlnet", "--depth-model", tmp_path / "dpt"]
-    result = run_cli("render", embeddings_file, *depth, "--out", tmp_path / "d", *common, "--vae", tmp_path / "vae",
-                     "--structure", tmp_path / "a.png")  # fmt: skip
+    result = run_cli(
+        "render",
+        embeddings_file,
+        *depth,
+        "--out",
+        tmp_path / "d",
+        *common,
+        "--vae",
+        tmp_path / "vae",
+        "--structure",
+        tmp_path / "a.png",
+    )
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "d").glob("outs_*.png"))
     assert len(files) == 3 and all(Image.open(f).size == (SIZE, SIZE) for f in files)

@@ -1,4 +1,5 @@
-"""The trainer (pops.train): config, data stream, options (LoRA, EMA, N blocks, accumulation, checkpointing) in-process."""
+"""The trainer (pops.train): config, data stream, options (LoRA, EMA, N blocks, accumulation, checkpointing) "
+"in-process."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_prior
 from safetensors.torch import load_file
 
 from pops.pairs import Pairs
 from pops.prior import PopsPrior
 from pops.registry import get_spec
-
-from conftest import tiny_prior
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,11 +50,19 @@ def tiny_config(tmp_path: Path, **overrides):
     from pops.train.config import apply_overrides, config_from_dict
 
     base = dict(
-        operator="texturing", data=str(tmp_path / "pairs.safetensors"), output_dir=str(tmp_path / "run"),
-        init="scratch", model=dict(embedding_dim=DIM, num_layers=2, num_attention_heads=2, attention_head_dim=16),
-        max_steps=6, batch_size=4, optim=dict(lr=1e-3), progress=False,
-        logging=dict(every=0), checkpoint=dict(every=0, at_end=False), validation=dict(every=0),
-    )  # fmt: skip
+        operator="texturing",
+        data=str(tmp_path / "pairs.safetensors"),
+        output_dir=str(tmp_path / "run"),
+        init="scratch",
+        model=dict(embedding_dim=DIM, num_layers=2, num_attention_heads=2, attention_head_dim=16),
+        max_steps=6,
+        batch_size=4,
+        optim=dict(lr=1e-3),
+        progress=False,
+        logging=dict(every=0),
+        checkpoint=dict(every=0, at_end=False),
+        validation=dict(every=0),
+    )
     return config_from_dict(apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]))
 
 
@@ -75,7 +83,13 @@ def test_shipped_configs_load_with_reference_defaults(kind):
     cfg = load_config(REPO / "configs" / "train" / f"{kind}.yaml")
     assert cfg.operator == kind and cfg.init == "kandinsky" and cfg.layout == "compact"
     o = cfg.optim
-    assert (o.lr, tuple(o.betas), o.weight_decay, o.max_grad_norm, o.schedule) == (1e-5, (0.9, 0.999), 0.0, 1.0, "constant")
+    assert (o.lr, tuple(o.betas), o.weight_decay, o.max_grad_norm, o.schedule) == (
+        1e-5,
+        (0.9, 0.999),
+        0.0,
+        1.0,
+        "constant",
+    )
 
 
 def test_config_errors_and_overrides(tmp_path):
@@ -156,7 +170,9 @@ def test_scratch_training_learns_and_saves_an_operator(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=60, batch_size=16, logging={"every": 20})
     model = train(cfg, pairs=pairs)
     mean, std = embedding_stats(pairs)
-    assert torch.allclose(model.prior.clip_mean[0], mean) and torch.allclose(model.prior.clip_std[0], std)  # never trained
+    assert torch.allclose(model.prior.clip_mean[0], mean) and torch.allclose(
+        model.prior.clip_std[0], std
+    )  # never trained
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["steps"] == 60 and summary["samples_seen"] == 60 * 16 and summary["num_processes"] == 1
     event_files = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
@@ -193,13 +209,18 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path):
 
     pairs = make_pairs()
     start = PopsPrior(tiny_prior(dim=DIM))
-    cfg = tiny_config(tmp_path, max_steps=1, batch_size=4, gradient_accumulation_steps=2, optim={"lr": 1e-2, "max_grad_norm": 0.05})
+    cfg = tiny_config(
+        tmp_path, max_steps=1, batch_size=4, gradient_accumulation_steps=2, optim={"lr": 1e-2, "max_grad_norm": 0.05}
+    )
     trained = weights(train(cfg, pairs=pairs, model=copy.deepcopy(start)))
 
     # The same step by hand: mean of the two shard losses over the 8 samples, one backward, clip, AdamW.
     model = copy.deepcopy(start)
     stream, spec, sched = PairStream(pairs, seed=cfg.seed), get_spec("texturing"), make_training_scheduler()
-    losses = [training_loss(model, spec, stream.shard(0, 4, s), sched, generator=shard_generator(cfg.seed, 0, s))[0] for s in range(2)]
+    losses = [
+        training_loss(model, spec, stream.shard(0, 4, s), sched, generator=shard_generator(cfg.seed, 0, s))[0]
+        for s in range(2)
+    ]
     torch.stack(losses).mean().backward()
     params = model.trainable_parameters()
     norm = torch.nn.utils.clip_grad_norm_(params, 0.05)
@@ -245,7 +266,9 @@ def test_ema_lags_behind_the_raw_weights(tmp_path):
 
     start = PopsPrior(tiny_prior(dim=DIM))
     before = weights(start)
-    cfg = tiny_config(tmp_path, max_steps=30, ema={"enabled": True, "decay": 0.9}, checkpoint={"every": 0, "at_end": True})
+    cfg = tiny_config(
+        tmp_path, max_steps=30, ema={"enabled": True, "decay": 0.9}, checkpoint={"every": 0, "at_end": True}
+    )
     ema = weights(train(cfg, pairs=make_pairs(), model=start))
     raw = load_file(tmp_path / "run" / "checkpoints" / "checkpoint_30" / "model.safetensors")  # the raw weights
     keys = [k for k in before if "clip_" not in k]
@@ -288,10 +311,17 @@ def test_gradient_checkpointing_and_padded_layout_give_the_same_training(tmp_pat
 
     pairs, start = make_pairs(), PopsPrior(tiny_prior(dim=DIM))
     runs = {}
-    for name, opts in {"plain": {}, "checkpointed": {"gradient_checkpointing": True}, "padded": {"layout": "padded"}}.items():
+    for name, opts in {
+        "plain": {},
+        "checkpointed": {"gradient_checkpointing": True},
+        "padded": {"layout": "padded"},
+    }.items():
         cfg = tiny_config(tmp_path / name, logging={"every": 1}, **opts)
         model = train(cfg, pairs=pairs, model=copy.deepcopy(start))
-        runs[name] = weights(model), _tensorboard_scalars((tmp_path / name / "run" / "logs").rglob("events.out.tfevents.*"))["train/loss"]
+        runs[name] = (
+            weights(model),
+            _tensorboard_scalars((tmp_path / name / "run" / "logs").rglob("events.out.tfevents.*"))["train/loss"],
+        )
     assert max_diff(runs["plain"][0], runs["checkpointed"][0]) < 1e-6  # recomputation changes no number
     # The padded layout is the same function on 81 tokens: the same losses step by step (Adam turns float-rounding
     # differences of near-zero gradients into lr-sized ones, so weights are compared only loosely).
@@ -343,8 +373,13 @@ def test_resume_in_process_is_exact_with_every_state(tmp_path):
     from pops.train import train
 
     pairs, start = make_pairs(), PopsPrior(tiny_prior(dim=DIM))
-    opts = dict(max_steps=8, gradient_accumulation_steps=2, ema={"enabled": True, "decay": 0.8},
-                optim={"lr": 1e-2, "schedule": "linear", "warmup_steps": 3}, checkpoint={"every": 5, "at_end": False})  # fmt: skip
+    opts = dict(
+        max_steps=8,
+        gradient_accumulation_steps=2,
+        ema={"enabled": True, "decay": 0.8},
+        optim={"lr": 1e-2, "schedule": "linear", "warmup_steps": 3},
+        checkpoint={"every": 5, "at_end": False},
+    )
     whole = weights(train(tiny_config(tmp_path / "a", **opts), pairs=pairs, model=copy.deepcopy(start)))
     rest = tiny_config(tmp_path / "b", **opts, resume=str(tmp_path / "a" / "run" / "checkpoints" / "checkpoint_5"))
     other_start = PopsPrior(tiny_prior(dim=DIM, seed=9))  # overwritten by the checkpoint
@@ -400,8 +435,9 @@ def test_validation_samples_and_renders(tmp_path):
     pairs = make_pairs()
     colours = [Image.new("RGB", (8, 8), (i * 20, 0, 0)) for i in range(12)]
     renderer = RetrievalRenderer(pairs.target[:12], colours)
-    cfg = tiny_config(tmp_path, max_steps=4, logging={"every": 2},
-                      validation={"every": 2, "num_samples": 5, "num_inference_steps": 3})  # fmt: skip
+    cfg = tiny_config(
+        tmp_path, max_steps=4, logging={"every": 2}, validation={"every": 2, "num_samples": 5, "num_inference_steps": 3}
+    )
     train(cfg, pairs=pairs, model=PopsPrior(tiny_prior(dim=DIM)), renderer=renderer)
     strips = sorted((tmp_path / "run" / "validation").glob("step_*.png"))
     assert [p.name for p in strips] == ["step_0000002.png", "step_0000004.png"]
@@ -410,8 +446,11 @@ def test_validation_samples_and_renders(tmp_path):
     assert len(scalars["val/cosine_to_target"]) == 2
     # A saved renderer folder loads by its registered type ...
     renderer.save_pretrained(tmp_path / "retrieval")
-    cfg = tiny_config(tmp_path / "b", max_steps=2, validation={"every": 2, "num_samples": 3, "num_inference_steps": 2,
-                                                               "renderer": str(tmp_path / "retrieval")})  # fmt: skip
+    cfg = tiny_config(
+        tmp_path / "b",
+        max_steps=2,
+        validation={"every": 2, "num_samples": 3, "num_inference_steps": 2, "renderer": str(tmp_path / "retrieval")},
+    )
     train(cfg, pairs=pairs, model=PopsPrior(tiny_prior(dim=DIM)))
     assert (tmp_path / "b" / "run" / "validation" / "step_0000002.png").is_file()
     # ... and a config can never name code to run (this used to import os and call system).

@@ -16,7 +16,6 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-
 from test_train import DIM, make_pairs, max_diff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,11 +29,19 @@ def write_run(tmp_path: Path, name: str, **overrides) -> tuple[Path, dict]:
     if not pairs_path.exists():
         make_pairs(n=48).save(pairs_path)
     config = dict(
-        operator="texturing", data=str(pairs_path), output_dir=str(tmp_path / name), init="scratch",
+        operator="texturing",
+        data=str(pairs_path),
+        output_dir=str(tmp_path / name),
+        init="scratch",
         model=dict(embedding_dim=DIM, num_layers=2, num_attention_heads=2, attention_head_dim=16),
-        max_steps=6, batch_size=4, optim=dict(lr=1e-3), progress=False,
-        logging=dict(every=0), checkpoint=dict(every=0, at_end=False), validation=dict(every=0),
-    )  # fmt: skip
+        max_steps=6,
+        batch_size=4,
+        optim=dict(lr=1e-3),
+        progress=False,
+        logging=dict(every=0),
+        checkpoint=dict(every=0, at_end=False),
+        validation=dict(every=0),
+    )
     for key, value in overrides.items():
         config[key] = dict(config[key], **value) if isinstance(value, dict) and key in config else value
     path = tmp_path / f"{name}.yaml"
@@ -43,7 +50,9 @@ def write_run(tmp_path: Path, name: str, **overrides) -> tuple[Path, dict]:
 
 
 def env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
+    )
 
 
 def in_process(config: dict, **changes):
@@ -94,7 +103,9 @@ def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_weights(tmp_pat
     seed = rng.randrange(10**6)
     rng.seed(seed)
     kill_after = rng.randrange(10, 100, 10)  # the checkpoint to wait for, then a random part of the next 10 steps
-    proc = subprocess.Popen([sys.executable, "-m", "pops", "train", str(path)], env=env(), cwd=tmp_path, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pops", "train", str(path)], env=env(), cwd=tmp_path, stderr=subprocess.PIPE
+    )
     wait_for(lambda: (tmp_path / "killed" / "checkpoints" / f"checkpoint_{kill_after}").exists(), proc)
     time.sleep(rng.uniform(0.0, 0.05))
     proc.send_signal(signal.SIGKILL)
@@ -106,7 +117,9 @@ def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_weights(tmp_pat
 
     in_process(config, resume="auto")  # picks up the newest complete checkpoint, ignores any half-written one
     uninterrupted = in_process(config, output_dir=str(tmp_path / "whole"))
-    assert max_diff(final_weights(tmp_path / "killed"), uninterrupted.state_dict()) == 0, f"seed {seed}, resumed at {killed_at}"
+    assert max_diff(final_weights(tmp_path / "killed"), uninterrupted.state_dict()) == 0, (
+        f"seed {seed}, resumed at {killed_at}"
+    )
 
 
 @pytest.mark.slow
@@ -115,7 +128,9 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits(tmp_path):
 
     opts = dict(max_steps=2000, checkpoint={"every": 50, "total_limit": 5, "at_end": True})
     path, config = write_run(tmp_path, "stopped", **opts)
-    proc = subprocess.Popen([sys.executable, "-m", "pops", "train", str(path)], env=env(), cwd=tmp_path, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pops", "train", str(path)], env=env(), cwd=tmp_path, stderr=subprocess.PIPE
+    )
     wait_for(lambda: (tmp_path / "stopped" / "checkpoints" / "checkpoint_50").exists(), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -135,12 +150,28 @@ def test_sigterm_saves_a_usable_checkpoint_and_exits(tmp_path):
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     """2 processes × 4 samples (DDP over gloo) against 1 process × 4 samples × 2 accumulation steps."""
     path, config = write_run(tmp_path, "ddp", max_steps=5, optim={"lr": 1e-3, "schedule": "cosine", "warmup_steps": 2})
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
     # accelerate 1.15 starts one process for `--cpu --num_processes 2` (its multi-CPU path needs MPI); on a machine
     # without CUDA, `--multi_gpu` runs torchrun with 2 CPU processes on gloo (DistributedType.MULTI_CPU).
     env2 = dict(env(), ACCELERATE_USE_CPU="1")
-    result = subprocess.run([*launch, "-m", "pops", "train", str(path)], env=env2, cwd=tmp_path, capture_output=True, timeout=300)
+    result = subprocess.run(
+        [*launch, "-m", "pops", "train", str(path)], env=env2, cwd=tmp_path, capture_output=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     summary = (tmp_path / "ddp" / "train_summary.json").read_text()
     assert '"num_processes": 2' in summary and "MULTI_CPU" in summary and '"global_batch": 8' in summary

@@ -22,9 +22,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 RESOLUTION = 64  # encoder input size: small and fast; the pictures below are 64 px too
 ENCODER_CONFIG = {"type": "efficientnet", "resolution": RESOLUTION, "bf16": False}
@@ -126,8 +132,20 @@ def server(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "pops_serve.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-c", "from pops.cli import main; main()", "serve", "--models", str(root / "models"),
-           "--out", str(out), "--port", str(port), "--max-file-size", "2mb"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "from pops.cli import main; main()",
+        "serve",
+        "--models",
+        str(root / "models"),
+        "--out",
+        str(out),
+        "--port",
+        str(port),
+        "--max-file-size",
+        "2mb",
+    ]
     with open(log, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}/"
@@ -203,8 +221,9 @@ def click_and_wait(page, selector: str, timeout: float = 90_000) -> str:
     page.wait_for_function(
         "([selector, before]) => { const t = document.querySelector(selector).innerText;"
         " return t !== before && (t.includes('Done') || t.includes('Error')); }",
-        arg=[STATUS, before], timeout=timeout,
-    )  # fmt: skip
+        arg=[STATUS, before],
+        timeout=timeout,
+    )
     return page.inner_text(STATUS)
 
 
@@ -233,7 +252,10 @@ def test_browser_operator_tab_and_chained_equation(server):
         page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
         for name in pics:  # uploaded: the file list names each file
             page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
-        page.fill("#equation-text textarea", "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)")
+        page.fill(
+            "#equation-text textarea",
+            "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)",
+        )
         status = click_and_wait(page, "#run-equation")
         assert "Done" in status and "3 operator steps" in status, status
         captions = ["t = texture(object.png, texture.png)", "u = union(t, object.png)", "output = scene(u, scene.png)"]
@@ -254,7 +276,10 @@ def test_browser_operator_tab_and_chained_equation(server):
         page.fill("#equation-text textarea", "scene(u, scene.png")
         status = click_and_wait(page, "#run-equation")
         assert "line 1, column 19" in status and "expected ',' or ')'" in status, status
-        page.fill("#equation-text textarea", "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)")
+        page.fill(
+            "#equation-text textarea",
+            "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)",
+        )
         assert "Done" in click_and_wait(page, "#run-equation")
         page.wait_for_function(
             f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
@@ -275,8 +300,9 @@ def test_ten_concurrent_requests_complete_in_order(server):
     models = str(server["models"])
     jobs = []
     for i in range(10):
-        job = client.submit(handle_file(str(obj)), handle_file(str(tex)), models, "retrieval", i, 0, 3, 1,
-                            api_name="/texturing")  # fmt: skip
+        job = client.submit(
+            handle_file(str(obj)), handle_file(str(tex)), models, "retrieval", i, 0, 3, 1, api_name="/texturing"
+        )
         # Wait until the server has queued this one before sending the next, so the order is well defined.
         deadline = time.time() + 30
         while job.status().code in (Status.STARTING, Status.JOINING_QUEUE) and time.time() < deadline:
@@ -299,8 +325,9 @@ def test_new_seed_for_the_last_step_and_file_confinement_over_the_api(server):
     pics, models = server["pictures"], str(server["models"])
     settings = [models, "retrieval", 5, 0, 3, 2]  # models, renderer, seed, guidance (0: defaults), steps, samples
     files = [handle_file(str(pics["object.png"])), handle_file(str(pics["scene.png"]))]
-    first = client.predict("let t = union(object.png, object.png)\nscene(t, scene.png)", files, *settings,
-                           api_name="/equation")  # fmt: skip
+    first = client.predict(
+        "let t = union(object.png, object.png)\nscene(t, scene.png)", files, *settings, api_name="/equation"
+    )
     assert first[3]["seeds"] == {"t": 5, "output": 5} and len(first[0]) == 2  # two samples
     again = client.predict(*settings, api_name="/resample")
     assert again[3]["seeds"] == {"t": 5, "output": 6}

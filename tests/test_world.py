@@ -23,9 +23,15 @@ def world() -> World:
 @pytest.fixture(scope="module")
 def small_world() -> World:
     cfg = WorldConfig(
-        seed=3, image_size=48, holdout=0.25, shapes=("star", "heart", "house", "moon"), textures=("wood", "checks", "dots"),
-        scenes=("beach", "night"), edits=("red", "big", "blurry"), outfits=12,
-    )  # fmt: skip
+        seed=3,
+        image_size=48,
+        holdout=0.25,
+        shapes=("star", "heart", "house", "moon"),
+        textures=("wood", "checks", "dots"),
+        scenes=("beach", "night"),
+        edits=("red", "big", "blurry"),
+        outfits=12,
+    )
     return World(cfg)
 
 
@@ -41,8 +47,24 @@ def same_images(a, b) -> bool:
 
 def test_world_has_the_promised_variety():
     assert len(SHAPE_NAMES) >= 16 and len(TEXTURE_NAMES) >= 16 and len(SCENE_NAMES) >= 8
-    for name in ("star", "heart", "circle", "square", "triangle", "cross", "moon", "ring", "arrow", "diamond",
-                 "hexagon", "pentagon", "teardrop", "cloud", "house", "tree"):  # fmt: skip
+    for name in (
+        "star",
+        "heart",
+        "circle",
+        "square",
+        "triangle",
+        "cross",
+        "moon",
+        "ring",
+        "arrow",
+        "diamond",
+        "hexagon",
+        "pentagon",
+        "teardrop",
+        "cloud",
+        "house",
+        "tree",
+    ):
         assert name in SHAPE_NAMES
     for name in ("stripes", "checks", "dots", "noise", "wood", "marble", "bricks", "zigzag"):
         assert name in TEXTURE_NAMES
@@ -188,7 +210,9 @@ def test_class_gallery_covers_every_class(small_world):
 
 def test_renders_at_other_sizes():
     for size in (128, 224):
-        w = World(WorldConfig(image_size=size, shapes=("star", "tree"), textures=("bricks",), scenes=("city",), outfits=30))
+        w = World(
+            WorldConfig(image_size=size, shapes=("star", "tree"), textures=("bricks",), scenes=("city",), outfits=30)
+        )
         for op in OPERATORS:
             s = w.samples(op, "train", 1)[0]
             assert s.target.size == (size, size)
@@ -222,7 +246,11 @@ def test_bad_configs_raise_value_error(kwargs):
 def test_unsatisfiable_configs_raise_value_error():
     # Holding out 80% of 2 x 2 pairs would leave some object without a training texture.
     with pytest.raises(ValueError, match="holdout"):
-        World(WorldConfig(holdout=0.8, shapes=("star", "heart"), textures=("wood", "dots"), scenes=("beach",), edits=("red",)))
+        World(
+            WorldConfig(
+                holdout=0.8, shapes=("star", "heart"), textures=("wood", "dots"), scenes=("beach",), edits=("red",)
+            )
+        )
     with pytest.raises(ValueError, match="outfits"):
         World(WorldConfig(garments_per_figure=(1, 1), outfits=500))
     with pytest.raises(ValueError, match="world config: unknown key 'holdot'"):
@@ -242,7 +270,9 @@ def test_bad_queries_raise_value_error(world):
     with pytest.raises(ValueError):
         world.render({"operator": "texturing", "object": "unicorn", "texture": "wood"})
     with pytest.raises(ValueError):
-        world.render({"operator": "instruct", "object": "star", "word": "crimson", "edit": "blue", "pose": [0.5, 0.5, 0.3, 0]})
+        world.render(
+            {"operator": "instruct", "object": "star", "word": "crimson", "edit": "blue", "pose": [0.5, 0.5, 0.3, 0]}
+        )
     with pytest.raises(ValueError):
         world.render({"operator": "scene", "object": "star", "scene": "beach"})
     no_holdout = World(WorldConfig(holdout=0.0, image_size=32))

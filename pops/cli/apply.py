@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,22 +18,44 @@ def apply(
         None,
         help="One input per slot of the operator, in slot order: an embedding file (.safetensors/.pt, e.g. the "
         "output of an earlier `pops apply`), an image (when the operator carries an image encoder), a word for a text "
-        "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, b.png), c.png)'.",
+        "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, "
+        "b.png), c.png)'.",
     ),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Operator folder written by save_pretrained (or `pops demo`)."),
-    models: Optional[Path] = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
-    base: Optional[str] = typer.Option(None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."),
-    checkpoint: Optional[str] = typer.Option(None, help="Released pOps weights: a local .pth or owner/repo:path (e.g. pOpsPaper/operators:models/texturing/learned_prior.pth)."),
-    kind: Optional[str] = typer.Option(None, help="Operator kind when it cannot be read from --checkpoint's path."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Operator folder written by save_pretrained (or `pops demo`)."
+    ),
+    models: Path | None = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
+    base: str | None = typer.Option(
+        None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."
+    ),
+    checkpoint: str | None = typer.Option(
+        None,
+        help="Released pOps weights: a local .pth or owner/repo:path (e.g. "
+        "pOpsPaper/operators:models/texturing/learned_prior.pth).",
+    ),
+    kind: str | None = typer.Option(None, help="Operator kind when it cannot be read from --checkpoint's path."),
     seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."),
+    guidance_scale: float | None = typer.Option(
+        None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."
+    ),
     steps: int = typer.Option(25, help="Number of sampling steps."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
-    out: Path = typer.Option(Path("pops_output.safetensors"), "--out", "-o", help="Output embeddings (.safetensors), or a folder for equations."),
-    render: str = typer.Option("auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."),
-    step_seed: Optional[list[str]] = typer.Option(None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."),
-    replay: Optional[Path] = typer.Option(None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."),
+    out: Path = typer.Option(
+        Path("pops_output.safetensors"),
+        "--out",
+        "-o",
+        help="Output embeddings (.safetensors), or a folder for equations.",
+    ),
+    render: str = typer.Option(
+        "auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."
+    ),
+    step_seed: list[str] | None = typer.Option(
+        None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."
+    ),
+    replay: Path | None = typer.Option(
+        None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."
+    ),
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
@@ -47,18 +68,32 @@ def apply(
         from pops.equation.cli import run_equation_cli
 
         run_or_fail(
-            run_equation_cli, inputs[0] if inputs else None, models_dir=models, out_dir=out, seed=seed,
-            guidance_scale=guidance_scale, steps=steps, num_samples=num_samples, render=render,
-            layout=layout, step_seeds=step_seed, replay=replay,
-        )  # fmt: skip
+            run_equation_cli,
+            inputs[0] if inputs else None,
+            models_dir=models,
+            out_dir=out,
+            seed=seed,
+            guidance_scale=guidance_scale,
+            steps=steps,
+            num_samples=num_samples,
+            render=render,
+            layout=layout,
+            step_seeds=step_seed,
+            replay=replay,
+        )
         return
     if (model is None) == (base is None and checkpoint is None):
-        fail("give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or --models for an equation)")
+        fail(
+            "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
+            "--models for an equation)"
+        )
     if num_samples < 1 or steps < 2:
         fail("--num-samples must be ≥ 1 and --steps ≥ 2")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
-    run_or_fail(_apply, inputs or [], model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out)
+    run_or_fail(
+        _apply, inputs or [], model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out
+    )
 
 
 def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out):
@@ -82,14 +117,24 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
     output = op.sample(
-        values, guidance_scale=guidance_scale, num_inference_steps=steps, batch_size=rows * num_samples,
-        generator=torch.Generator().manual_seed(seed), layout=layout, progress=True,
-    )  # fmt: skip
+        values,
+        guidance_scale=guidance_scale,
+        num_inference_steps=steps,
+        batch_size=rows * num_samples,
+        generator=torch.Generator().manual_seed(seed),
+        layout=layout,
+        progress=True,
+    )
     meta = dict(
-        operator=spec.name, model=str(model or checkpoint), inputs=list(inputs), seed=seed,
+        operator=spec.name,
+        model=str(model or checkpoint),
+        inputs=list(inputs),
+        seed=seed,
         guidance_scale=op.guidance_scale if guidance_scale is None else guidance_scale,
-        steps=steps, num_samples=num_samples, layout=layout,
-    )  # fmt: skip
+        steps=steps,
+        num_samples=num_samples,
+        layout=layout,
+    )
     save_embeddings(out, output, meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
@@ -113,7 +158,9 @@ def read_input(op, slot, text: str):
             raise ValueError(f"input {slot.name!r}: this operator has no text encoder; give token rows (.safetensors)")
         return op.text_encoder.token_rows([text])[0][None]
     if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image")
+        raise ValueError(
+            f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no such image: {path}")
     if op.image_encoder is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,27 +11,70 @@ from pops.cli.app import app, run_or_fail
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("outputs/demo"), "--out", "-o", help="Output folder: operators/, renderer/, data/, report.html (a models folder for `pops apply --models` and `pops eval`)."),
-    quick: bool = typer.Option(False, "--quick", help="A reduced run (smaller world, fewer steps) that finishes in about a minute; its numbers are a smoke test, not the result."),
+    out: Path = typer.Option(
+        Path("outputs/demo"),
+        "--out",
+        "-o",
+        help="Output folder: operators/, renderer/, data/, report.html (a models folder for `pops apply --models` "
+        "and `pops eval`).",
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="A reduced run (smaller world, fewer steps) that finishes in about a minute; its numbers are a smoke "
+        "test, not the result.",
+    ),
     seed: int = typer.Option(0, help="World seed (which combinations are held out, every jitter) and training seed."),
-    operators: Optional[List[str]] = typer.Option(None, "--operator", help="Run only these operators (repeatable) (default: all five)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."),
-    retrain: bool = typer.Option(False, "--retrain", help="Train the operators again even when OUT holds operators trained with the same settings and data."),
-    steps: Optional[int] = typer.Option(None, help="Optimiser steps per operator (default: 500)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default: 64)."),
-    train_per_class: Optional[int] = typer.Option(None, help="Training samples per training class, for every operator (default: union 1, instruct 2, texturing and scene 3, composition 8)."),
-    eval_seeds: Optional[int] = typer.Option(None, help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."),
-    guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report the operators at this guidance scale (repeatable, one seed); each operator's own scale (chosen on validation classes) and the registry's are always reported."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: 1; a second thread gains little on these small models and stalls when another process holds a core)."),
-    workers: Optional[int] = typer.Option(None, help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."),
+    operators: list[str] | None = typer.Option(
+        None, "--operator", help="Run only these operators (repeatable) (default: all five)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."
+    ),
+    retrain: bool = typer.Option(
+        False,
+        "--retrain",
+        help="Train the operators again even when OUT holds operators trained with the same settings and data.",
+    ),
+    steps: int | None = typer.Option(None, help="Optimiser steps per operator (default: 500)."),
+    batch_size: int | None = typer.Option(None, help="Training batch size (default: 64)."),
+    train_per_class: int | None = typer.Option(
+        None,
+        help="Training samples per training class, for every operator (default: union 1, instruct 2, texturing and "
+        "scene 3, composition 8).",
+    ),
+    eval_seeds: int | None = typer.Option(
+        None, help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."
+    ),
+    guidance: list[float] | None = typer.Option(
+        None,
+        "--guidance",
+        help="Also report the operators at this guidance scale (repeatable, one seed); each operator's own scale "
+        "(chosen on validation classes) and the registry's are always reported.",
+    ),
+    threads: int | None = typer.Option(
+        None,
+        help="Torch threads per process (default: 1; a second thread gains little on these small models and stalls "
+        "when another process holds a core).",
+    ),
+    workers: int | None = typer.Option(
+        None, help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per stage."),
 ) -> None:
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out
     combinations against the averaging baseline, render examples and write OUT/report.html. Prints the metrics."""
-    overrides = dict(out=out, seed=seed, cache_dir=cache_dir, retrain=retrain, threads=threads, workers=workers, progress=progress)
+    overrides = dict(
+        out=out, seed=seed, cache_dir=cache_dir, retrain=retrain, threads=threads, workers=workers, progress=progress
+    )
     if operators:
         overrides["operators"] = tuple(dict.fromkeys(operators))
-    for key, value in (("steps", steps), ("batch_size", batch_size), ("train_per_class", train_per_class), ("eval_seeds", eval_seeds)):
+    for key, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("train_per_class", train_per_class),
+        ("eval_seeds", eval_seeds),
+    ):
         if value is not None:
             overrides[key] = value
     if guidance:
@@ -43,12 +85,11 @@ def demo(
 
     typer.echo(format_seconds(result.seconds))
     typer.echo(
-        f"images encoded this run: {result.encoded}; operators trained: {', '.join(result.trained) or 'none (reused)'}; "
+        f"images encoded this run: {result.encoded}; operators trained: "
+        f"{', '.join(result.trained) or 'none (reused)'}; "
         f"{result.workers} worker process(es) x {result.threads} torch thread(s)"
     )
-    typer.echo(
-        "guidance chosen on validation classes: " + ", ".join(f"{k} {v:g}" for k, v in result.guidance.items())
-    )
+    typer.echo("guidance chosen on validation classes: " + ", ".join(f"{k} {v:g}" for k, v in result.guidance.items()))
     typer.echo(f"report: {result.report}")
 
 

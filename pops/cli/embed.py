@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,28 +15,44 @@ ENCODERS = ("efficientnet", "clip")
 @app.command()
 def embed(
     dataset_dir: Path = typer.Argument(..., help="A folder written by `pops generate`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."),
-    encoder: str = typer.Option("efficientnet", help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."
+    ),
+    encoder: str = typer.Option(
+        "efficientnet",
+        help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space).",
+    ),
     clip_model: str = typer.Option(
         KANDINSKY_PRIOR,
         help="CLIP source (hub id or local folder with image_encoder/ and image_processor/), for --encoder clip.",
-    ),  # fmt: skip
-    resolution: Optional[int] = typer.Option(None, help="EfficientNet input side, a multiple of 32 (default: the encoder's)."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively)."),
-    dtype: Optional[str] = typer.Option(None, help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
-    device: Optional[str] = typer.Option(None, help="CLIP device (default: this process's accelerate device)."),
+    ),
+    resolution: int | None = typer.Option(
+        None, help="EfficientNet input side, a multiple of 32 (default: the encoder's)."
+    ),
+    bf16: bool | None = typer.Option(
+        None,
+        "--bf16/--fp32",
+        help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively).",
+    ),
+    dtype: str | None = typer.Option(
+        None, help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."
+    ),
+    device: str | None = typer.Option(None, help="CLIP device (default: this process's accelerate device)."),
     batch_size: int = typer.Option(64, help="Images per encoder batch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per process."),
 ) -> None:
     """Encode every image of a generated dataset once; later reads of the same pixels are cache hits.
-    Scale out with `accelerate launch --multi_gpu --num_processes K -m pops embed ...`; rerun to finish an interrupted run."""
+    Scale out with `accelerate launch --multi_gpu --num_processes K -m pops embed ...`; rerun to finish an
+    interrupted run."""
     if encoder not in ENCODERS:
         fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
     if batch_size < 1:
         fail("--batch-size must be at least 1")
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
-    summary = run_or_fail(_embed, dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress)
+    summary = run_or_fail(
+        _embed, dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress
+    )
     from pops.generate.sharding import current_shard
 
     if current_shard([]).is_main:
@@ -61,6 +76,9 @@ def _embed(dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, devic
 
         enc = CLIPImageEncoder.from_pretrained(clip_model, dtype=dtype, device=device or state().device)
         # Named by model and weights dtype, so caches of different CLIPs (or precisions) never mix.
-        encoder_id = getattr(enc, "encoder_id", None) or f"clip-image/{Path(clip_model).name}/{str(enc.dtype).removeprefix('torch.')}"
+        encoder_id = (
+            getattr(enc, "encoder_id", None)
+            or f"clip-image/{Path(clip_model).name}/{str(enc.dtype).removeprefix('torch.')}"
+        )
     cache = EmbeddingCache(out, enc, encoder_id, batch_size=batch_size)
     return embed_dataset(dataset_dir, cache, progress=progress)

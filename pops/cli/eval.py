@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,14 +11,24 @@ from pops.cli.app import app, fail, run_or_fail
 
 @app.command(name="eval")
 def eval_(
-    models: Path = typer.Option(..., "--models", "-m", help="A models folder with operators/<kind>/ (what `pops demo` writes)."),
-    operators: Optional[List[str]] = typer.Option(None, "--operator", help="Evaluate only these operators (repeatable) (default: every operator in MODELS)."),
-    data: Optional[Path] = typer.Option(None, help="Folder with <kind>-test*.safetensors pairs and <kind>-gallery.safetensors (default: MODELS/data)."),
+    models: Path = typer.Option(
+        ..., "--models", "-m", help="A models folder with operators/<kind>/ (what `pops demo` writes)."
+    ),
+    operators: list[str] | None = typer.Option(
+        None, "--operator", help="Evaluate only these operators (repeatable) (default: every operator in MODELS)."
+    ),
+    data: Path | None = typer.Option(
+        None, help="Folder with <kind>-test*.safetensors pairs and <kind>-gallery.safetensors (default: MODELS/data)."
+    ),
     seeds: int = typer.Option(3, help="Sampling seeds per operator; the table shows mean ± std."),
-    guidance: Optional[List[float]] = typer.Option(None, "--guidance", help="Also report at this guidance scale (repeatable); the registry's scale is always reported."),
+    guidance: list[float] | None = typer.Option(
+        None,
+        "--guidance",
+        help="Also report at this guidance scale (repeatable); the registry's scale is always reported.",
+    ),
     steps: int = typer.Option(25, help="Sampling steps."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads (default: 1)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
+    threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
@@ -40,9 +49,9 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads):
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
-    from pops.models_folder import find_operator_dir
     from pops.evaluation import evaluate_operators, load_test_data
     from pops.files import atomic_write_text
+    from pops.models_folder import find_operator_dir
     from pops.operator import Operator
     from pops.registry import REGISTRY, get_spec
 
@@ -60,7 +69,9 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads):
             raise FileNotFoundError(f"no trained {kind!r} operator under {models}")
         loaded[kind] = Operator.from_pretrained(folder, load_encoders=False)
     test_data = load_test_data(data or models / "data", kinds)
-    table, _ = evaluate_operators(loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds)
+    table, _ = evaluate_operators(
+        loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds
+    )
     if out is not None:
         atomic_write_text(out, table.to_json())
     return table

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,30 +11,48 @@ from pops.cli.app import app, fail, run_or_fail
 
 @app.command()
 def generate(
-    operator: str = typer.Argument(..., help="Which operator's data to make: texturing, union, scene, instruct or composition."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder. An existing one is resumed: samples already there are skipped."),
-    num_samples: int = typer.Option(..., "--num-samples", "-n", help="Make samples 0 .. N-1 (the paper used ~50k per operator)."),
-    seed: int = typer.Option(0, help="Sample i depends only on (seed, i): same seed, same data, however it is sharded."),
-    models_from: Optional[Path] = typer.Option(
-        None, "--models-from",
+    operator: str = typer.Argument(
+        ..., help="Which operator's data to make: texturing, union, scene, instruct or composition."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder. An existing one is resumed: samples already there are skipped."
+    ),
+    num_samples: int = typer.Option(
+        ..., "--num-samples", "-n", help="Make samples 0 .. N-1 (the paper used ~50k per operator)."
+    ),
+    seed: int = typer.Option(
+        0, help="Sample i depends only on (seed, i): same seed, same data, however it is sharded."
+    ),
+    models_from: Path | None = typer.Option(
+        None,
+        "--models-from",
         help="Folder with local copies of the models, one sub-folder each: sdxl-turbo/, owlv2/, rmbg/, sd2-depth/, "
         "sdxl-inpainting/, human-parsing/ (a datasets save_to_disk folder). Default: the hub ids.",
-    ),  # fmt: skip
+    ),
     image_size: int = typer.Option(512, help="Side of the SDXL-Turbo (and inpainting) images."),
-    image_format: str = typer.Option("jpg", help="File format of the RGB images: jpg (quality 95) or png. Masks are always png."),
+    image_format: str = typer.Option(
+        "jpg", help="File format of the RGB images: jpg (quality 95) or png. Masks are always png."
+    ),
     turbo_steps: int = typer.Option(1, help="SDXL-Turbo denoising steps (guidance is off, as SDXL-Turbo expects)."),
     depth_steps: int = typer.Option(50, help="SD2-depth steps per texture re-render (texturing)."),
     depth_guidance: float = typer.Option(7.5, help="SD2-depth classifier-free guidance (texturing)."),
     inpaint_steps: int = typer.Option(20, help="SDXL inpainting steps for the empty background (scene)."),
     inpaint_guidance: float = typer.Option(8.0, help="SDXL inpainting guidance (scene)."),
     segmenter_size: int = typer.Option(1024, help="Input side of the RMBG-1.4 background remover."),
-    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 for the diffusion pipelines (default: fp16 on a GPU, fp32 on a CPU)."),
-    device: Optional[str] = typer.Option(None, help="Device for the models (default: this process's accelerate device)."),
-    option: list[str] = typer.Option([], "--option", help="A recipe setting KEY=VALUE (repeatable), e.g. --option max_iou=0.2; unknown keys list the valid ones."),
+    dtype: str | None = typer.Option(
+        None, help="fp16, bf16 or fp32 for the diffusion pipelines (default: fp16 on a GPU, fp32 on a CPU)."
+    ),
+    device: str | None = typer.Option(None, help="Device for the models (default: this process's accelerate device)."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="A recipe setting KEY=VALUE (repeatable), e.g. --option max_iou=0.2; unknown keys list the valid ones.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per process."),
 ) -> None:
     """Generate an operator's training data with real models (SDXL-Turbo, OWLv2, RMBG-1.4, SD2-depth, SDXL inpainting,
-    ATR parsing). Scale out with `accelerate launch --multi_gpu --num_processes K -m pops generate ...`; kill and rerun to resume."""
+    ATR parsing). Scale out with `accelerate launch --multi_gpu --num_processes K -m pops generate ...`; kill and
+    rerun to resume."""
     if num_samples < 1:
         fail("--num-samples must be at least 1")
     if image_format not in ("jpg", "png"):
@@ -48,17 +65,37 @@ def generate(
         if not sep or not key.strip():
             fail(f"--option expects KEY=VALUE, got {item!r}")
         pairs[key.strip()] = value.strip()
-    summary = run_or_fail(_generate, operator, out, num_samples, seed, models_from, image_format, pairs, progress, device,
-                          dict(image_size=image_size, turbo_steps=turbo_steps, depth_steps=depth_steps,
-                               depth_guidance=depth_guidance, inpaint_steps=inpaint_steps,
-                               inpaint_guidance=inpaint_guidance, segmenter_size=segmenter_size, dtype=dtype))  # fmt: skip
+    summary = run_or_fail(
+        _generate,
+        operator,
+        out,
+        num_samples,
+        seed,
+        models_from,
+        image_format,
+        pairs,
+        progress,
+        device,
+        dict(
+            image_size=image_size,
+            turbo_steps=turbo_steps,
+            depth_steps=depth_steps,
+            depth_guidance=depth_guidance,
+            inpaint_steps=inpaint_steps,
+            inpaint_guidance=inpaint_guidance,
+            segmenter_size=segmenter_size,
+            dtype=dtype,
+        ),
+    )
     from pops.generate.sharding import current_shard
 
     if current_shard([]).is_main:
         typer.echo(f"{operator} -> {out}: {summary.line()}")
         for r in summary.ranks if len(summary.ranks) > 1 else []:
-            typer.echo(f"  rank {r['rank']}: {r['indices']} indices, made {r['made']}, rejected {r['rejected']}, "
-                       f"skipped {r['skipped']}, failed {r['failed']}")  # fmt: skip
+            typer.echo(
+                f"  rank {r['rank']}: {r['indices']} indices, made {r['made']}, rejected {r['rejected']}, "
+                f"skipped {r['skipped']}, failed {r['failed']}"
+            )
     if summary.failed:
         fail(f"{summary.failed} sample(s) failed (see {out}/logs/); rerun the same command to retry them", code=1)
 
@@ -74,7 +111,18 @@ def _generate(operator, out, num_samples, seed, models_from, image_format, optio
     sources = model_sources(recipe.REQUIRES, models_from)
     models = load_models(recipe.REQUIRES, models_from=models_from, settings=settings, device=device)
     # Where the models came from is recorded for the reader, not checked on resume (paths differ between machines).
-    info = {"models": {role: Path(s).name if models_from else s for role, s in sources.items()},
-            "model_settings": settings.as_dict()}  # fmt: skip
-    return generate(operator, out, num_samples=num_samples, seed=seed, models=models, config=config,
-                    image_format=image_format, progress=progress, info=info)  # fmt: skip
+    info = {
+        "models": {role: Path(s).name if models_from else s for role, s in sources.items()},
+        "model_settings": settings.as_dict(),
+    }
+    return generate(
+        operator,
+        out,
+        num_samples=num_samples,
+        seed=seed,
+        models=models,
+        config=config,
+        image_format=image_format,
+        progress=progress,
+        info=info,
+    )

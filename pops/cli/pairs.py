@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,21 +14,49 @@ ENCODERS = ("efficientnet", "clip")
 
 @app.command()
 def pairs(
-    dataset_dir: Path = typer.Argument(..., help="A folder written by `pops generate` (its dataset.json names the operator)."),
+    dataset_dir: Path = typer.Argument(
+        ..., help="A folder written by `pops generate` (its dataset.json names the operator)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="The pairs file to write (.safetensors; written atomically)."),
-    encoder: str = typer.Option("efficientnet", help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space). Use the one `pops embed` used."),
+    encoder: str = typer.Option(
+        "efficientnet",
+        help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space). "
+        "Use the one `pops embed` used.",
+    ),
     clip_model: str = typer.Option(
         KANDINSKY_PRIOR,
-        help="CLIP source (hub id or local folder with image_encoder/, image_processor/, and for instruct text_encoder/, tokenizer/), for --encoder clip.",
-    ),  # fmt: skip
-    cache: Optional[Path] = typer.Option(None, help="Embedding cache folder (the `pops embed --out` folder); images found there are not encoded again. Default: a temporary cache, so every image is encoded."),
-    patches_per_sample: int = typer.Option(4, help="Texturing: texture patches cut (and embedded) per target render; one pair per patch."),
+        help="CLIP source (hub id or local folder with image_encoder/, image_processor/, and for instruct "
+        "text_encoder/, tokenizer/), for --encoder clip.",
+    ),
+    cache: Path | None = typer.Option(
+        None,
+        help="Embedding cache folder (the `pops embed --out` folder); images found there are not encoded again. "
+        "Default: a temporary cache, so every image is encoded.",
+    ),
+    patches_per_sample: int = typer.Option(
+        4, help="Texturing: texture patches cut (and embedded) per target render; one pair per patch."
+    ),
     words_per_image: int = typer.Option(4, help="Instruct: words drawn per picture; one pair per word."),
-    seed: int = typer.Option(0, help="Seed of the patch positions and sizes and of the drawn words (sample i's draws depend on seed and i only)."),
-    resolution: Optional[int] = typer.Option(None, help="EfficientNet input side, a multiple of 32 (default: the encoder's); as given to `pops embed`."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively); as given to `pops embed`."),
-    dtype: Optional[str] = typer.Option(None, help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU); as given to `pops embed`."),
-    device: Optional[str] = typer.Option(None, help="CLIP device (default: a GPU when there is one)."),
+    seed: int = typer.Option(
+        0,
+        help="Seed of the patch positions and sizes and of the drawn words (sample i's draws depend on seed and i "
+        "only).",
+    ),
+    resolution: int | None = typer.Option(
+        None, help="EfficientNet input side, a multiple of 32 (default: the encoder's); as given to `pops embed`."
+    ),
+    bf16: bool | None = typer.Option(
+        None,
+        "--bf16/--fp32",
+        help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively); as given to "
+        "`pops embed`.",
+    ),
+    dtype: str | None = typer.Option(
+        None,
+        help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU); as given to `pops "
+        "embed`.",
+    ),
+    device: str | None = typer.Option(None, help="CLIP device (default: a GPU when there is one)."),
     batch_size: int = typer.Option(64, help="Images per encoder batch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -43,8 +70,23 @@ def pairs(
         fail(f"no such dataset folder: {dataset_dir}")
     if out.is_dir():
         fail(f"--out {out} is a folder; give a file name such as pairs.safetensors")
-    result = run_or_fail(_pairs, dataset_dir, out, encoder, clip_model, cache, patches_per_sample, words_per_image,
-                         seed, resolution, bf16, dtype, device, batch_size, progress)  # fmt: skip
+    result = run_or_fail(
+        _pairs,
+        dataset_dir,
+        out,
+        encoder,
+        clip_model,
+        cache,
+        patches_per_sample,
+        words_per_image,
+        seed,
+        resolution,
+        bf16,
+        dtype,
+        device,
+        batch_size,
+        progress,
+    )
     info = result.info
     typer.echo(
         f"{dataset_dir} -> {out}: {info['pairs']} {result.kind} pairs from {info['samples']} samples, "
@@ -53,8 +95,22 @@ def pairs(
     )
 
 
-def _pairs(dataset_dir, out, encoder, clip_model, cache, patches_per_sample, words_per_image, seed, resolution, bf16,
-           dtype, device, batch_size, progress):  # fmt: skip
+def _pairs(
+    dataset_dir,
+    out,
+    encoder,
+    clip_model,
+    cache,
+    patches_per_sample,
+    words_per_image,
+    seed,
+    resolution,
+    bf16,
+    dtype,
+    device,
+    batch_size,
+    progress,
+):
     from pops.generate.pairs import build_pairs
     from pops.generate.storage import read_dataset_info
     from pops.registry import get_spec
@@ -65,7 +121,9 @@ def _pairs(dataset_dir, out, encoder, clip_model, cache, patches_per_sample, wor
     if encoder == "efficientnet":
         from pops.encoders.efficientnet import EfficientNetEncoder
 
-        image_encoder = EfficientNetEncoder(bf16=bf16) if resolution is None else EfficientNetEncoder(resolution, bf16=bf16)
+        image_encoder = (
+            EfficientNetEncoder(bf16=bf16) if resolution is None else EfficientNetEncoder(resolution, bf16=bf16)
+        )
         if spec.text_slots:
             from pops.encoders.minilm import MiniLMEncoder
 
@@ -76,8 +134,17 @@ def _pairs(dataset_dir, out, encoder, clip_model, cache, patches_per_sample, wor
         image_encoder = CLIPImageEncoder.from_pretrained(clip_model, dtype=dtype, device=device)
         if spec.text_slots:
             text_encoder = CLIPTextEncoder.from_pretrained(clip_model, dtype=dtype, device=device)
-    pairs = build_pairs(dataset_dir, operator, image_encoder=image_encoder, text_encoder=text_encoder, cache_root=cache,
-                        patches_per_sample=patches_per_sample, words_per_image=words_per_image, seed=seed,
-                        batch_size=batch_size, progress=progress)  # fmt: skip
+    pairs = build_pairs(
+        dataset_dir,
+        operator,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        cache_root=cache,
+        patches_per_sample=patches_per_sample,
+        words_per_image=words_per_image,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
     pairs.save(out)
     return pairs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,26 +23,52 @@ RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
 
 @app.command()
 def render(
-    embeddings: Path = typer.Argument(..., help="Embedding file: (N, D) .safetensors written by `pops apply` / `pops embed`, or a .pt tensor."),
-    renderer: str = typer.Option("kandinsky", "--render", "-r", help="kandinsky (Kandinsky 2.2 decoder), ipadapter (SDXL + IP-Adapter) or ipadapter-depth (… + depth ControlNet)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNGs (created if missing): <file stem>_<index>.png."),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: 50, as in the paper)."),
-    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance (default: 4 for kandinsky, 5 for SDXL)."),
-    size: Optional[int] = typer.Option(None, help="Side of the square images in pixels (default: 512 kandinsky, 1024 SDXL)."),
+    embeddings: Path = typer.Argument(
+        ..., help="Embedding file: (N, D) .safetensors written by `pops apply` / `pops embed`, or a .pt tensor."
+    ),
+    renderer: str = typer.Option(
+        "kandinsky",
+        "--render",
+        "-r",
+        help="kandinsky (Kandinsky 2.2 decoder), ipadapter (SDXL + IP-Adapter) or ipadapter-depth (… + depth "
+        "ControlNet).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the PNGs (created if missing): <file stem>_<index>.png."
+    ),
+    steps: int | None = typer.Option(None, help="Denoising steps (default: 50, as in the paper)."),
+    guidance: float | None = typer.Option(
+        None, help="Classifier-free guidance (default: 4 for kandinsky, 5 for SDXL)."
+    ),
+    size: int | None = typer.Option(
+        None, help="Side of the square images in pixels (default: 512 kandinsky, 1024 SDXL)."
+    ),
     seed: int = typer.Option(0, help="Image i is drawn with seed + i, whatever the batch it is rendered in."),
     batch_size: int = typer.Option(4, help="Embeddings rendered per pipeline call."),
-    structure: Optional[Path] = typer.Option(None, help="ipadapter-depth: the image (input A) whose depth map shapes every render."),
+    structure: Path | None = typer.Option(
+        None, help="ipadapter-depth: the image (input A) whose depth map shapes every render."
+    ),
     decoder: str = typer.Option(KANDINSKY_DECODER, help="kandinsky: decoder hub id or local folder."),
-    prior: str = typer.Option(KANDINSKY_PRIOR, help="kandinsky: repo or folder whose image_encoder/ gives the zero-image negative."),
+    prior: str = typer.Option(
+        KANDINSKY_PRIOR, help="kandinsky: repo or folder whose image_encoder/ gives the zero-image negative."
+    ),
     sdxl: str = typer.Option(SDXL_BASE, help="ipadapter*: SDXL base hub id or local folder."),
     ip_adapter: str = typer.Option(IP_ADAPTER_REPO, help="ipadapter*: IP-Adapter hub repo or local folder."),
     ip_adapter_weight: str = typer.Option(IP_ADAPTER_WEIGHT, help="ipadapter*: weights file inside --ip-adapter."),
     controlnet: str = typer.Option(CONTROLNET_DEPTH, help="ipadapter-depth: depth ControlNet hub id or local folder."),
-    depth_model: str = typer.Option(DEPTH_ESTIMATOR, help="ipadapter-depth: DPT depth estimator hub id or local folder."),
-    vae: str = typer.Option(FP16_FIX_VAE, help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own."),
-    device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu … (default: cuda when available)."),
-    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
-    cpu_offload: bool = typer.Option(False, "--cpu-offload", help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower)."),
+    depth_model: str = typer.Option(
+        DEPTH_ESTIMATOR, help="ipadapter-depth: DPT depth estimator hub id or local folder."
+    ),
+    vae: str = typer.Option(
+        FP16_FIX_VAE, help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own."
+    ),
+    device: str | None = typer.Option(None, help="cuda, cuda:1, cpu … (default: cuda when available)."),
+    dtype: str | None = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
+    cpu_offload: bool = typer.Option(
+        False,
+        "--cpu-offload",
+        help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
+    ),
 ) -> None:
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
@@ -59,9 +84,19 @@ def render(
             fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
         if not structure.is_file():
             fail(f"no such image: {structure}")
-    options = {k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, size=size).items() if v is not None}
-    sources = dict(decoder=decoder, prior=prior, sdxl=sdxl, ip_adapter=ip_adapter, ip_adapter_weight=ip_adapter_weight,
-                   controlnet=controlnet, depth_model=depth_model, vae=None if vae == "base" else vae)  # fmt: skip
+    options = {
+        k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, size=size).items() if v is not None
+    }
+    sources = dict(
+        decoder=decoder,
+        prior=prior,
+        sdxl=sdxl,
+        ip_adapter=ip_adapter,
+        ip_adapter_weight=ip_adapter_weight,
+        controlnet=controlnet,
+        depth_model=depth_model,
+        vae=None if vae == "base" else vae,
+    )
     written = run_or_fail(
         _render, embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload
     )
@@ -84,9 +119,13 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
     from pops.renderers.ipadapter_depth import IPAdapterDepthRenderer
 
     return IPAdapterDepthRenderer.from_pretrained(
-        sources["sdxl"], controlnet=sources["controlnet"], depth_estimator=sources["depth_model"], vae=sources["vae"],
-        **ip, **common,
-    )  # fmt: skip
+        sources["sdxl"],
+        controlnet=sources["controlnet"],
+        depth_estimator=sources["depth_model"],
+        vae=sources["vae"],
+        **ip,
+        **common,
+    )
 
 
 def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload):
@@ -99,7 +138,9 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
-        raise ValueError(f"{embeddings}: embeddings are {embeds.shape[1]}-d but the {renderer} renderer takes {model.dim}-d")
+        raise ValueError(
+            f"{embeddings}: embeddings are {embeds.shape[1]}-d but the {renderer} renderer takes {model.dim}-d"
+        )
     extra = {}
     if structure is not None and renderer == "ipadapter-depth":
         from pops.encoders.clip import as_rgb

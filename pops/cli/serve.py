@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,16 +11,23 @@ from pops.cli.app import app, fail
 
 @app.command()
 def serve(
-    models: Optional[Path] = typer.Option(
-        Path("outputs/demo"), "--models", help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as "
-        "`pops demo` writes them. Can be changed in the page."
+    models: Path | None = typer.Option(
+        Path("outputs/demo"),
+        "--models",
+        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as "
+        "`pops demo` writes them. Can be changed in the page.",
     ),
-    out: Path = typer.Option(Path("outputs/ui"), "--out", "-o", help="Folder for runs, uploads and Gradio's cache; "
-                             "the only folder the server serves files from."),
+    out: Path = typer.Option(
+        Path("outputs/ui"),
+        "--out",
+        "-o",
+        help="Folder for runs, uploads and Gradio's cache; the only folder the server serves files from.",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind. The default is reachable from this machine only."),
     port: int = typer.Option(7860, help="Port to listen on."),
-    renderer: str = typer.Option("auto", help="Default renderer: auto (decoder if saved, else retrieval), retrieval, "
-                                 "decoder or none."),
+    renderer: str = typer.Option(
+        "auto", help="Default renderer: auto (decoder if saved, else retrieval), retrieval, decoder or none."
+    ),
     max_file_size: str = typer.Option("10mb", help="Largest upload accepted, e.g. 10mb or 500kb."),
     queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),
 ) -> None:
@@ -39,7 +45,8 @@ def serve(
     from pops.ui import serve as run_server
 
     try:
-        run_server(models, out, host=host, port=port, max_file_size=max_file_size, renderer=renderer,
-                   queue_size=queue_size)  # fmt: skip
+        run_server(
+            models, out, host=host, port=port, max_file_size=max_file_size, renderer=renderer, queue_size=queue_size
+        )
     except OSError as exc:
         fail(f"cannot start the server on {host}:{port}: {exc}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,19 +14,26 @@ SIGTERM_EXIT = 143  # 128 + SIGTERM, what schedulers expect from a job that stop
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Training config (YAML), e.g. configs/train/texturing.yaml."),
-    override: Optional[list[str]] = typer.Option(
-        None, "--override", "-o",
+    override: list[str] | None = typer.Option(
+        None,
+        "--override",
+        "-o",
         help="Set a config key, dotted for sections: --override max_steps=500 --override optim.lr=1e-4. Repeatable.",
-    ),  # fmt: skip
-    resume: Optional[str] = typer.Option(None, help="Shortcut for --override resume=…: 'auto' (newest checkpoint in output_dir) or a checkpoint folder."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Shortcut for --override output_dir=…."),
+    ),
+    resume: str | None = typer.Option(
+        None, help="Shortcut for --override resume=…: 'auto' (newest checkpoint in output_dir) or a checkpoint folder."
+    ),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Shortcut for --override output_dir=…."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (main process only)."),
 ) -> None:
     """Train an operator on cached embeddings. Every config key is listed, with its default, in configs/train/*.yaml.
 
-    Checkpoints go to OUTPUT_DIR/checkpoints (every checkpoint.every steps, and on SIGTERM, which then exits with code 143); the trained operator (save_pretrained format, with a model card) to OUTPUT_DIR; TensorBoard logs to OUTPUT_DIR/logs.
+    Checkpoints go to OUTPUT_DIR/checkpoints (every checkpoint.every steps, and on SIGTERM, which then exits with
+    code 143); the trained operator (save_pretrained format, with a model card) to OUTPUT_DIR; TensorBoard logs to
+    OUTPUT_DIR/logs.
 
-    Several processes, GPUs or nodes: accelerate launch [--multi_gpu --num_processes N | --config_file FSDP_OR_DEEPSPEED.yaml] -m pops train CONFIG.yaml
+    Several processes, GPUs or nodes: accelerate launch [--multi_gpu --num_processes N | --config_file
+    FSDP_OR_DEEPSPEED.yaml] -m pops train CONFIG.yaml
     """
     from pops.train.config import load_config
 
@@ -41,11 +47,12 @@ def train(
 
 
 def _train(cfg, progress: bool) -> None:
-    from pops.train.loop import TrainingInterrupted, train as run_training
+    from pops.train.loop import TrainingInterrupted
+    from pops.train.loop import train as run_training
 
     try:
         run_training(cfg, progress=progress and cfg.progress)
     except TrainingInterrupted as stop:
         typer.echo(str(stop), err=True)
-        raise typer.Exit(SIGTERM_EXIT)
+        raise typer.Exit(SIGTERM_EXIT) from None
     typer.echo(f"trained {cfg.operator} operator saved to {cfg.output_dir}")

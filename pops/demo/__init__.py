@@ -24,6 +24,15 @@ from pops.demo.operators import train_operator
 from pops.demo.run import DemoResult, run_demo
 
 __all__ = [
-    "DemoConfig", "DemoResult", "build_data", "choose_threads", "choose_workers", "format_seconds", "make_pairs",
-    "quick_config", "run_demo", "split_validation", "train_operator",
-]  # fmt: skip
+    "DemoConfig",
+    "DemoResult",
+    "build_data",
+    "choose_threads",
+    "choose_workers",
+    "format_seconds",
+    "make_pairs",
+    "quick_config",
+    "run_demo",
+    "split_validation",
+    "train_operator",
+]

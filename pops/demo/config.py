@@ -74,11 +74,18 @@ class DemoConfig:
             from pops.encoders.efficientnet import cpu_has_fast_bf16
 
             self.bf16 = cpu_has_fast_bf16()
-        counts = dict(train_per_class=min(self.train_per_class.values()), test_per_class=self.test_per_class,
-                      gallery_per_class=self.gallery_per_class, steps=self.steps, batch_size=self.batch_size,
-                      eval_seeds=self.eval_seeds, layers=self.layers, recombine=self.recombine,
-                      workers=1 if self.workers is None else self.workers,
-                      threads=1 if self.threads is None else self.threads)  # fmt: skip
+        counts = dict(
+            train_per_class=min(self.train_per_class.values()),
+            test_per_class=self.test_per_class,
+            gallery_per_class=self.gallery_per_class,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            eval_seeds=self.eval_seeds,
+            layers=self.layers,
+            recombine=self.recombine,
+            workers=1 if self.workers is None else self.workers,
+            threads=1 if self.threads is None else self.threads,
+        )
         for name, value in counts.items():
             if int(value) < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -109,17 +116,39 @@ class DemoConfig:
 def quick_config(**overrides) -> DemoConfig:
     """The `--quick` variant, which runs inside the test suite: a smaller world (12 shapes, 10 textures, 6 scenes,
     8 words; all 120 outfits: fewer classes, so fewer images to render and encode), fewer samples and steps, one gallery
-    image per class, one sampling seed. Held-out combinations are still held out; the full demo's numbers are the result."""
+    image per class, one sampling seed. Held-out combinations are still held out; the full demo's numbers are the
+    result."""
     world = dict(
-        shapes=("circle", "square", "triangle", "star", "heart", "cross", "moon", "ring", "arrow", "house", "tree", "fish"),
+        shapes=(
+            "circle",
+            "square",
+            "triangle",
+            "star",
+            "heart",
+            "cross",
+            "moon",
+            "ring",
+            "arrow",
+            "house",
+            "tree",
+            "fish",
+        ),
         textures=("stripes", "checks", "dots", "wood", "marble", "bricks", "zigzag", "waves", "plaid", "leopard"),
         scenes=("meadow", "beach", "night", "desert", "snow", "underwater"),
         edits=("red", "blue", "green", "big", "small", "rotated", "outlined", "blurry"),
     )
     base = dict(
-        world=world, gallery_per_class=1, steps=200, warmup_steps=20, eval_seeds=1, guidance_candidates=(1.0, 3.0),
-        decoder_steps=60, decoder_size=32, grid_rows=2, quick=True,
-    )  # fmt: skip
+        world=world,
+        gallery_per_class=1,
+        steps=200,
+        warmup_steps=20,
+        eval_seeds=1,
+        guidance_candidates=(1.0, 3.0),
+        decoder_steps=60,
+        decoder_size=32,
+        grid_rows=2,
+        quick=True,
+    )
     base.update(overrides)
     return DemoConfig(**base)
 

@@ -34,8 +34,13 @@ def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_enco
     classes = world.classes(kind, "all")
     index = {name: i for i, name in enumerate(classes)}
     class_ids = torch.tensor([index[s.target_class] for s in samples], dtype=torch.long)
-    info = {"split": split, "seed": seed, "classes": classes, "input_classes": [s.input_classes for s in samples],
-            "recipes": [s.recipe for s in samples]}  # fmt: skip
+    info = {
+        "split": split,
+        "seed": seed,
+        "classes": classes,
+        "input_classes": [s.input_classes for s in samples],
+        "recipes": [s.recipe for s in samples],
+    }
     encode_words = text_encoder.token_rows if spec.text_slots else None
     return assemble_pairs(spec, rows, embeds, encode_words, class_ids=class_ids, info=info)
 
@@ -64,10 +69,15 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
         splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
         for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
             splits[split] = splits["test"]
-        pairs = {s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress) for s, n in splits.items()}
+        pairs = {
+            s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress)
+            for s, n in splits.items()
+        }
         gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
         gallery_images[kind] = gallery
         embeds = cache.encode([im for _, im in gallery], progress=config.progress)
         train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
-        data[kind] = OperatorData(kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation)
+        data[kind] = OperatorData(
+            kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation
+        )
     return data

@@ -32,14 +32,28 @@ def training_settings(config, kind: str) -> dict:
     embeddings with one shared std (EfficientNet's sparse features; see ModelConfig.clip_std), trained on recombined
     pairs. The trainer does not write the folder: the demo saves the operator once, with its chosen guidance."""
     return dict(
-        operator=kind, data="in-memory", output_dir=str(config.out / "operators" / kind), init="scratch",
-        seed=config.seed, max_steps=config.steps, batch_size=config.batch_size, recombine=config.recombine,
-        mixed_precision="bf16" if config.bf16 else "no", progress=config.progress, save_operator=False,
-        model=dict(embedding_dim=1280, num_layers=config.layers, num_attention_heads=config.width // 64,
-                   attention_head_dim=64, clip_std="shared"),
+        operator=kind,
+        data="in-memory",
+        output_dir=str(config.out / "operators" / kind),
+        init="scratch",
+        seed=config.seed,
+        max_steps=config.steps,
+        batch_size=config.batch_size,
+        recombine=config.recombine,
+        mixed_precision="bf16" if config.bf16 else "no",
+        progress=config.progress,
+        save_operator=False,
+        model=dict(
+            embedding_dim=1280,
+            num_layers=config.layers,
+            num_attention_heads=config.width // 64,
+            attention_head_dim=64,
+            clip_std="shared",
+        ),
         optim=dict(lr=config.lr, warmup_steps=config.warmup_steps, schedule="cosine"),
-        checkpoint=dict(every=0, at_end=False), logging=dict(every=0),
-    )  # fmt: skip
+        checkpoint=dict(every=0, at_end=False),
+        logging=dict(every=0),
+    )
 
 
 def train_operator(config, kind: str, data, encoders: dict):
@@ -51,10 +65,13 @@ def train_operator(config, kind: str, data, encoders: dict):
     settings = training_settings(config, kind)
     shown = {k: v for k, v in settings.items() if k != "progress"}  # progress bars do not change the result
     record = {
-        "recipe": RECIPE_VERSION, "settings": shown, "data": pairs_fingerprint(data.train),
+        "recipe": RECIPE_VERSION,
+        "settings": shown,
+        "data": pairs_fingerprint(data.train),
         "validation": pairs_fingerprint(data.validation) if data.validation is not None else None,
-        "guidance_candidates": list(config.guidance_candidates), "sampling_steps": config.sampling_steps,
-    }  # fmt: skip
+        "guidance_candidates": list(config.guidance_candidates),
+        "sampling_steps": config.sampling_steps,
+    }
     record_path = folder / TRAIN_RECORD
     if not config.retrain and record_path.is_file():
         try:
@@ -73,7 +90,9 @@ def train_operator(config, kind: str, data, encoders: dict):
     op = trainer.operator
     op.encoder_configs = encoders
     if data.validation is not None:
-        op.guidance_scale, scores = choose_guidance(op, data, config.guidance_candidates, config.sampling_steps, config.seed)
+        op.guidance_scale, scores = choose_guidance(
+            op, data, config.guidance_candidates, config.sampling_steps, config.seed
+        )
         record["validation_top1"] = scores
     op.save_pretrained(folder)
     atomic_write_json(record_path, record)
@@ -96,8 +115,18 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
     op, fresh = train_operator(config, kind, data, encoders)
     trained = time.perf_counter()
     table, outputs = evaluate_operators(
-        {kind: op}, {kind: data}, seeds=config.eval_seeds, guidance_scales=config.guidance_scales,
-        steps=config.sampling_steps, progress=config.progress,
-    )  # fmt: skip
-    return dict(kind=kind, fresh=fresh, guidance=op.guidance_scale, table=table.to_dict(), outputs=outputs,
-                seconds={"training": trained - start, "evaluation": time.perf_counter() - trained})  # fmt: skip
+        {kind: op},
+        {kind: data},
+        seeds=config.eval_seeds,
+        guidance_scales=config.guidance_scales,
+        steps=config.sampling_steps,
+        progress=config.progress,
+    )
+    return dict(
+        kind=kind,
+        fresh=fresh,
+        guidance=op.guidance_scale,
+        table=table.to_dict(),
+        outputs=outputs,
+        seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
+    )

@@ -54,13 +54,23 @@ def bar_plot(table) -> Image.Image:
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(rows))
-    for ax, key, title in ((axes[0], "top1", "top-1 retrieval of the true class (held out)"), (axes[1], "cosine", "cosine to the true target")):
+    for ax, key, title in (
+        (axes[0], "top1", "top-1 retrieval of the true class (held out)"),
+        (axes[1], "cosine", "cosine to the true target"),
+    ):
         for i, method in enumerate(methods):
             cells = [_get(table, r, method) for r in rows]
             values = [getattr(c, key) if c else 0.0 for c in cells]
             errors = [(getattr(c, f"{key}_std") or 0.0) if c else 0.0 for c in cells]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
-                   label=method, color=colours[method])  # fmt: skip
+            ax.bar(
+                x + (i - (len(methods) - 1) / 2) * width,
+                values,
+                width,
+                yerr=errors,
+                capsize=2,
+                label=method,
+                color=colours[method],
+            )
         ax.set_xticks(x, rows, rotation=20, ha="right", fontsize=9)
         ax.set_ylim(0, 1.25)  # headroom for the legend
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -91,11 +101,15 @@ def _inline(pictures: list[tuple[str, Image.Image]]) -> list[tuple[str, str]]:
     return [(name, png_data_uri(im)) for name, im in pictures]
 
 
-def render_report(*, table, seconds: dict[str, float], grids: list[dict], equation: dict | None, summary: dict[str, Any]) -> str:
+def render_report(
+    *, table, seconds: dict[str, float], grids: list[dict], equation: dict | None, summary: dict[str, Any]
+) -> str:
     """The report page as one HTML string."""
     config = summary.get("config", {})
-    inlined = [{"title": g["title"], "rows": [{"label": r["label"], "cells": _inline(r["cells"])} for r in g["rows"]]}
-               for g in grids]  # fmt: skip
+    inlined = [
+        {"title": g["title"], "rows": [{"label": r["label"], "cells": _inline(r["cells"])} for r in g["rows"]]}
+        for g in grids
+    ]
     return _TEMPLATES.get_template("report.html.j2").render(
         world=summary.get("world", {}),
         encoder=str(summary.get("encoder", "")),
@@ -107,7 +121,8 @@ def render_report(*, table, seconds: dict[str, float], grids: list[dict], equati
         plot=png_data_uri(bar_plot(table)),
         fidelity=summary.get("decoder_fidelity") or {},
         grids=inlined,
-        equation=equation and {
+        equation=equation
+        and {
             "equation": equation["equation"],
             "steps": [(label, _inline(pictures)) for label, pictures in equation["steps"]],
         },
@@ -179,7 +194,9 @@ def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_gr
     return grids
 
 
-def chained_equation(world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int = 25) -> dict | None:
+def chained_equation(
+    world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int = 25
+) -> dict | None:
     """One equation through the equation runner, outer(inner(object, texture), place) for CHAIN_OPERATORS
     (inner, outer), on world pictures written to `out`/assets/ (so `pops apply --models OUT` can rerun it); None
     without those operators."""
@@ -190,12 +207,17 @@ def chained_equation(world, operators: dict, renderers: dict, out: Path, *, seed
     shape, texture, place = c.shapes[0], c.textures[min(3, len(c.textures) - 1)], c.scenes[min(1, len(c.scenes) - 1)]
     assets = Path(out) / "assets"
     assets.mkdir(parents=True, exist_ok=True)
-    pictures = {shape: world.object_image(shape, seed=1), texture: world.texture_image(texture, seed=1), place: world.scene_image(place, seed=1)}
+    pictures = {
+        shape: world.object_image(shape, seed=1),
+        texture: world.texture_image(texture, seed=1),
+        place: world.scene_image(place, seed=1),
+    }
     for name, im in pictures.items():
         im.save(assets / f"{name}.png")
     text = f"{outer}({inner}(assets/{shape}.png, assets/{texture}.png), assets/{place}.png)"
-    result = apply_equation(text, {k: operators[k] for k in CHAIN_OPERATORS}, seed=seed, base_dir=out,
-                            num_inference_steps=steps)  # fmt: skip
+    result = apply_equation(
+        text, {k: operators[k] for k in CHAIN_OPERATORS}, seed=seed, base_dir=out, num_inference_steps=steps
+    )
     steps = [("inputs", [(n, im) for n, im in pictures.items()])]
     for label, embeds in result.intermediates.items():
         steps.append((label, [(name, r.render(embeds[:1])[0]) for name, r in renderers.items()]))

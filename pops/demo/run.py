@@ -48,9 +48,15 @@ def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_
     and measure how recognisable its pictures are: re-encode a sample of decodings and retrieve their source."""
     torch.set_num_threads(choose_threads(config.threads))
     decoder = train_decoder(
-        embeds, images, steps=config.decoder_steps, batch_size=32, bf16=config.bf16, seed=config.seed,
-        config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size), progress=config.progress,
-    )  # fmt: skip
+        embeds,
+        images,
+        steps=config.decoder_steps,
+        batch_size=32,
+        bf16=config.bf16,
+        seed=config.seed,
+        config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size),
+        progress=config.progress,
+    )
     decoder.save_pretrained(config.out / "renderer" / "decoder")
     probe = torch.arange(0, len(images), max(1, len(images) // 200))
     others = torch.ones(len(images), dtype=torch.bool)
@@ -68,7 +74,9 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
     results: list = [None] * len(jobs)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(fn, *args): i for i, (fn, *args) in enumerate(jobs)}
-        bar = tqdm(total=len(jobs), desc=f"operators + decoder ({workers} processes)", unit="job", disable=not config.progress)
+        bar = tqdm(
+            total=len(jobs), desc=f"operators + decoder ({workers} processes)", unit="job", disable=not config.progress
+        )
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             bar.update(1)
@@ -98,8 +106,13 @@ def run_demo(config: DemoConfig) -> DemoResult:
     torch.set_num_threads(threads)
     with stages("operators + decoder"):
         # Recorded in each operator folder, so `pops apply` rebuilds the encoders and takes images and words.
-        encoders = {kind: {"image": encoder.to_config(), **({"text": text_encoder.to_config()} if get_spec(kind).text_slots else {})}
-                    for kind in config.operators}  # fmt: skip
+        encoders = {
+            kind: {
+                "image": encoder.to_config(),
+                **({"text": text_encoder.to_config()} if get_spec(kind).text_slots else {}),
+            }
+            for kind in config.operators
+        }
         images = [im for kind in data for _, im in gallery_images[kind]]
         embeds = torch.cat([data[kind].gallery for kind in data])
         # The costliest first (the registry's job cost), so two workers finish together.
@@ -126,13 +139,25 @@ def run_demo(config: DemoConfig) -> DemoResult:
         chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
         trained = [r["kind"] for r in results if r["fresh"]]
         summary = {
-            "world": world.summary(), "encoder": encoder.encoder_id, "threads": threads, "workers": workers,
-            "trained": trained, "guidance": guidance, "images_encoded": cache.stats.encoded, "cache_hits": cache.stats.hits,
-            "decoder_fidelity": fidelity, "operator_seconds": {r["kind"]: r["seconds"] for r in results},
+            "world": world.summary(),
+            "encoder": encoder.encoder_id,
+            "threads": threads,
+            "workers": workers,
+            "trained": trained,
+            "guidance": guidance,
+            "images_encoded": cache.stats.encoded,
+            "cache_hits": cache.stats.hits,
+            "decoder_fidelity": fidelity,
+            "operator_seconds": {r["kind"]: r["seconds"] for r in results},
             "config": config.to_dict(),
-        }  # fmt: skip
+        }
         report = write_report(
-            config.out / "report.html", table=table, seconds=stages.seconds, grids=grids, equation=chain, summary=summary
+            config.out / "report.html",
+            table=table,
+            seconds=stages.seconds,
+            grids=grids,
+            equation=chain,
+            summary=summary,
         )
     summary["seconds"] = stages.seconds
     atomic_write_text(config.out / "metrics.json", table.to_json())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 

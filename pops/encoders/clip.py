@@ -8,8 +8,9 @@ objects, so tests can run them on tiny random models of the same classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -29,8 +30,14 @@ def default_dtype(device: torch.device, dtype: torch.dtype | str | None = None) 
     """fp16 on a GPU (as the reference runs), fp32 on a CPU (fp16 there is slow or unsupported)."""
     if isinstance(dtype, str):
         try:
-            dtype = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-                     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]  # fmt: skip
+            dtype = {
+                "fp32": torch.float32,
+                "float32": torch.float32,
+                "fp16": torch.float16,
+                "float16": torch.float16,
+                "bf16": torch.bfloat16,
+                "bfloat16": torch.bfloat16,
+            }[dtype]
         except KeyError:
             raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16") from None
     if dtype is not None:
@@ -126,7 +133,7 @@ class CLIPImageEncoder(_CLIPPart):
         processor_subfolder: str = "image_processor",
         dtype=None,
         device: str | torch.device | None = None,
-    ) -> "CLIPImageEncoder":
+    ) -> CLIPImageEncoder:
         # transformers is imported when a model is loaded: importing the encoders stays light
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -189,7 +196,7 @@ class CLIPTextEncoder(_CLIPPart):
         tokenizer_subfolder: str = "tokenizer",
         dtype=None,
         device: str | torch.device | None = None,
-    ) -> "CLIPTextEncoder":
+    ) -> CLIPTextEncoder:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
         subfolders = {"subfolder": subfolder, "tokenizer_subfolder": tokenizer_subfolder}

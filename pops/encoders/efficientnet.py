@@ -11,8 +11,9 @@ torchvision mean/std.) Images are centre-cropped to a square and resized with bi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ class EfficientNetEncoder:
         return {"type": "efficientnet", "resolution": self.resolution, "bf16": self.bf16}
 
     @classmethod
-    def from_config(cls, config: dict) -> "EfficientNetEncoder":
+    def from_config(cls, config: dict) -> EfficientNetEncoder:
         return cls(config.get("resolution", DEFAULT_RESOLUTION), bf16=config.get("bf16"))
 
     @property

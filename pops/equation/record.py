@@ -93,7 +93,9 @@ def write_result(result, out: Path, pictures: dict[str, list] | None, renderer_n
     for step in result.computed:
         name = step_filename(step.label)
         if step.label != "output":
-            save_embeddings(out / "steps" / f"{name}.safetensors", step.embeds, {"step": step.text, "label": step.label})
+            save_embeddings(
+                out / "steps" / f"{name}.safetensors", step.embeds, {"step": step.text, "label": step.label}
+            )
             files["steps"][step.label] = f"steps/{name}.safetensors"
         for i, image in enumerate((pictures or {}).get(step.label, [])):
             rel = step_picture(step.label, i)

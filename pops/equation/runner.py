@@ -128,9 +128,16 @@ class EquationRunner:
                 fingerprint = self.models.fingerprint(step.operator)
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(
-                    "call", step.operator, fingerprint or f"memory:{id(self.models.operator(step.operator))}", children,
-                    res.seed, res.guidance_scale, num_inference_steps, layout, num_samples,
-                )  # fmt: skip
+                    "call",
+                    step.operator,
+                    fingerprint or f"memory:{id(self.models.operator(step.operator))}",
+                    children,
+                    res.seed,
+                    res.guidance_scale,
+                    num_inference_steps,
+                    layout,
+                    num_samples,
+                )
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
                 if hit is not None:
                     res.embeds, res.cached = hit.clone(), True
@@ -149,7 +156,9 @@ class EquationRunner:
         bar.close()
         output = _rows(results[plan.output].embeds, num_samples)
         result = EquationResult(plan, output, results, seconds=time.perf_counter() - started)
-        result.record = self._record(plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir)
+        result.record = self._record(
+            plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir
+        )
         return result
 
     # ----- leaves --------------------------------------------------------------------------------------------------
@@ -160,7 +169,9 @@ class EquationRunner:
         if images:
             encoder, encoder_id = self.models.image_encoder(plan.operators)
             if encoder is None:
-                raise _fail(images[0], "images need an image encoder and the operators carry none; pass embedding files")
+                raise _fail(
+                    images[0], "images need an image encoder and the operators carry none; pass embedding files"
+                )
             todo = []
             for step in images:
                 res = results[step.index]
@@ -176,7 +187,9 @@ class EquationRunner:
                 for step, row in zip(todo, encoded):
                     res = results[step.index]
                     res.embeds = row[None]
-                    self.cache.put(res.key, res.embeds, persistent=persistent[step.index], metadata={"image": str(step.path)})
+                    self.cache.put(
+                        res.key, res.embeds, persistent=persistent[step.index], metadata={"image": str(step.path)}
+                    )
         for step in plan.steps:
             res = results[step.index]
             if step.op == "embedding":
@@ -209,9 +222,12 @@ class EquationRunner:
             torch.Generator("cpu").manual_seed(results[s.index].seed + i) for s in group for i in range(num_samples)
         ]
         out = op.sample(
-            inputs, guidance_scale=results[group[0].index].guidance_scale, num_inference_steps=steps,
-            generator=generators, layout=layout,
-        )  # fmt: skip
+            inputs,
+            guidance_scale=results[group[0].index].guidance_scale,
+            num_inference_steps=steps,
+            generator=generators,
+            layout=layout,
+        )
         out = out.detach().float().cpu()
         for k, step in enumerate(group):
             results[step.index].embeds = out[k * num_samples : (k + 1) * num_samples]

@@ -128,11 +128,17 @@ class _Validator:
         if modality == "unknown":
             raise _err(
                 f"{path_text!r} is neither an image (.png, .jpg, .jpeg, .webp, .bmp, .gif) "
-                "nor an embedding file (.safetensors, .pt, .pth)", node, path_text,
-            )  # fmt: skip
+                "nor an embedding file (.safetensors, .pt, .pth)",
+                node,
+                path_text,
+            )
         if not path.is_file():
-            raise _err(f"file not found: {path_text}" + (f" (looked at {path})" if str(path) != path_text else ""),
-                       node, path_text, EquationFileError)  # fmt: skip
+            raise _err(
+                f"file not found: {path_text}" + (f" (looked at {path})" if str(path) != path_text else ""),
+                node,
+                path_text,
+                EquationFileError,
+            )
         path = path.resolve()
         return self.add(Step(0, modality, format_node(node), node.pos, path=path, key=(modality, str(path))))
 
@@ -148,7 +154,9 @@ class _Validator:
         if node.name in self.names:
             hint = f"; {node.name} is an operator: call it as {node.name}(…)"
         where = " or an asset image in " + ", ".join(str(d) for d in self.asset_dirs) if self.asset_dirs else ""
-        raise _err(f"unknown name {node.name!r}: not a variable defined before this point{where}{hint}", node, node.name)
+        raise _err(
+            f"unknown name {node.name!r}: not a variable defined before this point{where}{hint}", node, node.name
+        )
 
     def call(self, node: Call) -> int:
         kind = self.names.get(node.name)
@@ -166,8 +174,10 @@ class _Validator:
             extra = "" if node.kwargs or spec.num_slots < 3 else "; name the slots you use, e.g. hat=…, pants=…"
             raise _err(
                 f"{node.name} takes {spec.num_slots} input{'s' * (spec.num_slots != 1)}, got "
-                f"{len(node.args) + len(node.kwargs)}: {usage}{extra}", node, node.name,
-            )  # fmt: skip
+                f"{len(node.args) + len(node.kwargs)}: {usage}{extra}",
+                node,
+                node.name,
+            )
         filled: list[Node | None] = [*node.args] + [None] * (spec.num_slots - len(node.args))
         for key, value in node.kwargs:
             if key not in slots:
@@ -187,7 +197,7 @@ class _Validator:
                 inputs.append(None)
                 continue
             if slot.kind == "text" and step.op != "text":
-                raise _err(f"slot {slot.name!r} of {node.name} takes a quoted word, as in \"red\"", arg, step.text)
+                raise _err(f'slot {slot.name!r} of {node.name} takes a quoted word, as in "red"', arg, step.text)
             if slot.kind == "image" and not step.is_embedding:
                 raise _err(f"slot {slot.name!r} of {node.name} takes an image or embedding, not a word", arg, step.text)
             inputs.append(index)

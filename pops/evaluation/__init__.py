@@ -19,8 +19,24 @@ from pops.evaluation.metrics import (
 from pops.evaluation.table import METHOD_ORDER, MetricRow, MetricsTable
 
 __all__ = [
-    "METHOD_ORDER", "MetricRow", "MetricsTable", "OperatorData", "averaging_baseline", "choose_guidance",
-    "class_prototypes", "cosine_to_target", "evaluate_embeddings", "evaluate_operators", "image_inputs",
-    "input_a_baseline", "load_test_data", "mean_reciprocal_rank", "nearest_classes", "oracle_baseline", "row_name",
-    "sample_pairs", "save_data", "top1_accuracy",
-]  # fmt: skip
+    "METHOD_ORDER",
+    "MetricRow",
+    "MetricsTable",
+    "OperatorData",
+    "averaging_baseline",
+    "choose_guidance",
+    "class_prototypes",
+    "cosine_to_target",
+    "evaluate_embeddings",
+    "evaluate_operators",
+    "image_inputs",
+    "input_a_baseline",
+    "load_test_data",
+    "mean_reciprocal_rank",
+    "nearest_classes",
+    "oracle_baseline",
+    "row_name",
+    "sample_pairs",
+    "save_data",
+    "top1_accuracy",
+]

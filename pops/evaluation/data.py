@@ -38,7 +38,9 @@ def save_data(data: dict[str, OperatorData], folder: Path) -> None:
             d.validation.save(folder / f"{kind}-validation.safetensors")
         for split, pairs in d.tests.items():
             pairs.save(folder / f"{kind}-{split}.safetensors")
-        save_embeddings(folder / f"{kind}-gallery.safetensors", d.gallery, {"operator": kind, "classes": d.gallery_classes})
+        save_embeddings(
+            folder / f"{kind}-gallery.safetensors", d.gallery, {"operator": kind, "classes": d.gallery_classes}
+        )
 
 
 def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:

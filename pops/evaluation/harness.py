@@ -31,7 +31,8 @@ def sample_pairs(op: Operator, pairs: Pairs, *, guidance_scale: float, seed: int
 
 def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:
     """The candidate scale whose samples score the best top-1 on the validation classes (ties: the better mean
-    reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this never
+    reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this
+    never
     sees a test class. Returns (scale, {scale: top-1})."""
     pairs = data.validation
     names, protos = class_prototypes(data.gallery, data.gallery_classes)
@@ -39,7 +40,10 @@ def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, se
     scores = {}
     for scale in sorted(candidates):
         out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps)
-        scores[scale] = {"top1": top1_accuracy(out, truth, names, protos), "mrr": mean_reciprocal_rank(out, truth, names, protos)}
+        scores[scale] = {
+            "top1": top1_accuracy(out, truth, names, protos),
+            "mrr": mean_reciprocal_rank(out, truth, names, protos),
+        }
     best = max(scores, key=lambda s: (scores[s]["top1"], scores[s]["mrr"], -s))
     return float(best), {f"{s:g}": round(r["top1"], 4) for s, r in scores.items()}
 
@@ -55,8 +59,16 @@ def row_name(kind: str, split: str) -> str:
     return kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
 
 
-def evaluate_operators(operators: dict[str, Operator], data: dict[str, OperatorData], *, seeds: int = 3,
-                       guidance_scales=(), steps: int = 25, extra_seeds: int = 1, progress: bool = True):  # fmt: skip
+def evaluate_operators(
+    operators: dict[str, Operator],
+    data: dict[str, OperatorData],
+    *,
+    seeds: int = 3,
+    guidance_scales=(),
+    steps: int = 25,
+    extra_seeds: int = 1,
+    progress: bool = True,
+):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"), the averaging baseline, input A only, and the oracle.
@@ -83,6 +95,10 @@ def evaluate_operators(operators: dict[str, Operator], data: dict[str, OperatorD
         images, present = image_inputs(pairs)
         averaging = averaging_baseline(images, present)
         outputs[f"{row}/averaging"] = averaging
-        for method, x in (("averaging", averaging), ("input_a", input_a_baseline(images, present)), ("oracle", pairs.target)):
+        for method, x in (
+            ("averaging", averaging),
+            ("input_a", input_a_baseline(images, present)),
+            ("oracle", pairs.target),
+        ):
             table.add(row, method, **score(x), n=len(pairs))
     return table, outputs

@@ -60,7 +60,9 @@ def _similarities(outputs: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     return F.normalize(outputs, dim=1) @ F.normalize(protos, dim=1).T
 
 
-def top1_accuracy(outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor) -> float:
+def top1_accuracy(
+    outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor
+) -> float:
     """Share of outputs whose nearest prototype (cosine, among all candidates) is their true class."""
     if len(true_classes) != outputs.shape[0]:
         raise ValueError(f"{outputs.shape[0]} outputs but {len(true_classes)} true classes")
@@ -73,7 +75,9 @@ def top1_accuracy(outputs: torch.Tensor, true_classes: Sequence[str], proto_name
     return sum(p == t for p, t in zip(predicted, true_classes)) / len(true_classes)
 
 
-def mean_reciprocal_rank(outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor) -> float:
+def mean_reciprocal_rank(
+    outputs: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor
+) -> float:
     """Mean of 1 / (rank of the true class among all prototypes, by cosine): top-1 with partial credit, a smoother
     score than top-1 on small sets (e.g. for choosing a guidance scale on a few validation samples)."""
     outputs, protos = _check_2d("outputs", outputs), _check_2d("protos", protos)
@@ -118,7 +122,7 @@ def averaging_baseline(inputs: Sequence[torch.Tensor | None], present: torch.Ten
 
 
 def input_a_baseline(inputs: Sequence[torch.Tensor | None], present: torch.Tensor | None = None) -> torch.Tensor:
-    """"Do nothing": the first present image input of each row (the object, for the binary operators)."""
+    """ "Do nothing": the first present image input of each row (the object, for the binary operators)."""
     stack, mask = _present(inputs, present)
     first = mask.float().argmax(dim=1)
     return stack[torch.arange(stack.shape[0]), first]
@@ -130,7 +134,11 @@ def oracle_baseline(targets: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_embeddings(
-    outputs: torch.Tensor, targets: torch.Tensor, true_classes: Sequence[str], proto_names: Sequence[str], protos: torch.Tensor
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    true_classes: Sequence[str],
+    proto_names: Sequence[str],
+    protos: torch.Tensor,
 ) -> dict[str, float]:
     """{"cosine": …, "top1": …} for one method."""
     return {

@@ -49,8 +49,17 @@ class MetricsTable:
         for r in rows:
             self._rows[(r.operator, r.method)] = r
 
-    def add(self, operator: str, method: str, cosine: float, top1: float, *, n: int = 0,
-            cosine_std: float | None = None, top1_std: float | None = None) -> MetricRow:  # fmt: skip
+    def add(
+        self,
+        operator: str,
+        method: str,
+        cosine: float,
+        top1: float,
+        *,
+        n: int = 0,
+        cosine_std: float | None = None,
+        top1_std: float | None = None,
+    ) -> MetricRow:
         row = MetricRow(operator, method, float(cosine), float(top1), cosine_std, top1_std, n)
         self._rows[(operator, method)] = row
         return row
@@ -131,7 +140,9 @@ class MetricsTable:
         best: dict[tuple[str, str], str] = {}
         for op in self.operators():
             for key in ("cosine", "top1"):
-                cands = [(getattr(self._rows[(op, m)], key), m) for m in methods if m != "oracle" and (op, m) in self._rows]
+                cands = [
+                    (getattr(self._rows[(op, m)], key), m) for m in methods if m != "oracle" and (op, m) in self._rows
+                ]
                 if cands:
                     best[(op, key)] = max(cands)[1]
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

@@ -11,6 +11,17 @@ from pops.generate.storage import image_paths, iter_rejections, iter_samples, re
 from pops.generate.texturing import cut_texture_patch
 
 __all__ = [
-    "RECIPES", "Detection", "GenerationModels", "GenerationSummary", "ModelSettings", "cut_texture_patch",
-    "generate", "get_recipe", "image_paths", "iter_rejections", "iter_samples", "load_models", "read_dataset_info",
-]  # fmt: skip
+    "RECIPES",
+    "Detection",
+    "GenerationModels",
+    "GenerationSummary",
+    "ModelSettings",
+    "cut_texture_patch",
+    "generate",
+    "get_recipe",
+    "image_paths",
+    "iter_rejections",
+    "iter_samples",
+    "load_models",
+    "read_dataset_info",
+]

@@ -21,8 +21,10 @@ class EmbedSummary:
     bad_files: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"{self.images} images: {self.encoded} encoded, {self.images - self.encoded - self.undecodable} "
-                f"already cached, {self.undecodable} undecodable (skipped)")  # fmt: skip
+        return (
+            f"{self.images} images: {self.encoded} encoded, {self.images - self.encoded - self.undecodable} "
+            f"already cached, {self.undecodable} undecodable (skipped)"
+        )
 
 
 def dataset_images(dataset_dir: str | Path) -> list[tuple[int, str, Path]]:
@@ -48,8 +50,14 @@ def embed_dataset(dataset_dir: str | Path, cache, *, chunk_size: int = 256, prog
         raise ValueError(f"{dataset_dir} holds no samples yet; run `pops generate` first")
     shard = current_shard(range(len(entries)))
     mine = EmbedSummary()
-    bar = tqdm(total=len(shard.indices), desc=f"embedding [rank {shard.rank}/{shard.world_size}]", unit="img",
-               position=shard.rank, disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=len(shard.indices),
+        desc=f"embedding [rank {shard.rank}/{shard.world_size}]",
+        unit="img",
+        position=shard.rank,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for start in range(0, len(shard.indices), chunk_size):
         images = []
         for i in shard.indices[start : start + chunk_size]:
@@ -59,7 +67,10 @@ def embed_dataset(dataset_dir: str | Path, cache, *, chunk_size: int = 256, prog
             except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError ... for damaged files
                 mine.undecodable += 1
                 mine.bad_files.append(str(path))
-                tqdm.write(f"[rank {shard.rank}] skipping undecodable image {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                tqdm.write(
+                    f"[rank {shard.rank}] skipping undecodable image {path}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
         before = cache.stats.encoded
         if images:
             cache.encode(images, progress=False)

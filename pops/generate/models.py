@@ -16,9 +16,10 @@ sub-folder per model, named as in FOLDERS, each in the layout its `from_pretrain
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,22 +110,37 @@ class TextToImage:
 
     @torch.inference_mode()
     def __call__(self, prompt: str, generator: torch.Generator) -> Image.Image:
-        out = self.pipe(prompt=prompt, num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
-                        height=self.size, width=self.size, generator=generator)  # fmt: skip
+        out = self.pipe(
+            prompt=prompt,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            height=self.size,
+            width=self.size,
+            generator=generator,
+        )
         return out.images[0]
 
 
 class DepthToImage:
     """StableDiffusionDepth2ImgPipeline at strength 1.0: a new image with the depth (geometry) of the input."""
 
-    def __init__(self, pipe, *, steps: int = 50, guidance_scale: float = 7.5, negative_prompt: str = DEPTH_NEGATIVE_PROMPT):
+    def __init__(
+        self, pipe, *, steps: int = 50, guidance_scale: float = 7.5, negative_prompt: str = DEPTH_NEGATIVE_PROMPT
+    ):
         self.pipe, self.steps, self.guidance_scale, self.negative_prompt = pipe, steps, guidance_scale, negative_prompt
         pipe.set_progress_bar_config(disable=True)
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image, prompt: str, generator: torch.Generator) -> Image.Image:
-        out = self.pipe(prompt=prompt, image=image, negative_prompt=self.negative_prompt, strength=1.0,
-                        num_inference_steps=self.steps, guidance_scale=self.guidance_scale, generator=generator)  # fmt: skip
+        out = self.pipe(
+            prompt=prompt,
+            image=image,
+            negative_prompt=self.negative_prompt,
+            strength=1.0,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            generator=generator,
+        )
         return out.images[0]
 
 
@@ -137,8 +153,17 @@ class Inpainter:
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image, mask: Image.Image, prompt: str, generator: torch.Generator) -> Image.Image:
-        out = self.pipe(prompt=prompt, image=image, mask_image=mask, strength=1.0, guidance_scale=self.guidance_scale,
-                        num_inference_steps=self.steps, height=image.height, width=image.width, generator=generator)  # fmt: skip
+        out = self.pipe(
+            prompt=prompt,
+            image=image,
+            mask_image=mask,
+            strength=1.0,
+            guidance_scale=self.guidance_scale,
+            num_inference_steps=self.steps,
+            height=image.height,
+            width=image.width,
+            generator=generator,
+        )
         return out.images[0]
 
 
@@ -163,7 +188,9 @@ class OwlDetector:
         cx, cy, bw, bh = outputs.pred_boxes[0].float().cpu().unbind(-1)  # centre/size, relative to the padded square
         # OWLv2 pads the image to a square at the bottom/right, so boxes are in a side x side frame.
         side, (w, h) = max(image.size), image.size
-        boxes = torch.stack([(cx - bw / 2) * side, (cy - bh / 2) * side, (cx + bw / 2) * side, (cy + bh / 2) * side], -1)
+        boxes = torch.stack(
+            [(cx - bw / 2) * side, (cy - bh / 2) * side, (cx + bw / 2) * side, (cy + bh / 2) * side], -1
+        )
         best: list[Detection | None] = []
         for q in range(len(queries)):
             if scores.shape[0] == 0:
@@ -324,7 +351,9 @@ def _load_role(role: str, source: str, settings: ModelSettings, device: torch.de
     if role == "detector":
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        return OwlDetector(Owlv2ForObjectDetection.from_pretrained(source), Owlv2Processor.from_pretrained(source), device)
+        return OwlDetector(
+            Owlv2ForObjectDetection.from_pretrained(source), Owlv2Processor.from_pretrained(source), device
+        )
     if role == "segmenter":
         from transformers import AutoModelForImageSegmentation
 

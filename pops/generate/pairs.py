@@ -20,21 +20,22 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pops.cache import EmbeddingCache
 from pops.generate.embedding import open_rgb
 from pops.generate.instruct import sample_instruction
 from pops.generate.storage import iter_samples, read_dataset_info
 from pops.generate.texturing import INSIDE, cut_texture_patch
-from pops.cache import EmbeddingCache
 from pops.pairs import PairRow, Pairs, PairsAssembler
 from pops.registry import OperatorSpec, get_spec
 
@@ -109,8 +110,9 @@ class _SampleFiles:
 
 
 class _PairBuilder:
-    def __init__(self, spec: OperatorSpec, cache, *, patches_per_sample: int, words_per_image: int, seed: int,
-                 chunk_images: int):  # fmt: skip
+    def __init__(
+        self, spec: OperatorSpec, cache, *, patches_per_sample: int, words_per_image: int, seed: int, chunk_images: int
+    ):
         self.spec, self.cache, self.seed = spec, cache, seed
         self.patches_per_sample, self.words_per_image = patches_per_sample, words_per_image
         self.chunk_images = chunk_images
@@ -293,8 +295,14 @@ def build_pairs(
         raise ValueError(f"{dataset_dir} holds no samples yet; run `pops generate` first")
 
     with _cache(cache_root, image_encoder, batch_size) as cache:
-        builder = _PairBuilder(spec, cache, patches_per_sample=patches_per_sample, words_per_image=words_per_image,
-                               seed=seed, chunk_images=chunk_images)  # fmt: skip
+        builder = _PairBuilder(
+            spec,
+            cache,
+            patches_per_sample=patches_per_sample,
+            words_per_image=words_per_image,
+            seed=seed,
+            chunk_images=chunk_images,
+        )
         builder.allocate(manifests)
         for manifest in tqdm(manifests, desc=f"pairs [{operator}]", unit="sample", disable=not progress):
             builder.add_sample(manifest)

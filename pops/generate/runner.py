@@ -46,8 +46,10 @@ class GenerationSummary:
         return self.seconds_making / done if done else 0.0
 
     def line(self) -> str:
-        return (f"made {self.made}, rejected {self.rejected}, skipped {self.skipped} (already there), "
-                f"failed {self.failed}; {self.seconds_per_sample:.2f} s per sample")  # fmt: skip
+        return (
+            f"made {self.made}, rejected {self.rejected}, skipped {self.skipped} (already there), "
+            f"failed {self.failed}; {self.seconds_per_sample:.2f} s per sample"
+        )
 
 
 def generate(
@@ -79,13 +81,27 @@ def generate(
     if hasattr(recipe, "check"):
         recipe.check(models, num_samples, cfg)
     out_dir = Path(out_dir)
-    storage.init_dataset(out_dir, {"operator": operator, "seed": seed, "recipe": asdict(cfg),
-                                   "slots": list(get_spec(operator).slot_names), **(info or {})})  # fmt: skip
+    storage.init_dataset(
+        out_dir,
+        {
+            "operator": operator,
+            "seed": seed,
+            "recipe": asdict(cfg),
+            "slots": list(get_spec(operator).slot_names),
+            **(info or {}),
+        },
+    )
 
     shard = current_shard(range(num_samples))
     mine = GenerationSummary()
-    bar = tqdm(shard.indices, desc=f"{operator} [rank {shard.rank}/{shard.world_size}]", unit="sample",
-               position=shard.rank, disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        shard.indices,
+        desc=f"{operator} [rank {shard.rank}/{shard.world_size}]",
+        unit="sample",
+        position=shard.rank,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for index in bar:
         if storage.sample_status(out_dir, index) is not None:
             mine.skipped += 1
@@ -102,20 +118,31 @@ def generate(
                 storage.append_log(out_dir, shard.rank, {"index": index, "status": "rejected", "reason": result.reason})
                 mine.rejected += 1
             else:
-                storage.write_sample(out_dir, index, images=result.images, assets=result.assets, image_format=image_format,
-                                     record={**record, "meta": result.meta, "examples": result.examples})  # fmt: skip
+                storage.write_sample(
+                    out_dir,
+                    index,
+                    images=result.images,
+                    assets=result.assets,
+                    image_format=image_format,
+                    record={**record, "meta": result.meta, "examples": result.examples},
+                )
                 mine.made += 1
             mine.seconds_making += time.perf_counter() - start
         except Exception as exc:  # one bad sample must not end a days-long run; it is logged and retried next run
             reason = f"{type(exc).__name__}: {exc}"
-            storage.append_log(out_dir, shard.rank, {"index": index, "status": "failed", "reason": reason,
-                                                     "traceback": traceback.format_exc(limit=5)})  # fmt: skip
+            storage.append_log(
+                out_dir,
+                shard.rank,
+                {"index": index, "status": "failed", "reason": reason, "traceback": traceback.format_exc(limit=5)},
+            )
             tqdm.write(f"[rank {shard.rank}] sample {index} failed: {reason}", file=sys.stderr)
             mine.failed += 1
         bar.set_postfix(made=mine.made, rejected=mine.rejected, skipped=mine.skipped, refresh=False)
     bar.close()
 
-    per_rank = gather({"rank": shard.rank, "indices": len(shard.indices), **{k: v for k, v in asdict(mine).items() if k != "ranks"}})
+    per_rank = gather(
+        {"rank": shard.rank, "indices": len(shard.indices), **{k: v for k, v in asdict(mine).items() if k != "ranks"}}
+    )
     total = GenerationSummary(ranks=sorted(per_rank, key=lambda r: r["rank"]))
     for r in total.ranks:
         for key in ("made", "rejected", "skipped", "failed", "seconds_making"):

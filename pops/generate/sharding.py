@@ -10,8 +10,8 @@ gloo on the CPU; note that `accelerate launch --cpu` starts a single process unl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image
 
@@ -67,7 +67,7 @@ def remove_temp_files(folder: Path) -> int:
 
 
 def sample_status(root: str | Path, index: int) -> str | None:
-    """"made", "rejected", or None when the sample still has to be made."""
+    """ "made", "rejected", or None when the sample still has to be made."""
     folder = sample_dir(root, index)
     if (folder / MANIFEST_FILE).is_file():
         return "made"

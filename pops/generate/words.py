@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 BANKS = ("objects", "placements", "textures", "adjectives", "art_types")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_words(bank: str) -> tuple[str, ...]:
     """The entries of one bank, in file order; blank lines and `#` comments are skipped."""
     if bank not in BANKS:

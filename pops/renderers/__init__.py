@@ -85,6 +85,7 @@ def load_renderer(folder: str | Path) -> Renderer:
     folder = Path(folder)
     type_name = renderer_type(folder)
     if type_name is None:
-        raise ValueError(f"{folder} holds no saved renderer (its {RENDERER_CONFIG_NAME} names none of: "
-                         f"{', '.join(RENDERER_TYPES)})")  # fmt: skip
+        raise ValueError(
+            f"{folder} holds no saved renderer (its {RENDERER_CONFIG_NAME} names none of: {', '.join(RENDERER_TYPES)})"
+        )
     return renderer_class(type_name).from_pretrained(folder)

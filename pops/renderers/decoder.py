@@ -14,9 +14,10 @@ whether the re-encoded picture retrieves its own source among the gallery's embe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,13 +140,14 @@ class DecoderRenderer:
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, output_size: int | None = None) -> "DecoderRenderer":
+    def from_pretrained(cls, directory: str | Path, *, output_size: int | None = None) -> DecoderRenderer:
         directory = Path(directory)
         for name in (RENDERER_CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"no {name} in {directory} (not a saved DecoderRenderer)")
-        config = from_mapping(DecoderConfig, read_renderer_config(directory, RENDERER_TYPE),
-                              what=f"{directory / RENDERER_CONFIG_NAME}")  # fmt: skip
+        config = from_mapping(
+            DecoderConfig, read_renderer_config(directory, RENDERER_TYPE), what=f"{directory / RENDERER_CONFIG_NAME}"
+        )
         model = ConvDecoder(config)
         try:
             model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))

@@ -112,7 +112,13 @@ class IPAdapterRenderer:
 
     @classmethod
     def from_components(
-        cls, *, ip_adapter, ip_adapter_weight: str = IP_ADAPTER_WEIGHT, device=None, dtype=None, **components_and_options
+        cls,
+        *,
+        ip_adapter,
+        ip_adapter_weight: str = IP_ADAPTER_WEIGHT,
+        device=None,
+        dtype=None,
+        **components_and_options,
     ):
         """Build a StableDiffusionXLPipeline from model objects (unet, vae, text_encoder(_2), tokenizer(_2),
         scheduler) and attach `ip_adapter` (state dict, folder or hub id)."""
@@ -135,7 +141,7 @@ class IPAdapterRenderer:
         dtype=None,
         cpu_offload: bool = False,
         **options,
-    ) -> "IPAdapterRenderer":
+    ) -> IPAdapterRenderer:
         """Load SDXL (hub id or local `save_pretrained` folder) and the IP-Adapter weights."""
         # Settle where every piece comes from before the heavy imports and loads: a missing one fails in a second.
         source = resolve_model(base, what="SDXL base")

@@ -8,7 +8,7 @@ negative prompt.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,14 @@ from PIL import Image
 
 from pops.encoders.clip import as_rgb, default_device, default_dtype
 from pops.hub import looks_like_hub_id, resolve_file, resolve_model
-from pops.reference import CONTROLNET_DEPTH, DEPTH_ESTIMATOR, FP16_FIX_VAE, IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
+from pops.reference import (
+    CONTROLNET_DEPTH,
+    DEPTH_ESTIMATOR,
+    FP16_FIX_VAE,
+    IP_ADAPTER_REPO,
+    IP_ADAPTER_WEIGHT,
+    SDXL_BASE,
+)
 from pops.renderers.ipadapter import IPAdapterRenderer, load_ip_adapter, per_prompt_ip_adapter, sdxl_load_kwargs
 from pops.renderers.pipelines import dtype_kwarg, prepare_pipeline
 
@@ -31,7 +38,7 @@ class DepthEstimator:
         self.processor = processor
 
     @classmethod
-    def from_pretrained(cls, repo_or_path: str = DEPTH_ESTIMATOR, *, device=None, dtype=None) -> "DepthEstimator":
+    def from_pretrained(cls, repo_or_path: str = DEPTH_ESTIMATOR, *, device=None, dtype=None) -> DepthEstimator:
         from transformers import DPTForDepthEstimation, DPTImageProcessor  # heavy: only for the depth renderer
 
         source = resolve_model(repo_or_path, what="depth estimator")
@@ -75,7 +82,13 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
 
     @classmethod
     def from_components(
-        cls, *, ip_adapter, depth_estimator, ip_adapter_weight=IP_ADAPTER_WEIGHT, device=None, dtype=None,
+        cls,
+        *,
+        ip_adapter,
+        depth_estimator,
+        ip_adapter_weight=IP_ADAPTER_WEIGHT,
+        device=None,
+        dtype=None,
         **components_and_options,
     ):
         """Build from model objects (unet, controlnet, vae, text_encoder(_2), tokenizer(_2), scheduler)."""
@@ -102,7 +115,7 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
         dtype=None,
         cpu_offload: bool = False,
         **options,
-    ) -> "IPAdapterDepthRenderer":
+    ) -> IPAdapterDepthRenderer:
         """Load SDXL, the depth ControlNet, the depth estimator and the IP-Adapter; `vae=None` keeps SDXL's own."""
         # Settle where every piece comes from before the heavy imports and loads: a missing one fails in a second.
         source = resolve_model(base, what="SDXL base")
@@ -131,7 +144,9 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
     def depth_maps(self, structure, batch: int) -> list[Image.Image]:
         images = [structure] if not isinstance(structure, (list, tuple)) else list(structure)
         if len(images) not in (1, batch):
-            raise ValueError(f"got {len(images)} structure images for {batch} embeddings; give one, or one per embedding")
+            raise ValueError(
+                f"got {len(images)} structure images for {batch} embeddings; give one, or one per embedding"
+            )
         maps = self.depth_estimator(images, size=(self.size, self.size))
         return maps * batch if len(maps) == 1 else maps
 

@@ -60,7 +60,7 @@ class KandinskyRenderer:
         dtype=None,
         cpu_offload: bool = False,
         **options,
-    ) -> "KandinskyRenderer":
+    ) -> KandinskyRenderer:
         """Load the decoder (hub id or local folder). The negative is computed once with the prior repo's
         `image_encoder` (then freed) unless `negative_embedding` is given."""
         # Where every piece comes from is settled first (in about a second, offline or not), before any heavy import.
@@ -102,4 +102,3 @@ class KandinskyRenderer:
             output_type="pil",
         )
         return list(out.images)
-

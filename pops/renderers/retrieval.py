@@ -6,8 +6,8 @@ does this embedding mean", which is also how the evaluation scores top-1 retriev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +63,13 @@ class RetrievalRenderer:
         for i, image in enumerate(self.images):
             atomic_write(folder / IMAGES_DIR / f"{i:06d}.png", lambda tmp, image=image: image.save(tmp, format="PNG"))
         save_embeddings(folder / GALLERY_NAME, self.gallery, {"images": len(self.images)})
-        write_renderer_config(folder, RENDERER_TYPE, {"gallery": GALLERY_NAME, "images": IMAGES_DIR, "count": len(self.images)})
+        write_renderer_config(
+            folder, RENDERER_TYPE, {"gallery": GALLERY_NAME, "images": IMAGES_DIR, "count": len(self.images)}
+        )
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "RetrievalRenderer":
+    def from_pretrained(cls, folder: str | Path) -> RetrievalRenderer:
         folder = Path(folder)
         if not (folder / GALLERY_NAME).is_file():
             raise FileNotFoundError(f"no {GALLERY_NAME} in {folder} (not a saved RetrievalRenderer)")

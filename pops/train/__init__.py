@@ -1,7 +1,7 @@
 """Training operators on cached embeddings with `accelerate` (`pops train CONFIG.yaml`).
 
-    from pops.train import load_config, train
-    model = train(load_config("configs/train/texturing.yaml", ["max_steps=100"]))
+from pops.train import load_config, train
+model = train(load_config("configs/train/texturing.yaml", ["max_steps=100"]))
 """
 
 from __future__ import annotations

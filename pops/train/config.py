@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -89,23 +89,23 @@ class LoggingOptions:
 @dataclass
 class ValidationOptions:
     every: int = 0  # optimiser steps between validations; 0 = none
-    data: Optional[str] = None  # a Pairs file; None = the first `num_samples` training pairs
+    data: str | None = None  # a Pairs file; None = the first `num_samples` training pairs
     num_samples: int = 16
-    guidance_scale: Optional[float] = None  # None = the operator's default
+    guidance_scale: float | None = None  # None = the operator's default
     num_inference_steps: int = 25
     # A saved renderer folder (its renderer.json names a type of pops.renderers.RENDERER_TYPES); None = no pictures,
     # only embedding metrics. Only registered types load: a config never names code to import.
-    renderer: Optional[str] = None
+    renderer: str | None = None
 
 
 @dataclass
 class TrainConfig:
     operator: str = "texturing"
-    data: Optional[str] = None  # a Pairs file (pops.pairs) of cached embeddings
+    data: str | None = None  # a Pairs file (pops.pairs) of cached embeddings
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
-    resume: Optional[str] = None  # auto | <checkpoint folder>; None = start fresh
+    resume: str | None = None  # auto | <checkpoint folder>; None = start fresh
     seed: int = 0
     deterministic: bool = False
     max_steps: int = 20000
@@ -113,7 +113,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     layout: str = "compact"
-    train_blocks: Optional[int] = None  # train only the first N transformer blocks (others frozen)
+    train_blocks: int | None = None  # train only the first N transformer blocks (others frozen)
     gradient_checkpointing: bool = False
     compile: bool = False
     progress: bool = True
@@ -130,7 +130,7 @@ class TrainConfig:
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise a one-line ValueError on the first inconsistent value; return self."""
         _check(self.operator in REGISTRY, f"operator: unknown {self.operator!r}; known: {', '.join(REGISTRY)}")
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
@@ -152,12 +152,22 @@ class TrainConfig:
         _check(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
         _check(self.lora.rank >= 1 and self.lora.alpha > 0, "lora: rank >= 1 and alpha > 0")
         _check(0 < self.ema.decay < 1, "ema.decay must be in (0, 1)")
-        _check(self.checkpoint.every >= 0 and self.checkpoint.total_limit >= 1, "checkpoint: every >= 0, total_limit >= 1")
-        _check(self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1")
+        _check(
+            self.checkpoint.every >= 0 and self.checkpoint.total_limit >= 1, "checkpoint: every >= 0, total_limit >= 1"
+        )
+        _check(
+            self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1"
+        )
         v = self.validation
-        _check(v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2, "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2")
+        _check(
+            v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2,
+            "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2",
+        )
         m = self.model
-        _check(min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1, "model: sizes must be positive")
+        _check(
+            min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1,
+            "model: sizes must be positive",
+        )
         return self
 
     def to_dict(self) -> dict:

@@ -7,7 +7,8 @@ Order: an endless stream of epochs, each a permutation of the N samples drawn fr
 stream is the number of samples consumed (`samples_seen`), saved in every checkpoint.
 
 Sharding: one optimiser step consumes a *global batch* of `G = micro × processes × accumulation` samples, cut into
-`processes × accumulation` *shards* of `micro` samples. Shard `s = micro_step × processes + rank`; its randomness (condition
+`processes × accumulation` *shards* of `micro` samples. Shard `s = micro_step × processes + rank`; its randomness
+(condition
 dropout, timesteps, noise) comes from a generator seeded by (seed, step, s). So every sample of a step sees the same
 data and the same random draws whether the shards run on P processes or one after the other on one — a run on P
 processes × A accumulation steps equals a run on 1 process × P·A accumulation steps.
@@ -18,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pops.pairs import Batch
-from pops.pairs import Pairs
+from pops.pairs import Batch, Pairs
 
 
 class PairStream:
@@ -79,6 +79,11 @@ def _pairs_to(pairs: Pairs, device: torch.device) -> Pairs:
 
     slots = [(move(s[0]), move(s[1])) if isinstance(s, tuple) else move(s) for s in pairs.slots]
     return Pairs(
-        kind=pairs.kind, slots=slots, present=move(pairs.present), target=move(pairs.target),
-        align_text=move(pairs.align_text), class_ids=pairs.class_ids, info=pairs.info,
-    )  # fmt: skip
+        kind=pairs.kind,
+        slots=slots,
+        present=move(pairs.present),
+        target=move(pairs.target),
+        align_text=move(pairs.align_text),
+        class_ids=pairs.class_ids,
+        info=pairs.info,
+    )

@@ -43,7 +43,9 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on SIGTERM after saving a checkpoint; `checkpoint` is the folder to resume from."""
 
     def __init__(self, step: int, checkpoint: Path):
-        super().__init__(f"stopped by SIGTERM at step {step}; checkpoint saved to {checkpoint} (resume with resume=auto)")
+        super().__init__(
+            f"stopped by SIGTERM at step {step}; checkpoint saved to {checkpoint} (resume with resume=auto)"
+        )
         self.step, self.checkpoint = step, checkpoint
 
 
@@ -86,8 +88,16 @@ def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
         ("init", config.init if config.init != "kandinsky" else f"kandinsky ({config.kandinsky_prior})"),
         ("data", Path(config.data).name if config.data else "in memory"),
         ("steps / samples seen", f"{summary['steps']} / {summary['samples_seen']}"),
-        ("global batch", f"{summary['global_batch']} ({summary['num_processes']} process(es) x {config.batch_size} x {config.gradient_accumulation_steps} accumulation)"),
-        ("optimiser", f"AdamW lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps}), betas {tuple(o.betas)}, wd {o.weight_decay:g}, grad-clip {o.max_grad_norm:g}"),
+        (
+            "global batch",
+            f"{summary['global_batch']} ({summary['num_processes']} process(es) x {config.batch_size} x "
+            f"{config.gradient_accumulation_steps} accumulation)",
+        ),
+        (
+            "optimiser",
+            f"AdamW lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps}), betas {tuple(o.betas)}, wd "
+            f"{o.weight_decay:g}, grad-clip {o.max_grad_norm:g}",
+        ),
         ("precision / layout", f"{config.mixed_precision} / {config.layout}"),
         ("options", ", ".join(extras) or "none"),
     ]
@@ -154,7 +164,9 @@ class Trainer:
             mixed_precision=c.mixed_precision,
             gradient_accumulation_steps=c.gradient_accumulation_steps,
             log_with="tensorboard" if use_tb else None,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
             dynamo_backend="inductor" if c.compile else None,
         )
         if c.deterministic:  # cuBLAS needs a fixed workspace for deterministic matmuls (no effect on a CPU)
@@ -170,7 +182,9 @@ class Trainer:
         except (RuntimeError, ValueError):
             optimizer = torch.optim.AdamW(params, **kwargs)
         name = "constant_with_warmup" if o.schedule == "constant" and o.warmup_steps else o.schedule
-        schedule = get_scheduler(name, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=self.config.max_steps)
+        schedule = get_scheduler(
+            name, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=self.config.max_steps
+        )
         return optimizer, schedule
 
     # ----- the run -----------------------------------------------------------------------------------------------
@@ -220,9 +234,13 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         started, start_step, first_step_done = time.perf_counter(), state.step, None
         bar = tqdm(
-            total=c.max_steps, initial=state.step, desc=f"training {c.operator}", unit="step",
-            disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True,
-        )  # fmt: skip
+            total=c.max_steps,
+            initial=state.step,
+            desc=f"training {c.operator}",
+            unit="step",
+            disable=not (self.progress and accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
         prepared.train()
         while state.step < c.max_steps:
             grad_norm = None
@@ -231,7 +249,9 @@ class Trainer:
                 batch = stream.shard(state.samples_seen, micro, shard)
                 generator = shard_generator(c.seed, state.step, shard)
                 with accelerator.accumulate(prepared):
-                    loss, details = training_loss(loss_model, self.spec, batch, noise_scheduler, generator=generator, layout=c.layout)
+                    loss, details = training_loss(
+                        loss_model, self.spec, batch, noise_scheduler, generator=generator, layout=c.layout
+                    )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
                         grad_norm = accelerator.clip_grad_norm_(params, c.optim.max_grad_norm)
@@ -262,10 +282,18 @@ class Trainer:
         return self._finish(accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor.last)
 
     def _save(self, accelerator, state: TrainState) -> Path:
-        info = {"samples_seen": state.samples_seen, "num_processes": accelerator.num_processes, "config": self.config.to_dict()}
-        return checkpointing.save_checkpoint(accelerator, self.output_dir, state.step, info, self.config.checkpoint.total_limit)
+        info = {
+            "samples_seen": state.samples_seen,
+            "num_processes": accelerator.num_processes,
+            "config": self.config.to_dict(),
+        }
+        return checkpointing.save_checkpoint(
+            accelerator, self.output_dir, state.step, info, self.config.checkpoint.total_limit
+        )
 
-    def _finish(self, accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor_last) -> PopsPrior:
+    def _finish(
+        self, accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor_last
+    ) -> PopsPrior:
         accelerator.wait_for_everyone()
         # keep_fp32_wrapper=False: return the plain module, without accelerate's mixed-precision autocast on forward
         # (the caller samples in fp32, exactly like an operator loaded from its folder).
@@ -280,18 +308,27 @@ class Trainer:
         # Steady-state throughput leaves out the first step (optimiser-state allocation, kernel warm-up).
         steady = (steps - 1) * global_batch / (ended - first_done) if steps > 1 and ended > first_done else None
         summary = {
-            "operator": self.config.operator, "steps": state.step, "samples_seen": state.samples_seen,
-            "steps_this_run": steps, "seconds": round(elapsed, 3), "global_batch": global_batch,
+            "operator": self.config.operator,
+            "steps": state.step,
+            "samples_seen": state.samples_seen,
+            "steps_this_run": steps,
+            "seconds": round(elapsed, 3),
+            "global_batch": global_batch,
             "samples_per_second": round(steady, 2) if steady else None,
             "samples_per_second_overall": round(steps * global_batch / elapsed, 2) if elapsed > 0 else None,
-            "num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
-            "mixed_precision": self.config.mixed_precision, "ema": ema is not None, "lora": self.config.lora.enabled,
-        }  # fmt: skip
+            "num_processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
+            "mixed_precision": self.config.mixed_precision,
+            "ema": ema is not None,
+            "lora": self.config.lora.enabled,
+        }
         encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
         self.operator = Operator(
-            model, self.config.operator, encoder_configs=encoders if isinstance(encoders, dict) else None,
+            model,
+            self.config.operator,
+            encoder_configs=encoders if isinstance(encoders, dict) else None,
             training=training_record(self.config, summary, monitor_last),
-        )  # fmt: skip
+        )
         if accelerator.is_main_process and self.config.save_operator:
             self.operator.save_pretrained(self.output_dir)
             atomic_write_json(self.output_dir / SUMMARY_NAME, summary)

@@ -83,7 +83,9 @@ def add_lora(model: PopsPrior, rank: int, alpha: float, dropout: float, target_m
     text projection (it has no pretrained value to keep)."""
     from peft import LoraConfig
 
-    lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), init_lora_weights=True)
+    lora = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), init_lora_weights=True
+    )
     model.prior.add_adapter(lora)  # freezes the base weights, leaves only the adapters trainable
     if not any(p.requires_grad for p in model.prior.parameters()):
         raise ValueError(f"lora.target_modules {list(target_modules)} match no layer of the prior")

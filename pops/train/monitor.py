@@ -50,7 +50,9 @@ class Monitor:
             return
         self.loss_sum += loss.detach().float()
         self.micro_steps += 1
-        bucket = (details["t"].to(self.bucket_sum.device) * self.buckets // NUM_TRAIN_TIMESTEPS).clamp_max(self.buckets - 1)
+        bucket = (details["t"].to(self.bucket_sum.device) * self.buckets // NUM_TRAIN_TIMESTEPS).clamp_max(
+            self.buckets - 1
+        )
         self.bucket_sum.index_add_(0, bucket, details["mse"].float().to(self.bucket_sum.device))
         self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float32))
 
@@ -64,17 +66,30 @@ class Monitor:
             return
         acc = self.accelerator
         elapsed = time.perf_counter() - self.since
-        totals = torch.cat([self.loss_sum[None], torch.tensor([float(self.micro_steps)], device=acc.device), self.bucket_sum, self.bucket_count])
+        totals = torch.cat(
+            [
+                self.loss_sum[None],
+                torch.tensor([float(self.micro_steps)], device=acc.device),
+                self.bucket_sum,
+                self.bucket_count,
+            ]
+        )
         totals = acc.reduce(totals, reduction="sum") if acc.num_processes > 1 else totals
         loss = (totals[0] / totals[1].clamp_min(1)).item()
         sums, counts = totals[2 : 2 + self.buckets], totals[2 + self.buckets :]
-        values = {"train/loss": loss, "train/lr": lr, "train/samples_per_second": self.steps * self.global_batch / max(elapsed, 1e-9)}
+        values = {
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/samples_per_second": self.steps * self.global_batch / max(elapsed, 1e-9),
+        }
         if self.grad_norms:
             values["train/grad_norm"] = torch.stack(self.grad_norms).mean().item()
         width = NUM_TRAIN_TIMESTEPS // self.buckets
         for i in range(self.buckets):
             if counts[i] > 0:
-                values[f"loss_by_timestep/t{i * width:04d}-{min((i + 1) * width, NUM_TRAIN_TIMESTEPS) - 1:04d}"] = (sums[i] / counts[i]).item()
+                values[f"loss_by_timestep/t{i * width:04d}-{min((i + 1) * width, NUM_TRAIN_TIMESTEPS) - 1:04d}"] = (
+                    sums[i] / counts[i]
+                ).item()
         acc.log(values, step=step)
         self.last = values
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -120,9 +135,13 @@ class Validator:
             generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
             # One chunk: the whole validation set in one sampling loop (chunks would change the random draws).
             out = Operator(model, self.spec.name).sample_batch(
-                self.batch, guidance_scale=v.guidance_scale, num_inference_steps=v.num_inference_steps,
-                generator=generator, layout=self.config.layout, chunk_size=None,
-            )  # fmt: skip
+                self.batch,
+                guidance_scale=v.guidance_scale,
+                num_inference_steps=v.num_inference_steps,
+                generator=generator,
+                layout=self.config.layout,
+                chunk_size=None,
+            )
             target = self.batch.target.to(out.device)
             cosine = torch.nn.functional.cosine_similarity(out.float(), target.float(), dim=-1).mean().item()
             record = {"val/cosine_to_target": cosine}

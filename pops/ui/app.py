@@ -52,9 +52,13 @@ def theme():
 def _settings(models_dir, renderer, seed, guidance, steps, samples) -> Settings:
     guidance = float(guidance or 0)
     return Settings(
-        models_dir=str(models_dir or ""), renderer=renderer or "auto", seed=int(seed or 0),
-        guidance_scale=None if guidance <= 0 else guidance, steps=int(steps), num_samples=int(samples),
-    )  # fmt: skip
+        models_dir=str(models_dir or ""),
+        renderer=renderer or "auto",
+        seed=int(seed or 0),
+        guidance_scale=None if guidance <= 0 else guidance,
+        steps=int(steps),
+        num_samples=int(samples),
+    )
 
 
 def _show(out: RunOutput):
@@ -71,8 +75,9 @@ def _show(out: RunOutput):
 
 def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
     # delete_cache: uploads and Gradio's copies older than a day are removed hourly (the runs/ folders stay).
-    with gr.Blocks(title="pOps — photo-inspired diffusion operators", analytics_enabled=False,
-                   delete_cache=(3600, 86400)) as demo:  # fmt: skip
+    with gr.Blocks(
+        title="pOps — photo-inspired diffusion operators", analytics_enabled=False, delete_cache=(3600, 86400)
+    ) as demo:
         gr.Markdown(
             "# pOps · photo-inspired diffusion operators\n"
             "Combine pictures with trained operators — texture an object, join two objects, place one in a scene, "
@@ -86,41 +91,83 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
                     operator_tabs = [_operator_tab(kind) for kind in REGISTRY]
                     with gr.Tab("Equation", id="equation"):
                         equation = gr.Textbox(
-                            label="Equation", lines=3, elem_id="equation-text",
+                            label="Equation",
+                            lines=3,
+                            elem_id="equation-text",
                             placeholder="let t = texture(object.png, texture.png)\nscene(t, scene.png)",
-                        )  # fmt: skip
+                        )
                         files = gr.File(
-                            label="Images and embeddings the equation names (by file name)", file_count="multiple",
-                            file_types=["image", ".safetensors", ".pt"], elem_id="equation-files",
-                        )  # fmt: skip
+                            label="Images and embeddings the equation names (by file name)",
+                            file_count="multiple",
+                            file_types=["image", ".safetensors", ".pt"],
+                            elem_id="equation-files",
+                        )
                         gr.Examples(EXAMPLES, inputs=[equation], label="Examples")
                         run_equation = gr.Button("Evaluate", variant="primary", elem_id="run-equation")
                         with gr.Accordion("Equation syntax", open=False):
                             gr.Markdown(SYNTAX)
                 status = gr.Markdown("Upload images into an operator's slots, or type an equation.", elem_id="status")
                 with gr.Row(equal_height=False):
-                    result = gr.Gallery(label="Result", elem_id="result-gallery", columns=2, height=360, preview=True,
-                                        object_fit="contain", scale=2, format="png", interactive=False)  # fmt: skip
-                    step_gallery = gr.Gallery(label="Every step: inputs, then each operator", elem_id="steps-gallery",
-                                              columns=3, height=360, object_fit="contain", scale=3, format="png",
-                                              interactive=False, fit_columns=False)  # fmt: skip
+                    result = gr.Gallery(
+                        label="Result",
+                        elem_id="result-gallery",
+                        columns=2,
+                        height=360,
+                        preview=True,
+                        object_fit="contain",
+                        scale=2,
+                        format="png",
+                        interactive=False,
+                    )
+                    step_gallery = gr.Gallery(
+                        label="Every step: inputs, then each operator",
+                        elem_id="steps-gallery",
+                        columns=3,
+                        height=360,
+                        object_fit="contain",
+                        scale=3,
+                        format="png",
+                        interactive=False,
+                        fit_columns=False,
+                    )
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=200):
                         resample = gr.Button("New seed for the last step", elem_id="resample")
-                        gr.Markdown("Re-samples only the last operator; the earlier steps come from the cache.",
-                                    elem_classes=["hint"])  # fmt: skip
-                    downloads = gr.File(label="Embeddings (.safetensors) and record", file_count="multiple",
-                                        elem_id="downloads", interactive=False, scale=3)  # fmt: skip
+                        gr.Markdown(
+                            "Re-samples only the last operator; the earlier steps come from the cache.",
+                            elem_classes=["hint"],
+                        )
+                    downloads = gr.File(
+                        label="Embeddings (.safetensors) and record",
+                        file_count="multiple",
+                        elem_id="downloads",
+                        interactive=False,
+                        scale=3,
+                    )
             with gr.Column(scale=1, min_width=280):
                 gr.Markdown("### Settings")
-                models = gr.Textbox(label="Models folder", value=backend.default_models, elem_id="models-dir",
-                                    info="operators/<kind>/ and renderer/ as `pops demo` saves them")  # fmt: skip
+                models = gr.Textbox(
+                    label="Models folder",
+                    value=backend.default_models,
+                    elem_id="models-dir",
+                    info="operators/<kind>/ and renderer/ as `pops demo` saves them",
+                )
                 info = gr.Markdown(backend.describe(backend.default_models), elem_id="models-info")
-                renderer = gr.Dropdown(list(RENDERER_CHOICES), value=default_renderer, label="Renderer",
-                                       info="auto: the decoder if trained, else retrieval")  # fmt: skip
+                renderer = gr.Dropdown(
+                    list(RENDERER_CHOICES),
+                    value=default_renderer,
+                    label="Renderer",
+                    info="auto: the decoder if trained, else retrieval",
+                )
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                guidance = gr.Slider(0, 15, value=0, step=0.5, label="Guidance scale",
-                                     info="0 = each operator's own (the scale stored with it; else the registry's)")  # fmt: skip
+                guidance = gr.Slider(
+                    0,
+                    15,
+                    value=0,
+                    step=0.5,
+                    label="Guidance scale",
+                    info="0 = each operator's own (the scale stored with it; else the registry's)",
+                )
                 steps = gr.Slider(2, 100, value=25, step=1, label="Sampling steps")
                 samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
         with gr.Accordion("Record (JSON): reproduce with `pops apply --replay record.json`", open=False):
@@ -133,9 +180,12 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
         gr.on([models.submit, models.blur], backend.describe, inputs=[models], outputs=[info], api_visibility="private")
 
         for kind, (slots, word, button) in zip(REGISTRY, operator_tabs):
-            button.click(_operator_fn(backend, kind, len(slots), word is not None),
-                         inputs=[*slots, *([word] if word is not None else []), *settings],
-                         api_name=kind, **common)  # fmt: skip
+            button.click(
+                _operator_fn(backend, kind, len(slots), word is not None),
+                inputs=[*slots, *([word] if word is not None else []), *settings],
+                api_name=kind,
+                **common,
+            )
 
         def apply_equation(text, uploaded, *values, progress=gr.Progress(track_tqdm=True)):
             return _show(backend.run_equation(text, uploaded, _settings(*values), progress=True))
@@ -161,15 +211,26 @@ def _operator_tab(kind: str):
             with gr.Row():
                 for slot in images[start : start + per_row]:
                     slots.append(
-                        gr.Image(label=slot.name.replace("_", " "), type="filepath", sources=["upload", "clipboard"],
-                                 height=height, elem_id=f"{kind}-{slot.name}", buttons=[])  # fmt: skip
+                        gr.Image(
+                            label=slot.name.replace("_", " "),
+                            type="filepath",
+                            sources=["upload", "clipboard"],
+                            height=height,
+                            elem_id=f"{kind}-{slot.name}",
+                            buttons=[],
+                        )
                     )
         word = None
         if spec.text_slots:
             text_slot = spec.slots[spec.text_slots[0]]
-            word = gr.Textbox(label=text_slot.name, placeholder="an adjective or an art style, e.g. red",
-                              elem_id=f"{kind}-{text_slot.name}")  # fmt: skip
-        note = "Leave a slot empty to drop it." if len(images) <= 3 else "Fill any of the slots; empty ones are dropped."
+            word = gr.Textbox(
+                label=text_slot.name,
+                placeholder="an adjective or an art style, e.g. red",
+                elem_id=f"{kind}-{text_slot.name}",
+            )
+        note = (
+            "Leave a slot empty to drop it." if len(images) <= 3 else "Fill any of the slots; empty ones are dropped."
+        )
         gr.Markdown(note)
         button = gr.Button(f"Run {kind}", variant="primary", elem_id=f"run-{kind}")
     return slots, word, button

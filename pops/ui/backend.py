@@ -138,8 +138,9 @@ class Backend:
             names.append(name)
         return names
 
-    def run_operator(self, kind: str, slot_files: dict[str, str | None], word: str | None, settings: Settings,
-                     progress: bool = False) -> RunOutput:  # fmt: skip
+    def run_operator(
+        self, kind: str, slot_files: dict[str, str | None], word: str | None, settings: Settings, progress: bool = False
+    ) -> RunOutput:
         run = self.new_run_dir(kind)
         try:
             equation = self.operator_equation(kind, slot_files, word, run)
@@ -147,7 +148,9 @@ class Backend:
             return RunOutput(status=_error(str(exc)))
         return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
-    def run_equation(self, equation: str, files: list[str] | None, settings: Settings, progress: bool = False) -> RunOutput:
+    def run_equation(
+        self, equation: str, files: list[str] | None, settings: Settings, progress: bool = False
+    ) -> RunOutput:
         run = self.new_run_dir("equation")
         try:
             self.copy_uploads(files, run)
@@ -165,8 +168,16 @@ class Backend:
         run = self.new_run_dir("resample")
         return self.apply(replay["equation"], Path(replay["inputs"]), run, settings, seeds=seeds, progress=progress)
 
-    def apply(self, equation: str, inputs: Path, run: Path, settings: Settings, *, seeds: dict | None = None,
-              progress: bool = False) -> RunOutput:  # fmt: skip
+    def apply(
+        self,
+        equation: str,
+        inputs: Path,
+        run: Path,
+        settings: Settings,
+        *,
+        seeds: dict | None = None,
+        progress: bool = False,
+    ) -> RunOutput:
         if not (equation or "").strip():
             return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
@@ -178,10 +189,15 @@ class Backend:
             self._check_files(plan, inputs, runner.models.asset_dirs())
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
-                plan, seed=int(settings.seed), seeds=seeds, guidance_scale=settings.guidance_scale,
-                num_inference_steps=int(settings.steps), num_samples=int(settings.num_samples),
-                base_dir=inputs, progress=progress,
-            )  # fmt: skip
+                plan,
+                seed=int(settings.seed),
+                seeds=seeds,
+                guidance_scale=settings.guidance_scale,
+                num_inference_steps=int(settings.steps),
+                num_samples=int(settings.num_samples),
+                base_dir=inputs,
+                progress=progress,
+            )
         except EquationError as exc:
             return RunOutput(status=_error(exc.pretty(equation), code=True))
         except (ValueError, OSError) as exc:
@@ -208,22 +224,28 @@ class Backend:
         for step, res in zip(plan.steps, result.steps):
             if step.op in ("call", "sum") and pictures:
                 label = "" if step.label.startswith("step ") else f"{step.label} = "
-                out.step_images.append((str(run / step_picture(step.label)), f"{label}{step.text}" + (" · cached" if res.cached else "")))
+                out.step_images.append(
+                    (str(run / step_picture(step.label)), f"{label}{step.text}" + (" · cached" if res.cached else ""))
+                )
         out.downloads = [str(run / "output.safetensors")]
         out.downloads += [str(run / rel) for rel in record["outputs"]["steps"].values()]
         out.downloads.append(str(run / "record.json"))
         n_calls = sum(1 for s in result.computed if s.op == "call")
         out.status = (
-            f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in {result.seconds:.2f} s "
+            f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in "
+            f"{result.seconds:.2f} s "
             f"({result.num_cached} reused from the cache) · seed {settings.seed}"
             + (f", last step {seeds['output']}" if seeds and "output" in seeds else "")
             + ("" if pictures else " · no renderer: download the embeddings")
             + f"\n\n`{record['canonical']}`"
         )
         out.replay = {
-            "equation": equation, "inputs": str(inputs), "seed": int(settings.seed),
-            "seeds": record["seeds"], "settings": settings.__dict__.copy(),
-        }  # fmt: skip
+            "equation": equation,
+            "inputs": str(inputs),
+            "seed": int(settings.seed),
+            "seeds": record["seeds"],
+            "settings": settings.__dict__.copy(),
+        }
         return out
 
     @staticmethod
@@ -233,8 +255,11 @@ class Backend:
             if step.path is not None and not any(step.path.is_relative_to(root) for root in allowed):
                 raise EquationError(
                     f"the UI reads only uploaded files (and the models' assets); upload {step.path.name} and name it "
-                    "by its file name", step.pos.line, step.pos.column, step.text,
-                )  # fmt: skip
+                    "by its file name",
+                    step.pos.line,
+                    step.pos.column,
+                    step.text,
+                )
 
 
 def _check_relative_paths(equation: str) -> None:
@@ -249,8 +274,10 @@ def _check_relative_paths(equation: str) -> None:
             if path.is_absolute() or node.path.startswith("~") or ".." in path.parts:
                 raise EquationError(
                     "the UI reads only uploaded files: name them by file name, without folders",
-                    node.pos.line, node.pos.column, node.path,
-                )  # fmt: skip
+                    node.pos.line,
+                    node.pos.column,
+                    node.path,
+                )
 
 
 def _error(message: str, code: bool = False) -> str:

@@ -18,6 +18,15 @@ from pops.world.textures import TEXTURE_NAMES
 from pops.world.world import SPLITS, Sample, World, WorldConfig
 
 __all__ = [
-    "World", "WorldConfig", "Sample", "SPLITS", "WordEdit",
-    "SHAPE_NAMES", "TEXTURE_NAMES", "SCENE_NAMES", "EDITS", "SYNONYMS", "GARMENTS",
-]  # fmt: skip
+    "World",
+    "WorldConfig",
+    "Sample",
+    "SPLITS",
+    "WordEdit",
+    "SHAPE_NAMES",
+    "TEXTURE_NAMES",
+    "SCENE_NAMES",
+    "EDITS",
+    "SYNONYMS",
+    "GARMENTS",
+]

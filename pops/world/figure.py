@@ -95,10 +95,17 @@ def _garments() -> dict[str, dict[str, tuple[Part, ...]]]:
         _p("band", (190, 40, 50), rect(0.455, 0.083, 0.545, 0.104)),
     )
     g["hat"]["beanie"] = (
-        _p("knit", (40, 90, 200), _dome(0.5, 0.145, 0.069, 0.075), rect(0.43, 0.13, 0.57, 0.158),
-           pattern=("stripes", white), period=0.03, angle=90.0),
+        _p(
+            "knit",
+            (40, 90, 200),
+            _dome(0.5, 0.145, 0.069, 0.075),
+            rect(0.43, 0.13, 0.57, 0.158),
+            pattern=("stripes", white),
+            period=0.03,
+            angle=90.0,
+        ),
         _p("pompom", white, circle(0.5, 0.066, 0.02, 20)),
-    )  # fmt: skip
+    )
 
     def hair(colour, dome, *extra):
         return (_p("hair", colour, _dome(*dome), *extra),)
@@ -113,12 +120,22 @@ def _garments() -> dict[str, dict[str, tuple[Part, ...]]]:
     g["sunglasses"]["shades"] = (
         _p("lenses", (30, 60, 140), *_both(lambda: rect(0.452, 0.152, 0.496, 0.178)), rect(0.44, 0.152, 0.56, 0.158)),
     )
-    g["sunglasses"]["hearts"] = (_p("lenses", (240, 80, 150), *[heart_outline(32) * 0.021 + [x, 0.166] for x in eyes], bridge),)
+    g["sunglasses"]["hearts"] = (
+        _p("lenses", (240, 80, 150), *[heart_outline(32) * 0.021 + [x, 0.166] for x in eyes], bridge),
+    )
 
     long_sleeves = _both(lambda: _arm(0.52, 0.042))
     g["upper_clothes"]["tshirt"] = (_p("shirt", (215, 50, 55), TORSO, *_both(lambda: _arm(0.37, 0.05))),)
     g["upper_clothes"]["sweater"] = (
-        _p("sweater", (35, 45, 110), TORSO, *long_sleeves, pattern=("stripes", (240, 240, 245)), period=0.045, angle=90.0),
+        _p(
+            "sweater",
+            (35, 45, 110),
+            TORSO,
+            *long_sleeves,
+            pattern=("stripes", (240, 240, 245)),
+            period=0.045,
+            angle=90.0,
+        ),
     )
     lapels = [[0.46, 0.27], [0.5, 0.38], [0.54, 0.27], [0.52, 0.27], [0.5, 0.33], [0.48, 0.27]]
     g["upper_clothes"]["jacket"] = (
@@ -132,12 +149,21 @@ def _garments() -> dict[str, dict[str, tuple[Part, ...]]]:
 
     g["skirt"]["mini"] = (_p("skirt", (240, 130, 170), skirt(0.65, 0.135)),)
     g["skirt"]["long"] = (_p("skirt", (130, 70, 175), skirt(0.86, 0.155)),)
-    g["skirt"]["plaid"] = (_p("skirt", (195, 40, 45), skirt(0.73, 0.14), pattern=("checks", (40, 30, 35)), period=0.05),)
+    g["skirt"]["plaid"] = (
+        _p("skirt", (195, 40, 45), skirt(0.73, 0.14), pattern=("checks", (40, 30, 35)), period=0.05),
+    )
 
     g["pants"]["jeans"] = (_p("pants", (55, 90, 165), HIPS, *_both(lambda: _leg(0.87, 0.006))),)
     g["pants"]["shorts"] = (_p("pants", (200, 175, 115), HIPS, *_both(lambda: _leg(0.69, 0.01))),)
     g["pants"]["trousers"] = (
-        _p("pants", (45, 45, 55), HIPS, *_both(lambda: _leg(0.87, 0.004)), pattern=("stripes", (120, 120, 135)), period=0.03),
+        _p(
+            "pants",
+            (45, 45, 55),
+            HIPS,
+            *_both(lambda: _leg(0.87, 0.004)),
+            pattern=("stripes", (120, 120, 135)),
+            period=0.03,
+        ),
     )
 
     bodice = [[0.4, 0.3], [0.6, 0.3], [0.595, 0.42], [0.58, 0.52], [0.42, 0.52], [0.405, 0.42]]
@@ -153,9 +179,18 @@ def _garments() -> dict[str, dict[str, tuple[Part, ...]]]:
     g["dress"]["party"] = (_p("dress", (200, 30, 70), bodice, flare(0.65, 0.16)),)
 
     strap = rect(0.415, 0.495, 0.585, 0.527)
-    g["belt"]["brown"] = (_p("belt", (120, 75, 35), strap), _p("buckle", (230, 190, 70), rect(0.488, 0.492, 0.512, 0.53)))
-    g["belt"]["black"] = (_p("belt", (30, 30, 35), strap), _p("buckle", (200, 205, 215), rect(0.484, 0.49, 0.516, 0.532)))
-    g["belt"]["white"] = (_p("belt", (245, 245, 245), strap), _p("buckle", (70, 70, 80), rect(0.49, 0.496, 0.51, 0.526)))
+    g["belt"]["brown"] = (
+        _p("belt", (120, 75, 35), strap),
+        _p("buckle", (230, 190, 70), rect(0.488, 0.492, 0.512, 0.53)),
+    )
+    g["belt"]["black"] = (
+        _p("belt", (30, 30, 35), strap),
+        _p("buckle", (200, 205, 215), rect(0.484, 0.49, 0.516, 0.532)),
+    )
+    g["belt"]["white"] = (
+        _p("belt", (245, 245, 245), strap),
+        _p("buckle", (70, 70, 80), rect(0.49, 0.496, 0.51, 0.526)),
+    )
 
     shoes = {  # colour, sole colour, top of the shoe (boots go up the shin), toe half-length
         "sneakers": ((245, 245, 245), (220, 40, 45), 0.875, 0.047),
@@ -194,9 +229,19 @@ GARMENTS: dict[str, dict[str, tuple[Part, ...]]] = _garments()
 
 # Layering when dressed: lower garments first, then shoes, tops, accessories and headwear on top.
 LAYERS = (
-    "pants", "skirt", "dress", "right_shoe", "left_shoe", "upper_clothes",
-    "belt", "scarf", "hair", "hat", "sunglasses", "bag",
-)  # fmt: skip
+    "pants",
+    "skirt",
+    "dress",
+    "right_shoe",
+    "left_shoe",
+    "upper_clothes",
+    "belt",
+    "scarf",
+    "hair",
+    "hat",
+    "sunglasses",
+    "bag",
+)
 # A dress covers the torso and legs: it excludes a top and other bottoms; a skirt excludes pants.
 EXCLUDES = {
     "dress": {"upper_clothes", "skirt", "pants"},

@@ -45,7 +45,9 @@ class Part:
     extra: dict = field(default_factory=dict, compare=False)
 
 
-def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 64, start: float = 0.0, end: float = 360.0) -> np.ndarray:
+def ellipse(
+    cx: float, cy: float, rx: float, ry: float, n: int = 64, start: float = 0.0, end: float = 360.0
+) -> np.ndarray:
     """Points on an ellipse arc (degrees, y down); a full ellipse by default."""
     full = abs(end - start) >= 360.0
     t = np.deg2rad(np.linspace(start, end, n, endpoint=not full))

@@ -73,7 +73,12 @@ class Recipe(ABC):
     def __init__(self, operator: str, config: WorldConfig, rng: Streams):
         self.operator = operator
         # the world's configured shapes, textures, scenes and edits
-        self.names = {"shapes": config.shapes, "textures": config.textures, "scenes": config.scenes, "edits": config.edits}
+        self.names = {
+            "shapes": config.shapes,
+            "textures": config.textures,
+            "scenes": config.scenes,
+            "edits": config.edits,
+        }
 
     def extra_split(self, split: str, combos: list[Combo]) -> list[Combo]:
         """The combinations of one of `extra_splits`, out of all of them."""
@@ -123,8 +128,14 @@ class Texturing(Recipe):
         return f"obj={combo[0]}|tex={combo[1]}"
 
     def make(self, combo, rng, split):
-        return {"operator": self.operator, "object": combo[0], "texture": combo[1], "pose": random_pose(rng),
-                "texture_offset": random_offset(rng), "patch_offset": random_offset(rng)}  # fmt: skip
+        return {
+            "operator": self.operator,
+            "object": combo[0],
+            "texture": combo[1],
+            "pose": random_pose(rng),
+            "texture_offset": random_offset(rng),
+            "patch_offset": random_offset(rng),
+        }
 
     def combo_of(self, recipe):
         return (_need(recipe, "object", SHAPES), _need(recipe, "texture", TEXTURES))
@@ -134,7 +145,10 @@ class Texturing(Recipe):
 
     def render_inputs(self, recipe, size):
         shape, texture = self.combo_of(recipe)
-        return [R.plain_object(shape, _need(recipe, "pose"), size), R.texture_patch(texture, _need(recipe, "patch_offset"), size)]
+        return [
+            R.plain_object(shape, _need(recipe, "pose"), size),
+            R.texture_patch(texture, _need(recipe, "patch_offset"), size),
+        ]
 
     def render_target(self, recipe, size):
         shape, texture = self.combo_of(recipe)
@@ -154,10 +168,18 @@ class Union(Recipe):
     def make(self, combo, rng, split):
         objects = list(combo) if rng.random() < 0.5 else [combo[1], combo[0]]  # slot order A/B is jitter
         left = int(rng.integers(2))  # which object stands on the left of the target
-        targets = [random_pose(rng, x=0.27, dxy=0.03, r=(0.18, 0.21)), random_pose(rng, x=0.73, dxy=0.03, r=(0.18, 0.21))]
+        targets = [
+            random_pose(rng, x=0.27, dxy=0.03, r=(0.18, 0.21)),
+            random_pose(rng, x=0.73, dxy=0.03, r=(0.18, 0.21)),
+        ]
         if left == 1:
             targets.reverse()
-        return {"operator": self.operator, "objects": objects, "poses": [random_pose(rng), random_pose(rng)], "target_poses": targets}
+        return {
+            "operator": self.operator,
+            "objects": objects,
+            "poses": [random_pose(rng), random_pose(rng)],
+            "target_poses": targets,
+        }
 
     def combo_of(self, recipe):
         objects = _need(recipe, "objects")
@@ -200,7 +222,10 @@ class Scene(Recipe):
 
     def render_inputs(self, recipe, size):
         shape, scene = self.combo_of(recipe)
-        return [R.plain_object(shape, _need(recipe, "pose"), size), R.scene_image(scene, _need(recipe, "scene_offset"), size)]
+        return [
+            R.plain_object(shape, _need(recipe, "pose"), size),
+            R.scene_image(scene, _need(recipe, "scene_offset"), size),
+        ]
 
     def render_target(self, recipe, size):
         shape, scene = self.combo_of(recipe)
@@ -266,7 +291,10 @@ class Composition(Recipe):
 
     def make(self, combo, rng, split):
         figure = [_r(0.5 + rng.uniform(-0.04, 0.04)), _r(0.5 + rng.uniform(-0.015, 0.015)), _r(rng.uniform(0.88, 0.96))]
-        crops = {s: [_r(rng.uniform(0.88, 1.0)), _r(rng.uniform(-0.03, 0.03)), _r(rng.uniform(-0.03, 0.03))] for s, _ in combo}
+        crops = {
+            s: [_r(rng.uniform(0.88, 1.0)), _r(rng.uniform(-0.03, 0.03)), _r(rng.uniform(-0.03, 0.03))]
+            for s, _ in combo
+        }
         return {"operator": self.operator, "outfit": dict(combo), "figure": figure, "crops": crops}
 
     def combo_of(self, recipe):
@@ -308,5 +336,9 @@ def make_outfits(count: int, garments: tuple[int, int], rng: np.random.Generator
 
 # Registry `recipe` name -> recipe class.
 RECIPES: dict[str, type[Recipe]] = {
-    "texturing": Texturing, "union": Union, "scene": Scene, "instruct": Instruct, "composition": Composition,
-}  # fmt: skip
+    "texturing": Texturing,
+    "union": Union,
+    "scene": Scene,
+    "instruct": Instruct,
+    "composition": Composition,
+}

@@ -11,7 +11,19 @@ from PIL import Image, ImageFilter
 
 from pops.world.edits import EDITS
 from pops.world.figure import BODY, GARMENTS, LAYERS, garment_bbox
-from pops.world.raster import WHITE, affine, blur, composite, dilate, draw_parts, polys_mask, rgb, to_float, to_image, white
+from pops.world.raster import (
+    WHITE,
+    affine,
+    blur,
+    composite,
+    dilate,
+    draw_parts,
+    polys_mask,
+    rgb,
+    to_float,
+    to_image,
+    white,
+)
 from pops.world.scenes import scene_crop
 from pops.world.shapes import SHAPES
 from pops.world.textures import texture_crop

@@ -7,8 +7,8 @@ anti-aliased polygons) and cached; jitter is the horizontal crop offset. Scenes 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -66,7 +66,9 @@ def meadow(p: _Painter) -> None:
         puffs = ((0, 0, 0.08), (0.08, 0.02, 0.06), (-0.08, 0.02, 0.06))
         p.polys([ellipse(cx + dx * s, cy + dy * s, r * s, 0.7 * r * s) for dx, dy, r in puffs], (255, 255, 255), 0.95)
     p.polys([p.ridge(HORIZON - 0.04, (0.03, 0.015), (0.8, 2.1))], (120, 185, 85))
-    p.polys([p.ridge(HORIZON + 0.02, (0.02, 0.01), (1.1, 2.9))], p.vgradient((95, 170, 70), (45, 120, 45), HORIZON, 1.0))
+    p.polys(
+        [p.ridge(HORIZON + 0.02, (0.02, 0.01), (1.1, 2.9))], p.vgradient((95, 170, 70), (45, 120, 45), HORIZON, 1.0)
+    )
     xs, ys = p.rng.uniform(0, WIDTH, 70), p.rng.uniform(HORIZON + 0.08, 1.0, 70)
     colours = [(255, 255, 255), (250, 220, 60), (240, 120, 170)]
     for i, c in enumerate(colours):
@@ -99,11 +101,16 @@ def desert(p: _Painter) -> None:
     p.paint(p.vgradient((245, 165, 90), (255, 228, 170), 0.0, HORIZON))
     p.polys([circle(0.45, 0.2, 0.11)], (255, 245, 200), 0.9)
     p.polys([p.ridge(HORIZON - 0.06, (0.04, 0.015), (0.5, 1.6))], (225, 160, 95))
-    p.polys([p.ridge(HORIZON + 0.04, (0.035, 0.01), (0.8, 2.2))], p.vgradient((240, 190, 115), (210, 145, 80), HORIZON, 1.0))
+    p.polys(
+        [p.ridge(HORIZON + 0.04, (0.035, 0.01), (0.8, 2.2))], p.vgradient((240, 190, 115), (210, 145, 80), HORIZON, 1.0)
+    )
     for x, h in ((0.15, 0.16), (1.3, 0.12)):
         base = HORIZON + 0.06
         arms = [rect(x - 0.018, base - h, x + 0.018, base), rect(x - 0.06, base - 0.6 * h, x - 0.045, base - 0.3 * h)]
-        arms += [rect(x - 0.06, base - 0.32 * h, x, base - 0.26 * h), rect(x + 0.045, base - 0.8 * h, x + 0.06, base - 0.45 * h)]
+        arms += [
+            rect(x - 0.06, base - 0.32 * h, x, base - 0.26 * h),
+            rect(x + 0.045, base - 0.8 * h, x + 0.06, base - 0.45 * h),
+        ]
         arms += [rect(x, base - 0.48 * h, x + 0.06, base - 0.42 * h), circle(x, base - h, 0.018, 16)]
         p.polys(arms, (60, 125, 65))
 
@@ -126,14 +133,22 @@ def room(p: _Painter) -> None:
 
 def forest(p: _Painter) -> None:
     p.paint(p.vgradient((175, 215, 185), (110, 160, 110), 0.0, HORIZON))
-    for layer, (colour, trunk, scale) in enumerate((((90, 140, 95), (95, 85, 70), 0.7), ((45, 105, 60), (85, 60, 40), 1.0))):
+    for layer, (colour, trunk, scale) in enumerate(
+        (((90, 140, 95), (95, 85, 70), 0.7), ((45, 105, 60), (85, 60, 40), 1.0))
+    ):
         xs = np.sort(p.rng.uniform(-0.05, WIDTH + 0.05, 7 + 3 * (1 - layer)))
         base = HORIZON + 0.05 * layer
         p.polys([rect(x - 0.018 * scale, 0.1, x + 0.018 * scale, base) for x in xs], trunk)
-        blobs = [ellipse(x + dx, 0.12 + dy, 0.11 * scale, 0.09 * scale) for x in xs for dx, dy in ((0, 0), (-0.06, 0.07), (0.06, 0.06))]
+        blobs = [
+            ellipse(x + dx, 0.12 + dy, 0.11 * scale, 0.09 * scale)
+            for x in xs
+            for dx, dy in ((0, 0), (-0.06, 0.07), (0.06, 0.06))
+        ]
         p.polys(blobs, colour)
     p.polys([rect(-0.1, -0.1, 2.0, 0.06)], (40, 90, 50))
-    p.polys([p.ridge(HORIZON + 0.03, (0.01, 0.006), (1.2, 3.5))], p.vgradient((85, 120, 55), (55, 80, 35), HORIZON, 1.0))
+    p.polys(
+        [p.ridge(HORIZON + 0.03, (0.01, 0.006), (1.2, 3.5))], p.vgradient((85, 120, 55), (55, 80, 35), HORIZON, 1.0)
+    )
     xs, ys = p.rng.uniform(0, WIDTH, 60), p.rng.uniform(HORIZON + 0.06, 1.0, 60)
     p.polys([ellipse(x, y, 0.012, 0.006, 8) for x, y in zip(xs, ys)], (170, 120, 50), 0.8)
 
@@ -144,12 +159,19 @@ def snow(p: _Painter) -> None:
     for x in p.rng.uniform(0, WIDTH, 6):
         base, h = HORIZON + 0.02, 0.22
         tiers = [
-            [[x - 0.07 * s, base - h * (0.9 - s) + 0.05], [x, base - h * (1.3 - s)], [x + 0.07 * s, base - h * (0.9 - s) + 0.05]]
+            [
+                [x - 0.07 * s, base - h * (0.9 - s) + 0.05],
+                [x, base - h * (1.3 - s)],
+                [x + 0.07 * s, base - h * (0.9 - s) + 0.05],
+            ]
             for s in (0.5, 0.75, 1.0)
         ]
         p.polys([rect(x - 0.01, base - 0.04, x + 0.01, base + 0.01)] + tiers, (40, 90, 70))
         p.polys([[[x - 0.025, base - h * 0.8], [x, base - h * 0.9], [x + 0.025, base - h * 0.8]]], (250, 252, 255))
-    p.polys([p.ridge(HORIZON + 0.03, (0.02, 0.008), (0.9, 2.5))], p.vgradient((252, 253, 255), (215, 225, 242), HORIZON, 1.0))
+    p.polys(
+        [p.ridge(HORIZON + 0.03, (0.02, 0.008), (0.9, 2.5))],
+        p.vgradient((252, 253, 255), (215, 225, 242), HORIZON, 1.0),
+    )
     xs, ys, rs = p.rng.uniform(0, WIDTH, 90), p.rng.uniform(0, 1, 90), p.rng.uniform(0.003, 0.008, 90)
     p.polys([circle(x, y, r, 8) for x, y, r in zip(xs, ys, rs)], (255, 255, 255), 0.9)
 
@@ -194,8 +216,14 @@ def mountains(p: _Painter) -> None:
         p.polys([[[x - half, base], [x, top], [x + half, base]]], (110, 115, 135))
         snow_h = 0.3 * (base - top)
         f = snow_h / (base - top)
-        cap = [[x - half * f, top + snow_h], [x, top], [x + half * f, top + snow_h],
-               [x + half * f * 0.4, top + snow_h * 0.8], [x, top + snow_h * 1.1], [x - half * f * 0.4, top + snow_h * 0.8]]  # fmt: skip
+        cap = [
+            [x - half * f, top + snow_h],
+            [x, top],
+            [x + half * f, top + snow_h],
+            [x + half * f * 0.4, top + snow_h * 0.8],
+            [x, top + snow_h * 1.1],
+            [x - half * f * 0.4, top + snow_h * 0.8],
+        ]
         p.polys([cap], (248, 250, 255))
     p.polys([p.ridge(HORIZON, (0.015, 0.008), (0.7, 2.0))], p.vgradient((120, 170, 80), (70, 125, 55), HORIZON, 1.0))
 

@@ -9,8 +9,8 @@ every pixel.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -264,10 +264,26 @@ def lava(x, y, px, rng):
 TEXTURES: dict[str, TextureFn] = {
     fn.__name__: fn
     for fn in (
-        stripes, checks, dots, noise, wood, marble, bricks, zigzag, waves,
-        plaid, camouflage, leopard, scales, honeycomb, argyle, crosshatch, granite, lava,
+        stripes,
+        checks,
+        dots,
+        noise,
+        wood,
+        marble,
+        bricks,
+        zigzag,
+        waves,
+        plaid,
+        camouflage,
+        leopard,
+        scales,
+        honeycomb,
+        argyle,
+        crosshatch,
+        granite,
+        lava,
     )
-}  # fmt: skip
+}
 TEXTURE_NAMES: tuple[str, ...] = tuple(TEXTURES)
 
 

@@ -33,7 +33,9 @@ def _operator_stream_ids() -> dict[str, int]:
     ids: dict[int, str] = {}
     for spec in REGISTRY.values():
         if spec.stream_id in ids:
-            raise ValueError(f"operators {ids[spec.stream_id]!r} and {spec.name!r} share the world stream id {spec.stream_id}")
+            raise ValueError(
+                f"operators {ids[spec.stream_id]!r} and {spec.name!r} share the world stream id {spec.stream_id}"
+            )
         ids[spec.stream_id] = spec.name
     return {name: stream_id for stream_id, name in ids.items()}
 
@@ -118,18 +120,28 @@ class World:
         self._splits: dict[str, dict[str, list]] = {}
         for spec in REGISTRY.values():
             if spec.recipe not in RECIPES:  # a new registry entry needs a world recipe too
-                raise ValueError(f"operator {spec.name!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}")
+                raise ValueError(
+                    f"operator {spec.name!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}"
+                )
             recipe = RECIPES[spec.recipe](spec.name, c, partial(self._rng, spec.name))
             combos = recipe.combos()
-            held = choose_holdout(combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.name, "holdout"), spec.name)
-            splits = {"all": combos, "train": [k for k in combos if k not in held], "test": [k for k in combos if k in held]}
+            held = choose_holdout(
+                combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.name, "holdout"), spec.name
+            )
+            splits = {
+                "all": combos,
+                "train": [k for k in combos if k not in held],
+                "test": [k for k in combos if k in held],
+            }
             for split in spec.extra_test_splits:
                 splits[split] = recipe.extra_split(split, combos)
             self._recipes[spec.name], self._splits[spec.name] = recipe, splits
 
     # ----------------------------------------------------------------------------------------------- randomness
     def _rng(self, operator: str, stream: str, *more: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, self._stream_ids[operator], self._stream_id(operator, stream), *more])
+        return np.random.default_rng(
+            [self.config.seed, self._stream_ids[operator], self._stream_id(operator, stream), *more]
+        )
 
     def _stream_id(self, operator: str, stream: str) -> int:
         """The id of a split's or a purpose's stream; an extra test split's id comes from the operator's recipe."""
@@ -165,7 +177,12 @@ class World:
     def summary(self) -> dict[str, Any]:
         """Counts for reports: names per kind and classes per operator and split."""
         c = self.config
-        out: dict[str, Any] = {"shapes": len(c.shapes), "textures": len(c.textures), "scenes": len(c.scenes), "edits": len(c.edits)}
+        out: dict[str, Any] = {
+            "shapes": len(c.shapes),
+            "textures": len(c.textures),
+            "scenes": len(c.scenes),
+            "edits": len(c.edits),
+        }
         out["classes"] = {op: {s: len(v) for s, v in splits.items()} for op, splits in self._splits.items()}
         return out
 
@@ -177,7 +194,10 @@ class World:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if split == "all":
-            raise ValueError(f"samples are drawn from a split: {', '.join(s for s in self._splits[self._recipe(operator).operator] if s != 'all')}")
+            raise ValueError(
+                "samples are drawn from a split: "
+                f"{', '.join(s for s in self._splits[self._recipe(operator).operator] if s != 'all')}"
+            )
         combos = self._combos(operator, split)
         if n and not combos:
             raise ValueError(f"{operator} has no {split} combinations (holdout={self.config.holdout})")
@@ -188,7 +208,9 @@ class World:
             # (world seed, operator, split, seed, i), so a longer list starts with the shorter one.
             block, k = divmod(i, len(combos))
             if k == 0:
-                order = self._rng(operator, "order", self._stream_id(operator, split), seed, block).permutation(len(combos))
+                order = self._rng(operator, "order", self._stream_id(operator, split), seed, block).permutation(
+                    len(combos)
+                )
             out.append(recipe.make(combos[order[k]], self._rng(operator, split, seed, i), split))
         return out
 
@@ -200,7 +222,9 @@ class World:
     def _sample(self, recipe: dict, split: str) -> Sample:
         inputs, target = self.render(recipe)
         rec = self._recipes[recipe["operator"]]
-        return Sample(recipe["operator"], inputs, target, self.target_class(recipe), rec.input_classes(recipe), recipe, split)
+        return Sample(
+            recipe["operator"], inputs, target, self.target_class(recipe), rec.input_classes(recipe), recipe, split
+        )
 
     def _checked(self, recipe: dict, fn):
         """Run fn(recipe handler, image size); a malformed recipe becomes a one-line ValueError."""
@@ -214,7 +238,9 @@ class World:
 
     def render(self, recipe: dict) -> tuple[list[Image.Image | str | None], Image.Image]:
         """(inputs, target) re-rendered from a recipe: pixel-identical to the sample it came from."""
-        return self._checked(recipe, lambda rec, size: (rec.render_inputs(recipe, size), rec.render_target(recipe, size)))
+        return self._checked(
+            recipe, lambda rec, size: (rec.render_inputs(recipe, size), rec.render_target(recipe, size))
+        )
 
     def render_target(self, recipe: dict) -> Image.Image:
         """Only the target of a recipe (cheaper than render when the inputs are not needed)."""
@@ -224,7 +250,9 @@ class World:
         """The ground-truth class key of a recipe (jitter-independent)."""
         return self._checked(recipe, lambda rec, size: rec.class_of(rec.combo_of(recipe)))
 
-    def class_gallery(self, operator: str, n_per_class: int, seed: int = 0, *, progress: bool = False) -> list[tuple[str, Image.Image]]:
+    def class_gallery(
+        self, operator: str, n_per_class: int, seed: int = 0, *, progress: bool = False
+    ) -> list[tuple[str, Image.Image]]:
         """n_per_class jittered renderings of the target of EVERY candidate class (train and held-out)."""
         if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
             raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
