@@ -82,6 +82,14 @@ def apply(
             replay=replay,
         )
         return
+    _check_operator_options(model, base, checkpoint, num_samples, steps, out)
+    run_or_fail(
+        _apply, inputs or [], model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out
+    )
+
+
+def _check_operator_options(model, base, checkpoint, num_samples: int, steps: int, out: Path) -> None:
+    """The options of one operator on files (not an equation): one `error:` line for each misuse."""
     if (model is None) == (base is None and checkpoint is None):
         fail(
             "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
@@ -91,9 +99,6 @@ def apply(
         fail("--num-samples must be ≥ 1 and --steps ≥ 2")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
-    run_or_fail(
-        _apply, inputs or [], model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out
-    )
 
 
 def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out):

@@ -79,10 +79,13 @@ def demo(
             overrides[key] = value
     if guidance:
         overrides["guidance_scales"] = tuple(guidance)
-    result = run_or_fail(_demo, quick, overrides)
-    typer.echo(result.table.to_text())
+    _print_result(run_or_fail(_demo, quick, overrides))
+
+
+def _print_result(result) -> None:
     from pops.demo import format_seconds
 
+    typer.echo(result.table.to_text())
     typer.echo(format_seconds(result.seconds))
     typer.echo(
         f"images encoded this run: {result.encoded}; operators trained: "

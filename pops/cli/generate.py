@@ -87,6 +87,12 @@ def generate(
             dtype=dtype,
         ),
     )
+    _print_summary(operator, out, summary)
+    if summary.failed:
+        fail(f"{summary.failed} sample(s) failed (see {out}/logs/); rerun the same command to retry them", code=1)
+
+
+def _print_summary(operator: str, out: Path, summary) -> None:
     from pops.generate.sharding import current_shard
 
     if current_shard([]).is_main:
@@ -96,8 +102,6 @@ def generate(
                 f"  rank {r['rank']}: {r['indices']} indices, made {r['made']}, rejected {r['rejected']}, "
                 f"skipped {r['skipped']}, failed {r['failed']}"
             )
-    if summary.failed:
-        fail(f"{summary.failed} sample(s) failed (see {out}/logs/); rerun the same command to retry them", code=1)
 
 
 def _generate(operator, out, num_samples, seed, models_from, image_format, options, progress, device, settings):

@@ -31,6 +31,38 @@ def get_recipe(operator: str) -> ModuleType:
     return importlib.import_module(f"pops.generate.{spec.generator}")
 
 
+def _make_one(recipe, cfg, operator, index, seed, models, out_dir, image_format, rank, mine) -> None:
+    """Make, write and count sample `index` (made, rejected, or failed and logged)."""
+    start = time.perf_counter()
+    record = {"operator": operator, "seed": seed}
+    try:
+        try:
+            result = recipe.make_sample(SampleContext(index=index, seed=seed, models=models), cfg)
+        except UndecodableImage as exc:
+            result = Rejected(str(exc))
+        if isinstance(result, Rejected):
+            storage.write_rejection(out_dir, index, reason=result.reason, record={**record, "meta": result.meta})
+            storage.append_log(out_dir, rank, {"index": index, "status": "rejected", "reason": result.reason})
+            mine.rejected += 1
+        else:
+            storage.write_sample(
+                out_dir,
+                index,
+                images=result.images,
+                assets=result.assets,
+                image_format=image_format,
+                record={**record, "meta": result.meta, "examples": result.examples},
+            )
+            mine.made += 1
+        mine.seconds_making += time.perf_counter() - start
+    except Exception as exc:  # one bad sample must not end a days-long run; it is logged and retried next run
+        reason = f"{type(exc).__name__}: {exc}"
+        trace = traceback.format_exc(limit=5)
+        storage.append_log(out_dir, rank, {"index": index, "status": "failed", "reason": reason, "traceback": trace})
+        tqdm.write(f"[rank {rank}] sample {index} failed: {reason}", file=sys.stderr)
+        mine.failed += 1
+
+
 @dataclass
 class GenerationSummary:
     made: int = 0
@@ -105,38 +137,8 @@ def generate(
     for index in bar:
         if storage.sample_status(out_dir, index) is not None:
             mine.skipped += 1
-            continue
-        start = time.perf_counter()
-        record = {"operator": operator, "seed": seed}
-        try:
-            try:
-                result = recipe.make_sample(SampleContext(index=index, seed=seed, models=models), cfg)
-            except UndecodableImage as exc:
-                result = Rejected(str(exc))
-            if isinstance(result, Rejected):
-                storage.write_rejection(out_dir, index, reason=result.reason, record={**record, "meta": result.meta})
-                storage.append_log(out_dir, shard.rank, {"index": index, "status": "rejected", "reason": result.reason})
-                mine.rejected += 1
-            else:
-                storage.write_sample(
-                    out_dir,
-                    index,
-                    images=result.images,
-                    assets=result.assets,
-                    image_format=image_format,
-                    record={**record, "meta": result.meta, "examples": result.examples},
-                )
-                mine.made += 1
-            mine.seconds_making += time.perf_counter() - start
-        except Exception as exc:  # one bad sample must not end a days-long run; it is logged and retried next run
-            reason = f"{type(exc).__name__}: {exc}"
-            storage.append_log(
-                out_dir,
-                shard.rank,
-                {"index": index, "status": "failed", "reason": reason, "traceback": traceback.format_exc(limit=5)},
-            )
-            tqdm.write(f"[rank {shard.rank}] sample {index} failed: {reason}", file=sys.stderr)
-            mine.failed += 1
+        else:
+            _make_one(recipe, cfg, operator, index, seed, models, out_dir, image_format, shard.rank, mine)
         bar.set_postfix(made=mine.made, rejected=mine.rejected, skipped=mine.skipped, refresh=False)
     bar.close()
 

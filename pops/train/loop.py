@@ -213,15 +213,7 @@ class Trainer:
         # The scheduler is stepped here once per optimiser step (not prepared: accelerate would step it once per
         # process), so its state is the same whatever the number of processes.
         accelerator.register_for_checkpointing(schedule, state, *([ema] if ema else []))
-
-        if accelerator.is_main_process:
-            checkpointing.remove_stale_temporaries(self.output_dir)
-        accelerator.wait_for_everyone()
-        resume_from = checkpointing.resolve_resume(c.resume, self.output_dir)
-        if resume_from is not None:
-            accelerator.load_state(str(resume_from))
-            log.info("resumed from %s at step %d", resume_from, state.step)
-
+        self._resume(accelerator, state)
         # The clip statistics of a scratch prior came from the pairs as given; training sees them recombined.
         stream = PairStream(recombine(self.pairs, c.recombine, seed=c.seed), seed=c.seed, device=accelerator.device)
         noise_scheduler = make_training_scheduler()
@@ -280,6 +272,16 @@ class Trainer:
         if c.checkpoint.at_end:
             self._save(accelerator, state)
         return self._finish(accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor.last)
+
+    def _resume(self, accelerator, state: TrainState) -> None:
+        """Load the checkpoint `config.resume` names (every registered object, RNG included), if any."""
+        if accelerator.is_main_process:
+            checkpointing.remove_stale_temporaries(self.output_dir)
+        accelerator.wait_for_everyone()
+        resume_from = checkpointing.resolve_resume(self.config.resume, self.output_dir)
+        if resume_from is not None:
+            accelerator.load_state(str(resume_from))
+            log.info("resumed from %s at step %d", resume_from, state.step)
 
     def _save(self, accelerator, state: TrainState) -> Path:
         info = {

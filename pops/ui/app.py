@@ -89,87 +89,10 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
             with gr.Column(scale=3):
                 with gr.Tabs():
                     operator_tabs = [_operator_tab(kind) for kind in REGISTRY]
-                    with gr.Tab("Equation", id="equation"):
-                        equation = gr.Textbox(
-                            label="Equation",
-                            lines=3,
-                            elem_id="equation-text",
-                            placeholder="let t = texture(object.png, texture.png)\nscene(t, scene.png)",
-                        )
-                        files = gr.File(
-                            label="Images and embeddings the equation names (by file name)",
-                            file_count="multiple",
-                            file_types=["image", ".safetensors", ".pt"],
-                            elem_id="equation-files",
-                        )
-                        gr.Examples(EXAMPLES, inputs=[equation], label="Examples")
-                        run_equation = gr.Button("Evaluate", variant="primary", elem_id="run-equation")
-                        with gr.Accordion("Equation syntax", open=False):
-                            gr.Markdown(SYNTAX)
-                status = gr.Markdown("Upload images into an operator's slots, or type an equation.", elem_id="status")
-                with gr.Row(equal_height=False):
-                    result = gr.Gallery(
-                        label="Result",
-                        elem_id="result-gallery",
-                        columns=2,
-                        height=360,
-                        preview=True,
-                        object_fit="contain",
-                        scale=2,
-                        format="png",
-                        interactive=False,
-                    )
-                    step_gallery = gr.Gallery(
-                        label="Every step: inputs, then each operator",
-                        elem_id="steps-gallery",
-                        columns=3,
-                        height=360,
-                        object_fit="contain",
-                        scale=3,
-                        format="png",
-                        interactive=False,
-                        fit_columns=False,
-                    )
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=2, min_width=200):
-                        resample = gr.Button("New seed for the last step", elem_id="resample")
-                        gr.Markdown(
-                            "Re-samples only the last operator; the earlier steps come from the cache.",
-                            elem_classes=["hint"],
-                        )
-                    downloads = gr.File(
-                        label="Embeddings (.safetensors) and record",
-                        file_count="multiple",
-                        elem_id="downloads",
-                        interactive=False,
-                        scale=3,
-                    )
+                    equation, files, run_equation = _equation_tab()
+                status, result, step_gallery, resample, downloads = _results_panel()
             with gr.Column(scale=1, min_width=280):
-                gr.Markdown("### Settings")
-                models = gr.Textbox(
-                    label="Models folder",
-                    value=backend.default_models,
-                    elem_id="models-dir",
-                    info="operators/<kind>/ and renderer/ as `pops demo` saves them",
-                )
-                info = gr.Markdown(backend.describe(backend.default_models), elem_id="models-info")
-                renderer = gr.Dropdown(
-                    list(RENDERER_CHOICES),
-                    value=default_renderer,
-                    label="Renderer",
-                    info="auto: the decoder if trained, else retrieval",
-                )
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                guidance = gr.Slider(
-                    0,
-                    15,
-                    value=0,
-                    step=0.5,
-                    label="Guidance scale",
-                    info="0 = each operator's own (the scale stored with it; else the registry's)",
-                )
-                steps = gr.Slider(2, 100, value=25, step=1, label="Sampling steps")
-                samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
+                models, info, renderer, seed, guidance, steps, samples = _settings_panel(backend, default_renderer)
         with gr.Accordion("Record (JSON): reproduce with `pops apply --replay record.json`", open=False):
             record = gr.JSON(elem_id="record")
         last_run = gr.State(None)
@@ -197,6 +120,98 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
 
         resample.click(resample_last, inputs=[last_run, *settings], api_name="resample", **common)
     return demo
+
+
+def _equation_tab():
+    with gr.Tab("Equation", id="equation"):
+        equation = gr.Textbox(
+            label="Equation",
+            lines=3,
+            elem_id="equation-text",
+            placeholder="let t = texture(object.png, texture.png)\nscene(t, scene.png)",
+        )
+        files = gr.File(
+            label="Images and embeddings the equation names (by file name)",
+            file_count="multiple",
+            file_types=["image", ".safetensors", ".pt"],
+            elem_id="equation-files",
+        )
+        gr.Examples(EXAMPLES, inputs=[equation], label="Examples")
+        run_equation = gr.Button("Evaluate", variant="primary", elem_id="run-equation")
+        with gr.Accordion("Equation syntax", open=False):
+            gr.Markdown(SYNTAX)
+    return equation, files, run_equation
+
+
+def _results_panel():
+    status = gr.Markdown("Upload images into an operator's slots, or type an equation.", elem_id="status")
+    with gr.Row(equal_height=False):
+        result = gr.Gallery(
+            label="Result",
+            elem_id="result-gallery",
+            columns=2,
+            height=360,
+            preview=True,
+            object_fit="contain",
+            scale=2,
+            format="png",
+            interactive=False,
+        )
+        step_gallery = gr.Gallery(
+            label="Every step: inputs, then each operator",
+            elem_id="steps-gallery",
+            columns=3,
+            height=360,
+            object_fit="contain",
+            scale=3,
+            format="png",
+            interactive=False,
+            fit_columns=False,
+        )
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=200):
+            resample = gr.Button("New seed for the last step", elem_id="resample")
+            gr.Markdown(
+                "Re-samples only the last operator; the earlier steps come from the cache.",
+                elem_classes=["hint"],
+            )
+        downloads = gr.File(
+            label="Embeddings (.safetensors) and record",
+            file_count="multiple",
+            elem_id="downloads",
+            interactive=False,
+            scale=3,
+        )
+    return status, result, step_gallery, resample, downloads
+
+
+def _settings_panel(backend: Backend, default_renderer: str):
+    gr.Markdown("### Settings")
+    models = gr.Textbox(
+        label="Models folder",
+        value=backend.default_models,
+        elem_id="models-dir",
+        info="operators/<kind>/ and renderer/ as `pops demo` saves them",
+    )
+    info = gr.Markdown(backend.describe(backend.default_models), elem_id="models-info")
+    renderer = gr.Dropdown(
+        list(RENDERER_CHOICES),
+        value=default_renderer,
+        label="Renderer",
+        info="auto: the decoder if trained, else retrieval",
+    )
+    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
+    guidance = gr.Slider(
+        0,
+        15,
+        value=0,
+        step=0.5,
+        label="Guidance scale",
+        info="0 = each operator's own (the scale stored with it; else the registry's)",
+    )
+    steps = gr.Slider(2, 100, value=25, step=1, label="Sampling steps")
+    samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
+    return models, info, renderer, seed, guidance, steps, samples
 
 
 def _operator_tab(kind: str):
