@@ -10,11 +10,13 @@ import torch
 from diffusers import PriorTransformer, UnCLIPScheduler
 
 from pops import checkpoints
+from pops.encoders import load_encoder
 from pops.inputs import prepare_inputs
+from pops.model_card import operator_card
 from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
 from pops.reference import SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
-from pops.registry import OperatorSpec, get_spec
+from pops.registry import REGISTRY, OperatorSpec, get_spec
 from pops.sampler import make_sampling_scheduler, sample_unclip
 
 
@@ -144,8 +146,6 @@ class Operator:
 
     def _encoder(self, modality: str):
         if self._encoders[modality] is None and self.encoder_configs.get(modality):
-            from pops.encoders import load_encoder
-
             self._encoders[modality] = load_encoder(self.encoder_configs[modality])
         return self._encoders[modality]
 
@@ -227,14 +227,10 @@ class Operator:
         )
 
     def _model_card(self) -> str:
-        from pops.model_card import operator_card
-
         return operator_card(self)
 
 
 def _kind_from_path(ref: str) -> str | None:
-    from pops.registry import REGISTRY
-
     parts = ref.replace(":", "/").split("/")
     return next((p for p in reversed(parts) if p in REGISTRY), None)
 

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.registry import REGISTRY, get_spec
+from pops.world import WorldConfig
 
 
 def default_train_per_class(quick: bool = False) -> dict[str, int]:
@@ -71,8 +73,6 @@ class DemoConfig:
             raise ValueError(f"train_per_class names unknown operators {unknown}; known: {', '.join(REGISTRY)}")
         self.train_per_class = {**default_train_per_class(self.quick), **self.train_per_class}
         if self.bf16 is None:
-            from pops.encoders.efficientnet import cpu_has_fast_bf16
-
             self.bf16 = cpu_has_fast_bf16()
         counts = dict(
             train_per_class=min(self.train_per_class.values()),
@@ -103,8 +103,6 @@ class DemoConfig:
             raise ValueError("guidance_candidates must be scales >= 1")
 
     def world_config(self):
-        from pops.world import WorldConfig
-
         return WorldConfig(seed=self.seed, image_size=self.image_size, **self.world)
 
     def to_dict(self) -> dict:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from pops import checkpoints
 from pops.pairs import Pairs
-from pops.prior import PopsPrior
+from pops.prior import PopsPrior, make_prior
 from pops.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,6 @@ def embedding_stats(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_model(config: TrainConfig, pairs: Pairs) -> PopsPrior:
     """The initial PopsPrior for `config.init`, checked against the data's embedding and text widths."""
-    from pops import checkpoints
-    from pops.prior import make_prior
-
     dim = pairs.target.shape[1]
     text_width = text_width_of(pairs)
     if config.init == "scratch":
@@ -81,7 +79,7 @@ def build_model(config: TrainConfig, pairs: Pairs) -> PopsPrior:
 def add_lora(model: PopsPrior, rank: int, alpha: float, dropout: float, target_modules) -> None:
     """Inject LoRA adapters (peft) into the prior's attention projections; everything else is frozen except a fresh
     text projection (it has no pretrained value to keep)."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft: only for runs that ask for LoRA
 
     lora = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), init_lora_weights=True

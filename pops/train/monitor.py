@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -102,8 +103,6 @@ class Monitor:
             tracker = self.accelerator.get_tracker("tensorboard", unwrap=False)
         except Exception:  # no tensorboard tracker configured
             return
-        import numpy as np
-
         array = np.stack([np.asarray(im.convert("RGB").resize(images[0].size)) for im in images])
         tracker.log_images({"validation/rendered": array}, step=step, dataformats="NHWC")
 
