@@ -19,15 +19,18 @@ from pops.equation.printer import format_equation, format_node
 from pops.models_folder import ASSET_SUFFIXES
 from pops.registry import REGISTRY
 
-# Short names accepted for operators (each registry entry's `aliases`; listed in docs/EQUATIONS.md).
-ALIASES = {alias: kind for kind, spec in REGISTRY.items() for alias in spec.aliases}
 MEAN = "mean"
+
+
+def aliases() -> dict[str, str]:
+    """Short names accepted for operators (each registry entry's `aliases`; listed in docs/EQUATIONS.md)."""
+    return {alias: kind for kind, spec in REGISTRY.items() for alias in spec.aliases}
 
 
 def operator_names() -> dict[str, str]:
     """Every name a call may use -> the registry kind (or 'mean')."""
     names = {kind: kind for kind in REGISTRY}
-    names.update(ALIASES)
+    names.update(aliases())
     names[MEAN] = MEAN
     return names
 
@@ -163,7 +166,7 @@ class _Validator:
         if kind is None:
             close = difflib.get_close_matches(node.name, list(self.names), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            known = ", ".join(list(REGISTRY) + [f"{a} (= {k})" for a, k in ALIASES.items()] + [MEAN])
+            known = ", ".join(list(REGISTRY) + [f"{a} (= {k})" for a, k in aliases().items()] + [MEAN])
             raise _err(f"unknown operator {node.name!r}{hint}; operators: {known}", node, node.name)
         if kind == MEAN:
             return self.mean(node)
