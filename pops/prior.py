@@ -174,11 +174,18 @@ class PopsPrior(nn.Module):
         return self.text_proj(rows) if self.text_proj is not None else rows
 
     # ----- the network ---------------------------------------------------------------------------------------
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition, layout: str = "compact") -> torch.Tensor:
-        """Predict x0 (normalised) from x_t at timestep(s) t; returns float32 (B, D)."""
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition, layout: str = "compact", prefix: Prefix | None = None
+    ) -> torch.Tensor:
+        """Predict x0 (normalised) from x_t at timestep(s) t; returns float32 (B, D). `prefix` (compact layout only):
+        the condition's keys and values from `self.prefix(cond)`, computed once for every step of a sampling call."""
         dtype = self.prior.dtype
         x_t, rows = x_t.to(dtype), cond.rows.to(dtype)
-        if layout == "padded":
+        if prefix is not None:
+            if layout != "compact":
+                raise ValueError("a condition prefix is computed for the compact layout only")
+            out = self._suffix_forward(x_t, t, prefix)
+        elif layout == "padded":
             out = self._padded_forward(x_t, t, rows, cond.mask)
         elif layout == "compact":
             out = self._compact_forward(x_t, t, rows, cond.mask)
@@ -232,6 +239,118 @@ class PopsPrior(nn.Module):
             hidden = block(hidden, attention_mask=bias)
         hidden = prior.norm_out(hidden)
         return prior.proj_to_clip_embeddings(hidden[:, -1])
+
+    # ----- the condition prefix, computed once per sampling call --------------------------------------------------
+    # Under the prior's causal mask the condition rows and the (constant, zero) proj_embedding token attend only to
+    # each other: their hidden states, keys and values are the same at every timestep and for every x_t. A sampling
+    # call computes them once (`prefix`) and each step runs only the time, x_t and prd tokens against them.
+    def supports_prefix(self) -> bool:
+        """True when every block is the plain pre-norm self-attention block the prefix path re-implements."""
+        return all(_plain_block(block) for block in self.prior.transformer_blocks)
+
+    @torch.no_grad()
+    def prefix(self, cond: Condition) -> Prefix:
+        prior = self.prior
+        dtype = prior.dtype
+        rows = cond.rows.to(dtype)
+        batch, k, dim = rows.shape
+        if k > prior.config.num_embeddings:
+            raise ValueError(f"{k} condition rows do not fit the prior's {prior.config.num_embeddings} positions")
+        proj = rows.new_zeros(batch, dim)
+        if prior.embedding_proj_norm is not None:
+            proj = prior.embedding_proj_norm(proj)
+        hidden = torch.cat([prior.encoder_hidden_states_proj(rows), prior.embedding_proj(proj)[:, None]], 1)
+        # Positions [0, k) and the proj token's position (the first additional one, after the 77 rows).
+        positions = torch.cat([torch.arange(k), torch.tensor([prior.config.num_embeddings])]).to(rows.device)
+        hidden = hidden + prior.positional_embedding[:, positions].to(dtype)
+        if prior.norm_in is not None:
+            hidden = prior.norm_in(hidden)
+        # The prefix's own keys: the condition mask, and 0 for the proj_embedding token.
+        key_bias = F.pad((1 - cond.mask.to(dtype)) * -10000.0, (0, 1), value=0.0)
+        causal = prior.causal_attention_mask[:, positions][:, :, positions].to(dtype)
+        keys, values = [], []
+        for block in prior.transformer_blocks:
+            hidden, key, value = _attend(block, hidden, None, None, key_bias[:, None, None, :] + causal[:, None])
+            keys.append(key)
+            values.append(value)
+        return Prefix(keys, values, key_bias, k)
+
+    def _suffix_forward(self, x_t, t, prefix: Prefix):
+        prior = self.prior
+        batch, k = x_t.shape[0], prefix.num_rows
+        if prefix.keys[0].shape[0] != batch:
+            raise ValueError(f"the prefix holds {prefix.keys[0].shape[0]} conditions, x_t {batch} rows")
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(batch)
+        time = prior.time_embedding(prior.time_proj(t).to(x_t.dtype))
+        tokens = [time[:, None], prior.proj_in(x_t)[:, None], prior.prd_embedding.to(x_t.dtype).expand(batch, -1, -1)]
+        hidden = torch.cat(tokens, 1)
+        num_rows = prior.config.num_embeddings
+        suffix = torch.arange(num_rows + 1, num_rows + prior.additional_embeddings, device=x_t.device)
+        hidden = hidden + prior.positional_embedding[:, suffix].to(hidden.dtype)
+        if prior.norm_in is not None:
+            hidden = prior.norm_in(hidden)
+        keep = torch.cat([torch.arange(k, device=x_t.device), torch.tensor([num_rows], device=x_t.device), suffix])
+        causal = prior.causal_attention_mask[:, suffix][:, :, keep].to(hidden.dtype)
+        bias = F.pad(prefix.key_bias, (0, len(suffix)), value=0.0)[:, None, None, :] + causal[:, None]
+        for block, key, value in zip(prior.transformer_blocks, prefix.keys, prefix.values):
+            hidden, _, _ = _attend(block, hidden, key, value, bias)
+        hidden = prior.norm_out(hidden)
+        return prior.proj_to_clip_embeddings(hidden[:, -1])
+
+
+@dataclass
+class Prefix:
+    """Per transformer block, the keys and values (B, rows, inner) of the condition rows and the proj token; the key
+    bias (B, rows) of the condition mask; the number of condition rows."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    key_bias: torch.Tensor
+    num_rows: int
+
+    def cat(self, other: Prefix) -> Prefix:
+        return Prefix(
+            [torch.cat(p) for p in zip(self.keys, other.keys)],
+            [torch.cat(p) for p in zip(self.values, other.values)],
+            torch.cat([self.key_bias, other.key_bias]),
+            self.num_rows,
+        )
+
+
+def _plain_block(block) -> bool:
+    attn = block.attn1
+    return (
+        block.norm_type == "layer_norm"
+        and block.attn2 is None
+        and block.pos_embed is None
+        and block._chunk_size is None
+        and not attn.residual_connection
+        and attn.rescale_output_factor == 1.0
+        and attn.norm_q is None
+        and attn.norm_k is None
+        and attn.group_norm is None
+        and attn.spatial_norm is None
+    )
+
+
+def _attend(block, hidden, past_keys, past_values, bias):
+    """One pre-norm transformer block (self-attention + feed-forward, as diffusers' BasicTransformerBlock computes
+    it) whose queries also see earlier keys/values. Returns (hidden, this block's new keys, new values)."""
+    attn = block.attn1
+    normed = block.norm1(hidden)
+    new_keys, new_values = attn.to_k(normed), attn.to_v(normed)
+    keys = new_keys if past_keys is None else torch.cat([past_keys, new_keys], 1)
+    values = new_values if past_values is None else torch.cat([past_values, new_values], 1)
+    batch, heads = hidden.shape[0], attn.heads
+
+    def split(x):
+        return x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split(attn.to_q(normed)), split(keys), split(values), attn_mask=bias)
+    out = attn.to_out[0](out.transpose(1, 2).reshape(batch, -1, attn.inner_dim))
+    hidden = hidden + out
+    hidden = hidden + block.ff(block.norm3(hidden))
+    return hidden, new_keys, new_values
 
 
 def _batch_size(slots: Sequence[SlotInput], drop: torch.Tensor | None) -> int:

@@ -1,27 +1,67 @@
-"""Sampling an operator: ancestral UnCLIP sampling with classifier-free guidance.
+"""Sampling an operator: one shared signature, three samplers (k-diffusion style), all on the prior's x0 prediction.
 
-The loop is the reference one (the Kandinsky 2.2 prior pipeline, as pOps uses it): latents are
-`randn((B, D), generator) * init_noise_sigma`; at each of the scheduler's timesteps the prior predicts x0, guidance
-mixes the unconditional and conditional predictions (batched together, unconditional first) when the scale is above
-1, and `UnCLIPScheduler.step` takes the DDPM posterior step (Ho et al. 2020, eq. 7; Ramesh et al. 2022) drawing its
-variance noise from the same generator. The result is un-normalised with the prior's clip statistics.
+* `unclip` — the reference loop (the Kandinsky 2.2 prior pipeline, as pOps uses it): ancestral DDPM posterior steps
+  (Ho et al. 2020, eq. 7; Ramesh et al. 2022) with `UnCLIPScheduler`, the variance noise drawn from the generator.
+* `ddim` — deterministic DDIM (Song et al. 2021, η = 0), `DDIMScheduler` with trailing timesteps so that one step
+  starts from t = 999 and returns the prediction itself.
+* `dpmpp` — DPM-Solver++ (Lu et al. 2022), second order multistep on the x0 prediction, `DPMSolverMultistepScheduler`.
 
-`pops.Operator` is the one caller (its `sample` and `sample_batch` share one path to this loop).
+Every sampler starts from `randn((B, D), generator) * init_noise_sigma`, mixes the unconditional and conditional
+predictions (batched together, unconditional first) when the guidance scale is above 1, and returns raw
+(un-normalised) embeddings. In the compact layout the condition's keys and values are computed once per call
+(`PopsPrior.prefix`): under the causal mask they do not depend on the step. `pops.Operator` is the one caller
+(its `sample` and `sample_batch` share one path to these functions).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from diffusers import UnCLIPScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from pops.prior import Condition, PopsPrior
-from pops.reference import SAMPLING_SCHEDULER_CONFIG
+from pops.reference import NUM_TRAIN_TIMESTEPS, SAMPLING_SCHEDULER_CONFIG
+
+# The x0 range the reference clips to (UnCLIPScheduler's clip_sample_range), applied by every sampler.
+CLIP_RANGE = SAMPLING_SCHEDULER_CONFIG["clip_sample_range"]
+_SCHEDULE = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
 
 
 def make_sampling_scheduler(config: dict | None = None) -> UnCLIPScheduler:
     return UnCLIPScheduler(**(config or SAMPLING_SCHEDULER_CONFIG))
+
+
+def guided_denoiser(model: PopsPrior, cond: Condition, guidance_scale: float, layout: str = "compact") -> Callable:
+    """`x0(latents, t)`: the prior's (normalised) x0 prediction under classifier-free guidance."""
+    guided = guidance_scale > 1.0
+    model_cond = Condition.cat([cond.null(), cond]) if guided else cond
+    prefix = model.prefix(model_cond) if layout == "compact" and model.supports_prefix() else None
+
+    def x0(latents: torch.Tensor, t) -> torch.Tensor:
+        x_in = torch.cat([latents, latents]) if guided else latents
+        out = model(x_in, t, model_cond, layout=layout, prefix=prefix)
+        if guided:
+            uncond, conditional = out.chunk(2)
+            out = uncond + guidance_scale * (conditional - uncond)
+        return out
+
+    return x0
+
+
+def _initial_latents(model: PopsPrior, cond: Condition, scheduler, generator) -> torch.Tensor:
+    batch, device = cond.rows.shape[0], cond.rows.device
+    latents = randn_tensor((batch, model.embedding_dim), generator=generator, device=device, dtype=torch.float32)
+    return latents * scheduler.init_noise_sigma
+
+
+def _check_steps(num_inference_steps: int, minimum: int) -> None:
+    if not minimum <= num_inference_steps <= NUM_TRAIN_TIMESTEPS:
+        raise ValueError(
+            f"num_inference_steps must be in [{minimum}, {NUM_TRAIN_TIMESTEPS}], got {num_inference_steps}"
+        )
 
 
 @torch.no_grad()
@@ -36,25 +76,80 @@ def sample_unclip(
     scheduler: UnCLIPScheduler | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Draw one raw (un-normalised) embedding per row of `cond`; returns float32 (B, D)."""
-    if num_inference_steps < 2:
-        raise ValueError("num_inference_steps must be at least 2")
+    """The reference ancestral loop; one raw embedding per row of `cond`, float32 (B, D)."""
+    _check_steps(num_inference_steps, 2)
     scheduler = scheduler or make_sampling_scheduler()
-    device = cond.rows.device
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler.set_timesteps(num_inference_steps, device=cond.rows.device)
     timesteps = scheduler.timesteps
-    batch = cond.rows.shape[0]
-    latents = randn_tensor((batch, model.embedding_dim), generator=generator, device=device, dtype=torch.float32)
-    latents = latents * scheduler.init_noise_sigma
-
-    guided = guidance_scale > 1.0
-    model_cond = Condition.cat([cond.null(), cond]) if guided else cond
+    latents = _initial_latents(model, cond, scheduler, generator)
+    x0 = guided_denoiser(model, cond, guidance_scale, layout)
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
-        x_in = torch.cat([latents, latents]) if guided else latents
-        x0 = model(x_in, t, model_cond, layout=layout)
-        if guided:
-            x0_uncond, x0_cond = x0.chunk(2)
-            x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-        latents = scheduler.step(x0, timestep=t, sample=latents, generator=generator, prev_timestep=prev_t).prev_sample
+        step = scheduler.step(x0(latents, t), timestep=t, sample=latents, generator=generator, prev_timestep=prev_t)
+        latents = step.prev_sample
     return model.denormalize(latents)
+
+
+@torch.no_grad()
+def sample_ddim(
+    model: PopsPrior,
+    cond: Condition,
+    *,
+    guidance_scale: float,
+    num_inference_steps: int = 25,
+    generator: torch.Generator | None = None,
+    layout: str = "compact",
+    scheduler=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Deterministic DDIM (η = 0) on the x0 prediction; only the initial noise is drawn."""
+    scheduler = DDIMScheduler(
+        **_SCHEDULE, clip_sample=True, clip_sample_range=CLIP_RANGE, set_alpha_to_one=True, timestep_spacing="trailing"
+    )
+    return _deterministic_loop(model, cond, scheduler, guidance_scale, num_inference_steps, generator, layout, progress)
+
+
+@torch.no_grad()
+def sample_dpmpp(
+    model: PopsPrior,
+    cond: Condition,
+    *,
+    guidance_scale: float,
+    num_inference_steps: int = 25,
+    generator: torch.Generator | None = None,
+    layout: str = "compact",
+    scheduler=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DPM-Solver++ (second order multistep, first order on the last step) on the x0 prediction."""
+    scheduler = DPMSolverMultistepScheduler(
+        **_SCHEDULE,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
+    return _deterministic_loop(model, cond, scheduler, guidance_scale, num_inference_steps, generator, layout, progress)
+
+
+def _deterministic_loop(model, cond, scheduler, guidance_scale, num_inference_steps, generator, layout, progress):
+    _check_steps(num_inference_steps, 1)
+    scheduler.set_timesteps(num_inference_steps, device=cond.rows.device)
+    latents = _initial_latents(model, cond, scheduler, generator)
+    x0 = guided_denoiser(model, cond, guidance_scale, layout)
+    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+        prediction = x0(latents, t).clamp(-CLIP_RANGE, CLIP_RANGE)
+        latents = scheduler.step(prediction, t, latents).prev_sample
+    return model.denormalize(latents)
+
+
+# Sampler names, as `Operator.sample(..., sampler=NAME)`, `pops apply --sampler` and `pops eval --sampler` take them.
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"unclip": sample_unclip, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
