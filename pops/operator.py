@@ -17,7 +17,7 @@ from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
 from pops.reference import SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import REGISTRY, OperatorSpec, get_spec
-from pops.sampler import make_sampling_scheduler, sample_unclip
+from pops.sampler import get_sampler, make_sampling_scheduler
 
 
 class Operator:
@@ -41,6 +41,7 @@ class Operator:
         encoder_configs: dict | None = None,
         guidance_scale: float | None = None,
         training: dict | None = None,
+        sampler: str = "unclip",
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -53,6 +54,10 @@ class Operator:
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
         self.training = training
+        # The sampler `sample` uses when none is named (pops.sampler.SAMPLERS): the reference's unless the operator
+        # was made for another (saved with it).
+        get_sampler(sampler)
+        self.sampler = sampler
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -88,6 +93,7 @@ class Operator:
                 encoder_configs=config.get("encoders") or {},
                 guidance_scale=config.get("guidance_scale"),
                 training=config.get("training"),
+                sampler=config.get("sampler", "unclip"),
             )
         else:
             if checkpoint is not None:
@@ -121,6 +127,8 @@ class Operator:
         )
         if self.training is not None:
             config["training"] = self.training
+        if self.sampler != "unclip":
+            config["sampler"] = self.sampler
         checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
         return Path(folder)
 
@@ -168,12 +176,14 @@ class Operator:
         layout: str = "compact",
         batch_size: int | None = None,
         progress: bool = False,
+        sampler: str | None = None,
     ) -> torch.Tensor:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` defaults to the operator's own (see the class docstring); batch-1 inputs broadcast to
-        `batch_size` (e.g. several samples of one input)."""
+        `batch_size` (e.g. several samples of one input). `sampler`: a name of pops.sampler.SAMPLERS (`unclip`, the
+        reference's ancestral loop; `ddim`; `dpmpp`), default the operator's own `op.sampler`."""
         cond = self.condition(inputs, batch_size)
-        return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress)
+        return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)
 
     def sample_batch(
         self,
@@ -185,6 +195,7 @@ class Operator:
         layout: str = "compact",
         chunk_size: int | None = 512,
         progress: bool = False,
+        sampler: str | None = None,
     ) -> torch.Tensor:
         """Sample one raw embedding per sample of a training `Batch` or of `Pairs` (already embeddings: slots as
         `Pairs` holds them; a slot a sample lacks, `present` False, is the null condition); returns (N, D).
@@ -202,7 +213,7 @@ class Operator:
             part = _rows(batch, torch.arange(start, min(start + step, size)), size)
             drop = None if part.present is None else ~part.present.bool()
             cond = self.model.condition(self.spec, part.slots, drop=drop)
-            outs.append(self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress))
+            outs.append(self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler))
         return torch.cat(outs)
 
     def condition(self, inputs: Sequence[Any], batch_size: int | None = None) -> Condition:
@@ -211,18 +222,20 @@ class Operator:
         return self.model.condition(self.spec, slots, drop=drop)
 
     def _sample(
-        self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress
+        self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress, sampler
     ) -> torch.Tensor:
-        """The one path from condition rows to samples: the operator's scheduler and default guidance scale."""
+        """The one path from condition rows to samples: the operator's sampler, scheduler and guidance scale."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        return sample_unclip(
+        name = self.sampler if sampler is None else sampler
+        scheduler = make_sampling_scheduler(self.scheduler_config) if name == "unclip" else None
+        return get_sampler(name)(
             self.model,
             cond,
             guidance_scale=scale,
             num_inference_steps=num_inference_steps,
             generator=generator,
             layout=layout,
-            scheduler=make_sampling_scheduler(self.scheduler_config),
+            scheduler=scheduler,
             progress=progress,
         )
 

@@ -179,3 +179,44 @@ def _png(path):
 def _corrupt(path):
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     return path
+
+
+def test_apply_takes_a_sampler_by_name(texturing_dir, tmp_path):
+    a, b = _emb(tmp_path / "a.safetensors"), _emb(tmp_path / "b.safetensors", seed=1)
+    outs = {}
+    for sampler, steps in (("unclip", "4"), ("ddim", "1"), ("dpmpp", "2")):
+        out = tmp_path / f"{sampler}.safetensors"
+        args = [
+            "apply",
+            str(a),
+            str(b),
+            "-m",
+            str(texturing_dir),
+            "--sampler",
+            sampler,
+            "--steps",
+            steps,
+            "-o",
+            str(out),
+        ]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outs[sampler], meta = load_embeddings(out)
+        assert meta["sampler"] == sampler and meta["steps"] == int(steps)
+    assert not torch.allclose(outs["ddim"], outs["dpmpp"])
+    bad = runner.invoke(
+        app,
+        [
+            "apply",
+            str(a),
+            str(b),
+            "-m",
+            str(texturing_dir),
+            "--sampler",
+            "euler",
+            "-o",
+            str(tmp_path / "x.safetensors"),
+        ],
+    )
+    assert bad.exit_code != 0 and "unknown sampler 'euler'" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x.safetensors").exists()

@@ -134,6 +134,15 @@ def test_eval_cli_scores_the_saved_operators(quick_demo, tmp_path):
     rows = {(r["operator"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
     # The same evaluation code and data as the demo: the baselines agree exactly.
     assert rows[("union", "averaging")]["top1"] == pytest.approx(result.table.get("union", "averaging").top1)
+    # A few-step sampler by name, from the same command: two deterministic DPM-Solver++ passes still beat input A.
+    fast_out = tmp_path / "fast.json"
+    args = ["eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "--sampler", "dpmpp"]
+    cli = runner.invoke(_cli(), [*args, "--steps", "2", "-o", str(fast_out)])
+    assert cli.exit_code == 0, cli.output
+    fast = {(r["operator"], r["method"]): r for r in json.loads(fast_out.read_text())["rows"]}
+    assert fast[("union", "pops")]["top1"] > fast[("union", "input_a")]["top1"]
+    cli = runner.invoke(_cli(), [*args[:-1], "euler"])
+    assert cli.exit_code != 0 and "unknown sampler" in cli.output
 
 
 # ----------------------------------------------------------------------------------------------------------------

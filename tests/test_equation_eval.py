@@ -293,3 +293,23 @@ def test_pops_apply_routes_equations(models_dir, files, tmp_path, monkeypatch):
     )
     assert bad.exit_code != 0
     assert "error: line 1, column" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_samplers_by_name_in_equations_and_their_replay(models_dir, files, tmp_path):
+    """`sampler=` reaches every operator step, enters the step cache key and the record, and a replay uses it."""
+    folder, _ = files
+    eq = "scene(texture(a.safetensors, b.safetensors), c.safetensors)"
+    runner = EquationRunner(models_dir)
+    reference = runner.run(eq, num_inference_steps=STEPS, base_dir=folder)
+    fast = runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="ddim")
+    assert fast.num_cached == 0 and not torch.allclose(fast.output, reference.output)
+    assert fast.record["sampler"] == "ddim" and reference.record["sampler"] is None
+    again = runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="ddim")
+    assert again.num_cached == 2 and torch.equal(again.output, fast.output)
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="euler")
+    out = tmp_path / "run"
+    first = run_equation_cli(eq, models_dir, out, steps=2, base_dir=folder, render="none", sampler="dpmpp")
+    replayed = run_equation_cli(None, None, tmp_path / "replay", replay=out / "record.json", render="none")
+    assert json.loads((out / "record.json").read_text())["sampler"] == "dpmpp"
+    assert torch.equal(first.output, replayed.output)

@@ -41,6 +41,11 @@ def apply(
     steps: int = typer.Option(25, help="Number of sampling steps."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
+    sampler: str | None = typer.Option(
+        None,
+        help="unclip (the reference's ancestral loop), ddim (deterministic) or dpmpp (DPM-Solver++); few-step "
+        "samplers take --steps 1-8 (default: the operator's own, unclip).",
+    ),
     out: Path = typer.Option(
         Path("pops_output.safetensors"),
         "--out",
@@ -78,13 +83,26 @@ def apply(
             num_samples=num_samples,
             render=render,
             layout=layout,
+            sampler=sampler,
             step_seeds=step_seed,
             replay=replay,
         )
         return
     _check_operator_options(model, base, checkpoint, num_samples, steps, out)
     run_or_fail(
-        _apply, inputs or [], model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out
+        _apply,
+        inputs or [],
+        model,
+        base,
+        checkpoint,
+        kind,
+        seed,
+        guidance_scale,
+        steps,
+        num_samples,
+        layout,
+        out,
+        sampler,
     )
 
 
@@ -95,13 +113,13 @@ def _check_operator_options(model, base, checkpoint, num_samples: int, steps: in
             "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
             "--models for an equation)"
         )
-    if num_samples < 1 or steps < 2:
-        fail("--num-samples must be ≥ 1 and --steps ≥ 2")
+    if num_samples < 1 or steps < 1:
+        fail("--num-samples and --steps must be ≥ 1")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out):
+def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None):
     import torch
 
     from pops.embeddings_io import save_embeddings
@@ -129,6 +147,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         generator=torch.Generator().manual_seed(seed),
         layout=layout,
         progress=True,
+        sampler=sampler,
     )
     meta = dict(
         operator=spec.name,
@@ -139,6 +158,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         steps=steps,
         num_samples=num_samples,
         layout=layout,
+        sampler=sampler or op.sampler,
     )
     save_embeddings(out, output, meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")

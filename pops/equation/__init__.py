@@ -74,6 +74,7 @@ def apply(
     base_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    sampler: str | None = None,
 ):
     """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
@@ -104,4 +105,5 @@ def apply(
         layout=layout,
         base_dir=base_dir,
         progress=progress,
+        sampler=sampler,
     )

@@ -30,6 +30,7 @@ def run_equation_cli(
     render: str = "auto",
     *,
     layout: str = "compact",
+    sampler: str | None = None,
     step_seeds: list[str] | dict | None = None,
     replay: str | Path | None = None,
     cache_dir: str | Path | None = None,
@@ -53,7 +54,7 @@ def run_equation_cli(
         expr = record["equation"]
         seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
         guidance_scale, steps = record["guidance_scale"], int(record["num_inference_steps"])
-        num_samples, layout = int(record["num_samples"]), record["layout"]
+        num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
         base_dir = record.get("base_dir")
         models_dir = models_dir or record.get("models")
         render = (record.get("renderer") or "none") if render == "auto" else render
@@ -75,6 +76,7 @@ def run_equation_cli(
         layout=layout,
         base_dir=base_dir,
         progress=True,
+        sampler=sampler,
     )
     pictures = render_steps(renderer, result, seed) if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None

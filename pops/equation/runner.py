@@ -27,6 +27,7 @@ from pops.equation.printer import format_equation
 from pops.equation.validate import Plan, Step, validate
 from pops.files import file_digest
 from pops.models_folder import ModelSet
+from pops.sampler import get_sampler
 
 RECORD_FORMAT = "pops-equation/1"
 
@@ -95,12 +96,16 @@ class EquationRunner:
         layout: str = "compact",
         base_dir: str | Path | None = None,
         progress: bool = False,
+        sampler: str | None = None,
     ) -> EquationResult:
-        """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default."""
+        """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default, and
+        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
         seeds = dict(seeds or {})
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
+        if sampler is not None:
+            get_sampler(sampler)
         results = [StepResult(s.label, s.text, s.op, s.operator) for s in plan.steps]
         persistent = [True] * len(plan.steps)
 
@@ -137,6 +142,7 @@ class EquationRunner:
                     num_inference_steps,
                     layout,
                     num_samples,
+                    sampler or self.models.operator(step.operator).sampler,
                 )
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
                 if hit is not None:
@@ -146,7 +152,7 @@ class EquationRunner:
                 else:
                     to_sample.append(step)
             for group in _groups(to_sample, results):
-                self._sample(group, plan, results, num_samples, num_inference_steps, layout)
+                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler)
                 for step in group:
                     res = results[step.index]
                     meta = {"step": step.text, "op": step.operator, "seed": res.seed}
@@ -157,7 +163,7 @@ class EquationRunner:
         output = _rows(results[plan.output].embeds, num_samples)
         result = EquationResult(plan, output, results, seconds=time.perf_counter() - started)
         result.record = self._record(
-            plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir
+            plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir, sampler
         )
         return result
 
@@ -206,7 +212,9 @@ class EquationRunner:
                 raise _fail(step, f"embeddings are {res.embeds.shape[1]}-d but the operators work in {dim}-d")
 
     # ----- operator steps ----------------------------------------------------------------------------------------
-    def _sample(self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str) -> None:
+    def _sample(
+        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler
+    ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
         spec = op.spec
@@ -227,12 +235,13 @@ class EquationRunner:
             num_inference_steps=steps,
             generator=generators,
             layout=layout,
+            sampler=sampler,
         )
         out = out.detach().float().cpu()
         for k, step in enumerate(group):
             results[step.index].embeds = out[k * num_samples : (k + 1) * num_samples]
 
-    def _record(self, plan, result, seed, guidance_scale, steps, num_samples, layout, base_dir) -> dict:
+    def _record(self, plan, result, seed, guidance_scale, steps, num_samples, layout, base_dir, sampler) -> dict:
         """Everything needed to reproduce the result with `pops apply --replay record.json`."""
         calls = [r for r in result.steps if r.op == "call"]
         files = {str(s.path): file_digest(s.path) for s in plan.steps if s.op in ("image", "embedding")}
@@ -247,6 +256,7 @@ class EquationRunner:
             "num_inference_steps": int(steps),
             "num_samples": int(num_samples),
             "layout": layout,
+            "sampler": sampler,
             "base_dir": str(Path(base_dir).expanduser().resolve()) if base_dir is not None else str(Path.cwd()),
             "models": str(self.models.root.resolve()) if self.models.root is not None else None,
             "operators": {kind: self.models.where(kind) for kind in plan.operators},
@@ -293,8 +303,8 @@ def _check_settings(plan: Plan, seed, seeds, steps, num_samples, guidance_scale)
             raise ValueError(f"no operator step named {label!r}; steps: {', '.join(labels) or 'none'}")
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"seed for {label!r} must be a non-negative integer, got {value!r}")
-    if not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"num_inference_steps must be an integer of at least 2, got {steps!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {steps!r}")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if guidance_scale is not None and not (guidance_scale >= 0 and guidance_scale < float("inf")):

@@ -23,17 +23,20 @@ from pops.operator import Operator
 from pops.pairs import Pairs
 
 
-def sample_pairs(op: Operator, pairs: Pairs, *, guidance_scale: float, seed: int, steps: int = 25) -> torch.Tensor:
+def sample_pairs(
+    op: Operator, pairs: Pairs, *, guidance_scale: float, seed: int, steps: int = 25, sampler: str | None = None
+) -> torch.Tensor:
     """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
     generator = torch.Generator().manual_seed(seed)
-    return op.sample_batch(pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator)
+    return op.sample_batch(
+        pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
+    )
 
 
 def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:
     """The candidate scale whose samples score the best top-1 on the validation classes (ties: the better mean
     reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this
-    never
-    sees a test class. Returns (scale, {scale: top-1})."""
+    never sees a test class. Returns (scale, {scale: top-1})."""
     pairs = data.validation
     names, protos = class_prototypes(data.gallery, data.gallery_classes)
     truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
@@ -68,10 +71,12 @@ def evaluate_operators(
     steps: int = 25,
     extra_seeds: int = 1,
     progress: bool = True,
+    sampler: str | None = None,
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"), the averaging baseline, input A only, and the oracle.
+    `sampler` names the sampler (pops.sampler.SAMPLERS; default each operator's own) and `steps` its steps.
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}
@@ -87,7 +92,7 @@ def evaluate_operators(
         for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
             runs = []
             for s in range(seeds if scale == own else extra_seeds):
-                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps)
+                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler)
                 runs.append(score(out))
                 if s == 0:  # the first seed's outputs, for the report's pictures
                     outputs[row if scale == own else f"{row}/g={scale:g}"] = out
