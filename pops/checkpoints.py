@@ -74,12 +74,33 @@ def load_state_dict_file(ref: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+# Prefixes a wrapped model writes before every key: DDP / accelerate (`module.`), torch.compile (`_orig_mod.`).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with the prefixes of DDP and torch.compile wrappers removed (repeatedly: both may stack)."""
+    out = {}
+    for key, value in state.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor]) -> None:
     """Load released pOps weights on top of a base prior; the clip statistics stay the base's.
 
-    Returns (missing, unexpected) key lists (both also logged). A tensor whose shape does not fit is refused.
+    Keys written by a DDP or torch.compile wrapper (`module.`, `_orig_mod.`) are read as the plain keys. Anything
+    else that does not match the base is refused with a ValueError naming the keys: a tensor of another shape, a
+    missing key other than the clip statistics, or an unexpected key (loading would otherwise keep the base
+    prior's weights silently).
     """
-    state = {k: v for k, v in state.items() if k not in CLIP_STATS}
+    state = {k: v for k, v in strip_wrapper_prefixes(state).items() if k not in CLIP_STATS}
     own = prior.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
@@ -87,17 +108,16 @@ def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor
                 f"checkpoint does not fit the base prior: {key} has shape {tuple(value.shape)} in the checkpoint, "
                 f"{tuple(own[key].shape)} in the base"
             )
-    result = prior.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in CLIP_STATS]
-    if missing:
-        log.warning("checkpoint lacks %d keys (kept from the base): %s", len(missing), ", ".join(missing[:8]))
-    if result.unexpected_keys:
-        log.warning(
-            "checkpoint has %d unexpected keys (ignored): %s",
-            len(result.unexpected_keys),
-            ", ".join(result.unexpected_keys[:8]),
+    missing = [k for k in own if k not in state and k not in CLIP_STATS]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing ({', '.join(missing[:4])})" if missing else ""]
+        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])})" if unexpected else "")
+        raise ValueError(
+            f"checkpoint does not match the base prior: {'; '.join(p for p in parts if p)} keys "
+            "(a checkpoint of another operator layout or model?)"
         )
-    return missing, list(result.unexpected_keys)
+    prior.load_state_dict(state, strict=False)
 
 
 # ----- our format ------------------------------------------------------------------------------------------------

@@ -61,14 +61,27 @@ def test_kind_is_read_from_the_checkpoint_path(tmp_path):
     assert op.spec.name == "scene"
 
 
-def test_missing_and_unexpected_keys_are_reported(tmp_path, caplog):
+def test_missing_and_unexpected_keys_are_refused_and_the_base_is_untouched():
     prior = tiny_prior()
+    before = {k: v.clone() for k, v in prior.state_dict().items()}
     state = tiny_prior(seed=3).state_dict()
     del state["proj_in.weight"]
+    with pytest.raises(ValueError, match=r"1 missing \(proj_in.weight\) keys"):
+        checkpoints.apply_pops_checkpoint(prior, state)
+    state = tiny_prior(seed=3).state_dict()
     state["extra.weight"] = torch.zeros(2)
-    missing, unexpected = checkpoints.apply_pops_checkpoint(prior, state)
-    assert missing == ["proj_in.weight"] and unexpected == ["extra.weight"]
-    assert "proj_in.weight" in caplog.text and "extra.weight" in caplog.text
+    with pytest.raises(ValueError, match=r"1 unexpected \(extra.weight\) keys"):
+        checkpoints.apply_pops_checkpoint(prior, state)
+    assert all(torch.equal(before[k], v) for k, v in prior.state_dict().items())
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_keys_of_ddp_and_compiled_models_load_as_the_plain_keys(prefix):
+    prior, trained = tiny_prior(), tiny_prior(seed=4)
+    state = {prefix + k: v for k, v in trained.state_dict().items() if k not in checkpoints.CLIP_STATS}
+    checkpoints.apply_pops_checkpoint(prior, state)
+    got = prior.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in trained.state_dict().items() if k not in checkpoints.CLIP_STATS)
 
 
 def test_checkpoint_for_a_different_size_is_refused_naming_both_shapes(tmp_path):
