@@ -106,10 +106,9 @@ class Operator:
             if checkpoint is not None:
                 checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(checkpoint))
             # The Kandinsky prior repo also holds the CLIP ViT-bigG encoders of its embedding space.
-            encoders = {
-                "image": {"type": "clip-image", "repo": str(path)},
-                "text": {"type": "clip-text", "repo": str(path)},
-            }
+            # Released operators see pictures as the reference's inference scripts give them: squashed to 512².
+            image = {"type": "clip-image", "repo": str(path), **({"resize": 512} if checkpoint is not None else {})}
+            encoders = {"image": image, "text": {"type": "clip-text", "repo": str(path)}}
             op = cls.from_prior(prior, kind, encoder_configs=encoders)
         if not load_encoders:
             op.encoder_configs = {}

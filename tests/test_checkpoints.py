@@ -50,6 +50,7 @@ def test_released_checkpoint_with_kandinsky_key_names_loads_on_a_base(tmp_path):
     )
     assert torch.equal(got["clip_mean"], base.clip_mean.detach())  # statistics come from the base
     assert op.spec.name == "texturing"
+    assert op.encoder_configs["image"]["resize"] == 512  # pictures squashed to 512² first, as the reference does
 
 
 def test_kind_is_read_from_the_checkpoint_path(tmp_path):

@@ -351,6 +351,15 @@ def test_encoders_load_from_a_local_folder(image_encoder, text_encoder, tmp_path
     again = load_encoder(loaded.to_config())  # operator folders record the encoder by its config
     assert isinstance(again, CLIPImageEncoder) and again.encoder_id == loaded.encoder_id
 
+    # The reference's inference resize (a squash to 512² before the processor) is an option that travels in the
+    # config: it changes the embedding of a non-square picture, and equals resizing by hand.
+    squashed = CLIPImageEncoder.from_pretrained(str(tmp_path), resize=512)
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 140, 3), dtype=np.uint8))
+    assert not torch.allclose(squashed.encode([wide]), loaded.encode([wide]))
+    torch.testing.assert_close(squashed.encode([wide]), loaded.encode([wide.resize((512, 512))]))
+    rebuilt = load_encoder(squashed.to_config())
+    assert rebuilt.resize == 512 and rebuilt.encoder_id == squashed.encoder_id != loaded.encoder_id
+
     loaded_text = CLIPTextEncoder.from_pretrained(str(tmp_path))
     torch.testing.assert_close(loaded_text.encode(texts), text_encoder.encode(texts))
     assert isinstance(load_encoder(loaded_text.to_config()), CLIPTextEncoder)
