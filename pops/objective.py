@@ -3,7 +3,7 @@
 x0-prediction (DDPM with `prediction_type="sample"`, cosine schedule, t uniform over 1000 steps), MSE to the
 normalised target. Per-operator rules come from the registry: condition dropout (the null condition that guidance
 needs), random A/B swaps for symmetric operators, and instruct's text-alignment term
-`w · (1 − cos(un-normalised prediction, text embedding of "A {word} {object}"))`.
+`w · (1 − cos(un-normalised prediction, text embedding of "A {word} {object} {placement}"))`.
 """
 
 from __future__ import annotations

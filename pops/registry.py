@@ -161,7 +161,8 @@ REGISTRY: dict[str, OperatorSpec] = {
             dropout=DropoutRule(joint=0.2),
             guidance_scale=1.0,
             text_alignment_weight=10.0,
-            alignment_prompt="A {word} {object}",
+            # the reference's data: "A {adjective} {object} {placement}" (the placement may be empty)
+            alignment_prompt="A {word} {object} {placement}",
             recipe="instruct",
             generator="instruct",
             stream_id=4,

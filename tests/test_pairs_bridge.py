@@ -264,7 +264,7 @@ def test_instruct_draws_words_with_rows_and_alignment_text(built, datasets, enco
         picture = embed(image_encoder, m, "image")
         # The words are those of a generator seeded with (seed, sample index, example): reproducible.
         rng = np.random.default_rng([0, m["index"], 0])
-        draws = [sample_instruction(m["meta"]["object"], rng) for _ in range(4)]
+        draws = [sample_instruction(m["meta"]["object"], rng, m["meta"].get("placement", "")) for _ in range(4)]
         for k, (word, text) in enumerate(draws):
             i = 4 * s + k
             assert pairs.info["words"][i] == word
@@ -273,6 +273,9 @@ def test_instruct_draws_words_with_rows_and_alignment_text(built, datasets, enco
             assert int(lengths[i]) == expected.shape[0] and close(rows[i, : lengths[i]], expected)
             assert not rows[i, lengths[i] :].any() and not mask[i, lengths[i] :].any()
             assert close(pairs.align_text[i], text_encoder.encode([text])[0])
+            placement = m["meta"].get("placement")
+            if placement and not text.startswith(f"A {word} of a"):  # adjectives carry the placement, as the reference
+                assert text == f"A {word} {m['meta']['object']} {placement}"
     loaded = Pairs.load(pairs.save(tmp_path / "instruct.safetensors"))
     assert torch.equal(loaded.slots[1][0], rows) and torch.equal(loaded.align_text, pairs.align_text)
     assert loaded.info["words"] == pairs.info["words"] and loaded.info["text_encoder"] == text_encoder.encoder_id

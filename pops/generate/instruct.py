@@ -33,16 +33,18 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample:
     return Sample(images={"image": image}, meta=meta, examples=examples)
 
 
-def sample_instruction(object_name: str, rng: np.random.Generator) -> tuple[str, str]:
-    """A train-time word for a picture of `object_name` and the text its output should match.
+def sample_instruction(object_name: str, rng: np.random.Generator, placement: str = "") -> tuple[str, str]:
+    """A train-time word for a picture of `object_name` (generated `placement`, possibly empty) and the text its
+    output should match.
 
-    Half the time an adjective ("A {word} {object}", the registry's alignment prompt), otherwise an art type
-    ("A {art type} of a {object}"), as the reference does.
+    Half the time an adjective ("A {word} {object} {placement}", the registry's alignment prompt, as the
+    reference's data phrases it), otherwise an art type ("A {art type} of a {object}"), as the reference does.
     """
     if rng.random() < 0.5:
         words = load_words("adjectives")
         word = str(words[int(rng.integers(len(words)))])
-        return word, get_spec("instruct").alignment_prompt.format(word=word, object=object_name)
+        text = get_spec("instruct").alignment_prompt.format(word=word, object=object_name, placement=placement)
+        return word, prompt_join(text)
     words = load_words("art_types")
     word = str(words[int(rng.integers(len(words)))])
     return word, f"A {word} of a {object_name}"

@@ -146,10 +146,10 @@ class _PairBuilder:
             for slot in self.spec.slots:
                 value = inputs.get(slot.name)
                 if slot.kind == "text":
-                    obj = manifest.get("meta", {}).get("object")
-                    if not obj:
+                    meta = manifest.get("meta", {})
+                    if not meta.get("object"):
                         raise SkipExample("the manifest's meta names no object to phrase the instruction with")
-                    word, text = sample_instruction(obj, rng)
+                    word, text = sample_instruction(meta["object"], rng, meta.get("placement") or "")
                 elif value is None:
                     images.append(None)
                 elif isinstance(value, str):
