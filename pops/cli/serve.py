@@ -14,6 +14,7 @@ def serve(
     models: list[Path] | None = typer.Option(
         None,
         "--models",
+        metavar="DIR",
         help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as `pops demo` writes them "
         "(default outputs/demo). Repeat it to offer several: the page lists these and can open no other.",
     ),
