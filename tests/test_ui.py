@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) 
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     pictures = build_models(root / "models")
+    shutil.copytree(root / "models", root / "unlisted")  # a models folder the server is not started with
     out = root / "served"
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -151,7 +153,14 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, proc, log)
-        yield {"url": url, "pictures": pictures, "out": out, "root": root, "models": root / "models"}
+        yield {
+            "url": url,
+            "pictures": pictures,
+            "out": out,
+            "root": root,
+            "models": root / "models",
+            "unlisted": root / "unlisted",
+        }
     finally:
         proc.terminate()
         try:
@@ -335,3 +344,50 @@ def test_new_seed_for_the_last_step_and_file_confinement_over_the_api(server):
     for equation in ("texture(/etc/hostname.png, object.png)", "texture(../inputs/object.png, object.png)"):
         refused = client.predict(equation, files, *settings, api_name="/equation")
         assert "reads only uploaded files" in refused[4] and refused[3] is None
+
+
+def test_the_api_opens_no_models_folder_but_those_the_server_was_started_with(server):
+    """gradio_client can send any string as the models folder: an unlisted models folder, a missing path and a file
+    get the same refusal (nothing tells whether the path exists), and nothing of them is run or served."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False)
+    obj, tex = server["pictures"]["object.png"], server["pictures"]["texture.png"]
+    unlisted = server["unlisted"]
+    refusals = []
+    for folder in (unlisted, server["root"] / "no-such-folder", Path("/etc/hostname")):
+        try:
+            answer = client.predict(
+                handle_file(str(obj)),
+                handle_file(str(tex)),
+                str(folder),
+                "retrieval",
+                0,
+                0,
+                3,
+                1,
+                api_name="/texturing",
+            )
+        except Exception as exc:  # refused by the page's list before the backend sees it
+            message = str(exc)
+        else:
+            assert answer[3] is None and not answer[0] and not answer[1] and not answer[2], answer
+            message = answer[4]
+        refusals.append(message.replace(repr(str(folder)), "<folder>").replace(str(folder), "<folder>"))
+    assert len(set(refusals)) == 1, refusals
+    assert "exist" not in refusals[0].lower()
+    served = httpx.get(f"{server['url']}gradio_api/file={unlisted / 'operators' / 'texturing' / 'pops_config.json'}")
+    assert served.status_code in (403, 404)
+    listed = client.predict(
+        handle_file(str(obj)),
+        handle_file(str(tex)),
+        str(server["models"]),
+        "retrieval",
+        0,
+        0,
+        3,
+        1,
+        api_name="/texturing",
+    )
+    assert "Done" in listed[4]

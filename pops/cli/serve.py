@@ -11,11 +11,12 @@ from pops.cli.app import app, fail
 
 @app.command()
 def serve(
-    models: Path | None = typer.Option(
-        Path("outputs/demo"),
+    models: list[Path] | None = typer.Option(
+        None,
         "--models",
-        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as "
-        "`pops demo` writes them. Can be changed in the page.",
+        metavar="DIR",
+        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as `pops demo` writes them "
+        "(default outputs/demo). Repeat it to offer several: the page lists these and can open no other.",
     ),
     out: Path = typer.Option(
         Path("outputs/ui"),
@@ -40,8 +41,10 @@ def serve(
         fail(f"--port must be between 1 and 65535, got {port}")
     if queue_size < 1:
         fail("--queue-size must be at least 1")
-    if models is not None and not models.is_dir():
-        typer.echo(f"warning: models folder {models} does not exist yet; choose one in the page", err=True)
+    models = list(models or [Path("outputs/demo")])
+    for folder in models:
+        if not folder.is_dir():
+            typer.echo(f"warning: models folder {folder} does not exist yet", err=True)
     from pops.ui import serve as run_server
 
     try:

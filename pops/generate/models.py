@@ -36,6 +36,10 @@ HUB_IDS = {
     "inpainter": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
     "human_parsing": "mattmdjaga/human_parsing_dataset",
 }
+# RMBG-1.4 runs its own code from the hub (`trust_remote_code`): load it only at the commit whose code was audited,
+# never at whatever the repository's main branch holds today. This must be that audited commit's full hash; "main"
+# is a stand-in until it is filled in (it pins nothing). A local folder is loaded as it is (revision is unused).
+SEGMENTER_REVISION = "main"
 FOLDERS = {
     "text_to_image": "sdxl-turbo",
     "detector": "owlv2",
@@ -357,6 +361,8 @@ def _load_role(role: str, source: str, settings: ModelSettings, device: torch.de
     if role == "segmenter":
         from transformers import AutoModelForImageSegmentation
 
-        model = AutoModelForImageSegmentation.from_pretrained(source, trust_remote_code=True)
+        model = AutoModelForImageSegmentation.from_pretrained(
+            source, trust_remote_code=True, revision=SEGMENTER_REVISION
+        )
         return RMBGSegmenter(model, input_size=settings.segmenter_size, device=device)
     raise ValueError(f"unknown model role {role!r}; known roles: {', '.join(HUB_IDS)}")

@@ -1,29 +1,49 @@
 """Training checkpoints that are never half-written: accelerate's `save_state` into a temporary folder, a marker file,
 then one rename.
 
-Layout: `<output_dir>/checkpoints/checkpoint_<step>/` holding accelerate's state (model, optimiser, RNG of every
-process, registered objects: lr scheduler, train state, EMA) and `pops_checkpoint.json` (written last, before the
-rename). A folder counts as a checkpoint only with that name *and* the marker, so a run killed while saving — which
-leaves `.tmp-checkpoint_<step>` or, on a crashed file system, a folder without marker — is never resumed from.
+Layout: `<output_dir>/checkpoints/checkpoint_<step>/` holding accelerate's state (model weights as safetensors, the
+optimiser and every process's RNG as `torch.save` files of plain tensors and numbers), ours (`train_state.json`: the
+train state and the lr scheduler; `ema.safetensors`) and `pops_checkpoint.json` (written last, before the rename).
+A folder counts as a checkpoint only with that name *and* the marker, so a run killed while saving — which leaves
+`.tmp-checkpoint_<step>` or, on a crashed file system, a folder without marker — is never resumed from.
 
 accelerate's own `automatic_checkpoint_naming` writes straight into the final folder (and its rotation counts any
 folder), so naming and rotation are done here.
+
+A checkpoint folder is input from disk, so resuming must never run code from it: nothing of ours is a pickle (the
+objects accelerate would pickle through `register_for_checkpointing` are written here as JSON / safetensors), what
+accelerate writes is read back with `weights_only=True` (its loader's default for RNG and scaler, asked for the
+optimiser), and a folder holding any file outside ALLOWED — a `custom_checkpoint_0.pkl` that accelerate would
+unpickle freely, a sub-folder of a sharded FSDP or DeepSpeed save (their loaders unpickle metadata) — is refused
+before anything is read. So resume takes the checkpoints of one process or DDP only (accelerate's plain layout).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
 
+from accelerate.utils import load
+from safetensors.torch import load_model, save_model
+
 from pops.files import atomic_write_json
 
 MARKER = "pops_checkpoint.json"
+TRAIN_STATE = "train_state.json"
+EMA_WEIGHTS = "ema.safetensors"
 PREFIX = "checkpoint_"
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
+# Every file a checkpoint may hold: ours, then accelerate's (model weights, optimiser, RNG of each process, the
+# fp16 gradient scaler).
+ALLOWED = re.compile(
+    rf"^(?:{re.escape(MARKER)}|{re.escape(TRAIN_STATE)}|{re.escape(EMA_WEIGHTS)}"
+    r"|model(?:_\d+)?\.safetensors|optimizer(?:_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt)$"
+)
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -63,6 +83,33 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     return folder
 
 
+def check_allowed(folder: str | Path) -> None:
+    """Refuse a checkpoint folder holding anything our save does not write (one-line ValueError naming it)."""
+    folder = Path(folder)
+    for entry in sorted(folder.iterdir()):
+        if not (entry.is_file() and not entry.is_symlink() and ALLOWED.match(entry.name)):
+            raise ValueError(f"resume: {folder} holds {entry.name!r}, which a pops checkpoint never holds; refused")
+
+
+def load_checkpoint(accelerator, folder: str | Path, schedule, ema=None) -> dict:
+    """Restore accelerate's state (model, optimiser, RNG), the lr scheduler and the EMA from `folder`; returns the
+    train state (`TrainState.state_dict()`) saved with them. Nothing in the folder is unpickled beyond tensors."""
+    folder = Path(folder)
+    check_allowed(folder)
+    try:
+        # accelerate swallows any error reading the RNG file (and would then resume with fresh randomness): read it
+        # first, the way it does, so a file that is not plain tensors and numbers stops the resume instead.
+        load(folder / f"random_states_{accelerator.process_index}.pkl")
+        accelerator.load_state(str(folder), load_kwargs={"weights_only": True})
+    except pickle.UnpicklingError:
+        raise ValueError(f"resume: {folder} holds a file that is not plain tensors and numbers; refused") from None
+    saved = json.loads((folder / TRAIN_STATE).read_text())
+    schedule.load_state_dict(saved["lr_scheduler"])
+    if ema is not None:
+        load_model(ema, folder / EMA_WEIGHTS, device=str(next(ema.parameters()).device))
+    return saved["train_state"]
+
+
 def read_marker(folder: str | Path) -> dict:
     return json.loads((Path(folder) / MARKER).read_text())
 
@@ -76,8 +123,19 @@ def remove_stale_temporaries(output_dir: str | Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, info: dict, total_limit: int) -> Path:
-    """Save accelerate's full state for `step` atomically; keep the newest `total_limit` checkpoints.
+def save_checkpoint(
+    accelerator,
+    output_dir: str | Path,
+    step: int,
+    info: dict,
+    total_limit: int,
+    *,
+    train_state: dict,
+    schedule,
+    ema=None,
+) -> Path:
+    """Save accelerate's full state, `train_state`, the lr scheduler and the EMA for `step` atomically; keep the
+    newest `total_limit` checkpoints.
 
     Every process must call this (each writes its own RNG state); the main process renames and rotates.
     """
@@ -94,7 +152,10 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, info: dict, 
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # the scheduler, train state and EMA are the same on every process
+        atomic_write_json(tmp / TRAIN_STATE, {"train_state": train_state, "lr_scheduler": schedule.state_dict()})
+        if ema is not None:
+            save_model(ema, str(tmp / EMA_WEIGHTS))
         atomic_write_json(tmp / MARKER, dict(info, step=step))
         _fsync_dir(tmp)
         os.replace(tmp, final)

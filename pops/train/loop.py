@@ -2,7 +2,8 @@
 `accelerate launch` (its plugins come from the launch configuration; nothing here is specific to one of them).
 
 Exact resume: model, optimiser, lr scheduler, the train state (step, samples consumed), EMA and every process's RNG are
-in each checkpoint, and each shard's randomness is a function of (seed, step, shard) — see pops.train.data.
+in each checkpoint (none of it a pickle that could run code: pops.train.checkpointing), and each shard's randomness is
+a function of (seed, step, shard) — see pops.train.data.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class TrainingInterrupted(RuntimeError):
 
 
 class TrainState:
-    """Where the run is: optimiser steps taken and samples consumed (the data position). Checkpointed by accelerate."""
+    """Where the run is: optimiser steps taken and samples consumed (the data position). Checkpointed as JSON."""
 
     def __init__(self):
         self.step = 0
@@ -212,8 +213,7 @@ class Trainer:
         ema = ema_model(plain, c.ema.decay, c.ema.update_after_step).to(accelerator.device) if c.ema.enabled else None
         # The scheduler is stepped here once per optimiser step (not prepared: accelerate would step it once per
         # process), so its state is the same whatever the number of processes.
-        accelerator.register_for_checkpointing(schedule, state, *([ema] if ema else []))
-        self._resume(accelerator, state)
+        self._resume(accelerator, state, schedule, ema)
         # The clip statistics of a scratch prior came from the pairs as given; training sees them recombined.
         stream = PairStream(recombine(self.pairs, c.recombine, seed=c.seed), seed=c.seed, device=accelerator.device)
         noise_scheduler = make_training_scheduler()
@@ -273,14 +273,17 @@ class Trainer:
             self._save(accelerator, state)
         return self._finish(accelerator, plain, ema, params, state, start_step, timing, global_batch, monitor.last)
 
-    def _resume(self, accelerator, state: TrainState) -> None:
-        """Load the checkpoint `config.resume` names (every registered object, RNG included), if any."""
+    def _resume(self, accelerator, state: TrainState, schedule, ema) -> None:
+        """Load the checkpoint `config.resume` names (accelerate's state, RNG included; the scheduler, train state and
+        EMA), if any. `schedule` and `ema` are also what `_save` writes besides accelerate's state: they are not
+        registered with accelerate, which would pickle them (and unpickle whatever a checkpoint folder holds)."""
+        self._checkpointed = (schedule, ema)
         if accelerator.is_main_process:
             checkpointing.remove_stale_temporaries(self.output_dir)
         accelerator.wait_for_everyone()
         resume_from = checkpointing.resolve_resume(self.config.resume, self.output_dir)
         if resume_from is not None:
-            accelerator.load_state(str(resume_from))
+            state.load_state_dict(checkpointing.load_checkpoint(accelerator, resume_from, schedule, ema))
             log.info("resumed from %s at step %d", resume_from, state.step)
 
     def _save(self, accelerator, state: TrainState) -> Path:
@@ -289,8 +292,16 @@ class Trainer:
             "num_processes": accelerator.num_processes,
             "config": self.config.to_dict(),
         }
+        schedule, ema = self._checkpointed
         return checkpointing.save_checkpoint(
-            accelerator, self.output_dir, state.step, info, self.config.checkpoint.total_limit
+            accelerator,
+            self.output_dir,
+            state.step,
+            info,
+            self.config.checkpoint.total_limit,
+            train_state=state.state_dict(),
+            schedule=schedule,
+            ema=ema,
         )
 
     def _finish(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def serve(
-    models_dir: str | Path | None,
+    models_dirs: list[str | Path] | str | Path | None,
     out_dir: str | Path,
     *,
     host: str = "127.0.0.1",
@@ -18,7 +18,8 @@ def serve(
     queue_size: int = 64,
     block: bool = True,
 ):
-    """Start the UI. Every file it serves lies under `out_dir`: uploads and Gradio's own cache are kept there
+    """Start the UI, offering the models folders `models_dirs` (the only ones a page may open; the first is the
+    default). Every file it serves lies under `out_dir`: uploads and Gradio's own cache are kept there
     (GRADIO_TEMP_DIR), `allowed_paths` is that folder alone, and there is no share link."""
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,7 @@ def serve(
     from pops.ui.app import CSS, build_app, theme
     from pops.ui.backend import Backend
 
-    demo = build_app(Backend(models_dir, out), default_renderer=renderer)
+    demo = build_app(Backend(models_dirs, out), default_renderer=renderer)
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
     demo.launch(
         server_name=host,

@@ -52,7 +52,7 @@ def theme():
 def _settings(models_dir, renderer, seed, guidance, steps, samples) -> Settings:
     guidance = float(guidance or 0)
     return Settings(
-        models_dir=str(models_dir or ""),
+        models_dir=models_dir if isinstance(models_dir, str) else "",
         renderer=renderer or "auto",
         seed=int(seed or 0),
         guidance_scale=None if guidance <= 0 else guidance,
@@ -100,7 +100,7 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
         settings = [models, renderer, seed, guidance, steps, samples]
         outputs = [result, step_gallery, downloads, record, status, last_run]
         common = dict(outputs=outputs, concurrency_id="pops")
-        gr.on([models.submit, models.blur], backend.describe, inputs=[models], outputs=[info], api_visibility="private")
+        models.change(backend.describe, inputs=[models], outputs=[info], api_visibility="private")
 
         for kind, (slots, word, button) in zip(REGISTRY, operator_tabs):
             button.click(
@@ -187,11 +187,13 @@ def _results_panel():
 
 def _settings_panel(backend: Backend, default_renderer: str):
     gr.Markdown("### Settings")
-    models = gr.Textbox(
+    # Only the folders the server was started with (`pops serve --models DIR ...`): never a free path.
+    models = gr.Dropdown(
+        backend.models_dirs,
+        value=backend.default_models or None,
         label="Models folder",
-        value=backend.default_models,
         elem_id="models-dir",
-        info="operators/<kind>/ and renderer/ as `pops demo` saves them",
+        info="operators/<kind>/ and renderer/ as `pops demo` saves them; more with `pops serve --models DIR`",
     )
     info = gr.Markdown(backend.describe(backend.default_models), elem_id="models-info")
     renderer = gr.Dropdown(

@@ -4,6 +4,10 @@ Every run gets its own folder under `OUT/runs/` holding its inputs, pictures, em
 files as `pops apply`, so `pops apply --replay OUT/runs/…/record.json` reproduces a UI result). Equations typed in
 the UI may only read files uploaded with them (or the models' `assets/` images): the server never reads, and so
 never shows, anything else on its disk.
+
+The models folders a page may open are fixed when the server starts (`pops serve --models DIR ...`). A request naming
+any other folder — the page offers only those, but the HTTP API takes any string — is refused with one message that
+says nothing about the path (whether it exists, is a folder, holds operators), before anything touches the disk.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pops.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+NOT_OFFERED = "this server does not offer that models folder; choose one of the list"
 
 
 @dataclass
@@ -60,10 +65,18 @@ def safe_filename(name: str) -> str:
 
 
 class Backend:
-    """Holds one EquationRunner per models folder (loaded operators, cached steps) and numbers the runs."""
+    """Holds one EquationRunner per offered models folder (loaded operators, cached steps) and numbers the runs.
 
-    def __init__(self, models_dir: str | Path | None, out_dir: str | Path):
-        self.default_models = str(models_dir) if models_dir is not None else ""
+    `models_dirs`: the folders a page may open, named in requests exactly as given here (the first is the default).
+    """
+
+    def __init__(self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path):
+        if models_dirs is None:
+            models_dirs = []
+        elif isinstance(models_dirs, (str, Path)):
+            models_dirs = [models_dirs]
+        self.models_dirs = list(dict.fromkeys(str(d) for d in models_dirs))
+        self.default_models = self.models_dirs[0] if self.models_dirs else ""
         self.out_dir = Path(out_dir).resolve()
         self.runs_dir = self.out_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -72,17 +85,19 @@ class Backend:
         self._counter = itertools.count(1)
 
     # ----- models ---------------------------------------------------------------------------------------------------
-    def runner(self, models_dir: str) -> EquationRunner:
-        folder = Path(models_dir or self.default_models).expanduser()
-        if not str(models_dir or self.default_models).strip():
-            raise ValueError("choose a models folder (the one `pops demo` writes, e.g. outputs/demo)")
-        key = str(folder.resolve())
+    def runner(self, models_dir: str | None) -> EquationRunner:
+        """The runner of an offered folder; any other name is refused (compared as a string, the disk untouched)."""
+        name = self.default_models if models_dir is None or models_dir == "" else models_dir
+        if not self.models_dirs:
+            raise ValueError("no models folder: start the server with `pops serve --models DIR`")
+        if not isinstance(name, str) or name not in self.models_dirs:
+            raise ValueError(NOT_OFFERED)
         with self._lock:
-            if key not in self._runners:
-                self._runners[key] = EquationRunner(folder, cache_dir=self.out_dir / "cache")
-            return self._runners[key]
+            if name not in self._runners:
+                self._runners[name] = EquationRunner(Path(name).expanduser(), cache_dir=self.out_dir / "cache")
+            return self._runners[name]
 
-    def describe(self, models_dir: str) -> str:
+    def describe(self, models_dir: str | None) -> str:
         """One line of Markdown: which operators and renderers the models folder holds."""
         try:
             models = self.runner(models_dir).models
