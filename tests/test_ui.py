@@ -341,6 +341,17 @@ def test_new_seed_for_the_last_step_and_file_confinement_over_the_api(server):
     again = client.predict(*settings, api_name="/resample")
     assert again[3]["seeds"] == {"t": 5, "output": 6}
     assert "1 reused from the cache" in again[4]
+    # A few-step sampler by name, from the settings panel: it reaches every step and the record.
+    fast = client.predict(
+        "let t = union(object.png, object.png)\nscene(t, scene.png)",
+        files,
+        *settings[:4],
+        2,
+        2,
+        "ddim",
+        api_name="/equation",
+    )
+    assert "Done" in fast[4] and fast[3]["sampler"] == "ddim" and fast[3]["num_inference_steps"] == 2
     for equation in ("texture(/etc/hostname.png, object.png)", "texture(../inputs/object.png, object.png)"):
         refused = client.predict(equation, files, *settings, api_name="/equation")
         assert "reads only uploaded files" in refused[4] and refused[3] is None

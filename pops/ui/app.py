@@ -7,8 +7,10 @@ import gradio as gr
 
 from pops.models_folder import RENDERER_CHOICES
 from pops.registry import REGISTRY
+from pops.sampler import SAMPLERS
 from pops.ui.backend import Backend, RunOutput, Settings
 
+OWN_SAMPLER = "operator's own"  # each operator's saved sampler (unclip unless it was made for another)
 EXAMPLES = [
     "texture(object.png, texture.png)",
     "let t = texture(object.png, texture.png)\nscene(t, scene.png)",
@@ -49,7 +51,7 @@ def theme():
     return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=THEME_FONT, font_mono=THEME_MONO)
 
 
-def _settings(models_dir, renderer, seed, guidance, steps, samples) -> Settings:
+def _settings(models_dir, renderer, seed, guidance, steps, samples, sampler=OWN_SAMPLER) -> Settings:
     guidance = float(guidance or 0)
     return Settings(
         models_dir=models_dir if isinstance(models_dir, str) else "",
@@ -58,6 +60,7 @@ def _settings(models_dir, renderer, seed, guidance, steps, samples) -> Settings:
         guidance_scale=None if guidance <= 0 else guidance,
         steps=int(steps),
         num_samples=int(samples),
+        sampler=None if sampler in (None, OWN_SAMPLER) else sampler,
     )
 
 
@@ -92,12 +95,14 @@ def build_app(backend: Backend, *, default_renderer: str = "auto") -> gr.Blocks:
                     equation, files, run_equation = _equation_tab()
                 status, result, step_gallery, resample, downloads = _results_panel()
             with gr.Column(scale=1, min_width=280):
-                models, info, renderer, seed, guidance, steps, samples = _settings_panel(backend, default_renderer)
+                models, info, renderer, seed, guidance, sampler, steps, samples = _settings_panel(
+                    backend, default_renderer
+                )
         with gr.Accordion("Record (JSON): reproduce with `pops apply --replay record.json`", open=False):
             record = gr.JSON(elem_id="record")
         last_run = gr.State(None)
 
-        settings = [models, renderer, seed, guidance, steps, samples]
+        settings = [models, renderer, seed, guidance, steps, samples, sampler]
         outputs = [result, step_gallery, downloads, record, status, last_run]
         common = dict(outputs=outputs, concurrency_id="pops")
         models.change(backend.describe, inputs=[models], outputs=[info], api_visibility="private")
@@ -211,9 +216,16 @@ def _settings_panel(backend: Backend, default_renderer: str):
         label="Guidance scale",
         info="0 = each operator's own (the scale stored with it; else the registry's)",
     )
-    steps = gr.Slider(2, 100, value=25, step=1, label="Sampling steps")
+    sampler = gr.Dropdown(
+        [OWN_SAMPLER, *SAMPLERS],
+        value=OWN_SAMPLER,
+        label="Sampler",
+        info="unclip: the reference (25 steps); ddim / dpmpp: deterministic, 2-8 steps",
+        elem_id="sampler",
+    )
+    steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps")
     samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
-    return models, info, renderer, seed, guidance, steps, samples
+    return models, info, renderer, seed, guidance, sampler, steps, samples
 
 
 def _operator_tab(kind: str):

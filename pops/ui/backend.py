@@ -43,6 +43,7 @@ class Settings:
     guidance_scale: float | None = None  # None: each operator's own default scale
     steps: int = 25
     num_samples: int = 1
+    sampler: str | None = None  # None: each operator's own (pops.sampler.SAMPLERS)
 
 
 @dataclass
@@ -212,6 +213,7 @@ class Backend:
                 num_samples=int(settings.num_samples),
                 base_dir=inputs,
                 progress=progress,
+                sampler=settings.sampler,
             )
         except EquationError as exc:
             return RunOutput(status=_error(exc.pretty(equation), code=True))
