@@ -102,7 +102,8 @@ def sample_ddim(
     scheduler=None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Deterministic DDIM (η = 0) on the x0 prediction; only the initial noise is drawn."""
+    """Deterministic DDIM (η = 0) on the x0 prediction; only the initial noise is drawn. (`scheduler`, in the shared
+    signature, is the unclip sampler's configured scheduler; this one builds its own.)"""
     scheduler = DDIMScheduler(
         **_SCHEDULE, clip_sample=True, clip_sample_range=CLIP_RANGE, set_alpha_to_one=True, timestep_spacing="trailing"
     )
@@ -121,7 +122,8 @@ def sample_dpmpp(
     scheduler=None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """DPM-Solver++ (second order multistep, first order on the last step) on the x0 prediction."""
+    """DPM-Solver++ (second order multistep, first order on the last step) on the x0 prediction; only the initial
+    noise is drawn (`scheduler` as in `sample_ddim`)."""
     scheduler = DPMSolverMultistepScheduler(
         **_SCHEDULE,
         algorithm_type="dpmsolver++",
