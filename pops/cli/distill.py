@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import typer
@@ -20,7 +20,7 @@ def distill(
         ..., "--data", help="Training pairs of the teacher's operator (.safetensors), e.g. MODELS/data/<kind>-train."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The student's folder (must not exist, or be empty)."),
-    steps: int = typer.Option(300, help="Optimiser steps (AdamW)."),
+    steps: int = typer.Option(150, help="Optimiser steps (AdamW)."),
     noises: int = typer.Option(2, help="Initial noises per training condition (teacher targets: pairs × noises)."),
     seed: int = typer.Option(0, help="Seed of the noises and of the batch order."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per optimiser step."),
@@ -69,7 +69,9 @@ def _distill(teacher, data, steps, noises, seed, batch_size, lr, threads):
 
 def _save_atomically(student, out: Path) -> None:
     """Build the folder as a hidden sibling and rename it into place: OUT is whole or absent, never half written."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdir, not mkdtemp: the folder gets the user's usual permissions (mkdtemp's are owner-only).
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
         student.save_pretrained(tmp)
         if out.is_dir():

@@ -33,7 +33,7 @@ TARGET_CHUNK = 512  # conditions per teacher sampling call: bounds its memory
 
 @dataclass(frozen=True)
 class DistillConfig:
-    steps: int = 300  # optimiser steps
+    steps: int = 150  # optimiser steps; 150 x 2 noises: texturing validation top-1 0.904 (300: 0.908), ~45 s
     noises: int = 2  # initial noises per training condition
     batch_size: int = 64
     lr: float = 1e-4
