@@ -1,0 +1,105 @@
+"""`pops distill`: a one-pass student of a tiny operator, and the command's bad inputs as one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pops.cli import COMMANDS
+from pops.cli.app import app
+from pops.operator import Operator
+from pops.pairs import Pairs
+from pops.sampler import CLIP_RANGE
+from pops.train.distill import DistillConfig, condition_of, distill, one_pass, teacher_targets
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+DIM = 32
+CONFIG = DistillConfig(steps=150, noises=1, batch_size=32, lr=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def _commands():
+    for name in COMMANDS:
+        importlib.import_module(f"pops.cli.{name}")
+
+
+def _pairs(kind: str = "texturing", n: int = 48, seed: int = 0) -> Pairs:
+    g = torch.Generator().manual_seed(seed)
+    present = torch.ones(n, 2, dtype=torch.bool)
+    present[: n // 4, 1] = False  # some dropped slots: the null condition the student must keep
+    slots = [torch.randn(n, DIM, generator=g), torch.randn(n, DIM, generator=g)]
+    return Pairs(kind, slots, present, torch.randn(n, DIM, generator=g))
+
+
+def _ddim(op: Operator, pairs: Pairs, steps: int, scale: float | None = None) -> torch.Tensor:
+    return op.sample_batch(
+        pairs,
+        guidance_scale=scale,
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        sampler="ddim",
+    )
+
+
+def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator):
+    teacher, pairs = tiny_operator(), _pairs()
+    targets = teacher_targets(teacher, pairs, DistillConfig(noises=1, teacher_steps=1))
+    with torch.no_grad():
+        cond = condition_of(teacher, pairs, targets.index)
+        own = teacher.model.denormalize(one_pass(teacher, cond, targets.noise).clamp(-CLIP_RANGE, CLIP_RANGE))
+    torch.testing.assert_close(own, _ddim(teacher, pairs, steps=1, scale=1.0), rtol=1e-4, atol=1e-4)
+
+
+def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny_operator, tmp_path):
+    teacher, pairs = tiny_operator(), _pairs()
+    assert teacher.guidance_scale > 1
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    student = distill(teacher, pairs, CONFIG, teacher_name="tiny-teacher")
+    for key, value in teacher.model.state_dict().items():
+        assert torch.equal(value, before[key]), f"the teacher changed: {key}"
+    loaded = Operator.from_pretrained(student.save_pretrained(tmp_path / "student"))
+    assert (loaded.sampler, loaded.guidance_scale) == ("ddim", 1.0)
+    assert loaded.training["summary"]["teacher"] == "tiny-teacher"
+    assert "tiny-teacher" in (tmp_path / "student" / "README.md").read_text()
+    goal = _ddim(teacher, pairs, steps=25)  # the teacher's guided 25-step samples from the training noises
+    one_pass_out = loaded.sample_batch(pairs, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    student_error = (one_pass_out - goal).pow(2).mean()
+    teacher_error = (_ddim(teacher, pairs, steps=1) - goal).pow(2).mean()
+    assert student_error < 0.5 * teacher_error, (student_error, teacher_error)
+
+
+def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
+    teacher = tiny_operator().save_pretrained(tmp_path / "teacher")
+    data = _pairs().save(tmp_path / "train.safetensors")
+    out = tmp_path / "student"
+    result = runner.invoke(app, ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    op = Operator.from_pretrained(out)
+    assert (op.sampler, op.guidance_scale, op.training["summary"]["steps"]) == ("ddim", 1.0, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "teacher", "train.safetensors"]
+
+
+@pytest.mark.parametrize("case", ["missing teacher", "other operator's pairs", "non-empty out", "missing pairs"])
+def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_path, case):
+    teacher = tiny_operator().save_pretrained(tmp_path / "teacher")
+    data = _pairs("union" if case == "other operator's pairs" else "texturing").save(tmp_path / "train.safetensors")
+    out = tmp_path / "student"
+    if case == "missing teacher":
+        teacher = tmp_path / "nowhere"
+    if case == "missing pairs":
+        data = tmp_path / "none.safetensors"
+    if case == "non-empty out":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    result = runner.invoke(app, ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2"])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    if case == "non-empty out":
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
