@@ -28,6 +28,8 @@ class Operator:
     `encoder_configs` ({"image": {"type": …}, "text": …}) are built on first use, so loading an operator stays cheap.
     `guidance_scale` is this operator's default scale: the registry's (the paper's) unless the operator was given its
     own, e.g. one chosen on validation data for a small operator trained from scratch; it is saved with the operator.
+    So are `sampler` and `num_inference_steps`, what `sample` uses when none are named: the reference's (unclip, 25)
+    unless the operator was made for others (a distilled student: ddim, 1 step, guidance 1 — one pass).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class Operator:
         guidance_scale: float | None = None,
         training: dict | None = None,
         sampler: str = "unclip",
+        num_inference_steps: int = 25,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -58,6 +61,10 @@ class Operator:
         # was made for another (saved with it).
         get_sampler(sampler)
         self.sampler = sampler
+        # ... and its number of steps (a distilled one-pass student: 1).
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        self.num_inference_steps = num_inference_steps
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -94,6 +101,7 @@ class Operator:
                 guidance_scale=config.get("guidance_scale"),
                 training=config.get("training"),
                 sampler=config.get("sampler", "unclip"),
+                num_inference_steps=config.get("num_inference_steps", 25),
             )
         else:
             if checkpoint is not None:
@@ -128,6 +136,8 @@ class Operator:
             config["training"] = self.training
         if self.sampler != "unclip":
             config["sampler"] = self.sampler
+        if self.num_inference_steps != 25:
+            config["num_inference_steps"] = self.num_inference_steps
         checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
         return Path(folder)
 
@@ -170,7 +180,7 @@ class Operator:
         inputs: Sequence[Any],
         *,
         guidance_scale: float | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         layout: str = "compact",
         batch_size: int | None = None,
@@ -178,9 +188,9 @@ class Operator:
         sampler: str | None = None,
     ) -> torch.Tensor:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
-        `guidance_scale` defaults to the operator's own (see the class docstring); batch-1 inputs broadcast to
-        `batch_size` (e.g. several samples of one input). `sampler`: a name of pops.sampler.SAMPLERS (`unclip`, the
-        reference's ancestral loop; `ddim`; `dpmpp`), default the operator's own `op.sampler`."""
+        `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
+        inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
+        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `dpmpp`), default `op.sampler`."""
         cond = self.condition(inputs, batch_size)
         return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)
 
@@ -189,7 +199,7 @@ class Operator:
         batch: Batch | Pairs,
         *,
         guidance_scale: float | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         layout: str = "compact",
         chunk_size: int | None = 512,
@@ -225,7 +235,7 @@ class Operator:
     ) -> torch.Tensor:
         """The one path from condition rows to samples: the operator's sampler, scheduler and guidance scale."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        name = self.sampler if sampler is None else sampler
+        name, num_inference_steps = self.sampling(sampler, num_inference_steps)
         scheduler = make_sampling_scheduler(self.scheduler_config) if name == "unclip" else None
         return get_sampler(name)(
             self.model,
@@ -237,6 +247,14 @@ class Operator:
             scheduler=scheduler,
             progress=progress,
         )
+
+    def sampling(self, sampler: str | None = None, num_inference_steps: int | None = None) -> tuple[str, int]:
+        """The (sampler, steps) a call with these arguments uses: the operator's own where None; its own steps go
+        with its own sampler only (another sampler named without steps takes the reference's 25)."""
+        name = self.sampler if sampler is None else sampler
+        if num_inference_steps is None:
+            num_inference_steps = self.num_inference_steps if name == self.sampler else 25
+        return name, num_inference_steps
 
     def _model_card(self) -> str:
         return operator_card(self)

@@ -62,11 +62,14 @@ def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny
     for key, value in teacher.model.state_dict().items():
         assert torch.equal(value, before[key]), f"the teacher changed: {key}"
     loaded = Operator.from_pretrained(student.save_pretrained(tmp_path / "student"))
-    assert (loaded.sampler, loaded.guidance_scale) == ("ddim", 1.0)
+    assert (loaded.sampler, loaded.guidance_scale, loaded.num_inference_steps) == ("ddim", 1.0, 1)
+    assert loaded.sampling() == ("ddim", 1) and loaded.sampling("unclip") == ("unclip", 25)
     assert loaded.training["summary"]["teacher"] == "tiny-teacher"
     assert "tiny-teacher" in (tmp_path / "student" / "README.md").read_text()
     goal = _ddim(teacher, pairs, steps=25)  # the teacher's guided 25-step samples from the training noises
     one_pass_out = loaded.sample_batch(pairs, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    # Called with no settings, the student takes its own: one pass.
+    assert torch.equal(loaded.sample_batch(pairs, generator=torch.Generator().manual_seed(0)), one_pass_out)
     student_error = (one_pass_out - goal).pow(2).mean()
     teacher_error = (_ddim(teacher, pairs, steps=1) - goal).pow(2).mean()
     assert student_error < 0.5 * teacher_error, (student_error, teacher_error)

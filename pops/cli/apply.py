@@ -38,7 +38,9 @@ def apply(
     guidance_scale: float | None = typer.Option(
         None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."
     ),
-    steps: int = typer.Option(25, help="Number of sampling steps."),
+    steps: int | None = typer.Option(
+        None, help="Number of sampling steps (default: the operator's own — 25, or 1 for a distilled student)."
+    ),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
     sampler: str | None = typer.Option(
@@ -79,7 +81,7 @@ def apply(
             out_dir=out,
             seed=seed,
             guidance_scale=guidance_scale,
-            steps=steps,
+            steps=25 if steps is None else steps,
             num_samples=num_samples,
             render=render,
             layout=layout,
@@ -113,7 +115,7 @@ def _check_operator_options(model, base, checkpoint, num_samples: int, steps: in
             "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
             "--models for an equation)"
         )
-    if num_samples < 1 or steps < 1:
+    if num_samples < 1 or (steps is not None and steps < 1):
         fail("--num-samples and --steps must be ≥ 1")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
@@ -155,10 +157,10 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         inputs=list(inputs),
         seed=seed,
         guidance_scale=op.guidance_scale if guidance_scale is None else guidance_scale,
-        steps=steps,
+        steps=op.sampling(sampler, steps)[1],
         num_samples=num_samples,
         layout=layout,
-        sampler=sampler or op.sampler,
+        sampler=op.sampling(sampler, steps)[0],
     )
     save_embeddings(out, output, meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")

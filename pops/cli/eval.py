@@ -26,7 +26,9 @@ def eval_(
         "--guidance",
         help="Also report at this guidance scale (repeatable); the registry's scale is always reported.",
     ),
-    steps: int = typer.Option(25, help="Sampling steps (forward passes of the prior; 1-1000, unclip at least 2)."),
+    steps: int | None = typer.Option(
+        None, help="Sampling steps (1-1000, unclip at least 2; default: each operator's own — 25, a student 1)."
+    ),
     sampler: str | None = typer.Option(
         None, help="unclip (the reference's 25-step ancestral loop), ddim or dpmpp (default: each operator's own)."
     ),
@@ -35,7 +37,7 @@ def eval_(
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
-    if seeds < 1 or steps < 1:
+    if seeds < 1 or (steps is not None and steps < 1):
         fail("--seeds and --steps must be at least 1")
     if not models.is_dir():
         fail(f"no such models folder: {models}")

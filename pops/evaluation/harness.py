@@ -24,7 +24,13 @@ from pops.pairs import Pairs
 
 
 def sample_pairs(
-    op: Operator, pairs: Pairs, *, guidance_scale: float, seed: int, steps: int = 25, sampler: str | None = None
+    op: Operator,
+    pairs: Pairs,
+    *,
+    guidance_scale: float,
+    seed: int,
+    steps: int | None = None,
+    sampler: str | None = None,
 ) -> torch.Tensor:
     """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
     generator = torch.Generator().manual_seed(seed)
@@ -68,7 +74,7 @@ def evaluate_operators(
     *,
     seeds: int = 3,
     guidance_scales=(),
-    steps: int = 25,
+    steps: int | None = None,
     extra_seeds: int = 1,
     progress: bool = True,
     sampler: str | None = None,
@@ -76,7 +82,7 @@ def evaluate_operators(
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"), the averaging baseline, input A only, and the oracle.
-    `sampler` names the sampler (pops.sampler.SAMPLERS; default each operator's own) and `steps` its steps.
+    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}

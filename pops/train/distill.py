@@ -127,7 +127,7 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
         if log is not None and (step + 1) % max(config.steps // 5, 1) == 0:
             log(f"step {step + 1}/{config.steps}  loss {loss.item():.4f}")
     student.model.eval()
-    student.guidance_scale, student.sampler = 1.0, STUDENT_SAMPLER
+    student.guidance_scale, student.sampler, student.num_inference_steps = 1.0, STUDENT_SAMPLER, 1
     student.training = training_record(
         teacher, teacher_name, pairs, config, loss.item(), target_seconds, time.perf_counter() - started
     )
