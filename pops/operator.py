@@ -219,7 +219,8 @@ class Operator:
             raise ValueError(f"chunk_size must be at least 1 or None, got {chunk_size}")
         outs = []
         for start in range(0, size, step):
-            part = _rows(batch, torch.arange(start, min(start + step, size)), size)
+            index = torch.arange(start, min(start + step, size))
+            part = batch.batch(index) if isinstance(batch, Pairs) else batch.select(index)
             drop = None if part.present is None else ~part.present.bool()
             cond = self.model.condition(self.spec, part.slots, drop=drop)
             outs.append(self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler))
@@ -263,18 +264,3 @@ class Operator:
 def _kind_from_path(ref: str) -> str | None:
     parts = ref.replace(":", "/").split("/")
     return next((p for p in reversed(parts) if p in REGISTRY), None)
-
-
-def _rows(batch: Batch | Pairs, index: torch.Tensor, size: int) -> Batch:
-    """The samples at `index` of Pairs or of a Batch (a Batch whole when `index` covers it: nothing copied)."""
-    if isinstance(batch, Pairs):
-        return batch.batch(index)
-    if len(index) == size:
-        return batch
-
-    def pick(x):
-        if x is None:
-            return None
-        return tuple(t[index] for t in x) if isinstance(x, tuple) else x[index]
-
-    return Batch(slots=[pick(s) for s in batch.slots], target=batch.target[index], present=pick(batch.present))

@@ -47,6 +47,18 @@ class Batch:
     present: torch.Tensor | None = None
     align_text: torch.Tensor | None = None
 
+    def select(self, index: torch.Tensor) -> Batch:
+        """The samples at `index`."""
+        slots = [_take(s, index) for s in self.slots]
+        return Batch(slots, self.target[index], _take(self.present, index), _take(self.align_text, index))
+
+
+def _take(value, index: torch.Tensor):
+    """Rows `index` of a slot's value: a tensor, (rows, mask) of a text slot, or None (a dropped slot)."""
+    if value is None:
+        return None
+    return tuple(t[index] for t in value) if isinstance(value, tuple) else value[index]
+
 
 @dataclass
 class Pairs:
@@ -73,7 +85,7 @@ class Pairs:
         )
 
     def _slots_at(self, index: torch.Tensor) -> list:
-        return [(s[0][index], s[1][index]) if isinstance(s, tuple) else s[index] for s in self.slots]
+        return [_take(s, index) for s in self.slots]
 
     def subset(self, index: torch.Tensor) -> Pairs:
         """The samples at `index` as Pairs; per-sample lists in `info` (one entry per sample) follow them."""
