@@ -22,8 +22,6 @@ from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGH
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = OPERATOR_CONFIG_NAME
-WEIGHTS_NAME = OPERATOR_WEIGHTS_NAME
 FORMAT_VERSION = 1
 CLIP_STATS = ("clip_mean", "clip_std")
 
@@ -138,15 +136,15 @@ def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str
         clip_mean=model.prior.clip_mean.detach().float().cpu().reshape(-1).tolist(),
         clip_std=model.prior.clip_std.detach().float().cpu().reshape(-1).tolist(),
     )
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write_json(folder / CONFIG_NAME, config)
+    atomic_write(folder / OPERATOR_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_json(folder / OPERATOR_CONFIG_NAME, config)
     atomic_write_text(folder / "README.md", card)
 
 
 def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
     """(model in float32, config dict) from a folder written by `save_operator_folder`."""
     folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    config_path, weights_path = folder / OPERATOR_CONFIG_NAME, folder / OPERATOR_WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: not a pops operator folder (missing {path.name})")

@@ -15,7 +15,7 @@ from pops.inputs import prepare_inputs
 from pops.model_card import operator_card
 from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
-from pops.reference import SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
+from pops.reference import OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import REGISTRY, OperatorSpec, get_spec
 from pops.sampler import get_sampler, make_sampling_scheduler
 
@@ -91,7 +91,7 @@ class Operator:
         with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
         or a local .pth; the operator kind is read from the path when `kind` is not given). Encoders are built on
         first use; `load_encoders=False` never builds them (the operator then takes embeddings only)."""
-        if checkpoint is None and (Path(path) / checkpoints.CONFIG_NAME).is_file():
+        if checkpoint is None and (Path(path) / OPERATOR_CONFIG_NAME).is_file():
             model, config = checkpoints.load_operator_folder(Path(path))
             op = cls(
                 model,
