@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Operator", "REGISTRY", "get_spec", "apply"]
+__all__ = ["Operator", "JointOperator", "REGISTRY", "get_spec", "apply"]
 
 
 def __getattr__(name):
@@ -12,6 +12,10 @@ def __getattr__(name):
         from pops.operator import Operator
 
         return Operator
+    if name == "JointOperator":
+        from pops.joint import JointOperator
+
+        return JointOperator
     if name in ("REGISTRY", "get_spec"):
         from pops import registry
 

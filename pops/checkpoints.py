@@ -3,6 +3,10 @@
 Our format is a folder: `model.safetensors` (the prior and the text projection, without the clip statistics),
 `pops_config.json` (format version, operator kind, the PriorTransformer config, the clip statistics, the sampling and
 training scheduler configs, the text width, the encoders to rebuild) and a model card `README.md`.
+
+A joint folder (pops.joint: one prior for several operators) is the same, its weights holding the operator rows too
+(`operator_table` names them), with `operators` — each operator's own settings (guidance scale, sampler, steps,
+encoders) — instead of one `kind`. `operator_config` turns either into the config of one operator.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from pops import hub
 from pops.files import atomic_write, atomic_write_json, atomic_write_text
 from pops.prior import PopsPrior
-from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGHTS_NAME
+from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGHTS_NAME, is_joint_config
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,7 @@ def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str
         format_version=FORMAT_VERSION,
         prior_config={k: v for k, v in model.prior.config.items() if not k.startswith("_")},
         text_width=model.text_proj.in_features if model.text_proj is not None else None,
+        operator_table=list(model.operators),
         clip_mean=model.prior.clip_mean.detach().float().cpu().reshape(-1).tolist(),
         clip_std=model.prior.clip_std.detach().float().cpu().reshape(-1).tolist(),
     )
@@ -154,7 +159,11 @@ def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
         raise ValueError(f"{config_path}: invalid JSON ({exc})") from None
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{config_path}: unsupported format_version {config.get('format_version')!r}")
-    model = PopsPrior(PriorTransformer(**config["prior_config"]), text_width=config.get("text_width"))
+    model = PopsPrior(
+        PriorTransformer(**config["prior_config"]),
+        text_width=config.get("text_width"),
+        operators=config.get("operator_table") or (),
+    )
     state = load_file(weights_path)
     own = model.state_dict()
     for key, value in state.items():
@@ -171,3 +180,22 @@ def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
         )
     model.set_clip_stats(torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"]))
     return model, config
+
+
+def operator_config(config: dict, kind: str | None, where: str | Path) -> dict:
+    """The config of one operator from a folder's config: an ordinary folder's own (checked against `kind` when one
+    is asked for), or, for a joint folder, the shared entries with `kind`'s settings on top (`kind` may be left out
+    only when the folder holds one operator)."""
+    if not is_joint_config(config):
+        if kind is not None and kind != config.get("kind"):
+            raise ValueError(f"{where} is a {config.get('kind')} operator, not {kind}")
+        return config
+    held = list(config["operators"])
+    if kind is None:
+        if len(held) != 1:
+            raise ValueError(f"{where} holds one prior for the operators {', '.join(held)}: choose one (kind=...)")
+        kind = held[0]
+    if kind not in config["operators"]:
+        raise ValueError(f"{where} holds the operators {', '.join(held)}, not {kind!r}")
+    shared = {k: v for k, v in config.items() if k != "operators"}
+    return {**shared, **config["operators"][kind], "kind": kind}

@@ -3,24 +3,35 @@ run on, read lazily. Every part is optional:
 
     MODELS/
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
+      operators/<name>/          a joint folder (`JointOperator.save_pretrained`, e.g. operators/joint/): one prior
+                                 providing each operator it holds
       renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers)
       renderer/<type>/           or several, one per type; also renderers/<type>/
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
-`MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up).
-Operators load once and share one image/text encoder per distinct encoder config.
+`MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up), or
+a joint folder itself (then its operators are the only ones; renderers and assets come from the models folder
+above when it sits in one's `operators/`).
+
+How a name resolves: a kind's own folder (`operators/<kind>/`, `<kind>/`) wins over a joint folder that also holds
+the kind — naming a folder after the kind is the explicit choice, and the joint model fills in the kinds that have
+none (several joint folders: the first by name). To run every operator from the joint model, point at its folder
+(`--models MODELS/operators/joint`). Operators load once (a joint folder's weights once for all its operators) and
+share one image/text encoder per distinct encoder config.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
-from pops.reference import OPERATOR_CONFIG_NAME
+from pops.reference import OPERATOR_CONFIG_NAME, is_joint_config
 from pops.registry import REGISTRY
 from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
 
@@ -40,15 +51,57 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def folder_roots(models_dir: Path) -> list[Path]:
-    """The folder itself, and its parent when it is an `operators/` folder."""
-    return [models_dir, models_dir.parent] if models_dir.name == "operators" else [models_dir]
+    """The folder itself, and the models folder it sits in: the parent of an `operators/` folder, the grandparent of
+    a joint folder inside one."""
+    models_dir = Path(models_dir)
+    if models_dir.name == "operators":
+        return [models_dir, models_dir.parent]
+    if models_dir.parent.name == "operators" and joint_kinds(models_dir):
+        return [models_dir, models_dir.parent.parent]
+    return [models_dir]
+
+
+def joint_kinds(folder: Path) -> tuple[str, ...]:
+    """The operators a joint folder holds (empty for an ordinary operator folder or anything else)."""
+    path = Path(folder) / OPERATOR_CONFIG_NAME
+    try:
+        return _joint_kinds(str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@lru_cache(maxsize=64)
+def _joint_kinds(path: str, mtime_ns: int) -> tuple[str, ...]:
+    # Keyed by modification time: a folder written again is read again.
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return ()
+    return tuple(k for k in config["operators"] if k in REGISTRY) if is_joint_config(config) else ()
+
+
+def joint_dirs(models_dir: Path) -> list[Path]:
+    """The joint folders a models folder offers: itself when it is one, else those under operators/ (or directly
+    inside it), by name."""
+    models_dir = Path(models_dir)
+    if joint_kinds(models_dir):
+        return [models_dir]
+    found = []
+    for parent in (models_dir / "operators", models_dir):
+        if parent.is_dir():
+            found += [p for p in sorted(parent.iterdir()) if p.is_dir() and joint_kinds(p)]
+    return found
 
 
 def find_operator_dir(models_dir: Path, kind: str) -> Path | None:
-    for candidate in (models_dir / "operators" / kind, models_dir / kind):
-        if (candidate / OPERATOR_CONFIG_NAME).is_file():
-            return candidate
-    return None
+    """The folder `kind` loads from: its own (operators/<kind>/ or <kind>/), else the first joint folder holding it
+    (see the module docstring)."""
+    models_dir = Path(models_dir)
+    if not joint_kinds(models_dir):
+        for candidate in (models_dir / "operators" / kind, models_dir / kind):
+            if (candidate / OPERATOR_CONFIG_NAME).is_file():
+                return candidate
+    return next((folder for folder in joint_dirs(models_dir) if kind in joint_kinds(folder)), None)
 
 
 def find_renderers(models_dir: Path) -> dict[str, Path]:
@@ -74,7 +127,8 @@ class ModelSet:
     """Operators (by registry kind), image encoder and renderer for equations.
 
     Build it from a models folder (`ModelSet("outputs/demo")`), or from operators in memory
-    (`ModelSet(operators={"texturing": op})`, e.g. `Operator.from_prior(...)`), or both (in-memory ones win).
+    (`ModelSet(operators={"texturing": op})`, e.g. `Operator.from_prior(...)`, or a `JointOperator`'s), or both
+    (in-memory ones win). `load_encoders=False`: the folder's operators take embeddings only (no encoder is built).
     """
 
     def __init__(
@@ -84,6 +138,7 @@ class ModelSet:
         operators: dict[str, Any] | None = None,
         image_encoder: Any = None,
         renderer: Any = None,
+        load_encoders: bool = True,
     ):
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None and not self.root.is_dir():
@@ -96,6 +151,8 @@ class ModelSet:
         self._image_encoder = image_encoder
         self._renderers: dict[str, Any] = {} if renderer is None else {"given": renderer}
         self._encoders: dict[str, Any] = {}
+        self._joints: dict[Path, Any] = {}  # joint folder -> its JointOperator (loaded once for all its kinds)
+        self._load_encoders = load_encoders
 
     @classmethod
     def coerce(cls, models: Any) -> ModelSet:
@@ -109,6 +166,8 @@ class ModelSet:
             return cls(operators=models)
         if hasattr(models, "spec") and hasattr(models, "sample"):
             return cls(operators={models.spec.name: models})
+        if hasattr(models, "kinds") and isinstance(getattr(models, "operators", None), dict):  # a JointOperator
+            return cls(operators=dict(models.operators))
         if isinstance(models, Iterable):
             ops = list(models)
             if all(hasattr(op, "spec") for op in ops):
@@ -132,16 +191,19 @@ class ModelSet:
     def missing_message(self, kind: str) -> str:
         if self.root is None:
             return f"no {kind!r} operator was given"
-        return f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME})"
+        if joint_kinds(self.root):
+            return f"the joint folder {self.root} holds {', '.join(joint_kinds(self.root))}, not {kind!r}"
+        return (
+            f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME} or a "
+            "joint folder holding it)"
+        )
 
     def operator(self, kind: str):
         if kind not in self._operators:
             folder = find_operator_dir(self.root, kind) if self.root else None
             if folder is None:
                 raise FileNotFoundError(self.missing_message(kind))
-            from pops.operator import Operator  # diffusers: only once an operator is actually loaded
-
-            op = Operator.from_pretrained(folder)
+            op = self._load(folder, kind)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
@@ -152,6 +214,17 @@ class ModelSet:
                     setattr(op, f"{modality}_encoder", self._shared_encoder(configs[modality]))
             self._operators[kind] = op
         return self._operators[kind]
+
+    def _load(self, folder: Path, kind: str):
+        # diffusers: only once an operator is actually loaded
+        from pops.joint import JointOperator
+        from pops.operator import Operator
+
+        if not joint_kinds(folder):
+            return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
+        if folder not in self._joints:
+            self._joints[folder] = JointOperator.from_pretrained(folder, load_encoders=self._load_encoders)
+        return self._joints[folder][kind]
 
     def _shared_encoder(self, config: dict):
         key = digest(config)

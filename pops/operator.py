@@ -89,20 +89,13 @@ class Operator:
     ) -> Operator:
         """Load our format (a folder written by `save_pretrained`), or a Kandinsky 2.2 prior (hub id or local folder)
         with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
-        or a local .pth; the operator kind is read from the path when `kind` is not given). Encoders are built on
-        first use; `load_encoders=False` never builds them (the operator then takes embeddings only)."""
+        or a local .pth; the operator kind is read from the path when `kind` is not given). A joint folder (one prior
+        for several operators, pops.joint) gives the operator `kind` names, with that operator's own settings; for
+        an ordinary folder `kind`, when given, must be its kind. Encoders are built on first use;
+        `load_encoders=False` never builds them (the operator then takes embeddings only)."""
         if checkpoint is None and (Path(path) / OPERATOR_CONFIG_NAME).is_file():
             model, config = checkpoints.load_operator_folder(Path(path))
-            op = cls(
-                model,
-                config["kind"],
-                scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
-                encoder_configs=config.get("encoders") or {},
-                guidance_scale=config.get("guidance_scale"),
-                training=config.get("training"),
-                sampler=config.get("sampler", "unclip"),
-                num_inference_steps=config.get("num_inference_steps", 25),
-            )
+            op = cls.from_config(model, checkpoints.operator_config(config, kind, path))
         else:
             if checkpoint is not None:
                 kind = kind or _kind_from_path(str(checkpoint))
@@ -124,20 +117,36 @@ class Operator:
             op.model.to(torch_dtype)
         return op
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        config = dict(
-            kind=self.spec.name,
-            guidance_scale=self.guidance_scale,
-            sampling_scheduler=self.scheduler_config,
-            training_scheduler=dict(TRAINING_SCHEDULER_CONFIG),
-            encoders=self.encoder_configs,
+    @classmethod
+    def from_config(cls, model: PopsPrior, config: dict) -> Operator:
+        """The operator a saved config describes (what `settings` writes, with its `kind`), on `model`."""
+        return cls(
+            model,
+            config["kind"],
+            scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
+            encoder_configs=config.get("encoders") or {},
+            guidance_scale=config.get("guidance_scale"),
+            training=config.get("training"),
+            sampler=config.get("sampler", "unclip"),
+            num_inference_steps=config.get("num_inference_steps", 25),
         )
-        if self.training is not None:
-            config["training"] = self.training
+
+    def settings(self) -> dict:
+        """How this operator samples and reads its inputs, as saved: its scale, scheduler, sampler, steps, encoders
+        (a joint folder keeps one such entry per operator)."""
+        config = dict(
+            guidance_scale=self.guidance_scale, sampling_scheduler=self.scheduler_config, encoders=self.encoder_configs
+        )
         if self.sampler != "unclip":
             config["sampler"] = self.sampler
         if self.num_inference_steps != 25:
             config["num_inference_steps"] = self.num_inference_steps
+        return config
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        config = dict(kind=self.spec.name, **self.settings(), training_scheduler=dict(TRAINING_SCHEDULER_CONFIG))
+        if self.training is not None:
+            config["training"] = self.training
         checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
         return Path(folder)
 

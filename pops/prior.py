@@ -7,6 +7,10 @@
   the positional embeddings (and causal mask) of the kept positions computes the same thing with ~(81 / (k + 4))×
   fewer FLOPs.
 
+A joint prior (`operators` given: one prior for several operators, pops.joint) holds a learned (num_operators, D)
+table of operator rows; each operator's condition starts with its own row, which classifier-free guidance's null
+condition keeps (it zeroes only the slot rows), so the unconditional prediction is still that operator's.
+
 Everything public works in *raw* embedding space; conditions and targets are normalised with the prior's own
 `clip_mean` / `clip_std` (which a freshly built PriorTransformer initialises to zeros, as trainable parameters:
 `set_clip_stats` fills them and freezes them).
@@ -57,33 +61,55 @@ def make_prior(
 
 @dataclass
 class Condition:
-    """Condition rows in the prior's input space: (B, k, D) rows (normalised images, projected text), (B, k) mask."""
+    """Condition rows in the prior's input space: (B, k, D) rows (normalised images, projected text), (B, k) mask.
+    `fixed`: how many leading rows are not inputs (a joint prior's operator row) and stay in the null condition."""
 
     rows: torch.Tensor
     mask: torch.Tensor
+    fixed: int = 0
 
     def null(self) -> Condition:
-        """The classifier-free-guidance null condition: zero rows, same mask."""
-        return Condition(torch.zeros_like(self.rows), self.mask)
+        """The classifier-free-guidance null condition: the slot rows zero, the fixed rows and the mask kept."""
+        rows = torch.cat([self.rows[:, : self.fixed], torch.zeros_like(self.rows[:, self.fixed :])], 1)
+        return Condition(rows, self.mask, self.fixed)
 
     @staticmethod
     def cat(conditions: Sequence[Condition]) -> Condition:
-        return Condition(torch.cat([c.rows for c in conditions]), torch.cat([c.mask for c in conditions]))
+        fixed = {c.fixed for c in conditions}
+        if len(fixed) > 1:
+            raise ValueError(f"conditions with different numbers of fixed rows {sorted(fixed)} cannot be batched")
+        rows, mask = torch.cat([c.rows for c in conditions]), torch.cat([c.mask for c in conditions])
+        return Condition(rows, mask, fixed.pop())
 
 
 class PopsPrior(nn.Module):
     """A PriorTransformer plus what an operator needs around it: normalisation, condition rows, the two layouts.
 
     `text_width`: width of the text encoder's token rows when it differs from the embedding width; a learned linear
-    projection then maps text rows into the prior's condition space.
+    projection then maps text rows into the prior's condition space. `operators`: the operator names of a joint
+    prior, in the order of its learned operator rows (none: an ordinary prior, one operator's condition rows only).
     """
 
-    def __init__(self, prior: PriorTransformer, text_width: int | None = None):
+    def __init__(self, prior: PriorTransformer, text_width: int | None = None, operators: Sequence[str] = ()):
         super().__init__()
         self.prior = prior
         dim = prior.config.embedding_dim
         self.text_proj = nn.Linear(text_width, dim) if text_width and text_width != dim else None
+        self.operators: tuple[str, ...] = ()
+        self.register_parameter("operator_rows", None)
+        if operators:
+            self.add_operator_rows(operators)
         self._freeze_clip_stats()
+
+    def add_operator_rows(self, operators: Sequence[str]) -> None:
+        """Make this a joint prior for `operators`: a fresh learned row per operator, drawn like a normalised
+        embedding (unit scale per dimension) so that each starts as distinct from the others as two inputs are."""
+        if self.operators:
+            raise ValueError(f"the prior already has operator rows ({', '.join(self.operators)})")
+        if len(set(operators)) != len(operators):
+            raise ValueError(f"operator names repeat: {list(operators)}")
+        self.operators = tuple(operators)
+        self.operator_rows = nn.Parameter(torch.randn(len(operators), self.embedding_dim))
 
     # ----- normalisation -------------------------------------------------------------------------------------
     @property
@@ -137,7 +163,8 @@ class PopsPrior(nn.Module):
 
         `slots[i]` is a raw (B, D) embedding for an image slot, a `TextRows` for a text slot, or None (dropped for the
         whole batch). `drop` is an optional (B, num_slots) bool mask of per-sample drops. A dropped slot becomes zero
-        rows with the mask kept at 1 — the null condition of classifier-free guidance.
+        rows with the mask kept at 1 — the null condition of classifier-free guidance. A joint prior puts the
+        operator's own row first (never dropped).
         """
         if len(slots) != spec.num_slots:
             raise ValueError(
@@ -166,7 +193,15 @@ class PopsPrior(nn.Module):
                 r = r * (~drop[:, i].to(device))[:, None, None]
             rows.append(r.expand(batch, -1, -1))
             masks.append(m.expand(batch, -1))
-        return Condition(torch.cat(rows, 1), torch.cat(masks, 1))
+        fixed = 0
+        if self.operators:
+            if spec.name not in self.operators:
+                raise ValueError(f"this joint prior holds the operators {', '.join(self.operators)}, not {spec.name!r}")
+            row = self.operator_rows[self.operators.index(spec.name)].to(device, dtype)
+            rows.insert(0, row.expand(batch, 1, -1))
+            masks.insert(0, torch.ones(batch, 1, dtype=torch.bool, device=device))
+            fixed = 1
+        return Condition(torch.cat(rows, 1), torch.cat(masks, 1), fixed)
 
     def project_text(self, rows: torch.Tensor) -> torch.Tensor:
         if rows.shape[-1] != self.text_width:

@@ -36,3 +36,9 @@ SAMPLING_SCHEDULER_CONFIG = dict(
 # Our operator folder: weights, config (kind, prior config, clip statistics, schedulers, encoders), model card.
 OPERATOR_CONFIG_NAME = "pops_config.json"
 OPERATOR_WEIGHTS_NAME = "model.safetensors"
+
+
+def is_joint_config(config: dict) -> bool:
+    """True for the config of a joint folder (one prior for several operators, pops.joint): its `operators` entry
+    maps each operator it holds to that operator's settings, where an ordinary folder names one `kind`."""
+    return isinstance(config.get("operators"), dict)

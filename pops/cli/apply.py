@@ -22,7 +22,10 @@ def apply(
         "b.png), c.png)'.",
     ),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Operator folder written by save_pretrained (or `pops demo`)."
+        None,
+        "--model",
+        "-m",
+        help="Operator folder written by save_pretrained (or `pops demo`); a joint folder with --kind.",
     ),
     models: Path | None = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
     base: str | None = typer.Option(
@@ -33,7 +36,11 @@ def apply(
         help="Released pOps weights: a local .pth or owner/repo:path (e.g. "
         "pOpsPaper/operators:models/texturing/learned_prior.pth).",
     ),
-    kind: str | None = typer.Option(None, help="Operator kind when it cannot be read from --checkpoint's path."),
+    kind: str | None = typer.Option(
+        None,
+        help="Which operator of a joint --model folder (one prior for several operators) to run; or the kind of a "
+        "released --checkpoint whose path does not name it.",
+    ),
     seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise."),
     guidance_scale: float | None = typer.Option(
         None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."
@@ -131,7 +138,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
     if model is not None:
         if not model.exists():
             raise FileNotFoundError(f"no such operator folder: {model}")
-        op = Operator.from_pretrained(model)
+        op = Operator.from_pretrained(model, kind=kind)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
     spec = op.spec

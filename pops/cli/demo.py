@@ -31,6 +31,12 @@ def demo(
     cache_dir: Path | None = typer.Option(
         None, help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."
     ),
+    joint: bool = typer.Option(
+        False,
+        "--joint",
+        help="Also train ONE model for all operators (a learned operator row; the separate operators' steps together) "
+        "and show it beside them (method 'pops joint'); saved as OUT/operators/joint.",
+    ),
     retrain: bool = typer.Option(
         False,
         "--retrain",
@@ -65,7 +71,14 @@ def demo(
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out
     combinations against the averaging baseline, render examples and write OUT/report.html. Prints the metrics."""
     overrides = dict(
-        out=out, seed=seed, cache_dir=cache_dir, retrain=retrain, threads=threads, workers=workers, progress=progress
+        out=out,
+        seed=seed,
+        cache_dir=cache_dir,
+        joint=joint,
+        retrain=retrain,
+        threads=threads,
+        workers=workers,
+        progress=progress,
     )
     if operators:
         overrides["operators"] = tuple(dict.fromkeys(operators))
@@ -93,6 +106,9 @@ def _print_result(result) -> None:
         f"{result.workers} worker process(es) x {result.threads} torch thread(s)"
     )
     typer.echo("guidance chosen on validation classes: " + ", ".join(f"{k} {v:g}" for k, v in result.guidance.items()))
+    if result.joint_guidance:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in result.joint_guidance.items())
+        typer.echo(f"joint model's guidance (chosen the same way): {chosen}")
     typer.echo(f"report: {result.report}")
 
 

@@ -12,13 +12,19 @@ from pops.cli.app import app, fail, run_or_fail
 @app.command(name="eval")
 def eval_(
     models: Path = typer.Option(
-        ..., "--models", "-m", help="A models folder with operators/<kind>/ (what `pops demo` writes)."
+        ...,
+        "--models",
+        "-m",
+        help="A models folder with operators/<kind>/ (what `pops demo` writes), or a joint folder (one prior for "
+        "several operators, e.g. MODELS/operators/joint) to score its operators.",
     ),
     operators: list[str] | None = typer.Option(
         None, "--operator", help="Evaluate only these operators (repeatable) (default: every operator in MODELS)."
     ),
     data: Path | None = typer.Option(
-        None, help="Folder with <kind>-test*.safetensors pairs and <kind>-gallery.safetensors (default: MODELS/data)."
+        None,
+        help="Folder with <kind>-test*.safetensors pairs and <kind>-gallery.safetensors (default: MODELS/data, or "
+        "the data/ of the models folder a joint folder sits in).",
     ),
     seeds: int = typer.Option(3, help="Sampling seeds per operator; the table shows mean ± std."),
     guidance: list[float] | None = typer.Option(
@@ -56,9 +62,8 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
 
     from pops.evaluation import evaluate_operators, load_test_data
     from pops.files import atomic_write_text
-    from pops.models_folder import find_operator_dir
-    from pops.operator import Operator
-    from pops.registry import REGISTRY, get_spec
+    from pops.models_folder import ModelSet, folder_roots
+    from pops.registry import get_spec
     from pops.sampler import get_sampler
 
     if sampler is not None:
@@ -66,18 +71,21 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
 
     # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
     torch.set_num_threads(threads or 1)
-    kinds = list(dict.fromkeys(operators)) if operators else [k for k in REGISTRY if find_operator_dir(models, k)]
+    # Each kind resolves as in equations and the UI (pops.models_folder: its own folder, else a joint one).
+    model_set = ModelSet(models, load_encoders=False)
+    kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
     for kind in kinds:
         get_spec(kind)
     if not kinds:
         raise FileNotFoundError(f"no trained operators under {models} (expected operators/<kind>/)")
     loaded = {}
     for kind in kinds:
-        folder = find_operator_dir(models, kind)
-        if folder is None:
-            raise FileNotFoundError(f"no trained {kind!r} operator under {models}")
-        loaded[kind] = Operator.from_pretrained(folder, load_encoders=False)
-    test_data = load_test_data(data or models / "data", kinds)
+        if kind not in model_set.available():
+            raise FileNotFoundError(model_set.missing_message(kind))
+        loaded[kind] = model_set.operator(kind)
+    if data is None:
+        data = next((r / "data" for r in folder_roots(models) if (r / "data").is_dir()), models / "data")
+    test_data = load_test_data(data, kinds)
     table, _ = evaluate_operators(
         loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler
     )

@@ -53,6 +53,9 @@ class DemoConfig:
     decoder_steps: int = 150  # the decoder is for looking at; its training is a fixed slice of the budget
     decoder_size: int = 64
     grid_rows: int = 4  # examples per operator in the report
+    # Also train ONE model for all operators (pops.joint: a learned operator row, the separate operators' steps
+    # together) and show it beside them ("pops joint"); it saves as <out>/operators/joint.
+    joint: bool = False
     retrain: bool = False
     threads: int | None = None  # torch threads per process (see choose_threads: 1 unless asked)
     workers: int | None = None  # processes that train and evaluate operators side by side (default: one per core, ≤ 2)

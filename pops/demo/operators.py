@@ -1,7 +1,11 @@
 """The demo's operators: training (or reuse), the guidance scale chosen on validation classes, and evaluation on
 held-out combinations against the baselines (both through pops.evaluation's harness, which `pops eval` shares).
 
-`operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run).
+`operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run). `joint_job`
+does them for the joint model (pops.joint, `pops demo --joint`): one prior with a learned operator row, trained on
+every operator's pairs in turn for the sum of their steps (the same budget as the separate operators together),
+saved as ONE folder `<out>/operators/joint`, its guidance chosen per operator on that operator's validation classes
+and scored on the same test pairs, as the method "pops joint".
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
-from pops.evaluation import choose_guidance, evaluate_operators
+from pops.evaluation import MetricsTable, choose_guidance, evaluate_operators
 from pops.files import atomic_write_json, tensor_digest
+from pops.joint import JointOperator
 from pops.operator import Operator
 from pops.train import Trainer, config_from_dict
 
@@ -25,6 +31,9 @@ log = logging.getLogger(__name__)
 TRAIN_RECORD = "demo_training.json"
 # Bump when the training recipe changes in a way the settings do not show (so older operators are not reused).
 RECIPE_VERSION = 5
+# The joint model's folder under <out>/operators/ and its method name in the metrics.
+JOINT_FOLDER = "joint"
+JOINT_METHOD = "pops joint"
 
 
 def training_settings(config, kind: str) -> dict:
@@ -63,24 +72,10 @@ def train_operator(config, kind: str, data, encoders: dict):
     Returns (operator, trained_now)."""
     folder = config.out / "operators" / kind
     settings = training_settings(config, kind)
-    shown = {k: v for k, v in settings.items() if k != "progress"}  # progress bars do not change the result
-    record = {
-        "recipe": RECIPE_VERSION,
-        "settings": shown,
-        "data": pairs_fingerprint(data.train),
-        "validation": pairs_fingerprint(data.validation) if data.validation is not None else None,
-        "guidance_candidates": list(config.guidance_candidates),
-        "sampling_steps": config.sampling_steps,
-    }
+    record = training_inputs(config, settings, data.train, data.validation)
     record_path = folder / TRAIN_RECORD
-    if not config.retrain and record_path.is_file():
-        try:
-            saved = json.loads(record_path.read_text())
-            saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
-            if saved == record:
-                return Operator.from_pretrained(folder), False
-        except (ValueError, OSError) as exc:
-            log.warning("cannot reuse %s (%s); training again", folder, exc)
+    if reusable(config, folder, record):
+        return Operator.from_pretrained(folder), False
     record_path.unlink(missing_ok=True)
     # The CPU flash-attention kernel's backward is pathologically slow on these 6-16 token sequences with a float
     # mask (measured: instruct 86 -> 39 ms per step with the plain math kernel); sampling keeps the default.
@@ -97,6 +92,38 @@ def train_operator(config, kind: str, data, encoders: dict):
     op.save_pretrained(folder)
     atomic_write_json(record_path, record)
     return op, True
+
+
+def training_inputs(config, settings: dict, train, validation) -> dict:
+    """What decides a trained operator (its training record without results): settings, data, guidance choice."""
+    return {
+        "recipe": RECIPE_VERSION,
+        "settings": {k: v for k, v in settings.items() if k != "progress"},  # progress bars do not change the result
+        "data": _fingerprints(train),
+        "validation": _fingerprints(validation),
+        "guidance_candidates": list(config.guidance_candidates),
+        "sampling_steps": config.sampling_steps,
+    }
+
+
+def _fingerprints(pairs):
+    if isinstance(pairs, dict):  # the joint model's: one per operator
+        return {kind: _fingerprints(p) for kind, p in pairs.items()}
+    return pairs_fingerprint(pairs) if pairs is not None else None
+
+
+def reusable(config, folder, record: dict) -> bool:
+    """Whether `folder` holds what a run with these training inputs would train (then a rerun reuses it)."""
+    record_path = folder / TRAIN_RECORD
+    if config.retrain or not record_path.is_file():
+        return False
+    try:
+        saved = json.loads(record_path.read_text())
+    except (ValueError, OSError) as exc:
+        log.warning("cannot reuse %s (%s); training again", folder, exc)
+        return False
+    saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
+    return saved == record
 
 
 def pairs_fingerprint(pairs) -> str:
@@ -128,5 +155,74 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         guidance=op.guidance_scale,
         table=table.to_dict(),
         outputs=outputs,
+        seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
+    )
+
+
+# ----- the joint model ----------------------------------------------------------------------------------------------
+def joint_settings(config, kinds) -> dict:
+    """The pops.train config of the joint model: the separate operators' recipe and model size, one operator row
+    each, and their steps together (each optimiser step one operator's batch, in turn)."""
+    settings = training_settings(config, kinds[0])
+    settings.update(
+        operators=list(kinds),
+        max_steps=config.steps * len(kinds),
+        output_dir=str(config.out / "operators" / JOINT_FOLDER),
+    )
+    return settings
+
+
+def train_joint(config, data: dict, encoders: dict):
+    """Train the joint model on every operator's training pairs (or reuse the one a previous run trained with the same
+    settings and data), choose each operator's guidance on its own validation classes, save the one folder.
+    Returns (JointOperator, trained_now)."""
+    kinds = list(data)
+    folder = config.out / "operators" / JOINT_FOLDER
+    settings = joint_settings(config, kinds)
+    validation = {k: d.validation for k, d in data.items()}
+    record = training_inputs(config, settings, {k: d.train for k, d in data.items()}, validation)
+    if reusable(config, folder, record):
+        return JointOperator.from_pretrained(folder), False
+    (folder / TRAIN_RECORD).unlink(missing_ok=True)
+    with sdpa_kernel(SDPBackend.MATH):  # as in train_operator
+        trainer = Trainer(config_from_dict(settings), pairs={k: d.train for k, d in data.items()})
+        trainer.run()
+    joint = trainer.operator
+    scores = {}
+    for kind, op in joint.operators.items():
+        op.encoder_configs = encoders[kind]
+        if data[kind].validation is not None:
+            op.guidance_scale, scores[kind] = choose_guidance(
+                op, data[kind], config.guidance_candidates, config.sampling_steps, config.seed
+            )
+    record["validation_top1"] = scores
+    joint.save_pretrained(folder)
+    atomic_write_json(folder / TRAIN_RECORD, record)
+    return joint, True
+
+
+def joint_job(config, data: dict, encoders: dict) -> dict:
+    """`operator_job` for the joint model: train (or reuse) it, choose each operator's guidance, evaluate each of its
+    operators at its own scale on the same test pairs as the separate ones. Its rows are the method "pops joint";
+    its outputs are keyed "<row>/joint"."""
+    torch.set_num_threads(choose_threads(config.threads))
+    start = time.perf_counter()
+    joint, fresh = train_joint(config, data, encoders)
+    trained = time.perf_counter()
+    table, outputs = evaluate_operators(
+        dict(joint.operators),
+        data,
+        seeds=config.eval_seeds,
+        extra_seeds=0,  # its own scale only: the separate operators show the registry's
+        steps=config.sampling_steps,
+        progress=config.progress,
+    )
+    rows = [replace(r, method=JOINT_METHOD) for r in table.rows if r.method == "pops"]
+    return dict(
+        kind=JOINT_FOLDER,
+        fresh=fresh,
+        guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
+        table=MetricsTable(rows).to_dict(),
+        outputs={f"{row}/joint": out for row, out in outputs.items() if "/" not in row},
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
     )

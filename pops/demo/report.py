@@ -1,8 +1,9 @@
 """The demo's report: one self-contained HTML page (every picture inlined as base64 PNG, no external files).
 
 Sections: the metrics table (pops.evaluation.MetricsTable), a bar plot of the operators against the baselines,
-example grids (inputs | pOps | averaging | ground truth, each embedding drawn by every renderer), one chained
-equation with its intermediate results, and stage timings. The page is templates/report.html.j2 (Jinja2, every
+the joint model beside the separate operators (when the demo trained it), example grids (inputs | pOps | pOps joint |
+averaging | ground truth, each embedding drawn by every renderer), one chained equation with its intermediate results,
+and stage timings. The page is templates/report.html.j2 (Jinja2, every
 value escaped); `example_grids` and `chained_equation` make the pictures.
 """
 
@@ -24,7 +25,14 @@ from pops.files import atomic_write_text
 from pops.registry import REGISTRY
 
 # Bar colours per method (the trained operator stands out; the oracle is the ceiling, drawn pale).
-COLOURS = {"pops": "#d9480f", "averaging": "#1c7ed6", "input_a": "#868e96", "oracle": "#ced4da"}
+COLOURS = {
+    "pops": "#d9480f",
+    "pops joint": "#2f9e44",
+    "averaging": "#1c7ed6",
+    "input_a": "#868e96",
+    "oracle": "#ced4da",
+}
+JOINT_METHOD = "pops joint"  # the one model for all operators (pops.demo.operators.joint_job)
 # The operator at its other guidance scales ("pops g=s"): lighter oranges, in the table's order.
 OTHER_SCALE_COLOURS = ("#ffd8a8", "#f59f00")
 BASELINES = ("averaging", "input_a", "oracle")
@@ -97,6 +105,34 @@ def _get(table, row: str, method: str):
         return None
 
 
+def gap_closed(pops: float, averaging: float, oracle: float) -> float | None:
+    """(pops - averaging) / (oracle - averaging) of top-1: the share of the way from the paper's baseline to the
+    ceiling (None when there is no way to go)."""
+    return (pops - averaging) / (oracle - averaging) if oracle > averaging else None
+
+
+def joint_comparison(table) -> list[dict]:
+    """Per operator row, the separate operator and the joint model side by side: top-1 and gap closed."""
+    rows = []
+    for row in table.operators():
+        cells = {m: _get(table, row, m) for m in ("pops", JOINT_METHOD, "averaging", "oracle")}
+        if any(c is None for c in cells.values()):
+            continue
+        avg, oracle = cells["averaging"].top1, cells["oracle"].top1
+        rows.append(
+            {
+                "operator": row,
+                "separate": cells["pops"].top1,
+                "joint": cells[JOINT_METHOD].top1,
+                "averaging": avg,
+                "oracle": oracle,
+                "gap_separate": gap_closed(cells["pops"].top1, avg, oracle),
+                "gap_joint": gap_closed(cells[JOINT_METHOD].top1, avg, oracle),
+            }
+        )
+    return rows
+
+
 def _inline(pictures: list[tuple[str, Image.Image]]) -> list[tuple[str, str]]:
     return [(name, png_data_uri(im)) for name, im in pictures]
 
@@ -116,6 +152,9 @@ def render_report(
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
         chosen=", ".join(f"{k} {v:g}" for k, v in (summary.get("guidance") or {}).items()),
+        joint=joint_comparison(table),
+        joint_chosen=", ".join(f"{k} {v:g}" for k, v in (summary.get("joint_guidance") or {}).items()),
+        joint_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
         registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),
         eval_seeds=config.get("eval_seeds", "?"),
         plot=png_data_uri(bar_plot(table)),
@@ -180,7 +219,8 @@ def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_gr
                 if len(shown) > 3:
                     shown = [mosaic(shown, size)]
                 cells = [(f"input {j + 1}", im) for j, im in enumerate(shown)]
-                for method, key in (("pOps", row), ("averaging", f"{row}/averaging")):
+                methods = (("pOps", row), ("pOps joint", f"{row}/joint"), ("averaging", f"{row}/averaging"))
+                for method, key in ((m, k) for m, k in methods if k in outputs):
                     for name, renderer in renderers.items():
                         cells.append((f"{method} · {name}", renderer.render(outputs[key][i : i + 1])[0]))
                     if method == "pOps":  # other guidance scales: the first renderer only, to keep the grid narrow

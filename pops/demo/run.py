@@ -1,5 +1,6 @@
 """The whole demo run: world + encoding, then operators (train, choose guidance, evaluate) and the decoder side by
-side in worker processes, then the retrieval renderer, the report and the metrics files."""
+side in worker processes — with `joint`, the one model for all operators too — then the retrieval renderer, the
+report and the metrics files."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pops import evaluation as E
 from pops.cache import EmbeddingCache
 from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
 from pops.demo.data import build_data
-from pops.demo.operators import operator_job
+from pops.demo.operators import joint_job, operator_job
 from pops.demo.report import chained_equation, example_grids, write_report
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
@@ -41,6 +42,7 @@ class DemoResult:
     threads: int
     guidance: dict[str, float]  # operator -> the guidance scale it was given (chosen on validation classes)
     workers: int = 1
+    joint_guidance: dict[str, float] | None = None  # the same for the joint model's operators (when trained)
 
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
@@ -115,18 +117,27 @@ def run_demo(config: DemoConfig) -> DemoResult:
         }
         images = [im for kind in data for _, im in gallery_images[kind]]
         embeds = torch.cat([data[kind].gallery for kind in data])
-        # The costliest first (the registry's job cost), so two workers finish together.
+        # The costliest first (the registry's job cost), so two workers finish together. The joint model is one job
+        # as long as all the separate operators together: it starts first, on one worker, while the other takes the
+        # separate operators one by one (and whichever is free next, the rest).
         order = sorted(config.operators, key=lambda kind: -get_spec(kind).job_cost)
-        workers = choose_workers(config.workers, len(order) + 1)
+        workers = choose_workers(config.workers, len(order) + (2 if config.joint else 1))
         job_config = replace(config, progress=config.progress and workers == 1)
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
+        if config.joint:
+            jobs.insert(0, (joint_job, job_config, data, encoders))
         jobs.append((decoder_job, job_config, embeds, images, encoder.to_config()))
         *results, fidelity = run_jobs(config, jobs, workers)
+    joint = results.pop(0) if config.joint else None
     results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
     with stages("report"):
         table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
         outputs = {k: v for r in results for k, v in r["outputs"].items()}
         guidance = {r["kind"]: r["guidance"] for r in results}
+        if joint is not None:  # the joint model's rows beside each operator's own ("pops joint")
+            for row in E.MetricsTable.from_dict(joint["table"]).rows:
+                table.add_row(row)
+            outputs.update(joint["outputs"])
         operators = {}
         for kind in config.operators:
             op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
@@ -137,7 +148,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
         chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
-        trained = [r["kind"] for r in results if r["fresh"]]
+        trained = [r["kind"] for r in (*results, *([joint] if joint else [])) if r["fresh"]]
         summary = {
             "world": world.summary(),
             "encoder": encoder.encoder_id,
@@ -145,10 +156,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "workers": workers,
             "trained": trained,
             "guidance": guidance,
+            **({"joint_guidance": joint["guidance"]} if joint else {}),
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,
-            "operator_seconds": {r["kind"]: r["seconds"] for r in results},
+            "operator_seconds": {r["kind"]: r["seconds"] for r in (*results, *([joint] if joint else []))},
             "config": config.to_dict(),
         }
         report = write_report(
@@ -162,4 +174,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
     summary["seconds"] = stages.seconds
     atomic_write_text(config.out / "metrics.json", table.to_json())
     atomic_write_json(config.out / "demo.json", summary, default=str)
-    return DemoResult(table, stages.seconds, cache.stats.encoded, trained, fidelity, report, threads, guidance, workers)
+    return DemoResult(
+        table,
+        stages.seconds,
+        cache.stats.encoded,
+        trained,
+        fidelity,
+        report,
+        threads,
+        guidance,
+        workers,
+        joint_guidance=joint["guidance"] if joint else None,
+    )

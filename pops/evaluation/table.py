@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-METHOD_ORDER = ("pops", "averaging", "input_a", "oracle")
+# "pops joint": the one prior for all operators (pops.joint), beside each operator's own.
+METHOD_ORDER = ("pops", "pops joint", "averaging", "input_a", "oracle")
 # Wide enough that rich never wraps or truncates a row (the table is as wide as its cells, not as this).
 TEXT_WIDTH = 1000
 
@@ -62,6 +63,10 @@ class MetricsTable:
     ) -> MetricRow:
         row = MetricRow(operator, method, float(cosine), float(top1), cosine_std, top1_std, n)
         self._rows[(operator, method)] = row
+        return row
+
+    def add_row(self, row: MetricRow) -> MetricRow:
+        self._rows[(row.operator, row.method)] = row
         return row
 
     def add_runs(self, operator: str, method: str, runs: Sequence[dict[str, float]], *, n: int = 0) -> MetricRow:

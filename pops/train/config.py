@@ -101,7 +101,10 @@ class ValidationOptions:
 @dataclass
 class TrainConfig:
     operator: str = "texturing"
-    data: str | None = None  # a Pairs file (pops.pairs) of cached embeddings
+    data: str | dict[str, str] | None = None  # a Pairs file (pops.pairs) of cached embeddings; joint: kind -> file
+    # A joint run (pops.joint): ONE prior with a learned operator row for each of these operators, trained on all
+    # their pairs; each optimiser step takes one batch of one operator, in turn (`operator` is then not used).
+    operators: tuple[str, ...] = ()
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
@@ -130,9 +133,33 @@ class TrainConfig:
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     validation: ValidationOptions = field(default_factory=ValidationOptions)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The operators this run trains: the joint run's, else the one `operator`."""
+        return tuple(self.operators) or (self.operator,)
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.operators)
+
     def validate(self) -> TrainConfig:
         """Raise a one-line ValueError on the first inconsistent value; return self."""
-        _check(self.operator in REGISTRY, f"operator: unknown {self.operator!r}; known: {', '.join(REGISTRY)}")
+        for kind in self.kinds:
+            _check(kind in REGISTRY, f"operator: unknown {kind!r}; known: {', '.join(REGISTRY)}")
+        _check(len(set(self.kinds)) == len(self.kinds), f"operators: each operator once, got {list(self.operators)}")
+        if isinstance(self.data, dict):
+            _check(
+                self.joint and set(self.data) == set(self.operators),
+                f"data: a mapping names one pairs file per operator of `operators` ({', '.join(self.operators)}), "
+                f"got {', '.join(self.data) or 'none'}",
+            )
+        else:
+            _check(not (self.joint and self.data), "data: a joint run takes a mapping operator -> pairs file")
+        _check(
+            not (self.joint and self.validation.data),
+            "validation.data holds one operator's pairs; a joint run validates each operator on its first training "
+            "pairs (validation.data: null)",
+        )
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
         _check(self.max_steps >= 1, "max_steps must be at least 1")

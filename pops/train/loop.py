@@ -4,6 +4,10 @@
 Exact resume: model, optimiser, lr scheduler, the train state (step, samples consumed), EMA and every process's RNG are
 in each checkpoint (none of it a pickle that could run code: pops.train.checkpointing), and each shard's randomness is
 a function of (seed, step, shard) — see pops.train.data.
+
+A joint run (`operators: [...]`, pops.joint) trains one prior for several operators: step s takes its batch from
+operator s mod n (round-robin, so each operator gets the steps a separate run of max_steps / n would), each with its
+own stream position and its registry entry's rules (dropout, swaps, text alignment) in the same objective.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from pops.files import atomic_write_json
+from pops.joint import JointOperator
 from pops.objective import make_training_scheduler, training_loss
 from pops.operator import Operator
 from pops.pairs import Pairs, recombine
@@ -51,17 +56,23 @@ class TrainingInterrupted(RuntimeError):
 
 
 class TrainState:
-    """Where the run is: optimiser steps taken and samples consumed (the data position). Checkpointed as JSON."""
+    """Where the run is: optimiser steps taken and samples consumed (the data position; a joint run also keeps each
+    operator's own). Checkpointed as JSON."""
 
     def __init__(self):
         self.step = 0
         self.samples_seen = 0
+        self.operator_samples: dict[str, int] = {}
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "samples_seen": self.samples_seen}
+        state = {"step": self.step, "samples_seen": self.samples_seen}
+        if self.operator_samples:
+            state["operator_samples"] = dict(self.operator_samples)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
+        self.operator_samples = {k: int(v) for k, v in state.get("operator_samples", {}).items()}
 
 
 class _LossModel:
@@ -85,9 +96,15 @@ def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
     extras = [name for name, on in (("LoRA", config.lora.enabled), ("EMA", config.ema.enabled)) if on]
     if config.train_blocks:
         extras.append(f"first {config.train_blocks} blocks only")
-    rows = [
+    if isinstance(config.data, dict):
+        data = ", ".join(f"{k}: {Path(v).name}" for k, v in config.data.items())
+    else:
+        data = Path(config.data).name if config.data else "in memory"
+    rows = [("operators", f"{', '.join(config.kinds)} (one prior; each step one operator's batch, in turn)")]
+    rows = rows if config.joint else []
+    rows += [
         ("init", config.init if config.init != "kandinsky" else f"kandinsky ({config.kandinsky_prior})"),
-        ("data", Path(config.data).name if config.data else "in memory"),
+        ("data", data),
         ("steps / samples seen", f"{summary['steps']} / {summary['samples_seen']}"),
         (
             "global batch",
@@ -118,18 +135,20 @@ def _release_accelerate_state() -> None:
 
 def train(
     config: TrainConfig,
-    pairs: Pairs | None = None,
+    pairs: Pairs | dict[str, Pairs] | None = None,
     model: PopsPrior | None = None,
     *,
     progress: bool | None = None,
     renderer=None,
 ) -> PopsPrior:
-    """Train one operator as configured; returns the trained PopsPrior (EMA weights when EMA is on, LoRA merged) and,
-    unless `config.save_operator` is off, writes the operator folder (`save_pretrained` format, with a model card
-    that has a Training section) to `config.output_dir`.
+    """Train one operator (or, with `config.operators`, one joint prior for several) as configured; returns the
+    trained PopsPrior (EMA weights when EMA is on, LoRA merged) and, unless `config.save_operator` is off, writes the
+    operator folder (`save_pretrained` format — a joint folder for a joint run — with a model card that has a
+    Training section) to `config.output_dir`.
 
-    `pairs` / `model` replace loading `config.data` / building from `config.init`; `renderer` replaces
-    `config.validation.renderer`. Raises TrainingInterrupted after a SIGTERM (the checkpoint is saved first).
+    `pairs` (a joint run: kind -> Pairs) / `model` replace loading `config.data` / building from `config.init`;
+    `renderer` replaces `config.validation.renderer`. Raises TrainingInterrupted after a SIGTERM (the checkpoint is
+    saved first).
     """
     return Trainer(config, pairs=pairs, model=model, progress=progress, renderer=renderer).run()
 
@@ -137,24 +156,22 @@ def train(
 class Trainer:
     def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
         self.config = config.validate()
-        if pairs is None and not config.data:
-            raise ValueError("data: give the training pairs file (a .safetensors of cached embeddings, pops.pairs)")
-        self.pairs = pairs if pairs is not None else Pairs.load(config.data)
-        if self.pairs.kind != config.operator:
-            raise ValueError(f"the training pairs are for {self.pairs.kind!r}, the config trains {config.operator!r}")
-        self.spec = get_spec(config.operator)
+        self.kinds = config.kinds
+        self.pairs = _training_pairs(config, pairs)  # kind -> Pairs, in the order of config.kinds
+        self.specs = {kind: get_spec(kind) for kind in self.kinds}
         if model is None:
             # A scratch init draws from the global RNG: seed it (without disturbing the caller's RNG) so every process
             # and every rerun starts from the same weights.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                model = build_model(config, self.pairs)
+                model = build_model(config, list(self.pairs.values()))
         self.model = model
         self.progress = config.progress if progress is None else progress
         self.renderer = renderer
         self.output_dir = Path(config.output_dir)
         self._stop_requested = False
-        self.operator: Operator | None = None  # the trained operator, with its training record, after `run`
+        # The trained operator (a joint run: the JointOperator), with its training record, after `run`.
+        self.operator: Operator | JointOperator | None = None
 
     # ----- setup -------------------------------------------------------------------------------------------------
     def _accelerator(self):
@@ -215,13 +232,21 @@ class Trainer:
         # process), so its state is the same whatever the number of processes.
         self._resume(accelerator, state, schedule, ema)
         # The clip statistics of a scratch prior came from the pairs as given; training sees them recombined.
-        stream = PairStream(recombine(self.pairs, c.recombine, seed=c.seed), seed=c.seed, device=accelerator.device)
+        streams = {
+            kind: PairStream(recombine(pairs, c.recombine, seed=c.seed), seed=c.seed, device=accelerator.device)
+            for kind, pairs in self.pairs.items()
+        }
         noise_scheduler = make_training_scheduler()
         loss_model = _LossModel(prepared, plain)
         procs, accum, micro = accelerator.num_processes, c.gradient_accumulation_steps, c.batch_size
         global_batch = micro * procs * accum
         monitor = Monitor(accelerator, c, global_batch)
-        validator = Validator(accelerator, c, self.spec, self.pairs, self.renderer) if c.validation.every else None
+        validators = []
+        if c.validation.every:
+            tag = (lambda kind: f"/{kind}") if c.joint else (lambda kind: "")
+            validators = [
+                Validator(accelerator, c, self.specs[k], self.pairs[k], self.renderer, tag=tag(k)) for k in self.kinds
+            ]
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         started, start_step, first_step_done = time.perf_counter(), state.step, None
@@ -236,31 +261,36 @@ class Trainer:
         prepared.train()
         while state.step < c.max_steps:
             grad_norm = None
+            kind = self.kinds[state.step % len(self.kinds)]  # a joint run: the operators in turn
+            position = state.operator_samples.get(kind, 0) if c.joint else state.samples_seen
             for micro_step in range(accum):
                 shard = micro_step * procs + accelerator.process_index
-                batch = stream.shard(state.samples_seen, micro, shard)
+                batch = streams[kind].shard(position, micro, shard)
                 generator = shard_generator(c.seed, state.step, shard)
                 with accelerator.accumulate(prepared):
                     loss, details = training_loss(
-                        loss_model, self.spec, batch, noise_scheduler, generator=generator, layout=c.layout
+                        loss_model, self.specs[kind], batch, noise_scheduler, generator=generator, layout=c.layout
                     )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
                         grad_norm = accelerator.clip_grad_norm_(params, c.optim.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                monitor.record(loss, details)
+                monitor.record(loss, details, kind if c.joint else None)
             if not accelerator.optimizer_step_was_skipped:
                 schedule.step()
             if ema is not None:
                 ema.update_parameters(plain)
             state.step += 1
             state.samples_seen += global_batch
+            if c.joint:
+                state.operator_samples[kind] = position + global_batch
             first_step_done = first_step_done or time.perf_counter()
             bar.update(1)
             monitor.step_done(state.step, schedule.get_last_lr()[0], grad_norm, bar)
-            if validator is not None and state.step % c.validation.every == 0:
-                validator.run(plain, state.step, monitor)
+            if validators and state.step % c.validation.every == 0:
+                for validator in validators:
+                    validator.run(plain, state.step, monitor)
             if c.checkpoint.every and state.step % c.checkpoint.every == 0:
                 self._save(accelerator, state)
             if self._should_stop(accelerator):
@@ -321,7 +351,7 @@ class Trainer:
         # Steady-state throughput leaves out the first step (optimiser-state allocation, kernel warm-up).
         steady = (steps - 1) * global_batch / (ended - first_done) if steps > 1 and ended > first_done else None
         summary = {
-            "operator": self.config.operator,
+            **({"operators": list(self.kinds)} if self.config.joint else {"operator": self.config.operator}),
             "steps": state.step,
             "samples_seen": state.samples_seen,
             "steps_this_run": steps,
@@ -335,13 +365,14 @@ class Trainer:
             "ema": ema is not None,
             "lora": self.config.lora.enabled,
         }
-        encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
-        self.operator = Operator(
-            model,
-            self.config.operator,
-            encoder_configs=encoders if isinstance(encoders, dict) else None,
-            training=training_record(self.config, summary, monitor_last),
-        )
+        # The encoders that made the data, when the pairs files say.
+        encoders = {k: p.info["encoders"] for k, p in self.pairs.items() if isinstance(p.info.get("encoders"), dict)}
+        record = training_record(self.config, summary, monitor_last)
+        if self.config.joint:
+            self.operator = JointOperator.from_model(model, encoders, training=record)
+        else:
+            kind = self.config.operator
+            self.operator = Operator(model, kind, encoder_configs=encoders.get(kind), training=record)
         if accelerator.is_main_process and self.config.save_operator:
             self.operator.save_pretrained(self.output_dir)
             atomic_write_json(self.output_dir / SUMMARY_NAME, summary)
@@ -372,3 +403,24 @@ class Trainer:
         # Every process must agree, or the checkpoint's collective save would hang.
         flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _training_pairs(config: TrainConfig, pairs) -> dict[str, Pairs]:
+    """The run's training pairs, kind -> Pairs in the order of `config.kinds`: as given (a Pairs, or a mapping for a
+    joint run), else loaded from `config.data`; each checked to be its operator's."""
+    kinds = config.kinds
+    if pairs is None:
+        if not config.data:
+            raise ValueError("data: give the training pairs file (a .safetensors of cached embeddings, pops.pairs)")
+        files = config.data if isinstance(config.data, dict) else {kinds[0]: config.data}
+        pairs = {kind: Pairs.load(files[kind]) for kind in kinds}
+    elif isinstance(pairs, Pairs):
+        if config.joint:
+            raise ValueError("a joint run takes its training pairs as a mapping operator -> Pairs")
+        pairs = {kinds[0]: pairs}
+    if set(pairs) != set(kinds):
+        raise ValueError(f"training pairs for {', '.join(pairs) or 'none'}, the config trains {', '.join(kinds)}")
+    for kind in kinds:
+        if pairs[kind].kind != kind:
+            raise ValueError(f"the training pairs are for {pairs[kind].kind!r}, the config trains {kind!r}")
+    return {kind: pairs[kind] for kind in kinds}

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,35 +26,44 @@ log = logging.getLogger(__name__)
 MIN_STD = 1e-6
 
 
-def text_width_of(pairs: Pairs) -> int | None:
-    """Width of the text token rows in the data (None when the operator has no text slot)."""
-    widths = {s[0].shape[-1] for s in pairs.slots if isinstance(s, tuple)}
+def text_width_of(pairs: Pairs | Sequence[Pairs]) -> int | None:
+    """Width of the text token rows in the data (None when no operator has a text slot)."""
+    sets = [pairs] if isinstance(pairs, Pairs) else list(pairs)
+    widths = {s[0].shape[-1] for p in sets for s in p.slots if isinstance(s, tuple)}
     if len(widths) > 1:
         raise ValueError(f"text slots of different widths {sorted(widths)}")
     return widths.pop() if widths else None
 
 
-def embedding_stats(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over the training targets and every present image input."""
-    rows = [pairs.target.float()]
-    for i, slot in enumerate(pairs.slots):
-        if not isinstance(slot, tuple):
-            rows.append(slot[pairs.present[:, i].bool()].float())
+def embedding_stats(pairs: Pairs | Sequence[Pairs]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the training targets and every present image input (of every operator's
+    pairs, for a joint run: one normalisation for the one prior)."""
+    rows = []
+    for p in [pairs] if isinstance(pairs, Pairs) else pairs:
+        rows.append(p.target.float())
+        for i, slot in enumerate(p.slots):
+            if not isinstance(slot, tuple):
+                rows.append(slot[p.present[:, i].bool()].float())
     data = torch.cat(rows)
     return data.mean(0), data.std(0).clamp_min(MIN_STD)
 
 
-def build_model(config: TrainConfig, pairs: Pairs) -> PopsPrior:
-    """The initial PopsPrior for `config.init`, checked against the data's embedding and text widths."""
-    dim = pairs.target.shape[1]
-    text_width = text_width_of(pairs)
+def build_model(config: TrainConfig, pairs: Pairs | Sequence[Pairs]) -> PopsPrior:
+    """The initial PopsPrior for `config.init`, checked against the data's embedding and text widths; for a joint
+    run (`config.operators`), with a learned operator row per operator (fresh unless the init already has them)."""
+    sets = [pairs] if isinstance(pairs, Pairs) else list(pairs)
+    dims = {p.target.shape[1] for p in sets}
+    if len(dims) > 1:
+        raise ValueError(f"the operators' training embeddings have different widths {sorted(dims)}")
+    dim = dims.pop()
+    text_width = text_width_of(sets)
     if config.init == "scratch":
         m = config.model
         if m.embedding_dim != dim:
             raise ValueError(f"model.embedding_dim is {m.embedding_dim} but the training embeddings are {dim}-d")
         prior = make_prior(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim)
         model = PopsPrior(prior, text_width=text_width)
-        mean, std = embedding_stats(pairs)
+        mean, std = embedding_stats(sets)
         if m.clip_std == "shared":  # one std for every dimension (see ModelConfig.clip_std)
             std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
         model.set_clip_stats(mean, std)
@@ -69,6 +79,11 @@ def build_model(config: TrainConfig, pairs: Pairs) -> PopsPrior:
                 raise ValueError(f"{folder}: its text rows are {model.text_width}-wide, the data's {text_width}")
             # e.g. instruct initialised from an image-only operator: a fresh projection for the new text rows
             model.text_proj = torch.nn.Linear(text_width, model.embedding_dim)
+    if config.joint and not model.operators:
+        model.add_operator_rows(config.operators)
+    missing = [k for k in config.kinds if model.operators and k not in model.operators]
+    if missing:
+        raise ValueError(f"the initial prior has operator rows for {', '.join(model.operators)}, not {missing}")
     if model.embedding_dim != dim:
         raise ValueError(f"the initial prior is {model.embedding_dim}-d but the training embeddings are {dim}-d")
     if not model.has_clip_stats():
@@ -127,6 +142,8 @@ def configure_trainable(model: PopsPrior, config: TrainConfig) -> None:
         train_first_blocks(model, config.train_blocks)
     if model.text_proj is not None:
         model.text_proj.requires_grad_(True)
+    if model.operator_rows is not None:  # like the text projection: learned for this run's operators
+        model.operator_rows.requires_grad_(True)
     model.prior.clip_mean.requires_grad_(False)
     model.prior.clip_std.requires_grad_(False)
     if config.gradient_checkpointing:

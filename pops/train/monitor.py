@@ -23,11 +23,13 @@ MAX_RENDERED = 8
 
 
 class Monitor:
-    """Accumulates per-sample losses between log steps (as tensors: no host sync per step) and logs their means."""
+    """Accumulates per-sample losses between log steps (as tensors: no host sync per step) and logs their means; a
+    joint run's also per operator (`train/loss/<kind>`)."""
 
     def __init__(self, accelerator, config: TrainConfig, global_batch: int):
         self.accelerator = accelerator
         self.every = config.logging.every
+        self.kinds = config.kinds if config.joint else ()
         self.buckets = config.logging.timestep_buckets
         self.global_batch = global_batch
         self.enabled = self.every > 0
@@ -42,15 +44,21 @@ class Monitor:
         self.micro_steps = 0
         self.bucket_sum = torch.zeros(self.buckets, device=device)
         self.bucket_count = torch.zeros(self.buckets, device=device)
+        # Per operator of a joint run: loss sum and micro-steps.
+        self.kind_sum = torch.zeros(2 * len(self.kinds), device=device)
         self.grad_norms = []
         self.since = time.perf_counter()
         self.steps = 0
 
-    def record(self, loss: torch.Tensor, details: dict) -> None:
+    def record(self, loss: torch.Tensor, details: dict, kind: str | None = None) -> None:
         if not self.enabled:
             return
         self.loss_sum += loss.detach().float()
         self.micro_steps += 1
+        if kind is not None:
+            i = self.kinds.index(kind)
+            self.kind_sum[2 * i] += loss.detach().float()
+            self.kind_sum[2 * i + 1] += 1
         bucket = (details["t"].to(self.bucket_sum.device) * self.buckets // NUM_TRAIN_TIMESTEPS).clamp_max(
             self.buckets - 1
         )
@@ -73,11 +81,13 @@ class Monitor:
                 torch.tensor([float(self.micro_steps)], device=acc.device),
                 self.bucket_sum,
                 self.bucket_count,
+                self.kind_sum,
             ]
         )
         totals = acc.reduce(totals, reduction="sum") if acc.num_processes > 1 else totals
         loss = (totals[0] / totals[1].clamp_min(1)).item()
-        sums, counts = totals[2 : 2 + self.buckets], totals[2 + self.buckets :]
+        sums, counts = totals[2 : 2 + self.buckets], totals[2 + self.buckets : 2 + 2 * self.buckets]
+        kind_sums = totals[2 + 2 * self.buckets :].view(-1, 2)
         values = {
             "train/loss": loss,
             "train/lr": lr,
@@ -85,6 +95,9 @@ class Monitor:
         }
         if self.grad_norms:
             values["train/grad_norm"] = torch.stack(self.grad_norms).mean().item()
+        for kind, (total, count) in zip(self.kinds, kind_sums.tolist()):
+            if count > 0:
+                values[f"train/loss/{kind}"] = total / count
         width = NUM_TRAIN_TIMESTEPS // self.buckets
         for i in range(self.buckets):
             if counts[i] > 0:
@@ -96,7 +109,7 @@ class Monitor:
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         self._reset()
 
-    def log_images(self, images, step: int) -> None:
+    def log_images(self, images, step: int, tag: str = "") -> None:
         if not self.enabled:
             return
         try:
@@ -104,15 +117,18 @@ class Monitor:
         except Exception:  # no tensorboard tracker configured
             return
         array = np.stack([np.asarray(im.convert("RGB").resize(images[0].size)) for im in images])
-        tracker.log_images({"validation/rendered": array}, step=step, dataformats="NHWC")
+        tracker.log_images({f"validation/rendered{tag}": array}, step=step, dataformats="NHWC")
 
 
 class Validator:
-    """Samples the operator on held-out (or the first) pairs; logs cosine to the target; renders when it can."""
+    """Samples the operator on held-out (or the first) pairs; logs cosine to the target; renders when it can.
+    `tag` ends the names it logs (a joint run validates each operator: "/<kind>")."""
 
-    def __init__(self, accelerator, config: TrainConfig, spec: OperatorSpec, train_pairs: Pairs, renderer=None):
+    def __init__(
+        self, accelerator, config: TrainConfig, spec: OperatorSpec, train_pairs: Pairs, renderer=None, tag: str = ""
+    ):
         v = config.validation
-        self.accelerator, self.config, self.spec = accelerator, config, spec
+        self.accelerator, self.config, self.spec, self.tag = accelerator, config, spec, tag
         pairs = Pairs.load(v.data) if v.data else train_pairs
         if pairs.kind != spec.name:
             raise ValueError(f"validation.data holds {pairs.kind!r} pairs, the run trains {spec.name!r}")
@@ -121,7 +137,7 @@ class Validator:
         if renderer is None and v.renderer:
             renderer = load_renderer(v.renderer)
         self.renderer = renderer
-        self.folder = Path(config.output_dir) / "validation"
+        self.folder = Path(config.output_dir) / "validation" / tag.strip("/")
         self.history: list[dict] = []
 
     @torch.no_grad()
@@ -143,13 +159,13 @@ class Validator:
             )
             target = self.batch.target.to(out.device)
             cosine = torch.nn.functional.cosine_similarity(out.float(), target.float(), dim=-1).mean().item()
-            record = {"val/cosine_to_target": cosine}
+            record = {f"val/cosine_to_target{self.tag}": cosine}
             self.history.append(dict(record, step=step))
             acc.log(record, step=step)
             if self.renderer is not None:
                 images = self.renderer.render(out[:MAX_RENDERED].cpu())
                 self._save_strip(images, step)
-                monitor.log_images(images, step)
+                monitor.log_images(images, step, self.tag)
             model.train(was_training)
         acc.wait_for_everyone()
 
