@@ -24,14 +24,15 @@ def _cli():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The quick demo, once per test session (about a minute on 2 cores); several tests read its output.
+# The quick demo, once per test session (about a minute on 2 cores), with the joint model beside the separate
+# operators; several tests read its output.
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     from pops.demo import quick_config, run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    config = quick_config(out=out, progress=False)
+    config = quick_config(out=out, progress=False, joint=True)
     return config, run_demo(config)
 
 
@@ -51,9 +52,47 @@ def test_quick_demo_beats_averaging_on_held_out_combinations(quick_demo):
         method = "pops" if registry == result.guidance[kind] else f"pops g={registry:g}"
         assert table.get(kind, method).n == pops.n
     assert table.get("instruct (synonyms)", "pops").n > 0
-    assert sorted(result.trained) == sorted(config.operators)
+    assert sorted(result.trained) == sorted([*config.operators, "joint"])
     assert result.encoded > 0
     assert result.workers == 2  # operators trained and evaluated two at a time
+
+
+@pytest.mark.slow
+def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_demo, tmp_path):
+    """One prior for all five operators, trained on all their pairs in the same total steps: every one of its
+    operators beats averaging on held-out combinations; its one folder serves `pops apply` and equations."""
+    from pops.models_folder import ModelSet
+
+    config, result = quick_demo
+    table = result.table
+    for row in (*config.operators, "instruct (synonyms)"):
+        joint, averaging = table.get(row, "pops joint"), table.get(row, "averaging")
+        assert joint.runs == config.eval_seeds and joint.n == table.get(row, "pops").n
+        assert joint.top1 > averaging.top1, f"{row}: joint {joint.top1:.2f} vs averaging {averaging.top1:.2f}"
+    assert set(result.joint_guidance) == set(config.operators)
+    assert set(result.joint_guidance.values()) <= set(config.guidance_candidates)
+    folder = config.out / "operators" / "joint"
+    record = json.loads((folder / "demo_training.json").read_text())
+    assert record["settings"]["max_steps"] == config.steps * len(config.operators)
+    assert set(record["validation_top1"]) == set(config.operators)  # guidance chosen per operator on validation
+    page = result.report.read_text()
+    assert "One model for all operators" in page and "pOps joint · retrieval" in page
+    # The models folder keeps the separate operators by name; the joint folder offers its own five.
+    assert ModelSet(config.out).where("scene").endswith("scene")
+    joint = ModelSet(folder)
+    assert joint.available() == list(config.operators)
+    assert joint.operator("scene").guidance_scale == result.joint_guidance["scene"]
+    pictures = sorted((config.out / "assets").glob("*.png"))
+    obj = next(p for p in pictures if p.stem in config.world["shapes"])
+    tex = next(p for p in pictures if p.stem in config.world["textures"])
+    place = next(p for p in pictures if p.stem in config.world["scenes"])
+    out = tmp_path / "joint.safetensors"
+    cli = runner.invoke(_cli(), ["apply", "-m", str(folder), "--kind", "texturing", str(obj), str(tex), "-o", str(out)])
+    assert cli.exit_code == 0, cli.output
+    equation = f"scene(texturing({obj}, {tex}), {place})"
+    cli = runner.invoke(_cli(), ["apply", equation, "--models", str(folder), "--out", str(tmp_path / "eq")])
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "eq" / "output.safetensors").is_file()
 
 
 @pytest.mark.slow

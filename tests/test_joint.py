@@ -196,9 +196,8 @@ def test_round_robin_steps_and_exact_resume(world_pairs, tmp_path):
     """Step s trains operator s mod n, each from its own stream position; a resumed joint run equals the whole."""
     from pops.train import Trainer, config_from_dict, train
 
-    whole = Trainer(
-        config_from_dict(joint_settings(tmp_path / "a", checkpoint={"every": 7, "total_limit": 10, "at_end": True})), pairs=world_pairs
-    )
+    settings = joint_settings(tmp_path / "a", checkpoint={"every": 7, "total_limit": 10, "at_end": True})
+    whole = Trainer(config_from_dict(settings), pairs=world_pairs)
     start = copy.deepcopy(whole.model)
     weights = {k: v.clone() for k, v in whole.run().state_dict().items()}
     state = json.loads((tmp_path / "a" / "checkpoints" / "checkpoint_50" / "train_state.json").read_text())

@@ -165,6 +165,7 @@ def joint_settings(config, kinds) -> dict:
     each, and their steps together (each optimiser step one operator's batch, in turn)."""
     settings = training_settings(config, kinds[0])
     settings.update(
+        data=None,  # the pairs are given in memory, one set per operator
         operators=list(kinds),
         max_steps=config.steps * len(kinds),
         output_dir=str(config.out / "operators" / JOINT_FOLDER),
