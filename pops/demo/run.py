@@ -148,7 +148,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
         renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
         chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
-        trained = [r["kind"] for r in (*results, *([joint] if joint else [])) if r["fresh"]]
+        every_job = [*results, *([joint] if joint else [])]
+        trained = [r["kind"] for r in every_job if r["fresh"]]
         summary = {
             "world": world.summary(),
             "encoder": encoder.encoder_id,
@@ -160,7 +161,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,
-            "operator_seconds": {r["kind"]: r["seconds"] for r in (*results, *([joint] if joint else []))},
+            "operator_seconds": {r["kind"]: r["seconds"] for r in every_job},
             "config": config.to_dict(),
         }
         report = write_report(

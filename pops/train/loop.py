@@ -100,8 +100,8 @@ def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
         data = ", ".join(f"{k}: {Path(v).name}" for k, v in config.data.items())
     else:
         data = Path(config.data).name if config.data else "in memory"
-    rows = [("operators", f"{', '.join(config.kinds)} (one prior; each step one operator's batch, in turn)")]
-    rows = rows if config.joint else []
+    joint = f"{', '.join(config.kinds)} (one prior; each step one operator's batch, in turn)"
+    rows = [("operators", joint)] if config.joint else []
     rows += [
         ("init", config.init if config.init != "kandinsky" else f"kandinsky ({config.kandinsky_prior})"),
         ("data", data),
