@@ -92,6 +92,9 @@ class OperatorSpec:
     # evaluating the operator (the costliest start first, so worker processes finish together).
     train_per_class: int = 1
     quick_train_per_class: int = 1
+    # ... and how many training-only combinations its world adds (procedural objects, further outfits; see
+    # pops.world.WorldConfig.training_only); --quick draws a quarter of them.
+    training_only: int = 0
     job_cost: float = 1.0
 
     @property
@@ -124,8 +127,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="texturing",
             stream_id=1,
             aliases=("texture",),
-            # measured: held-out top-1 0.78 -> 0.87 from 1 to 3 samples per class
-            train_per_class=3,
+            # one sample per named combination, and 576 procedural objects (the cost of 3 per combination)
+            train_per_class=1,
+            training_only=576,
             job_cost=3.0,
         ),
         OperatorSpec(
@@ -150,7 +154,8 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="scene",
             stream_id=3,
             # the object input shares the target's jitter: more samples per class
-            train_per_class=3,
+            train_per_class=1,
+            training_only=320,
             quick_train_per_class=2,
             job_cost=2.0,
         ),
@@ -167,7 +172,8 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="instruct",
             stream_id=4,
             extra_test_splits=("test_synonyms",),
-            train_per_class=2,
+            train_per_class=1,
+            training_only=240,
             quick_train_per_class=2,
             # two test sets
             job_cost=5.0,
@@ -185,7 +191,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             stream_id=5,
             aliases=("compose", "clothes"),
             # few classes, many inputs
-            train_per_class=8,
+            # one sample per candidate training outfit, and 672 further outfits (the cost of 8 per outfit)
+            train_per_class=1,
+            training_only=672,
             quick_train_per_class=2,
             # 16 tokens
             job_cost=4.0,

@@ -18,6 +18,11 @@ def default_train_per_class(quick: bool = False) -> dict[str, int]:
     return {k: s.quick_train_per_class if quick else s.train_per_class for k, s in REGISTRY.items()}
 
 
+def default_training_only(quick: bool = False) -> dict[str, int]:
+    """Training-only combinations per operator (procedural objects, further outfits), from its registry entry."""
+    return {k: s.training_only // 4 if quick else s.training_only for k, s in REGISTRY.items() if s.training_only}
+
+
 @dataclass
 class DemoConfig:
     """Everything that decides what the demo computes. The defaults are the full demo (whole world)."""
@@ -37,6 +42,7 @@ class DemoConfig:
     # classes). The paper's scales (8 for texturing and union) suit its billion-parameter priors; these small ones
     # trained in seconds over-extrapolate there (measured: union held-out top-1 0.06 at 8, 0.94 at 3).
     validation_fraction: float = 0.1
+    validation_per_class: int = 4  # fresh samples per validation class (0: the training samples of those classes)
     guidance_candidates: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 8.0)
     # The operator network: a PriorTransformer in the compact layout, `width` = heads x 64.
     width: int = 256
@@ -103,7 +109,9 @@ class DemoConfig:
             raise ValueError("guidance_candidates must be scales >= 1")
 
     def world_config(self):
-        return WorldConfig(seed=self.seed, image_size=self.image_size, **self.world)
+        world = dict(self.world)
+        world["training_only"] = {**default_training_only(self.quick), **world.get("training_only", {})}
+        return WorldConfig(seed=self.seed, image_size=self.image_size, **world)
 
     def to_dict(self) -> dict:
         d = asdict(self)
