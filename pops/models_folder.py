@@ -3,12 +3,14 @@ run on, read lazily. Every part is optional:
 
     MODELS/
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
-      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers)
+      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers):
+                                 retrieval or decoder (embedded world), kandinsky, ipadapter, ipadapter-depth (real)
       renderer/<type>/           or several, one per type; also renderers/<type>/
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
 `MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up).
-Operators load once and share one image/text encoder per distinct encoder config.
+Operators load once and share one image/text encoder per distinct encoder config. `device`/`dtype` place the
+operators, their CLIP encoders and the real renderers (None: each part's own default, cuda when available).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from pops.registry import REGISTRY
 from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
-# `auto` prefers the decoder (it draws new pictures) over retrieval (it shows the nearest gallery picture).
-AUTO_ORDER = ("decoder", "retrieval")
+# `auto` prefers renderers that draw new pictures: the real stack's (a folder that holds one is a real models
+# folder), then the decoder, then retrieval (it shows the nearest gallery picture); the depth renderer needs input A
+# to be a picture, so it comes last.
+AUTO_ORDER = ("kandinsky", "ipadapter", "decoder", "retrieval", "ipadapter-depth")
 RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
 
 
@@ -84,7 +88,11 @@ class ModelSet:
         operators: dict[str, Any] | None = None,
         image_encoder: Any = None,
         renderer: Any = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        cpu_offload: bool | None = None,
     ):
+        self.device, self.dtype, self.cpu_offload = device, dtype, cpu_offload
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise FileNotFoundError(f"models folder not found: {self.root}")
@@ -142,6 +150,11 @@ class ModelSet:
             from pops.operator import Operator  # diffusers: only once an operator is actually loaded
 
             op = Operator.from_pretrained(folder)
+            if self.device is not None or self.dtype is not None:
+                from pops.devices import resolve_device, resolve_dtype
+
+                device = resolve_device(self.device)
+                op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
@@ -156,7 +169,7 @@ class ModelSet:
     def _shared_encoder(self, config: dict):
         key = digest(config)
         if key not in self._encoders:
-            self._encoders[key] = load_encoder(config)
+            self._encoders[key] = load_encoder(config, device=self.device, dtype=self.dtype)
         return self._encoders[key]
 
     def fingerprint(self, kind: str) -> str | None:
@@ -224,7 +237,7 @@ class ModelSet:
                 f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
-        return load_renderer(found[name])
+        return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
 
     def asset_dirs(self) -> list[Path]:
         return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []

@@ -55,7 +55,9 @@ def apply(
         help="Output embeddings (.safetensors), or a folder for equations.",
     ),
     render: str = typer.Option(
-        "auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."
+        "auto",
+        help="Equations: render with the models folder's renderer (auto, retrieval, decoder, kandinsky, ipadapter, "
+        "ipadapter-depth) or none.",
     ),
     step_seed: list[str] | None = typer.Option(
         None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."

@@ -27,7 +27,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. The default is reachable from this machine only."),
     port: int = typer.Option(7860, help="Port to listen on."),
     renderer: str = typer.Option(
-        "auto", help="Default renderer: auto (decoder if saved, else retrieval), retrieval, decoder or none."
+        "auto",
+        help="Default renderer: auto (a saved kandinsky or ipadapter renderer, else the decoder, else retrieval), "
+        "retrieval, decoder, kandinsky, ipadapter, ipadapter-depth or none.",
     ),
     max_file_size: str = typer.Option("10mb", help="Largest upload accepted, e.g. 10mb or 500kb."),
     queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pops.equation.record import (
     check_inputs_unchanged,
+    check_renderable,
     output_folder,
     parse_step_seeds,
     read_record,
@@ -65,6 +66,7 @@ def run_equation_cli(
     out = output_folder(out_dir)
     runner = EquationRunner(models_dir, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
+    check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)
     result = runner.run(
         plan,

@@ -25,7 +25,7 @@ from pops.equation.ast import File, children
 from pops.equation.errors import EquationError
 from pops.equation.parser import parse
 from pops.equation.printer import quote
-from pops.equation.record import render_steps, step_picture, write_result
+from pops.equation.record import check_renderable, render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
 from pops.models_folder import RENDERER_CHOICES
 from pops.registry import REGISTRY
@@ -203,6 +203,7 @@ class Backend:
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
             self._check_files(plan, inputs, runner.models.asset_dirs())
+            check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
                 plan,
