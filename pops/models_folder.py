@@ -159,6 +159,8 @@ class ModelSet:
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
             for modality in ("image", "text"):
+                if not any(slot.kind == modality for slot in op.spec.slots):  # image or text
+                    continue  # (a texturing operator that names a text encoder never needs it: not loaded)
                 attribute = getattr(type(op), f"{modality}_encoder", None)
                 settable = not isinstance(attribute, property) or attribute.fset is not None
                 if configs.get(modality) and settable:

@@ -45,6 +45,7 @@ class Operator:
         training: dict | None = None,
         sampler: str = "unclip",
         num_inference_steps: int = 25,
+        source: dict | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -57,6 +58,9 @@ class Operator:
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
         self.training = training
+        # Where imported weights came from ({"checkpoint", "base", "license", "paper", …}, pops.released): saved with
+        # the operator and shown in its model card.
+        self.source = source
         # The sampler `sample` uses when none is named (pops.sampler.SAMPLERS): the reference's unless the operator
         # was made for another (saved with it).
         get_sampler(sampler)
@@ -102,6 +106,7 @@ class Operator:
                 training=config.get("training"),
                 sampler=config.get("sampler", "unclip"),
                 num_inference_steps=config.get("num_inference_steps", 25),
+                source=config.get("source"),
             )
         else:
             if checkpoint is not None:
@@ -124,7 +129,9 @@ class Operator:
             op.model.to(torch_dtype)
         return op
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write the operator folder; `dtype` (e.g. torch.float16) stores the weights in that precision, half the
+        size of float32 (they load back as float32)."""
         config = dict(
             kind=self.spec.name,
             guidance_scale=self.guidance_scale,
@@ -134,11 +141,13 @@ class Operator:
         )
         if self.training is not None:
             config["training"] = self.training
+        if self.source is not None:
+            config["source"] = self.source
         if self.sampler != "unclip":
             config["sampler"] = self.sampler
         if self.num_inference_steps != 25:
             config["num_inference_steps"] = self.num_inference_steps
-        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
+        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card(), dtype=dtype)
         return Path(folder)
 
     def to(self, device=None, dtype=None) -> Operator:
