@@ -9,6 +9,9 @@ run on, read lazily. Every part is optional:
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
 `MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up).
+`MODELS` = `pOpsPaper/operators` (the hub repo, when no such local folder exists) is the paper's released
+operators on the Kandinsky 2.2 prior, downloaded on first use, with the real renderers from their hub ids
+(`ReleasedModels`).
 Operators load once and share one image/text encoder per distinct encoder config. `device`/`dtype` place the
 operators, their CLIP encoders and the real renderers (None: each part's own default, cuda when available).
 """
@@ -22,9 +25,9 @@ from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
-from pops.reference import OPERATOR_CONFIG_NAME
+from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, RELEASED_KINDS, RELEASED_OPERATORS
 from pops.registry import REGISTRY
-from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
+from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
 # `auto` prefers renderers that draw new pictures: the real stack's (a folder that holds one is a real models
@@ -112,6 +115,8 @@ class ModelSet:
         if isinstance(models, ModelSet):
             return models
         if isinstance(models, (str, os.PathLike)):
+            if str(models) == RELEASED_OPERATORS and not Path(models).is_dir():
+                return ReleasedModels()
             return cls(models)
         if isinstance(models, dict):
             return cls(operators=models)
@@ -142,14 +147,17 @@ class ModelSet:
             return f"no {kind!r} operator was given"
         return f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME})"
 
+    def _load_operator(self, kind: str):
+        folder = find_operator_dir(self.root, kind) if self.root else None
+        if folder is None:
+            raise FileNotFoundError(self.missing_message(kind))
+        from pops.operator import Operator  # diffusers: only once an operator is actually loaded
+
+        return Operator.from_pretrained(folder)
+
     def operator(self, kind: str):
         if kind not in self._operators:
-            folder = find_operator_dir(self.root, kind) if self.root else None
-            if folder is None:
-                raise FileNotFoundError(self.missing_message(kind))
-            from pops.operator import Operator  # diffusers: only once an operator is actually loaded
-
-            op = Operator.from_pretrained(folder)
+            op = self._load_operator(kind)
             if self.device is not None or self.dtype is not None:
                 from pops.devices import resolve_device, resolve_dtype
 
@@ -241,5 +249,70 @@ class ModelSet:
             )
         return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
 
+    def location(self) -> str | None:
+        """Where the models are, as a record names them (and `--replay` finds them again)."""
+        return str(self.root.resolve()) if self.root is not None else None
+
     def asset_dirs(self) -> list[Path]:
         return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []
+
+
+# The real renderers, from the reference's hub ids; `auto` draws with Kandinsky 2.2, the paper's main renderer.
+REAL_RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
+
+
+class ReleasedModels(ModelSet):
+    """The paper's released operators (hub repo `repo`, models/<kind>/learned_prior.pth) on the Kandinsky 2.2 prior
+    `base`, and the real renderers from their hub ids: a models folder that is not on disk. Each operator is
+    downloaded (once, into the hub cache) and loaded when first used; offline, a one-line error names the model."""
+
+    def __init__(self, repo: str = RELEASED_OPERATORS, *, base: str = KANDINSKY_PRIOR, **placement):
+        super().__init__(None, **placement)
+        self.repo, self.base = repo, base
+
+    def where(self, kind: str) -> str:
+        from pops.released import released_checkpoint
+
+        return "memory" if kind in self._memory else released_checkpoint(kind, self.repo)
+
+    def available(self) -> list[str]:
+        return [k for k in REGISTRY if k in RELEASED_KINDS or k in self._operators]
+
+    def missing_message(self, kind: str) -> str:
+        return f"the paper released no {kind!r} operator (released: {', '.join(RELEASED_KINDS)})"
+
+    def _load_operator(self, kind: str):
+        from pops.released import load_released
+
+        if kind not in RELEASED_KINDS:
+            raise FileNotFoundError(self.missing_message(kind))
+        return load_released(self.where(kind), kind=kind, base=self.base)
+
+    def fingerprint(self, kind: str) -> str | None:
+        """The released file (as cached: path, size, time) on its base: a new upload is a new identity."""
+        if kind in self._memory:
+            return None
+        from pops.checkpoints import resolve_file
+
+        path = resolve_file(self.where(kind))  # downloads it now if needed (it is about to be loaded anyway)
+        stat = path.stat()
+        return digest(self.repo, kind, self.base, str(path), stat.st_size, stat.st_mtime_ns, length=16)
+
+    def renderer_names(self) -> list[str]:
+        return [n for n in self._renderers if n == "given"] + list(REAL_RENDERERS)
+
+    def _saved_renderer(self, name: str):
+        if name == "none":
+            return None
+        name = "kandinsky" if name == "auto" else name
+        if name not in REAL_RENDERERS:
+            raise FileNotFoundError(
+                f"the released models have no {name!r} renderer; choose one of {', '.join(REAL_RENDERERS)}"
+            )
+        return build_renderer(name, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+
+    def location(self) -> str:
+        return self.repo
+
+    def asset_dirs(self) -> list[Path]:
+        return []

@@ -207,3 +207,80 @@ def test_pops_eval_scores_the_imported_operators_of_a_real_models_folder(hub, tm
     result = run_cli("eval", "--models", models, "--data", tmp_path / "data", "--seeds", 1, "--steps", 2)
     assert result.exit_code == 0, result.output
     assert "union" in result.output and "averaging" in result.output
+
+
+# ----- one command from pictures to pictures -------------------------------------------------------------------------
+def test_an_operator_name_and_pictures_become_an_equation():
+    from pops.equation.cli import call_equation
+
+    assert call_equation("texturing", ["object.jpg", "texture.jpg"]) == "texturing(object.jpg, texture.jpg)"
+    assert call_equation("texture", ["my photos/a b.png", "-"]) == 'texture(@"my photos/a b.png", _)'
+    assert call_equation("instruct", ["cat.png", "golden"]) == 'instruct(cat.png, "golden")'
+
+
+def test_apply_an_operator_by_name_offline_is_one_line_naming_the_hub_id(tmp_path, monkeypatch):
+    from pops.models_folder import ModelSet, ReleasedModels
+
+    monkeypatch.chdir(tmp_path)
+    for name, image in zip("ab", random_images(2)):
+        image.save(tmp_path / f"{name}.png")
+    assert isinstance(ModelSet.coerce("pOpsPaper/operators"), ReleasedModels)
+    for render, hub_id in (("kandinsky", "kandinsky-community/kandinsky-2-2-decoder"), ("none", "kandinsky-2-2-prior")):
+        start = time.monotonic()
+        result = run_cli("apply", "texturing", "a.png", "b.png", "--render", render, "-n", 4, "-o", tmp_path / "out")
+        assert result.exit_code != 0 and hub_id in result.output and "--local-dir" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and time.monotonic() - start < 5
+        assert not (tmp_path / "out").exists()
+
+
+def test_apply_an_operator_by_name_on_a_models_folder_writes_pictures_and_a_record_that_replays(hub, tmp_path):
+    models = tmp_path / "real"
+    decoder = hub / "kandinsky-2-2-decoder"
+    args = ["--base", hub / "kandinsky-2-2-prior", "--checkpoints", hub / "operators", "--operator", "texturing"]
+    args += ["--set", f"decoder={decoder}", "--set", "num_inference_steps=2", "--set", f"size={SIZE}"]
+    assert run_cli("models", "real", models, *args).exit_code == 0
+    for name, image in zip("ab", random_images(2, seed=8)):
+        image.save(tmp_path / f"{name}.jpg")
+    out = tmp_path / "out"
+    obj, texture = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    result = run_cli(
+        "apply", "texturing", obj, texture, "--models", models, "--render", "kandinsky", "-n", 2, "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "record.json").read_text())
+    assert record["equation"] == f"texturing({obj}, {texture})" and record["renderer"] == "kandinsky"
+    assert record["outputs"]["images"] == ["output_0.png", "output_1.png"]
+    from pops.embeddings_io import load_embeddings
+
+    assert load_embeddings(out / "output.safetensors")[0].shape == (2, 32)
+    again = run_cli("apply", "--replay", out / "record.json", "-o", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    for name in ("output.safetensors", "output_0.png", "output_1.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
+    result = run_cli("apply", "texturing", obj, "--models", models, "-o", tmp_path / "short")  # one input missing
+    assert result.exit_code != 0 and "texturing takes 2 inputs, got 1" in result.output
+
+
+def test_released_models_from_local_copies_run_an_equation_and_record_where_they_came_from(hub, tmp_path):
+    from pops.equation.runner import EquationRunner
+    from pops.models_folder import ReleasedModels
+
+    models = ReleasedModels(str(hub / "operators"), base=str(hub / "kandinsky-2-2-prior"))
+    assert models.available() == ["texturing", "union", "scene", "instruct"]
+    assert models.renderer_name() == "kandinsky" and "decoder" not in models.renderer_names()
+    for name, image in zip("ab", random_images(2, seed=3)):
+        image.save(tmp_path / f"{name}.png")
+    runner = EquationRunner(models)
+    result = runner.run(f"texture({tmp_path / 'a.png'}, {tmp_path / 'b.png'})", num_inference_steps=3)
+    assert result.output.shape == (1, 32)
+    assert result.record["models"] == str(hub / "operators")
+    assert result.record["operators"]["texturing"].endswith("models/texturing/learned_prior.pth")
+    direct = Operator.from_pretrained(hub / "kandinsky-2-2-prior", checkpoint=models.where("texturing"))
+    assert torch.equal(
+        models.operator("texturing").model.state_dict()["prior.proj_in.weight"],
+        direct.model.state_dict()["prior.proj_in.weight"],
+    )
+    with pytest.raises(FileNotFoundError, match="released no 'composition'"):
+        models.operator("composition")
+    with pytest.raises(FileNotFoundError, match="no 'decoder' renderer"):
+        models.renderer("decoder")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pops.cli.app import app, fail, run_or_fail
+from pops.reference import RELEASED_OPERATORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
@@ -19,12 +20,18 @@ def apply(
         help="One input per slot of the operator, in slot order: an embedding file (.safetensors/.pt, e.g. the "
         "output of an earlier `pops apply`), an image (when the operator carries an image encoder), a word for a text "
         "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, "
-        "b.png), c.png)'.",
+        "b.png), c.png)'. Or an operator's name then its inputs (texturing object.jpg texture.jpg): run and render "
+        "it like an equation, with the released operators unless --models DIR is given.",
     ),
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Operator folder written by save_pretrained (or `pops demo`)."
     ),
-    models: Path | None = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
+    models: Path | None = typer.Option(
+        None,
+        "--models",
+        help="Models folder (operators/<kind>/, renderers), for equations and for OPERATOR INPUT…; "
+        f"{RELEASED_OPERATORS} = the paper's released operators from the hub (the default for OPERATOR INPUT…).",
+    ),
     base: str | None = typer.Option(
         None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."
     ),
@@ -68,7 +75,21 @@ def apply(
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
-    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md)."""
+    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md). From pictures to
+    pictures in one command: `pops apply texturing object.jpg texture.jpg -n 4 -o out/` runs the paper's released
+    operator (from the hub, on the Kandinsky 2.2 prior, rendered by Kandinsky 2.2), or the one in --models DIR."""
+    if (
+        inputs
+        and model is None
+        and base is None
+        and checkpoint is None
+        and replay is None
+        and _names_operator(inputs[0])
+    ):
+        from pops.equation.cli import call_equation
+
+        inputs = [call_equation(inputs[0], inputs[1:])]
+        models = models or Path(RELEASED_OPERATORS)
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -108,6 +129,14 @@ def apply(
         out,
         sampler,
     )
+
+
+def _names_operator(text: str) -> bool:
+    """Whether a first input is an operator's name (texturing, texture, …) rather than a file."""
+    from pops.registry import REGISTRY
+
+    names = set(REGISTRY) | {alias for spec in REGISTRY.values() for alias in spec.aliases}
+    return text in names and not Path(text).exists()
 
 
 def _check_operator_options(model, base, checkpoint, num_samples: int, steps: int, out: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pops.cli.app import app, fail
+from pops.reference import RELEASED_OPERATORS
 
 
 @app.command()
@@ -45,7 +46,7 @@ def serve(
         fail("--queue-size must be at least 1")
     models = list(models or [Path("outputs/demo")])
     for folder in models:
-        if not folder.is_dir():
+        if not folder.is_dir() and str(folder) != RELEASED_OPERATORS:  # the released operators, from the hub
             typer.echo(f"warning: models folder {folder} does not exist yet", err=True)
     from pops.ui import serve as run_server
 

@@ -93,6 +93,29 @@ def run_equation_cli(
     return result
 
 
+DROP_WORDS = ("-", "none", "_")
+
+
+def call_equation(name: str, inputs: list[str]) -> str:
+    """`pops apply texturing a.jpg b.jpg` as an equation: `texturing(a.jpg, b.jpg)` (paths quoted as needed; a
+    text slot's input is a word, '-'/'none'/'_' drops a slot). `name` is an operator or one of its short names."""
+    from pops.equation.ast import Call, Drop, File, Text
+    from pops.equation.printer import format_node
+    from pops.equation.validate import operator_names
+    from pops.registry import get_spec
+
+    spec = get_spec(operator_names()[name])
+    args = []
+    for i, text in enumerate(inputs):
+        if text.lower() in DROP_WORDS:
+            args.append(Drop())
+        elif i < spec.num_slots and spec.slots[i].kind == "text":
+            args.append(Text(text))
+        else:
+            args.append(File(text))
+    return format_node(Call(name, tuple(args)))
+
+
 def _echo(message: str) -> None:
     import typer  # the CLI's printer; this module is also imported without the CLI
 

@@ -258,7 +258,7 @@ class EquationRunner:
             "layout": layout,
             "sampler": sampler,
             "base_dir": str(Path(base_dir).expanduser().resolve()) if base_dir is not None else str(Path.cwd()),
-            "models": str(self.models.root.resolve()) if self.models.root is not None else None,
+            "models": self.models.location(),
             "operators": {kind: self.models.where(kind) for kind in plan.operators},
             "files": files,
             "steps": [

@@ -95,6 +95,15 @@ def renderer_type(folder: str | Path) -> str | None:
     return None
 
 
+def build_renderer(type_name: str, **settings) -> Renderer:
+    """A real-stack renderer (kandinsky, ipadapter, ipadapter-depth) from settings alone (the reference's hub ids and
+    values where not given; pops.renderers.settings) — what a renderer folder holds, without the folder."""
+    from pops.renderers.settings import make_settings
+
+    checked = make_settings(type_name, {k: v for k, v in settings.items() if v is not None}, what=type_name)
+    return renderer_class(type_name).from_settings(checked)
+
+
 def load_renderer(folder: str | Path, *, device=None, dtype=None, cpu_offload: bool | None = None) -> Renderer:
     """The renderer saved in `folder`, loaded by the type its renderer.json names. `device`, `dtype` and
     `cpu_offload` (None: the folder's own settings) place the real stack's pipelines; the embedded renderers are

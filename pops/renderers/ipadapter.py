@@ -161,7 +161,13 @@ class IPAdapterRenderer:
     def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> IPAdapterRenderer:
         """Load a renderer folder (renderer.json of type "ipadapter", pops.renderers.settings); `device`, `dtype` and
         `cpu_offload` override its settings when given."""
-        s = read_renderer_folder(folder, "ipadapter", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        return cls.from_settings(
+            read_renderer_folder(folder, "ipadapter", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        )
+
+    @classmethod
+    def from_settings(cls, s) -> IPAdapterRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
         return cls.from_pretrained(
             s.base,
             ip_adapter=s.ip_adapter,

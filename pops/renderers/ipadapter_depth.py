@@ -148,7 +148,13 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
     def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> IPAdapterDepthRenderer:
         """Load a renderer folder (renderer.json of type "ipadapter-depth", pops.renderers.settings); `device`,
         `dtype` and `cpu_offload` override its settings when given. The structure comes with each render call."""
-        s = read_renderer_folder(folder, "ipadapter-depth", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        return cls.from_settings(
+            read_renderer_folder(folder, "ipadapter-depth", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        )
+
+    @classmethod
+    def from_settings(cls, s) -> IPAdapterDepthRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
         return cls.from_pretrained(
             s.base,
             controlnet=s.controlnet,

@@ -88,7 +88,13 @@ class KandinskyRenderer:
     def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> KandinskyRenderer:
         """Load a renderer folder (renderer.json of type "kandinsky", pops.renderers.settings); `device`, `dtype` and
         `cpu_offload` override its settings when given."""
-        s = read_renderer_folder(folder, "kandinsky", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        return cls.from_settings(
+            read_renderer_folder(folder, "kandinsky", device=device, dtype=dtype, cpu_offload=cpu_offload)
+        )
+
+    @classmethod
+    def from_settings(cls, s) -> KandinskyRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
         return cls.from_pretrained(
             s.decoder, prior=s.prior, device=s.device, dtype=s.dtype, cpu_offload=s.cpu_offload, **s.options()
         )
