@@ -90,3 +90,15 @@ def make_generator(seed: int, device: Any = "cpu"):
     import torch
 
     return torch.Generator(resolve_device(device)).manual_seed(int(seed))
+
+
+def check_placement(device: Any = None, dtype: Any = None, generator_device: Any = "cpu") -> None:
+    """The CLI's --device, --dtype and --generator-device, checked together before anything loads (one-line
+    ValueError): the devices must exist here, and noise drawn on a GPU needs the operators on a GPU."""
+    dev = resolve_device(device)
+    check_dtype_name(dtype)
+    gen = resolve_device(generator_device if generator_device is not None else "cpu")
+    if gen.type != "cpu" and dev.type != gen.type:
+        raise ValueError(
+            f"--generator-device {generator_device} draws the noise on the GPU: run there too (--device {gen.type})"
+        )

@@ -109,15 +109,15 @@ class ModelSet:
         self._encoders: dict[str, Any] = {}
 
     @classmethod
-    def coerce(cls, models: Any) -> ModelSet:
-        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of "
-        "them."""
+    def coerce(cls, models: Any, **placement) -> ModelSet:
+        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of
+        them. `placement` (device, dtype, cpu_offload) applies to a folder named here."""
         if isinstance(models, ModelSet):
             return models
         if isinstance(models, (str, os.PathLike)):
             if str(models) == RELEASED_OPERATORS and not Path(models).is_dir():
-                return ReleasedModels()
-            return cls(models)
+                return ReleasedModels(**placement)
+            return cls(models, **placement)
         if isinstance(models, dict):
             return cls(operators=models)
         if hasattr(models, "spec") and hasattr(models, "sample"):

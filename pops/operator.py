@@ -54,6 +54,7 @@ class Operator:
             raise ValueError(f"guidance_scale must be at least 1, got {guidance_scale}")
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
         self._encoders = {"image": image_encoder, "text": text_encoder}
+        self._placement: dict = {}  # device/dtype for encoders built later (set by `to`)
         self.encoder_configs = encoder_configs or {}
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
@@ -151,7 +152,9 @@ class Operator:
         return Path(folder)
 
     def to(self, device=None, dtype=None) -> Operator:
+        """Move the prior; encoders built after this (from `encoder_configs`) are placed there too."""
         self.model.to(device=device, dtype=dtype)
+        self._placement = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
         return self
 
     @property
@@ -172,7 +175,7 @@ class Operator:
 
     def _encoder(self, modality: str):
         if self._encoders[modality] is None and self.encoder_configs.get(modality):
-            self._encoders[modality] = load_encoder(self.encoder_configs[modality])
+            self._encoders[modality] = load_encoder(self.encoder_configs[modality], **self._placement)
         return self._encoders[modality]
 
     @property

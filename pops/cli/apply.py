@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
 from pops.reference import RELEASED_OPERATORS
 
@@ -72,6 +73,15 @@ def apply(
     replay: Path | None = typer.Option(
         None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."
     ),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
+    generator_device: str | None = typer.Option(
+        None,
+        "--generator-device",
+        help="Where the sampling noise is drawn: cpu (default; the same numbers on every machine) or cuda (the "
+        "reference's generator: on a GPU, the same seed gives the reference's samples). A replay keeps its record's.",
+    ),
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
@@ -90,6 +100,9 @@ def apply(
 
         inputs = [call_equation(inputs[0], inputs[1:])]
         models = models or Path(RELEASED_OPERATORS)
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype, generator_device)
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -111,6 +124,10 @@ def apply(
             sampler=sampler,
             step_seeds=step_seed,
             replay=replay,
+            device=device,
+            dtype=dtype,
+            cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
+            generator_device=generator_device,
         )
         return
     _check_operator_options(model, base, checkpoint, num_samples, steps, out)
@@ -128,6 +145,7 @@ def apply(
         layout,
         out,
         sampler,
+        (device, dtype, generator_device or "cpu"),
     )
 
 
@@ -152,9 +170,10 @@ def _check_operator_options(model, base, checkpoint, num_samples: int, steps: in
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None):
-    import torch
-
+def _apply(
+    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, place=()
+):
+    from pops.devices import make_generator, resolve_device, resolve_dtype
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
     from pops.reference import KANDINSKY_PRIOR
@@ -165,6 +184,10 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         op = Operator.from_pretrained(model)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
+    device, dtype, generator_device = place or (None, None, "cpu")
+    if device is not None or dtype is not None:
+        target = resolve_device(device)
+        op.to(device=target, dtype=resolve_dtype(dtype, target) if dtype else None)
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
@@ -177,7 +200,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         guidance_scale=guidance_scale,
         num_inference_steps=steps,
         batch_size=rows * num_samples,
-        generator=torch.Generator().manual_seed(seed),
+        generator=make_generator(seed, generator_device),
         layout=layout,
         progress=True,
         sampler=sampler,
@@ -193,7 +216,9 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         layout=layout,
         sampler=op.sampling(sampler, steps)[0],
     )
-    save_embeddings(out, output, meta)
+    if generator_device != "cpu":
+        meta["generator_device"] = generator_device
+    save_embeddings(out, output.float().cpu(), meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
 

@@ -17,7 +17,7 @@ from pops.equation.record import (
     write_result,
 )
 from pops.equation.runner import EquationRunner
-from pops.models_folder import check_renderer_choice
+from pops.models_folder import ModelSet, check_renderer_choice
 
 
 def run_equation_cli(
@@ -37,12 +37,17 @@ def run_equation_cli(
     cache_dir: str | Path | None = None,
     base_dir: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    cpu_offload: bool | None = None,
+    generator_device: str | None = None,
 ):
     """Run `expr` with the operators under `models_dir`, render it and write everything to `out_dir`.
 
     `replay`: a record.json from an earlier run; its equation, seeds and settings are used (`expr` must be None),
     `models_dir` may point the run at a moved models folder. Bad input raises ValueError / FileNotFoundError (the
-    CLI turns them into a one-line error). Returns the EquationResult.
+    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models_folder);
+    `generator_device` draws the noise there (a replay keeps its record's). Returns the EquationResult.
     """
     echo = echo or _echo
     check_renderer_choice(render)
@@ -59,12 +64,14 @@ def run_equation_cli(
         base_dir = record.get("base_dir")
         models_dir = models_dir or record.get("models")
         render = (record.get("renderer") or "none") if render == "auto" else render
+        generator_device = generator_device or record.get("generator_device", "cpu")
     if not expr or not expr.strip():
         raise ValueError("give an equation, e.g. 'scene(texture(chair.png, wood.png), beach.png)'")
     if models_dir is None:
         raise ValueError("give --models DIR: the folder holding the trained operators")
     out = output_folder(out_dir)
-    runner = EquationRunner(models_dir, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
+    models = ModelSet.coerce(models_dir, device=device, dtype=dtype, cpu_offload=cpu_offload)
+    runner = EquationRunner(models, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
     check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)
@@ -79,6 +86,7 @@ def run_equation_cli(
         base_dir=base_dir,
         progress=True,
         sampler=sampler,
+        generator_device=generator_device or "cpu",
     )
     pictures = render_steps(renderer, result, seed) if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
