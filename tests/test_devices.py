@@ -114,3 +114,30 @@ def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp
     assert torch.nn.functional.cosine_similarity(full, half).min() > 0.95
     result = run_cli("eval", "--models", tmp_path, "--dtype", "fp8")
     assert result.exit_code != 0 and "unknown dtype 'fp8'" in result.output
+
+
+def test_gpu_check_says_there_is_no_gpu_and_its_code_path_runs_at_toy_size(tmp_path):
+    """benchmarks/gpu_check.py refuses to measure without CUDA (status 2, one line); `--smoke` runs every section on
+    the CPU at toy sizes so the script a GPU session runs is known to work."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    script = root / "benchmarks" / "gpu_check.py"
+    if NO_CUDA:
+        done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and "no CUDA GPU on this machine" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    out = tmp_path / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, script, "--smoke", "--out", out], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True and results["device"] == "cpu (smoke)"
+    assert results["operator_call_seconds"]["generator: same seed same samples"] is True
+    assert set(results["training"]) >= {"compact batch 64", "padded batch 128"}
+    assert results["memory"]["render: seconds per step (4 pictures)"] > 0
