@@ -83,9 +83,12 @@ def _encoder_repo(base: str) -> str:
     return base if looks_like_hub_id(base) else str(Path(base).expanduser().resolve())
 
 
-def load_released(checkpoint: str | Path, *, kind: str | None = None, base: str = KANDINSKY_PRIOR):
-    """The released operator as an `Operator` (fp32), with its provenance in `op.source`. Hub ids are settled
-    first (a one-line error, at once, when one cannot be had)."""
+def load_released(
+    checkpoint: str | Path, *, kind: str | None = None, base: str = KANDINSKY_PRIOR, checksum: bool = True
+):
+    """The released operator as an `Operator` (fp32), with its provenance in `op.source` (`checksum`: with the
+    file's sha256, some seconds for 4 GB — what an imported folder records). Hub ids are settled first (a one-line
+    error, at once, when one cannot be had)."""
     from pops import checkpoints
     from pops.operator import Operator
 
@@ -103,7 +106,7 @@ def load_released(checkpoint: str | Path, *, kind: str | None = None, base: str 
         encoders["text"] = {"type": "clip-text", "repo": repo}
     source = {
         "checkpoint": str(checkpoint),
-        "sha256": file_digest(path),
+        "sha256": file_digest(path) if checksum else None,
         "license": RELEASED_LICENSE,
         "base": base,
         "base_is_hub_id": looks_like_hub_id(base),
