@@ -119,12 +119,15 @@ def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor
 
 
 # ----- our format ------------------------------------------------------------------------------------------------
-def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str) -> None:
-    """Write weights, config and model card; each file atomically."""
+def save_operator_folder(
+    folder: Path, model: PopsPrior, config: dict, card: str, *, dtype: torch.dtype | None = None
+) -> None:
+    """Write weights, config and model card; each file atomically. `dtype` stores the floating-point weights in
+    that precision (fp16/bf16 halve the file; loading upcasts to float32); the clip statistics stay exact."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        k: v.detach().contiguous().cpu()
+        k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
         for k, v in model.state_dict().items()
         if k.rsplit(".", 1)[-1] not in CLIP_STATS
     }

@@ -1,6 +1,7 @@
 """Files, written safely: one helper per job, used everywhere a file or folder is written or fingerprinted.
 
 * `atomic_write(path, write)`: readers never see a half-written file (write to a temporary beside it, fsync, rename).
+* `atomic_folder(out)`: build a folder as a hidden sibling and rename it into place: whole or absent.
 * `check_writable(folder, what)`: fail before any work when an output folder cannot be written.
 * `digest(*parts)`, `file_digest(path)`, `tensor_digest(tensors)`: sha256 fingerprints (hex).
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, **dumps) -> Path:
     dumps = {"indent": 2, **dumps}
     return atomic_write_text(path, json.dumps(obj, **dumps) + "\n")
+
+
+@contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """`with atomic_folder(out) as tmp:` write into `tmp`; on success it is renamed to `out`, on any error removed.
+
+    `out` must not exist or be an empty folder (FileExistsError otherwise, before anything is written).
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not an empty folder; choose another or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the folder gets the user's usual permissions (mkdtemp's are owner-only).
+    tmp = out.parent / f"{TEMP_PREFIX}{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.is_dir():
+            out.rmdir()  # empty (checked above); a rename cannot replace a folder on every system
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def is_temporary(path: Path) -> bool:

@@ -34,7 +34,16 @@ out = op.sample([{{ example }}], guidance_scale={{ guidance }})  # (B, {{ dim }}
 ```
 
 Or from the command line: `pops apply --model path/to/this/folder INPUT …`.
-{% if training %}
+{% if source %}
+## Source
+
+Released pOps weights imported with `pops models import`: the same function as the original checkpoint, in the
+pops folder format (safetensors). Cite the paper and keep the licences when you share this folder.
+
+| | |
+|---|---|
+{% for label, value in source %}| {{ label }} | {{ value }} |
+{% endfor %}{% endif %}{% if training %}
 ## Training
 
 Trained with `pops train` (accelerate).
@@ -45,10 +54,28 @@ Trained with `pops train` (accelerate).
 {% endfor %}{% endif %}"""
 
 
+# Rows of the Source table: key of `op.source` -> label.
+SOURCE_ROWS = (
+    ("checkpoint", "released checkpoint"),
+    ("sha256", "checkpoint sha256"),
+    ("license", "licence of the released weights"),
+    ("base", "base prior (supplies the clip statistics and the CLIP encoders)"),
+    ("base_license", "licence of the base prior"),
+    ("paper", "paper"),
+    ("weights_dtype", "weights stored as"),
+)
+
+
 def operator_card(op: Operator) -> str:
     cfg = op.model.prior.config
     spec = op.spec
-    data = ModelCardData(library_name="pops", tags=["pops", "diffusion-prior", f"pops-{spec.name}"])
+    source = op.source or {}
+    data = ModelCardData(
+        library_name="pops",
+        tags=["pops", "diffusion-prior", f"pops-{spec.name}"],
+        license=source.get("license"),
+        base_model=source.get("base") if source.get("base_is_hub_id") else None,
+    )
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
@@ -64,5 +91,6 @@ def operator_card(op: Operator) -> str:
         text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
         example=", ".join(s.name for s in spec.slots),
         training=(op.training or {}).get("rows") or [],
+        source=[(label, source[key]) for key, label in SOURCE_ROWS if source.get(key) is not None],
     )
     return str(card)

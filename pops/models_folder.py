@@ -3,12 +3,17 @@ run on, read lazily. Every part is optional:
 
     MODELS/
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
-      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers)
+      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers):
+                                 retrieval or decoder (embedded world), kandinsky, ipadapter, ipadapter-depth (real)
       renderer/<type>/           or several, one per type; also renderers/<type>/
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
 `MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up).
-Operators load once and share one image/text encoder per distinct encoder config.
+`MODELS` = `pOpsPaper/operators` (the hub repo, when no such local folder exists) is the paper's released
+operators on the Kandinsky 2.2 prior, downloaded on first use, with the real renderers from their hub ids
+(`ReleasedModels`).
+Operators load once and share one image/text encoder per distinct encoder config. `device`/`dtype` place the
+operators, their CLIP encoders and the real renderers (None: each part's own default, cuda when available).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
-from pops.reference import OPERATOR_CONFIG_NAME
+from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, RELEASED_KINDS, RELEASED_OPERATORS
 from pops.registry import REGISTRY
-from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
+from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
-# `auto` prefers the decoder (it draws new pictures) over retrieval (it shows the nearest gallery picture).
-AUTO_ORDER = ("decoder", "retrieval")
+# `auto` prefers renderers that draw new pictures: the real stack's (a folder that holds one is a real models
+# folder), then the decoder, then retrieval (it shows the nearest gallery picture); the depth renderer needs input A
+# to be a picture, so it comes last.
+AUTO_ORDER = ("kandinsky", "ipadapter", "decoder", "retrieval", "ipadapter-depth")
 RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
 
 
@@ -84,7 +91,11 @@ class ModelSet:
         operators: dict[str, Any] | None = None,
         image_encoder: Any = None,
         renderer: Any = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        cpu_offload: bool | None = None,
     ):
+        self.device, self.dtype, self.cpu_offload = device, dtype, cpu_offload
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise FileNotFoundError(f"models folder not found: {self.root}")
@@ -98,13 +109,15 @@ class ModelSet:
         self._encoders: dict[str, Any] = {}
 
     @classmethod
-    def coerce(cls, models: Any) -> ModelSet:
-        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of "
-        "them."""
+    def coerce(cls, models: Any, **placement) -> ModelSet:
+        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of
+        them. `placement` (device, dtype, cpu_offload) applies to a folder named here."""
         if isinstance(models, ModelSet):
             return models
         if isinstance(models, (str, os.PathLike)):
-            return cls(models)
+            if str(models) == RELEASED_OPERATORS and not Path(models).is_dir():
+                return ReleasedModels(**placement)
+            return cls(models, **placement)
         if isinstance(models, dict):
             return cls(operators=models)
         if hasattr(models, "spec") and hasattr(models, "sample"):
@@ -134,18 +147,28 @@ class ModelSet:
             return f"no {kind!r} operator was given"
         return f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME})"
 
+    def _load_operator(self, kind: str):
+        folder = find_operator_dir(self.root, kind) if self.root else None
+        if folder is None:
+            raise FileNotFoundError(self.missing_message(kind))
+        from pops.operator import Operator  # diffusers: only once an operator is actually loaded
+
+        return Operator.from_pretrained(folder)
+
     def operator(self, kind: str):
         if kind not in self._operators:
-            folder = find_operator_dir(self.root, kind) if self.root else None
-            if folder is None:
-                raise FileNotFoundError(self.missing_message(kind))
-            from pops.operator import Operator  # diffusers: only once an operator is actually loaded
+            op = self._load_operator(kind)
+            if self.device is not None or self.dtype is not None:
+                from pops.devices import resolve_device, resolve_dtype
 
-            op = Operator.from_pretrained(folder)
+                device = resolve_device(self.device)
+                op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
             for modality in ("image", "text"):
+                if not any(slot.kind == modality for slot in op.spec.slots):  # image or text
+                    continue  # (a texturing operator that names a text encoder never needs it: not loaded)
                 attribute = getattr(type(op), f"{modality}_encoder", None)
                 settable = not isinstance(attribute, property) or attribute.fset is not None
                 if configs.get(modality) and settable:
@@ -156,7 +179,7 @@ class ModelSet:
     def _shared_encoder(self, config: dict):
         key = digest(config)
         if key not in self._encoders:
-            self._encoders[key] = load_encoder(config)
+            self._encoders[key] = load_encoder(config, device=self.device, dtype=self.dtype)
         return self._encoders[key]
 
     def fingerprint(self, kind: str) -> str | None:
@@ -224,7 +247,72 @@ class ModelSet:
                 f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
-        return load_renderer(found[name])
+        return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+
+    def location(self) -> str | None:
+        """Where the models are, as a record names them (and `--replay` finds them again)."""
+        return str(self.root.resolve()) if self.root is not None else None
 
     def asset_dirs(self) -> list[Path]:
         return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []
+
+
+# The real renderers, from the reference's hub ids; `auto` draws with Kandinsky 2.2, the paper's main renderer.
+REAL_RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
+
+
+class ReleasedModels(ModelSet):
+    """The paper's released operators (hub repo `repo`, models/<kind>/learned_prior.pth) on the Kandinsky 2.2 prior
+    `base`, and the real renderers from their hub ids: a models folder that is not on disk. Each operator is
+    downloaded (once, into the hub cache) and loaded when first used; offline, a one-line error names the model."""
+
+    def __init__(self, repo: str = RELEASED_OPERATORS, *, base: str = KANDINSKY_PRIOR, **placement):
+        super().__init__(None, **placement)
+        self.repo, self.base = repo, base
+
+    def where(self, kind: str) -> str:
+        from pops.released import released_checkpoint
+
+        return "memory" if kind in self._memory else released_checkpoint(kind, self.repo)
+
+    def available(self) -> list[str]:
+        return [k for k in REGISTRY if k in RELEASED_KINDS or k in self._operators]
+
+    def missing_message(self, kind: str) -> str:
+        return f"the paper released no {kind!r} operator (released: {', '.join(RELEASED_KINDS)})"
+
+    def _load_operator(self, kind: str):
+        from pops.released import load_released
+
+        if kind not in RELEASED_KINDS:
+            raise FileNotFoundError(self.missing_message(kind))
+        return load_released(self.where(kind), kind=kind, base=self.base, checksum=False)  # nothing is saved
+
+    def fingerprint(self, kind: str) -> str | None:
+        """The released file (as cached: path, size, time) on its base: a new upload is a new identity."""
+        if kind in self._memory:
+            return None
+        from pops.checkpoints import resolve_file
+
+        path = resolve_file(self.where(kind))  # downloads it now if needed (it is about to be loaded anyway)
+        stat = path.stat()
+        return digest(self.repo, kind, self.base, str(path), stat.st_size, stat.st_mtime_ns, length=16)
+
+    def renderer_names(self) -> list[str]:
+        return [n for n in self._renderers if n == "given"] + list(REAL_RENDERERS)
+
+    def _saved_renderer(self, name: str):
+        if name == "none":
+            return None
+        name = "kandinsky" if name == "auto" else name
+        if name not in REAL_RENDERERS:
+            raise FileNotFoundError(
+                f"the released models have no {name!r} renderer; choose one of {', '.join(REAL_RENDERERS)}"
+            )
+        return build_renderer(name, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+
+    def location(self) -> str:
+        return self.repo
+
+    def asset_dirs(self) -> list[Path]:
+        return []

@@ -45,6 +45,7 @@ class Operator:
         training: dict | None = None,
         sampler: str = "unclip",
         num_inference_steps: int = 25,
+        source: dict | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -53,10 +54,14 @@ class Operator:
             raise ValueError(f"guidance_scale must be at least 1, got {guidance_scale}")
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
         self._encoders = {"image": image_encoder, "text": text_encoder}
+        self._placement: dict = {}  # device/dtype for encoders built later (set by `to`)
         self.encoder_configs = encoder_configs or {}
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
         self.training = training
+        # Where imported weights came from ({"checkpoint", "base", "license", "paper", …}, pops.released): saved with
+        # the operator and shown in its model card.
+        self.source = source
         # The sampler `sample` uses when none is named (pops.sampler.SAMPLERS): the reference's unless the operator
         # was made for another (saved with it).
         get_sampler(sampler)
@@ -102,6 +107,7 @@ class Operator:
                 training=config.get("training"),
                 sampler=config.get("sampler", "unclip"),
                 num_inference_steps=config.get("num_inference_steps", 25),
+                source=config.get("source"),
             )
         else:
             if checkpoint is not None:
@@ -124,7 +130,9 @@ class Operator:
             op.model.to(torch_dtype)
         return op
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write the operator folder; `dtype` (e.g. torch.float16) stores the weights in that precision, half the
+        size of float32 (they load back as float32)."""
         config = dict(
             kind=self.spec.name,
             guidance_scale=self.guidance_scale,
@@ -134,15 +142,19 @@ class Operator:
         )
         if self.training is not None:
             config["training"] = self.training
+        if self.source is not None:
+            config["source"] = self.source
         if self.sampler != "unclip":
             config["sampler"] = self.sampler
         if self.num_inference_steps != 25:
             config["num_inference_steps"] = self.num_inference_steps
-        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
+        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card(), dtype=dtype)
         return Path(folder)
 
     def to(self, device=None, dtype=None) -> Operator:
+        """Move the prior; encoders built after this (from `encoder_configs`) are placed there too."""
         self.model.to(device=device, dtype=dtype)
+        self._placement = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
         return self
 
     @property
@@ -163,7 +175,7 @@ class Operator:
 
     def _encoder(self, modality: str):
         if self._encoders[modality] is None and self.encoder_configs.get(modality):
-            self._encoders[modality] = load_encoder(self.encoder_configs[modality])
+            self._encoders[modality] = load_encoder(self.encoder_configs[modality], **self._placement)
         return self._encoders[modality]
 
     @property

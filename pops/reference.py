@@ -14,6 +14,12 @@ CONTROLNET_DEPTH = "diffusers/controlnet-depth-sdxl-1.0"
 DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
 FP16_FIX_VAE = "madebyollin/sdxl-vae-fp16-fix"  # the reference's VAE for the depth pipeline (fp16-safe)
 RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
+RELEASED_KINDS = ("texturing", "union", "scene", "instruct")
+RELEASED_CHECKPOINT = "models/{kind}/learned_prior.pth"  # inside RELEASED_OPERATORS (or a local copy of it)
+# Licences as the hub model cards state them; the operators' card names the paper.
+RELEASED_LICENSE = "mit"
+KANDINSKY_LICENSE = "apache-2.0"
+PAPER = "pOps: Photo-Inspired Diffusion Operators (Richardson, Alaluf, Mahdavi-Amiri, Cohen-Or), arXiv:2406.01300"
 
 # The prior's two condition layouts: the reference's 77 padded rows, or only the used rows (same function).
 LAYOUTS = ("compact", "padded")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
+from pops.reference import RELEASED_OPERATORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
@@ -19,12 +21,18 @@ def apply(
         help="One input per slot of the operator, in slot order: an embedding file (.safetensors/.pt, e.g. the "
         "output of an earlier `pops apply`), an image (when the operator carries an image encoder), a word for a text "
         "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, "
-        "b.png), c.png)'.",
+        "b.png), c.png)'. Or an operator's name then its inputs (texturing object.jpg texture.jpg): run and render "
+        "it like an equation, with the released operators unless --models DIR is given.",
     ),
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Operator folder written by save_pretrained (or `pops demo`)."
     ),
-    models: Path | None = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
+    models: Path | None = typer.Option(
+        None,
+        "--models",
+        help="Models folder (operators/<kind>/, renderers), for equations and for OPERATOR INPUT…; "
+        f"{RELEASED_OPERATORS} = the paper's released operators from the hub (the default for OPERATOR INPUT…).",
+    ),
     base: str | None = typer.Option(
         None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."
     ),
@@ -55,7 +63,9 @@ def apply(
         help="Output embeddings (.safetensors), or a folder for equations.",
     ),
     render: str = typer.Option(
-        "auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."
+        "auto",
+        help="Equations: render with the models folder's renderer (auto, retrieval, decoder, kandinsky, ipadapter, "
+        "ipadapter-depth) or none.",
     ),
     step_seed: list[str] | None = typer.Option(
         None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."
@@ -63,10 +73,36 @@ def apply(
     replay: Path | None = typer.Option(
         None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."
     ),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
+    generator_device: str | None = typer.Option(
+        None,
+        "--generator-device",
+        help="Where the sampling noise is drawn: cpu (default; the same numbers on every machine) or cuda (the "
+        "reference's generator: on a GPU, the same seed gives the reference's samples). A replay keeps its record's.",
+    ),
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
-    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md)."""
+    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md). From pictures to
+    pictures in one command: `pops apply texturing object.jpg texture.jpg -n 4 -o out/` runs the paper's released
+    operator (from the hub, on the Kandinsky 2.2 prior, rendered by Kandinsky 2.2), or the one in --models DIR."""
+    if (
+        inputs
+        and model is None
+        and base is None
+        and checkpoint is None
+        and replay is None
+        and _names_operator(inputs[0])
+    ):
+        from pops.equation.cli import call_equation
+
+        inputs = [call_equation(inputs[0], inputs[1:])]
+        models = models or Path(RELEASED_OPERATORS)
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype, generator_device)
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -88,6 +124,10 @@ def apply(
             sampler=sampler,
             step_seeds=step_seed,
             replay=replay,
+            device=device,
+            dtype=dtype,
+            cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
+            generator_device=generator_device,
         )
         return
     _check_operator_options(model, base, checkpoint, num_samples, steps, out)
@@ -105,7 +145,16 @@ def apply(
         layout,
         out,
         sampler,
+        (device, dtype, generator_device or "cpu"),
     )
+
+
+def _names_operator(text: str) -> bool:
+    """Whether a first input is an operator's name (texturing, texture, …) rather than a file."""
+    from pops.registry import REGISTRY
+
+    names = set(REGISTRY) | {alias for spec in REGISTRY.values() for alias in spec.aliases}
+    return text in names and not Path(text).exists()
 
 
 def _check_operator_options(model, base, checkpoint, num_samples: int, steps: int, out: Path) -> None:
@@ -121,9 +170,10 @@ def _check_operator_options(model, base, checkpoint, num_samples: int, steps: in
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None):
-    import torch
-
+def _apply(
+    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, place=()
+):
+    from pops.devices import make_generator, resolve_device, resolve_dtype
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
     from pops.reference import KANDINSKY_PRIOR
@@ -134,6 +184,10 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         op = Operator.from_pretrained(model)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
+    device, dtype, generator_device = place or (None, None, "cpu")
+    if device is not None or dtype is not None:
+        target = resolve_device(device)
+        op.to(device=target, dtype=resolve_dtype(dtype, target) if dtype else None)
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
@@ -146,7 +200,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         guidance_scale=guidance_scale,
         num_inference_steps=steps,
         batch_size=rows * num_samples,
-        generator=torch.Generator().manual_seed(seed),
+        generator=make_generator(seed, generator_device),
         layout=layout,
         progress=True,
         sampler=sampler,
@@ -162,7 +216,9 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         layout=layout,
         sampler=op.sampling(sampler, steps)[0],
     )
-    save_embeddings(out, output, meta)
+    if generator_device != "cpu":
+        meta["generator_device"] = generator_device
+    save_embeddings(out, output.float().cpu(), meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
 

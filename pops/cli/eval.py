@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
 
 
@@ -34,6 +35,8 @@ def eval_(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
     threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
@@ -45,11 +48,16 @@ def eval_(
         fail(f"--out must end in .json, got {out}")
     if threads is not None and threads < 1:
         fail(f"--threads must be at least 1, got {threads}")
-    table = run_or_fail(_eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler)
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype)
+    table = run_or_fail(
+        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, (device, dtype)
+    )
     typer.echo(table.to_text())
 
 
-def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None):
+def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, place=(None, None)):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
@@ -77,6 +85,11 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
         if folder is None:
             raise FileNotFoundError(f"no trained {kind!r} operator under {models}")
         loaded[kind] = Operator.from_pretrained(folder, load_encoders=False)
+        if place[0] is not None or place[1] is not None:
+            from pops.devices import resolve_device, resolve_dtype
+
+            target = resolve_device(place[0])
+            loaded[kind].to(device=target, dtype=resolve_dtype(place[1], target) if place[1] else None)
     test_data = load_test_data(data or models / "data", kinds)
     table, _ = evaluate_operators(
         loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler

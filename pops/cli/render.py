@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
 from pops.reference import (
     CONTROLNET_DEPTH,
@@ -69,10 +70,14 @@ def render(
         "--cpu-offload",
         help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
     ),
+    generator_device: str = placement.GENERATOR_DEVICE,
 ) -> None:
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
         fail(f"--render must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype, generator_device)
     if batch_size < 1:
         fail("--batch-size must be at least 1")
     if steps is not None and steps < 1:
@@ -97,9 +102,8 @@ def render(
         depth_model=depth_model,
         vae=None if vae == "base" else vae,
     )
-    written = run_or_fail(
-        _render, embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload
-    )
+    place = (device, dtype, cpu_offload, generator_device)
+    written = run_or_fail(_render, embeddings, renderer, out, options, sources, seed, batch_size, structure, place)
     typer.echo(f"wrote {len(written)} image(s) to {out}")
 
 
@@ -128,13 +132,14 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
     )
 
 
-def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload):
+def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, place):
     from tqdm.auto import tqdm
 
     from pops.embeddings_io import load_embeddings
     from pops.files import atomic_write
     from pops.renderers.pipelines import seeded_generators
 
+    device, dtype, cpu_offload, generator_device = place
     embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
@@ -151,7 +156,8 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     starts = range(0, embeds.shape[0], batch_size)
     for start in tqdm(starts, desc=f"rendering ({renderer})", unit="batch", disable=len(starts) < 2):
         chunk = embeds[start : start + batch_size]
-        images = model.render(chunk, generator=seeded_generators(seed + start, len(chunk)), **extra)
+        generators = seeded_generators(seed + start, len(chunk), device=generator_device)
+        images = model.render(chunk, generator=generators, **extra)
         for offset, image in enumerate(images):
             path = out / f"{embeddings.stem}_{start + offset:04d}.png"
             atomic_write(path, lambda tmp, image=image: image.save(tmp, format="PNG"))

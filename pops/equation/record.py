@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from pops.embeddings_io import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
@@ -75,13 +76,56 @@ def check_inputs_unchanged(record: dict) -> None:
             raise ValueError(f"cannot replay: input {name} changed since the record was written")
 
 
+def structure_pictures(plan) -> dict[str, Path | None]:
+    """label -> the picture that is input A of each computed step (followed down first slots and first terms), or
+    None: where a renderer that takes its structure from input A (the depth renderer) finds it, as the reference
+    gives the depth ControlNet the object picture."""
+    found = {}
+    for step in plan.steps:
+        if step.op in ("call", "sum") or step.index == plan.output:
+            node = step
+            while node.op in ("call", "sum") and node.inputs and node.inputs[0] is not None:
+                node = plan.steps[node.inputs[0]]
+            found[step.label] = node.path if node.op == "image" else None
+    return found
+
+
+def takes_structure(renderer) -> bool:
+    """Whether a renderer (an object, or a type name of pops.renderers.RENDERER_TYPES) takes input A's picture."""
+    if isinstance(renderer, str):
+        from pops.renderers import RENDERER_TYPES, renderer_class
+
+        return renderer in RENDERER_TYPES and getattr(renderer_class(renderer), "takes_structure", False)
+    return getattr(renderer, "takes_structure", False)
+
+
+def check_renderable(renderer, plan) -> None:
+    """Before a run (and before the renderer loads, given its type name): a renderer that takes its structure from
+    input A needs a picture there for every step."""
+    if renderer is None or not takes_structure(renderer):
+        return
+    for label, path in structure_pictures(plan).items():
+        if path is None:
+            raise ValueError(
+                f"the depth renderer takes the structure from input A, which must be a picture; step {label!r} has "
+                "none (choose another renderer)"
+            )
+
+
 def render_steps(renderer, result, seed: int) -> dict[str, list]:
     """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching)."""
+    structures = structure_pictures(result.plan) if takes_structure(renderer) else {}
+    if structures:
+        check_renderable(renderer, result.plan)
     pictures = {}
     for step in result.computed:
         generator = torch.Generator("cpu").manual_seed(int(seed))
         embeds = result.output if step.label == "output" else step.embeds
-        pictures[step.label] = renderer.render(embeds, generator=generator)
+        extra = {}
+        if structures:
+            with Image.open(structures[step.label]) as im:
+                extra["structure"] = im.convert("RGB")
+        pictures[step.label] = renderer.render(embeds, generator=generator, **extra)
     return pictures
 
 

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from pops.devices import make_generator
 from pops.embeddings_io import load_embeddings
 from pops.equation.cache import StepCache, make_key
 from pops.equation.errors import EquationError
@@ -97,9 +98,11 @@ class EquationRunner:
         base_dir: str | Path | None = None,
         progress: bool = False,
         sampler: str | None = None,
+        generator_device: str = "cpu",
     ) -> EquationResult:
         """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default, and
-        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS)."""
+        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS). `generator_device`: where the noise is
+        drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
         seeds = dict(seeds or {})
@@ -143,6 +146,8 @@ class EquationRunner:
                     layout,
                     num_samples,
                     sampler or self.models.operator(step.operator).sampler,
+                    # (keys of CPU noise stay as they were before the option existed)
+                    *([generator_device] if generator_device != "cpu" else []),
                 )
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
                 if hit is not None:
@@ -152,7 +157,7 @@ class EquationRunner:
                 else:
                     to_sample.append(step)
             for group in _groups(to_sample, results):
-                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler)
+                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler, generator_device)
                 for step in group:
                     res = results[step.index]
                     meta = {"step": step.text, "op": step.operator, "seed": res.seed}
@@ -165,6 +170,7 @@ class EquationRunner:
         result.record = self._record(
             plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir, sampler
         )
+        result.record["generator_device"] = generator_device
         return result
 
     # ----- leaves --------------------------------------------------------------------------------------------------
@@ -213,7 +219,7 @@ class EquationRunner:
 
     # ----- operator steps ----------------------------------------------------------------------------------------
     def _sample(
-        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler
+        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler, gen_device
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
@@ -226,9 +232,7 @@ class EquationRunner:
                 inputs.append([plan.steps[s.inputs[j]].value for s in group for _ in range(num_samples)])
             else:
                 inputs.append(torch.cat([_rows(results[s.inputs[j]].embeds, num_samples) for s in group]))
-        generators = [
-            torch.Generator("cpu").manual_seed(results[s.index].seed + i) for s in group for i in range(num_samples)
-        ]
+        generators = [make_generator(results[s.index].seed + i, gen_device) for s in group for i in range(num_samples)]
         out = op.sample(
             inputs,
             guidance_scale=results[group[0].index].guidance_scale,
@@ -258,7 +262,7 @@ class EquationRunner:
             "layout": layout,
             "sampler": sampler,
             "base_dir": str(Path(base_dir).expanduser().resolve()) if base_dir is not None else str(Path.cwd()),
-            "models": str(self.models.root.resolve()) if self.models.root is not None else None,
+            "models": self.models.location(),
             "operators": {kind: self.models.where(kind) for kind in plan.operators},
             "files": files,
             "steps": [

@@ -34,9 +34,10 @@ def sample_pairs(
 ) -> torch.Tensor:
     """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
     generator = torch.Generator().manual_seed(seed)
-    return op.sample_batch(
+    out = op.sample_batch(
         pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
     )
+    return out.float().cpu()  # scored against CPU targets, wherever the operator ran
 
 
 def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:

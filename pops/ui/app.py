@@ -205,7 +205,7 @@ def _settings_panel(backend: Backend, default_renderer: str):
         list(RENDERER_CHOICES),
         value=default_renderer,
         label="Renderer",
-        info="auto: the decoder if trained, else retrieval",
+        info="auto: the real renderer if the folder holds one, else the decoder, else retrieval",
     )
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
     guidance = gr.Slider(

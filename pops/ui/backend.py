@@ -25,9 +25,9 @@ from pops.equation.ast import File, children
 from pops.equation.errors import EquationError
 from pops.equation.parser import parse
 from pops.equation.printer import quote
-from pops.equation.record import render_steps, step_picture, write_result
+from pops.equation.record import check_renderable, render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
-from pops.models_folder import RENDERER_CHOICES
+from pops.models_folder import RENDERER_CHOICES, ModelSet
 from pops.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class Backend:
     `models_dirs`: the folders a page may open, named in requests exactly as given here (the first is the default).
     """
 
-    def __init__(self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path):
+    def __init__(
+        self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path, *, placement: dict | None = None
+    ):
         if models_dirs is None:
             models_dirs = []
         elif isinstance(models_dirs, (str, Path)):
@@ -84,6 +86,7 @@ class Backend:
         self._runners: dict[str, EquationRunner] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        self.placement = dict(placement or {})  # device, dtype, cpu_offload of every folder's models
 
     # ----- models ---------------------------------------------------------------------------------------------------
     def runner(self, models_dir: str | None) -> EquationRunner:
@@ -95,7 +98,8 @@ class Backend:
             raise ValueError(NOT_OFFERED)
         with self._lock:
             if name not in self._runners:
-                self._runners[name] = EquationRunner(Path(name).expanduser(), cache_dir=self.out_dir / "cache")
+                models = ModelSet.coerce(Path(name).expanduser(), **self.placement)
+                self._runners[name] = EquationRunner(models, cache_dir=self.out_dir / "cache")
             return self._runners[name]
 
     def describe(self, models_dir: str | None) -> str:
@@ -203,6 +207,7 @@ class Backend:
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
             self._check_files(plan, inputs, runner.models.asset_dirs())
+            check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
                 plan,
