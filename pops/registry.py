@@ -127,9 +127,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="texturing",
             stream_id=1,
             aliases=("texture",),
-            # one sample per named combination, and 576 procedural objects (the cost of 3 per combination)
-            train_per_class=1,
-            training_only=576,
+            # measured: held-out top-1 0.78 -> 0.87 from 1 to 3 samples per class; one sample per combination plus
+            # 576 procedural objects (same encoding cost) scored 0.81: more objects, less jitter per class, hurt here
+            train_per_class=3,
             job_cost=3.0,
         ),
         OperatorSpec(
@@ -154,8 +154,8 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="scene",
             stream_id=3,
             # the object input shares the target's jitter: more samples per class
-            train_per_class=1,
-            training_only=320,
+            # (measured: 1 sample per combination + 320 procedural objects, same cost: 0.78 against 0.82)
+            train_per_class=3,
             quick_train_per_class=2,
             job_cost=2.0,
         ),
@@ -172,8 +172,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="instruct",
             stream_id=4,
             extra_test_splits=("test_synonyms",),
-            train_per_class=1,
-            training_only=240,
+            # measured, seed 0: words from TRAINING_WORDS lift held-out synonyms 0.31 -> 0.48; 240 procedural
+            # objects instead of the second sample per combination gave 0.53 / 0.41 (within noise on combinations)
+            train_per_class=2,
             quick_train_per_class=2,
             # two test sets
             job_cost=5.0,
@@ -191,7 +192,8 @@ REGISTRY: dict[str, OperatorSpec] = {
             stream_id=5,
             aliases=("compose", "clothes"),
             # few classes, many inputs
-            # one sample per candidate training outfit, and 672 further outfits (the cost of 8 per outfit)
+            # one sample per candidate training outfit and 672 further outfits (the cost of 8 per outfit); measured,
+            # seed 0: held-out top-1 0.60 -> 0.875 (oracle 0.81)
             train_per_class=1,
             training_only=672,
             quick_train_per_class=2,
