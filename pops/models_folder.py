@@ -20,6 +20,7 @@ from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
+from pops.readers import reason
 from pops.reference import OPERATOR_CONFIG_NAME
 from pops.registry import REGISTRY
 from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
@@ -224,7 +225,12 @@ class ModelSet:
                 f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
-        return load_renderer(found[name])
+        try:
+            return load_renderer(found[name])
+        except (ValueError, OSError):
+            raise
+        except Exception as exc:  # a damaged weights file (safetensors raises its own error types)
+            raise ValueError(f"{found[name]}: cannot load the {name} renderer ({reason(exc)})") from None
 
     def asset_dirs(self) -> list[Path]:
         return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []

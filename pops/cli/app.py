@@ -6,6 +6,8 @@ from typing import NoReturn
 
 import typer
 
+from pops.readers import reason
+
 app = typer.Typer(
     name="pops",
     help="pOps: diffusion operators over image embeddings — apply, chain, train, evaluate and render them.",
@@ -22,8 +24,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn; turn the errors bad input raises (ValueError, FileNotFoundError, …) into a one-line CLI error."""
+    """Call fn; turn the errors bad input raises (ValueError — pops.checks.BadValue among them —, FileNotFoundError,
+    …) into a one-line CLI error."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (ValueError, OSError) as exc:
+        fail(reason(exc))
+    except MemoryError:
+        fail("out of memory: ask for fewer samples or a smaller batch")
+
+
+def checked(check, value, name: str, **kwargs):
+    """`check(value, name)` from pops.checks (the same ranges as the Python API), as a one-line CLI error."""
+    return run_or_fail(check, value, name, **kwargs)
+
+
+OVERWRITE_HELP = "Replace an existing output (without it, an existing output is refused before any work)."

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import app, checked, fail, run_or_fail
 
 
 @app.command()
@@ -53,12 +54,20 @@ def generate(
     """Generate an operator's training data with real models (SDXL-Turbo, OWLv2, RMBG-1.4, SD2-depth, SDXL inpainting,
     ATR parsing). Scale out with `accelerate launch --multi_gpu --num_processes K -m pops generate ...`; kill and
     rerun to resume."""
-    if num_samples < 1:
-        fail("--num-samples must be at least 1")
+    checked(checks.count, num_samples, "--num-samples")
+    checked(checks.seed, seed, "--seed")
     if image_format not in ("jpg", "png"):
         fail(f"--image-format must be jpg or png, got {image_format!r}")
-    if min(image_size, turbo_steps, depth_steps, inpaint_steps, segmenter_size) < 1:
-        fail("sizes and step counts must be positive")
+    for name, value in (
+        ("--turbo-steps", turbo_steps),
+        ("--depth-steps", depth_steps),
+        ("--inpaint-steps", inpaint_steps),
+    ):
+        checked(checks.steps, value, name)
+    for name, value in (("--image-size", image_size), ("--segmenter-size", segmenter_size)):
+        checked(checks.integer, value, name, minimum=8, maximum=4096)
+    checked(checks.guidance, depth_guidance, "--depth-guidance")
+    checked(checks.guidance, inpaint_guidance, "--inpaint-guidance")
     pairs = {}
     for item in option:
         key, sep, value = item.partition("=")

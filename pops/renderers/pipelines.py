@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pops.checks import offset_seed
 from pops.encoders.clip import default_device, default_dtype
 
 
@@ -48,7 +49,7 @@ def check_size(size: int, multiple: int) -> int:
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image, seeded seed, seed+1, …: an image's noise depends on its seed alone, not on
     the batch it is rendered in or the device (diffusers draws on the generator's device, then moves)."""
-    return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
+    return [torch.Generator("cpu").manual_seed(offset_seed(seed, i)) for i in range(count)]
 
 
 def prepare_pipeline(pipe, *, device=None, dtype=None, cpu_offload: bool = False):

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pops import checks
 from pops.equation.ast import File, children
 from pops.equation.errors import EquationError
 from pops.equation.parser import parse
@@ -33,17 +34,40 @@ from pops.registry import REGISTRY
 logger = logging.getLogger(__name__)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 NOT_OFFERED = "this server does not offer that models folder; choose one of the list"
+MAX_SAMPLES = 64  # per run: the page offers 1-8; one visitor's request must not take the server's memory
 
 
 @dataclass
 class Settings:
+    """A run's settings as the page (or an HTTP client) sent them; `checked()` is what a run uses."""
+
     models_dir: str
     renderer: str = "auto"
     seed: int = 0
-    guidance_scale: float | None = None  # None: each operator's own default scale
+    guidance_scale: float | None = None  # None (or 0, the page's slider at its left end): each operator's own
     steps: int = 25
     num_samples: int = 1
     sampler: str | None = None  # None: each operator's own (pops.sampler.SAMPLERS)
+
+    def checked(self) -> Settings:
+        """The settings with the ranges of the CLI and the Python API (pops.checks); BadValue names the first bad
+        one. Whole floats count as integers (a slider sends 25.0)."""
+        guidance = self.guidance_scale
+        if guidance is not None and not isinstance(guidance, bool) and guidance == 0:
+            guidance = None
+        return Settings(
+            models_dir=self.models_dir,
+            renderer=self.renderer,
+            seed=checks.seed(_whole(self.seed), "seed"),
+            guidance_scale=checks.guidance(guidance, "guidance scale"),
+            steps=checks.steps(_whole(self.steps), "sampling steps"),
+            num_samples=checks.integer(_whole(self.num_samples), "samples", 1, MAX_SAMPLES),
+            sampler=self.sampler,
+        )
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass
@@ -194,11 +218,12 @@ class Backend:
         seeds: dict | None = None,
         progress: bool = False,
     ) -> RunOutput:
-        if not (equation or "").strip():
+        if not isinstance(equation, str) or not equation.strip():
             return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
             return RunOutput(status=_error(f"unknown renderer {settings.renderer!r}"))
         try:
+            settings = settings.checked()
             _check_relative_paths(equation)
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
