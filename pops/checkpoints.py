@@ -170,27 +170,33 @@ def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
     for key, kind in (("kind", str), ("prior_config", dict), ("clip_mean", list), ("clip_std", list)):
         if not isinstance(config.get(key), kind):
             raise ValueError(f"{config_path}: {key!r} is missing or not a {kind.__name__}")
+
+    def build() -> PopsPrior:
+        return PopsPrior(PriorTransformer(**config["prior_config"]), text_width=config.get("text_width"))
+
     try:
-        model = PopsPrior(PriorTransformer(**config["prior_config"]), text_width=config.get("text_width"))
+        with torch.device("meta"):  # shapes only: a config alone never makes pops allocate a model
+            skeleton = build()
         clip_mean, clip_std = torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{config_path}: does not describe a prior ({reason(exc)})") from None
-    if clip_mean.shape != (model.embedding_dim,) or clip_std.shape != (model.embedding_dim,):
-        raise ValueError(f"{config_path}: clip_mean and clip_std must hold {model.embedding_dim} numbers each")
+    if clip_mean.shape != (skeleton.embedding_dim,) or clip_std.shape != (skeleton.embedding_dim,):
+        raise ValueError(f"{config_path}: clip_mean and clip_std must hold {skeleton.embedding_dim} numbers each")
     state, _ = read_safetensors(weights_path, "operator weights")
-    own = model.state_dict()
+    own = {k: v.shape for k, v in skeleton.state_dict().items()}
     for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
+        if key in own and own[key] != value.shape:
             raise ValueError(
-                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key].shape)}"
+                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key])}"
             )
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in CLIP_STATS]
-    if missing or result.unexpected_keys:
+    missing = [k for k in own if k not in state and k.rsplit(".", 1)[-1] not in CLIP_STATS]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
         raise ValueError(
-            f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected "
-            f"{result.unexpected_keys[:4]})"
+            f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected {unexpected[:4]})"
         )
+    model = build()  # the weights file holds every tensor of this size: building it allocates no more than that
+    model.load_state_dict(state, strict=False)
     try:
         model.set_clip_stats(clip_mean, clip_std)
     except ValueError as exc:

@@ -110,9 +110,9 @@ def check_output(path: str | Path, *, overwrite: bool, folder: bool = False, wha
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise PermissionError(f"{what} {path} cannot be written: {parent} is not a folder")
+        raise PermissionError(f"{what} {path} is not writable: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {path} cannot be written: {parent} is not writable")
+        raise PermissionError(f"{what} {path} is not writable: {parent} does not allow writing")
     return path
 
 
@@ -127,6 +127,7 @@ def write_folder(
     folder instead (the old one is moved aside, the new one moved in, the old one removed)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_folders(folder)
     # mkdir, not mkdtemp: the folder gets the user's usual permissions (mkdtemp's are owner-only).
     tmp = folder.parent / f"{TEMP_PREFIX}{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     tmp.mkdir()
@@ -155,6 +156,24 @@ def write_folder(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _remove_stale_folders(folder: Path) -> None:
+    """Remove the temporaries of `write_folder(folder)` calls whose process is gone (killed while writing)."""
+    for stale in folder.parent.glob(f"{TEMP_PREFIX}{folder.name}.*-*"):
+        pid = stale.name[len(TEMP_PREFIX) + len(folder.name) + 1 :].split("-")[0]
+        if stale.suffix in (".part", ".old") and pid.isdigit() and not _alive(int(pid)) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def digest(*parts: Any, length: int = 64) -> str:

@@ -30,7 +30,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def reason(exc: BaseException) -> str:
     """The first line of an exception's message (terminal colour codes removed), or its type name when it is empty."""
-    text = _ANSI.sub("", str(exc)).strip()
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None and exc.errno is not None:
+        text = str(exc.strerror)  # OSError(errno, message): the message, without "[Errno N]"
+    else:
+        text = _ANSI.sub("", str(exc)).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 

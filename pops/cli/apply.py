@@ -102,8 +102,8 @@ def apply(
             overwrite=overwrite,
         )
         return
-    _check_operator_options(model, base, checkpoint, out)
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")
+    _check_operator_options(model, base, checkpoint, out)
     run_or_fail(
         _apply,
         inputs or [],

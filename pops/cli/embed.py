@@ -8,6 +8,7 @@ import typer
 
 from pops import checks
 from pops.cli.app import app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
@@ -52,6 +53,7 @@ def embed(
         fail(f"--resolution must be a positive multiple of 32, got {resolution}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; the embedding cache is a folder")
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # a cache is added to, not replaced
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
     summary = run_or_fail(

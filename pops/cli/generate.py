@@ -68,6 +68,8 @@ def generate(
         checked(checks.integer, value, name, minimum=8, maximum=4096)
     checked(checks.guidance, depth_guidance, "--depth-guidance")
     checked(checks.guidance, inpaint_guidance, "--inpaint-guidance")
+    if models_from is not None and not models_from.is_dir():
+        fail(f"no such folder for --models-from: {models_from}")
     pairs = {}
     for item in option:
         key, sep, value = item.partition("=")
@@ -113,6 +115,25 @@ def _print_summary(operator: str, out: Path, summary) -> None:
             )
 
 
+def _check_resumable(out: Path, operator: str, seed: int) -> None:
+    """An existing --out is resumed only when it is a dataset of the same operator and seed (the rest of its identity
+    is checked when generation starts)."""
+    from pops.files import check_output
+    from pops.generate.storage import DATASET_FILE, read_dataset_info
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is not a folder")
+    check_output(out, overwrite=True, folder=True, what="--out")
+    if (out / DATASET_FILE).exists():
+        existing = read_dataset_info(out)
+        for key, value in (("operator", operator), ("seed", seed)):
+            if existing.get(key) != value:
+                raise ValueError(
+                    f"{out} holds a dataset generated with a different {key} ({existing.get(key)!r} vs {value!r}); "
+                    "use another --out folder"
+                )
+
+
 def _generate(operator, out, num_samples, seed, models_from, image_format, options, progress, device, settings):
     from pops.generate.models import ModelSettings, load_models, model_sources
     from pops.generate.recipe import config_from_options
@@ -120,6 +141,7 @@ def _generate(operator, out, num_samples, seed, models_from, image_format, optio
 
     recipe = get_recipe(operator)
     config = config_from_options(recipe.Config, options)
+    _check_resumable(out, operator, seed)  # before any model loads
     settings = ModelSettings(**settings)
     sources = model_sources(recipe.REQUIRES, models_from)
     models = load_models(recipe.REQUIRES, models_from=models_from, settings=settings, device=device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail
+from pops.cli.app import app, fail, run_or_fail
 
 # Gradio's units (FileSize: powers of 1024).
 SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
@@ -61,6 +61,9 @@ def serve(
             fail(f"--models {folder} is a file, not a models folder")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder")
+    from pops.files import check_output
+
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
     models = list(models or [Path("outputs/demo")])
     for folder in models:
         if not folder.is_dir():

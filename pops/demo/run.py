@@ -19,12 +19,12 @@ from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_
 from pops.demo.data import build_data
 from pops.demo.operators import check_foreign_operators, operator_job
 from pops.demo.report import chained_equation, example_grids, write_report
-from pops.demo.workers import die_with_parent
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.evaluation import save_data
-from pops.files import atomic_write_json, atomic_write_text, check_writable, write_folder
+from pops.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
 from pops.operator import Operator
+from pops.processes import die_with_parent
 from pops.registry import get_spec
 from pops.renderers import RENDERER_CONFIG_NAME, load_renderer
 from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
@@ -94,6 +94,8 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
 def run_demo(config: DemoConfig) -> DemoResult:
     """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
     check_foreign_operators(config)  # before anything is written
+    check_output(config.out, overwrite=True, folder=True, what="output folder")
+    check_output(config.cache_dir, overwrite=True, folder=True, what="embedding cache folder")
     check_writable(config.out)
     check_writable(config.cache_dir, "embedding cache folder")
     threads = choose_threads(config.threads)

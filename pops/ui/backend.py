@@ -29,6 +29,7 @@ from pops.equation.printer import quote
 from pops.equation.record import render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
 from pops.models_folder import RENDERER_CHOICES
+from pops.readers import reason
 from pops.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Backend:
         try:
             equation = self.operator_equation(kind, slot_files, word, run)
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc)))
+            return self._failed(run, _error(reason(exc)))
         return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def run_equation(
@@ -195,7 +196,7 @@ class Backend:
         try:
             self.copy_uploads(files, run)
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc)))
+            return self._failed(run, _error(reason(exc)))
         return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def resample_last(self, replay: dict | None, settings: Settings, progress: bool = False) -> RunOutput:
@@ -219,9 +220,9 @@ class Backend:
         progress: bool = False,
     ) -> RunOutput:
         if not isinstance(equation, str) or not equation.strip():
-            return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
+            return self._failed(run, _error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
-            return RunOutput(status=_error(f"unknown renderer {settings.renderer!r}"))
+            return self._failed(run, _error(f"unknown renderer {settings.renderer!r:.40}"))
         try:
             settings = settings.checked()
             _check_relative_paths(equation)
@@ -241,12 +242,12 @@ class Backend:
                 sampler=settings.sampler,
             )
         except EquationError as exc:
-            return RunOutput(status=_error(exc.pretty(equation), code=True))
+            return self._failed(run, _error(exc.pretty(equation), code=True))
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            return self._failed(run, _error(reason(exc)))
         except Exception as exc:  # a bug or a broken model: show it on the page (and the log), keep the server up
             logger.exception("running %r failed", equation)
-            return RunOutput(status=_error(f"internal error: {type(exc).__name__}: {exc}"))
+            return self._failed(run, _error(f"internal error: {type(exc).__name__}: {exc}"))
         pictures = render_steps(renderer, result, int(settings.seed)) if renderer is not None else {}
         name = runner.models.renderer_name(settings.renderer) if renderer is not None else None
         result.record["ui_run"] = run.name  # runs are numbered in the order the queue served them
@@ -289,6 +290,12 @@ class Backend:
             "settings": settings.__dict__.copy(),
         }
         return out
+
+    def _failed(self, run: Path, status: str) -> RunOutput:
+        """A refused run leaves nothing behind: its folder (with the copied uploads) is removed."""
+        if run.is_relative_to(self.runs_dir):
+            shutil.rmtree(run, ignore_errors=True)
+        return RunOutput(status=status)
 
     @staticmethod
     def _check_files(plan, inputs: Path, asset_dirs: list[Path]) -> None:

@@ -1,8 +1,9 @@
-"""Worker processes that never outlive the demo: `die_with_parent` is the initializer of its process pool.
+"""Worker processes that never outlive their parent: `die_with_parent` is the initializer of the demo's process pool.
 
 A parent killed with SIGKILL runs no clean-up, so its pool cannot stop its workers; they would be reparented to init
 and keep training and writing into the output folder. On Linux the kernel ends them (PR_SET_PDEATHSIG: SIGKILL to
-the worker when its parent dies); elsewhere a daemon thread polls the parent's pid and exits the worker.
+the worker when its parent dies); elsewhere a daemon thread polls the parent's pid and exits the worker. This module
+imports only the standard library, so a spawned worker arms the signal at once, before it imports torch.
 """
 
 from __future__ import annotations
