@@ -146,14 +146,24 @@ def available_memory() -> int:
         return 1 << 62  # unknown: nothing is refused
 
 
-def memory(nbytes: float, what: str, hint: str = "") -> None:
-    """Refuse a call whose estimate `nbytes` (the big tensors it will allocate) exceeds what the machine has free."""
-    budget = MEMORY_SHARE * available_memory()
+def memory(nbytes: float, what: str, hint: str = "", available: int | None = None) -> None:
+    """Refuse a call whose estimate `nbytes` (the big tensors it will allocate) exceeds what the machine has free
+    (`available`: the free bytes of the device that will hold them, e.g. a GPU's; default this machine's memory)."""
+    budget = MEMORY_SHARE * (available_memory() if available is None else available)
     if nbytes > budget:
         raise BadValue(
             f"{what} needs about {_size(nbytes)} of memory, more than the {_size(budget)} this machine can spare"
             + (f"; {hint}" if hint else "")
         )
+
+
+def device_memory(device) -> int | None:
+    """Free bytes of a CUDA device (None for the CPU: `memory` then reads this machine's)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.mem_get_info(device)[0]
 
 
 def transformer_bytes(rows: int, tokens: int, width: int, layers: int, *, training: bool = False) -> float:

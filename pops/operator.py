@@ -60,7 +60,7 @@ class Operator:
         # was made for another (saved with it).
         self.sampler = _sampler_name(sampler)
         # ... and its number of steps (a distilled one-pass student: 1).
-        self.num_inference_steps = checks.steps(num_inference_steps)
+        self.num_inference_steps = 25 if num_inference_steps is None else checks.steps(num_inference_steps)
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -261,6 +261,7 @@ class Operator:
             self.sampling_bytes(batch, layout),
             f"sampling {batch} row(s) with the {self.spec.name} operator",
             "ask for fewer samples, or sample in chunks (Operator.sample_batch)",
+            available=checks.device_memory(self.device),
         )
 
     def _settings(self, guidance_scale, num_inference_steps, generator, layout, sampler):

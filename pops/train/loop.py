@@ -161,8 +161,15 @@ def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
     tokens = rows + prior["additional_embeddings"]
     width = prior["num_attention_heads"] * prior["attention_head_dim"]
     activations = checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True)
-    parameters = sum(p.numel() for p in model.parameters()) * 4 * 4  # weights, gradients, two AdamW moments
-    checks.memory(activations + parameters, f"training with batch_size {config.batch_size}", "lower batch_size")
+    # Per process, on the device it trains on (a GPU's memory when there is one; the weights are not counted: they
+    # are the same whatever the batch size, and may be sharded).
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    checks.memory(
+        activations,
+        f"training with batch_size {config.batch_size}",
+        "lower batch_size (or raise gradient_accumulation_steps)",
+        available=checks.device_memory(device),
+    )
 
 
 class Trainer:
