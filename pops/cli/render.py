@@ -81,7 +81,7 @@ def render(
     checked(checks.guidance, guidance, "--guidance")
     checked(checks.seed, seed, "--seed")
     if size is not None:
-        checked(checks.integer, size, "--size", minimum=64, maximum=4096)
+        checked(checks.integer, size, "--size", minimum=8, maximum=4096)
     run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
     if renderer == "ipadapter-depth":
         if structure is None:
