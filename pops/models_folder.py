@@ -25,6 +25,7 @@ from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
+from pops.readers import reason
 from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, RELEASED_KINDS, RELEASED_OPERATORS
 from pops.registry import REGISTRY
 from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
@@ -247,7 +248,12 @@ class ModelSet:
                 f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
-        return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+        try:
+            return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+        except (ValueError, OSError):
+            raise
+        except Exception as exc:  # a damaged weights file (safetensors raises its own error types)
+            raise ValueError(f"{found[name]}: cannot load the {name} renderer ({reason(exc)})") from None
 
     def location(self) -> str | None:
         """Where the models are, as a record names them (and `--replay` finds them again)."""

@@ -151,6 +151,8 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"unclip": sample_unclip, "dd
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    if not isinstance(name, str):
+        raise ValueError(f"sampler must be a name ({', '.join(SAMPLERS)}), got {name!r:.40}")
     try:
         return SAMPLERS[name]
     except KeyError:

@@ -119,6 +119,20 @@ def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
     result = runner.invoke(
         _cli(), ["apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out)]
     )
+    assert result.exit_code != 0 and "already exists; pass --overwrite" in result.output  # never replaced silently
+    result = runner.invoke(
+        _cli(),
+        [
+            "apply",
+            "--model",
+            str(config.out / "operators" / "instruct"),
+            str(obj),
+            "red",
+            "-o",
+            str(out),
+            "--overwrite",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
+from pops import checks
 from pops.cli import placement
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import RELEASED_OPERATORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -42,12 +44,16 @@ def apply(
         "pOpsPaper/operators:models/texturing/learned_prior.pth).",
     ),
     kind: str | None = typer.Option(None, help="Operator kind when it cannot be read from --checkpoint's path."),
-    seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise."),
+    seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise (0 to 2**64 - 1)."),
     guidance_scale: float | None = typer.Option(
-        None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."
+        None,
+        "--guidance-scale",
+        "-g",
+        help="Classifier-free guidance scale, 1 to 100; 1 = no guidance (default: the operator's own).",
     ),
     steps: int | None = typer.Option(
-        None, help="Number of sampling steps (default: the operator's own — 25, or 1 for a distilled student)."
+        None,
+        help="Number of sampling steps, 1 to 1000 (default: the operator's own — 25, or 1 for a distilled student).",
     ),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
@@ -82,6 +88,7 @@ def apply(
         help="Where the sampling noise is drawn: cpu (default; the same numbers on every machine) or cuda (the "
         "reference's generator: on a GPU, the same seed gives the reference's samples). A replay keeps its record's.",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
@@ -103,6 +110,10 @@ def apply(
     from pops.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
+    checked(checks.seed, seed, "--seed")
+    checked(checks.guidance, guidance_scale, "--guidance-scale")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.count, num_samples, "--num-samples")
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -128,9 +139,11 @@ def apply(
             dtype=dtype,
             cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
             generator_device=generator_device,
+            overwrite=overwrite,
         )
         return
-    _check_operator_options(model, base, checkpoint, num_samples, steps, out)
+    run_or_fail(check_output, out, overwrite=overwrite, what="--out")
+    _check_operator_options(model, base, checkpoint, out)
     run_or_fail(
         _apply,
         inputs or [],
@@ -157,15 +170,13 @@ def _names_operator(text: str) -> bool:
     return text in names and not Path(text).exists()
 
 
-def _check_operator_options(model, base, checkpoint, num_samples: int, steps: int, out: Path) -> None:
+def _check_operator_options(model, base, checkpoint, out: Path) -> None:
     """The options of one operator on files (not an equation): one `error:` line for each misuse."""
     if (model is None) == (base is None and checkpoint is None):
         fail(
             "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
             "--models for an equation)"
         )
-    if num_samples < 1 or (steps is not None and steps < 1):
-        fail("--num-samples and --steps must be ≥ 1")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
 
@@ -193,6 +204,7 @@ def _apply(
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
     values = [read_input(op, slot, text) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
+    op.check_memory(rows * num_samples, layout)  # before the inputs are repeated for every sample
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
     output = op.sample(
@@ -244,15 +256,9 @@ def read_input(op, slot, text: str):
         raise ValueError(
             f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image: {path}")
+    from pops.readers import read_image
+
+    image = read_image(path)  # decoded (and refused when it is no picture) before the encoder is built
     if op.image_encoder is None:
         raise ValueError(f"input {slot.name!r}: this operator has no image encoder; give an embedding file")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: cannot decode image ({exc})") from None
     return op.image_encoder.encode([image])

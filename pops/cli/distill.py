@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output, write_folder
 from pops.reference import OPERATOR_CONFIG_NAME
 
 
@@ -25,7 +24,8 @@ def distill(
     seed: int = typer.Option(0, help="Seed of the noises and of the batch order."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per optimiser step."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
+    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Distil TEACHER into a student that samples in ONE forward pass (direct regression, Luhman & Luhman 2021).
 
@@ -34,14 +34,12 @@ def distill(
     teacher, learns to map each noise and condition to its target in one pass at t = 999, without the unconditional
     pass. OUT is a normal operator folder saved with sampler ddim and guidance 1; call it with 1 step
     (`pops apply --model OUT --steps 1 …`, `pops eval … --steps 1`). Its model card names the teacher."""
-    if threads is not None and threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
+    checked(checks.threads, threads, "--threads")
     if not (teacher / OPERATOR_CONFIG_NAME).is_file():
         fail(f"not an operator folder: {teacher}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"--out exists and is not an empty folder: {out}")
-    if not out.parent.is_dir():
-        fail(f"no such folder for --out: {out.parent}")
+    run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
+    if out.resolve() == teacher.resolve():
+        fail("--out is the teacher's own folder; give another")
     student = run_or_fail(_distill, teacher, data, steps, noises, seed, batch_size, lr, threads)
     run_or_fail(_save_atomically, student, out)
     summary = student.training["summary"]
@@ -68,15 +66,6 @@ def _distill(teacher, data, steps, noises, seed, batch_size, lr, threads):
 
 
 def _save_atomically(student, out: Path) -> None:
-    """Build the folder as a hidden sibling and rename it into place: OUT is whole or absent, never half written."""
-    # mkdir, not mkdtemp: the folder gets the user's usual permissions (mkdtemp's are owner-only).
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        student.save_pretrained(tmp)
-        if out.is_dir():
-            out.rmdir()  # empty (checked before); rename cannot replace a folder on every system
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """OUT is whole or as it was, never half written: built as a hidden sibling, then moved into place (with
+    --overwrite, replacing the whole earlier folder)."""
+    write_folder(out, student.save_pretrained, keep_others=False)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
+from pops import checks
 from pops.cli import placement
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 
 
 @app.command(name="eval")
@@ -34,20 +36,24 @@ def eval_(
         None, help="unclip (the reference's 25-step ancestral loop), ddim or dpmpp (default: each operator's own)."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
+    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
     device: str | None = placement.DEVICE,
     dtype: str | None = placement.DTYPE,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
-    if seeds < 1 or (steps is not None and steps < 1):
-        fail("--seeds and --steps must be at least 1")
+    checked(checks.count, seeds, "--seeds")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.threads, threads, "--threads")
+    for scale in guidance or ():
+        checked(checks.guidance, scale, "--guidance")
     if not models.is_dir():
         fail(f"no such models folder: {models}")
-    if out is not None and out.suffix != ".json":
-        fail(f"--out must end in .json, got {out}")
-    if threads is not None and threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
+    if out is not None:
+        if out.suffix != ".json":
+            fail(f"--out must end in .json, got {out}")
+        run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     from pops.devices import check_placement
 
     run_or_fail(check_placement, device, dtype)
@@ -91,6 +97,12 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
             target = resolve_device(place[0])
             loaded[kind].to(device=target, dtype=resolve_dtype(place[1], target) if place[1] else None)
     test_data = load_test_data(data or models / "data", kinds)
+    for kind, op in loaded.items():
+        if test_data[kind].gallery.shape[1] != op.embedding_dim:
+            raise ValueError(
+                f"the {kind} test data holds {test_data[kind].gallery.shape[1]}-d embeddings, its operator works in "
+                f"{op.embedding_dim}-d"
+            )
     table, _ = evaluate_operators(
         loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler
     )

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
+from pops import checks
 from pops.cli import placement
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
@@ -71,6 +73,7 @@ def render(
         help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
     ),
     generator_device: str = placement.GENERATOR_DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
@@ -78,12 +81,13 @@ def render(
     from pops.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
-    if batch_size < 1:
-        fail("--batch-size must be at least 1")
-    if steps is not None and steps < 1:
-        fail("--steps must be at least 1")
-    if out.exists() and not out.is_dir():
-        fail(f"--out must be a folder, but {out} is a file")
+    checked(checks.count, batch_size, "--batch-size")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.guidance, guidance, "--guidance")
+    checked(checks.seed, seed, "--seed")
+    if size is not None:
+        checked(checks.integer, size, "--size", minimum=8, maximum=4096)
+    run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
     if renderer == "ipadapter-depth":
         if structure is None:
             fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
@@ -159,7 +163,7 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
         generators = seeded_generators(seed + start, len(chunk), device=generator_device)
         images = model.render(chunk, generator=generators, **extra)
         for offset, image in enumerate(images):
-            path = out / f"{embeddings.stem}_{start + offset:04d}.png"
+            path = out / f"{embeddings.stem}_{start + offset:04d}.png"  # image i drawn with seed + i
             atomic_write(path, lambda tmp, image=image: image.save(tmp, format="PNG"))
             written.append(path)
     return written

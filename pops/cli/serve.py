@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -9,6 +10,17 @@ import typer
 from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
 from pops.reference import RELEASED_OPERATORS
+
+# Gradio's units (FileSize: powers of 1024).
+SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_file_size(text: str) -> int | None:
+    """Bytes of a size such as 10mb, 500kb or 2gb (the units Gradio reads), or None when it is not one."""
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([kmg]?b)\s*", text.lower())
+    if match is None or int(match.group(1)) < 1:
+        return None
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
 
 
 @app.command()
@@ -48,6 +60,17 @@ def serve(
         fail(f"--port must be between 1 and 65535, got {port}")
     if queue_size < 1:
         fail("--queue-size must be at least 1")
+    limit = parse_file_size(max_file_size)
+    if limit is None:
+        fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
+    for folder in models or []:
+        if folder.exists() and not folder.is_dir():
+            fail(f"--models {folder} is a file, not a models folder")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder")
+    from pops.files import check_output
+
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
     from pops.devices import check_placement
 
     run_or_fail(check_placement, device, dtype)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pops import checks
 from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.registry import REGISTRY, get_spec
 from pops.world import WorldConfig
@@ -64,6 +65,8 @@ class DemoConfig:
     workers: int | None = None  # processes that train and evaluate operators side by side (default: one per core, ≤ 2)
     progress: bool = True
     quick: bool = False
+    # Replace operator folders under OUT that an earlier demo did not write (without their demo_training.json).
+    overwrite: bool = False
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -93,10 +96,23 @@ class DemoConfig:
             threads=1 if self.threads is None else self.threads,
         )
         for name, value in counts.items():
-            if int(value) < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+            checks.count(value, name)
+        checks.seed(self.seed, "seed", training=True)
+        checks.threads(self.threads, "threads")
+        checks.threads(self.workers, "workers")
+        checks.learning_rate(self.lr, "lr")
+        checks.steps(self.sampling_steps, "sampling_steps", minimum=2)
+        for scale in (*self.guidance_candidates, *self.guidance_scales):
+            checks.guidance(scale, "guidance")
+        tokens = max(get_spec(kind).num_slots for kind in self.operators) + 4 + 8  # instruct: a word's tokens
+        checks.memory(
+            2
+            * checks.transformer_bytes(
+                self.batch_size * self.workers_hint(), tokens, self.width, self.layers, training=True
+            ),
+            f"training with batch_size {self.batch_size}",
+            "give a smaller --batch-size",
+        )
         if self.width < 64 or self.width % 64:
             raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
         if self.encoder_resolution < 32 or self.encoder_resolution % 32:
@@ -107,6 +123,10 @@ class DemoConfig:
             raise ValueError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
         if not self.guidance_candidates or min(self.guidance_candidates) < 1.0:
             raise ValueError("guidance_candidates must be scales >= 1")
+
+    def workers_hint(self) -> int:
+        """Processes that will train at once (for the memory estimate): the requested number, else the cores (≤ 2)."""
+        return self.workers if isinstance(self.workers, int) else usable_cores()
 
     def world_config(self):
         world = dict(self.world)

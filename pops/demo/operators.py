@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 import torch
@@ -15,8 +16,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
 from pops.evaluation import choose_guidance, evaluate_operators
-from pops.files import atomic_write_json, tensor_digest
+from pops.files import tensor_digest
 from pops.operator import Operator
+from pops.reference import OPERATOR_CONFIG_NAME
 from pops.train import Trainer, config_from_dict
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,8 @@ def train_operator(config, kind: str, data, encoders: dict):
             saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
             if saved == record:
                 return Operator.from_pretrained(folder), False
-        except (ValueError, OSError) as exc:
-            log.warning("cannot reuse %s (%s); training again", folder, exc)
-    record_path.unlink(missing_ok=True)
+        except (ValueError, OSError) as exc:  # a damaged folder (truncated weights, …): train it again
+            print(f"warning: cannot reuse the {kind} operator ({exc}); training it again", file=sys.stderr)
     # The CPU flash-attention kernel's backward is pathologically slow on these 6-16 token sequences with a float
     # mask (measured: instruct 86 -> 39 ms per step with the plain math kernel); sampling keeps the default.
     with sdpa_kernel(SDPBackend.MATH):
@@ -94,9 +95,23 @@ def train_operator(config, kind: str, data, encoders: dict):
             op, data, config.guidance_candidates, config.sampling_steps, config.seed
         )
         record["validation_top1"] = scores
-    op.save_pretrained(folder)
-    atomic_write_json(record_path, record)
+    # The record goes in with the operator, in one complete folder: a folder never holds one without the other.
+    op.save_pretrained(folder, extra_json={TRAIN_RECORD: record})
     return op, True
+
+
+def check_foreign_operators(config) -> None:
+    """The demo replaces only operator folders an earlier demo wrote (they hold its TRAIN_RECORD): any other operator
+    under OUT/operators/ (one trained by `pops train`, say) is refused unless `config.overwrite`."""
+    if config.overwrite:
+        return
+    for kind in config.operators:
+        folder = config.out / "operators" / kind
+        if (folder / OPERATOR_CONFIG_NAME).is_file() and not (folder / TRAIN_RECORD).is_file():
+            raise FileExistsError(
+                f"{folder} holds an operator that no demo trained; the demo would replace it: pass --overwrite, "
+                "or another --out"
+            )
 
 
 def pairs_fingerprint(pairs) -> str:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pops.devices import resolve_device, resolve_dtype
 from pops.hub import resolve_model
+from pops.readers import read_image
 from pops.reference import KANDINSKY_PRIOR
 
 
@@ -35,11 +36,7 @@ def as_rgb(item: Any) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     if isinstance(item, (str, Path)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such image: {path}")
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        return read_image(item)
     raise ValueError(f"expected a PIL image or an image path, got {type(item).__name__}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from PIL import Image
 from pops.embeddings_io import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
 from pops.files import atomic_write, atomic_write_text, file_digest
+from pops.readers import read_json
 
 
 def output_folder(out_dir: str | Path) -> Path:
@@ -55,12 +57,7 @@ def parse_step_seeds(items: list[str] | dict | None) -> dict[str, int]:
 
 def read_record(path: str | Path) -> dict:
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no such record: {path}")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON record ({exc})") from None
+    record = read_json(path, "record")
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or "equation" not in record:
         raise ValueError(f"{path}: not an equation record written by `pops apply` (format {RECORD_FORMAT})")
     return record
@@ -68,7 +65,10 @@ def read_record(path: str | Path) -> dict:
 
 def check_inputs_unchanged(record: dict) -> None:
     """A replay must read the very files the record was made from."""
-    for name, digest in (record.get("files") or {}).items():
+    files = record.get("files") or {}
+    if not isinstance(files, dict):
+        raise ValueError("cannot replay: the record's 'files' is not a mapping of paths to digests")
+    for name, digest in files.items():
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"cannot replay: input {name} no longer exists")
@@ -127,6 +127,15 @@ def render_steps(renderer, result, seed: int) -> dict[str, list]:
                 extra["structure"] = im.convert("RGB")
         pictures[step.label] = renderer.render(embeds, generator=generator, **extra)
     return pictures
+
+
+def clear_result(out: Path) -> None:
+    """Remove what `write_result` wrote into `out` (record.json first: a folder without one holds no result)."""
+    (out / "record.json").unlink(missing_ok=True)
+    (out / "output.safetensors").unlink(missing_ok=True)
+    for picture in out.glob("output_*.png"):
+        picture.unlink()
+    shutil.rmtree(out / "steps", ignore_errors=True)
 
 
 def write_result(result, out: Path, pictures: dict[str, list] | None, renderer_name: str | None) -> dict:

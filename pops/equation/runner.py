@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from pops import checks
 from pops.devices import make_generator
 from pops.embeddings_io import load_embeddings
 from pops.equation.cache import StepCache, make_key
@@ -28,6 +28,7 @@ from pops.equation.printer import format_equation
 from pops.equation.validate import Plan, Step, validate
 from pops.files import file_digest
 from pops.models_folder import ModelSet
+from pops.readers import read_image, reason
 from pops.sampler import get_sampler
 
 RECORD_FORMAT = "pops-equation/1"
@@ -105,6 +106,8 @@ class EquationRunner:
         drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
+        if seeds is not None and not isinstance(seeds, dict):
+            raise checks.BadValue(f"seeds must map step labels to seeds, got {type(seeds).__name__}")
         seeds = dict(seeds or {})
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
         if sampler is not None:
@@ -208,7 +211,7 @@ class EquationRunner:
                 try:
                     res.embeds, _ = load_embeddings(step.path)
                 except (ValueError, OSError) as exc:
-                    raise _fail(step, f"cannot read embeddings: {str(exc).splitlines()[0]}") from None
+                    raise _fail(step, f"cannot read embeddings: {reason(exc)}") from None
                 res.key = make_key("embedding", file_digest(step.path))
                 if res.embeds.shape[0] not in (1, num_samples):
                     raise _fail(step, f"has {res.embeds.shape[0]} rows; expected 1 or num_samples ({num_samples})")
@@ -223,6 +226,7 @@ class EquationRunner:
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
+        op.check_memory(len(group) * num_samples, layout)  # before the inputs are gathered for every sample
         spec = op.spec
         inputs: list[Any] = []
         for j, slot in enumerate(spec.slots):
@@ -232,7 +236,11 @@ class EquationRunner:
                 inputs.append([plan.steps[s.inputs[j]].value for s in group for _ in range(num_samples)])
             else:
                 inputs.append(torch.cat([_rows(results[s.inputs[j]].embeds, num_samples) for s in group]))
-        generators = [make_generator(results[s.index].seed + i, gen_device) for s in group for i in range(num_samples)]
+        generators = [
+            make_generator(checks.offset_seed(results[s.index].seed, i), gen_device)
+            for s in group
+            for i in range(num_samples)
+        ]
         out = op.sample(
             inputs,
             guidance_scale=results[group[0].index].guidance_scale,
@@ -291,25 +299,19 @@ def _weighted_sum(parts: list[torch.Tensor], weights) -> torch.Tensor:
 
 def _open_image(step: Step):
     try:
-        with Image.open(step.path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise _fail(step, f"cannot read image: {str(exc).splitlines()[0]}") from None
+        return read_image(step.path)
+    except (ValueError, OSError) as exc:
+        raise _fail(step, f"cannot read image: {reason(exc)}") from None
 
 
 def _check_settings(plan: Plan, seed, seeds, steps, num_samples, guidance_scale) -> None:
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    """The run's numbers, with the same checks (and ranges) as Operator.sample and the CLI (pops.checks)."""
+    checks.seed(seed, "seed")
     labels = [s.label for s in plan.steps if s.op == "call"]
     for label, value in seeds.items():
         if label not in labels:
             raise ValueError(f"no operator step named {label!r}; steps: {', '.join(labels) or 'none'}")
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"seed for {label!r} must be a non-negative integer, got {value!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {steps!r}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if guidance_scale is not None and not (guidance_scale >= 0 and guidance_scale < float("inf")):
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        checks.seed(value, f"seed for {label!r}")
+    checks.steps(steps, "num_inference_steps")
+    checks.count(num_samples, "num_samples")
+    checks.guidance(guidance_scale, "guidance_scale")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pops import checks
 from pops.operator import Operator
 from pops.pairs import Pairs
 from pops.prior import Condition
@@ -42,11 +43,12 @@ class DistillConfig:
     seed: int = 0
 
     def check(self) -> None:
-        for name in ("steps", "noises", "batch_size", "teacher_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("steps", "noises", "batch_size"):
+            checks.count(getattr(self, name), name.replace("_", "-"))
+        checks.steps(self.teacher_steps, "teacher-steps")
+        checks.learning_rate(self.lr, "lr")
+        checks.real(self.weight_decay, "weight-decay", 0.0)
+        checks.seed(self.seed, "seed")
 
 
 @dataclass
@@ -105,6 +107,18 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
         raise ValueError(f"the pairs are for {pairs.kind!r}, the teacher is a {teacher.spec.name!r} operator")
     if len(pairs) == 0:
         raise ValueError("the pairs file holds no samples")
+    if pairs.target.shape[1] != teacher.embedding_dim:
+        raise ValueError(
+            f"the pairs hold {pairs.target.shape[1]}-d embeddings, the teacher works in {teacher.embedding_dim}-d"
+        )
+    prior = teacher.model.prior.config
+    width = prior["num_attention_heads"] * prior["attention_head_dim"]
+    tokens = teacher.spec.num_slots + prior["additional_embeddings"] + (8 if teacher.spec.text_slots else 0)
+    checks.memory(
+        checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True),
+        f"distilling with batch_size {config.batch_size}",
+        "give a smaller --batch-size",
+    )
     started = time.perf_counter()
     targets = teacher_targets(teacher, pairs, config)
     target_seconds = time.perf_counter() - started

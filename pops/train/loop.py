@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -23,11 +24,13 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from pops import checks
 from pops.files import atomic_write_json
 from pops.objective import make_training_scheduler, training_loss
 from pops.operator import Operator
 from pops.pairs import Pairs, recombine
 from pops.prior import PopsPrior
+from pops.reference import OPERATOR_CONFIG_NAME
 from pops.registry import get_spec
 from pops.train import checkpointing
 from pops.train.config import TrainConfig
@@ -134,6 +137,41 @@ def train(
     return Trainer(config, pairs=pairs, model=model, progress=progress, renderer=renderer).run()
 
 
+def check_fresh_output(output_dir: Path, overwrite: bool) -> None:
+    """A fresh run (no `resume`) never silently replaces a trained operator, nor mixes its checkpoints with an earlier
+    run's: refused unless `overwrite` (FileExistsError naming the way out)."""
+    if overwrite:
+        return
+    if (output_dir / OPERATOR_CONFIG_NAME).is_file():
+        raise FileExistsError(
+            f"output_dir {output_dir} already holds a trained operator; pass --overwrite to replace it, "
+            "--resume auto to continue its run, or another --output-dir"
+        )
+    if checkpointing.complete_checkpoints(output_dir):
+        raise FileExistsError(
+            f"output_dir {output_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
+            "--overwrite to start again (its checkpoints are removed), or another --output-dir"
+        )
+
+
+def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
+    """Refuse a batch size whose activations (a lower-bound estimate) cannot fit in the memory the machine has free."""
+    prior = model.prior.config
+    rows = spec.num_slots + (8 if spec.text_slots else 0) if config.layout == "compact" else prior["num_embeddings"]
+    tokens = rows + prior["additional_embeddings"]
+    width = prior["num_attention_heads"] * prior["attention_head_dim"]
+    activations = checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True)
+    # Per process, on the device it trains on (a GPU's memory when there is one; the weights are not counted: they
+    # are the same whatever the batch size, and may be sharded).
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    checks.memory(
+        activations,
+        f"training with batch_size {config.batch_size}",
+        "lower batch_size (or raise gradient_accumulation_steps)",
+        available=checks.device_memory(device),
+    )
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
         self.config = config.validate()
@@ -150,9 +188,12 @@ class Trainer:
                 torch.manual_seed(config.seed)
                 model = build_model(config, self.pairs)
         self.model = model
+        _check_memory(config, model, self.spec)
         self.progress = config.progress if progress is None else progress
         self.renderer = renderer
         self.output_dir = Path(config.output_dir)
+        if config.save_operator and config.resume is None:
+            check_fresh_output(self.output_dir, config.overwrite)
         self._stop_requested = False
         self.operator: Operator | None = None  # the trained operator, with its training record, after `run`
 
@@ -280,6 +321,8 @@ class Trainer:
         self._checkpointed = (schedule, ema)
         if accelerator.is_main_process:
             checkpointing.remove_stale_temporaries(self.output_dir)
+            if self.config.overwrite and self.config.resume is None:  # starting again: the earlier run's go
+                shutil.rmtree(checkpointing.checkpoint_root(self.output_dir), ignore_errors=True)
         accelerator.wait_for_everyone()
         resume_from = checkpointing.resolve_resume(self.config.resume, self.output_dir)
         if resume_from is not None:
