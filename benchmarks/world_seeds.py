@@ -33,8 +33,7 @@ def scores(folder: Path) -> dict[str, float]:
     """Row -> gap closed (top-1 for the synonyms row) of one demo folder."""
     table = MetricsTable.from_dict(json.loads((folder / "metrics.json").read_text()))
     return {
-        row: table.get(row, "pops").top1 if row == SYNONYMS_ROW else gap_closed(table, row)
-        for row in table.operators()
+        row: table.get(row, "pops").top1 if row == SYNONYMS_ROW else gap_closed(table, row) for row in table.operators()
     }
 
 
