@@ -4,6 +4,7 @@ side in worker processes, then the retrieval renderer, the report and the metric
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -46,14 +47,18 @@ class DemoResult:
 
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
-    """Train the small decoder on the class galleries (embedding -> picture), save it under <out>/renderer/decoder,
-    and measure how recognisable its pictures are: re-encode a sample of decodings and retrieve their source."""
+    """Train the small decoder on the class galleries (embedding -> picture; its embedding loss goes through the
+    same frozen encoder), save it under <out>/renderer/decoder, and measure how recognisable its pictures are:
+    re-encode a sample of decodings and retrieve their source. The result holds the job's wall time too."""
+    start = time.perf_counter()
     torch.set_num_threads(choose_threads(config.threads))
+    encoder = load_encoder(encoder_config)
     decoder = train_decoder(
         embeds,
         images,
         steps=config.decoder_steps,
         batch_size=32,
+        encoder=encoder,
         bf16=config.bf16,
         seed=config.seed,
         config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size),
@@ -64,7 +69,8 @@ def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_
     others = torch.ones(len(images), dtype=torch.bool)
     others[probe] = False
     gallery = torch.cat([embeds[probe], embeds[others]])
-    return decoder_fidelity(decoder, load_encoder(encoder_config), embeds[probe], gallery)
+    fidelity = decoder_fidelity(decoder, encoder, embeds[probe], gallery)
+    return {**fidelity, "steps": float(config.decoder_steps), "seconds": time.perf_counter() - start}
 
 
 def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
