@@ -171,6 +171,13 @@ class Operator:
         return self.model.embedding_dim
 
     @property
+    def guidance_folded(self) -> bool:
+        """True for a distilled student: its guidance is in its weights (trained to give its teacher's guided samples
+        with no unconditional pass), so no other scale is a guidance scale for it (pops eval shows those as n/a)."""
+        summary = (self.training or {}).get("summary") or {}
+        return bool(summary.get("guidance_folded", summary.get("method") == "distill"))
+
+    @property
     def device(self) -> torch.device:
         return self.model.prior.clip_mean.device
 
