@@ -104,10 +104,16 @@ def sample_ddim(
 ) -> torch.Tensor:
     """Deterministic DDIM (η = 0) on the x0 prediction; only the initial noise is drawn. (`scheduler`, in the shared
     signature, is the unclip sampler's configured scheduler; this one builds its own.)"""
-    scheduler = DDIMScheduler(
+    scheduler = ddim_scheduler()
+    return _deterministic_loop(model, cond, scheduler, guidance_scale, num_inference_steps, generator, layout, progress)
+
+
+def ddim_scheduler() -> DDIMScheduler:
+    """`ddim`'s scheduler: trailing timesteps (the first step starts at t = 999, so 1 step returns the prediction
+    itself), the final step to ᾱ = 1, x0 clipped to the reference's range. pops.train.distill runs its steps too."""
+    return DDIMScheduler(
         **_SCHEDULE, clip_sample=True, clip_sample_range=CLIP_RANGE, set_alpha_to_one=True, timestep_spacing="trailing"
     )
-    return _deterministic_loop(model, cond, scheduler, guidance_scale, num_inference_steps, generator, layout, progress)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from pops.cli.app import app
 from pops.operator import Operator
 from pops.pairs import Pairs
 from pops.sampler import CLIP_RANGE
-from pops.train.distill import DistillConfig, condition_of, distill, one_pass, teacher_targets
+from pops.train.distill import DistillConfig, condition_of, distill, student_output, teacher_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -45,13 +45,20 @@ def _ddim(op: Operator, pairs: Pairs, steps: int, scale: float | None = None) ->
     )
 
 
-def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator):
+@pytest.mark.parametrize("steps", [1, 2])
+def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator, steps):
+    """The student's training call is its sampling call: ddim at guidance 1 from the noise the targets started from."""
     teacher, pairs = tiny_operator(), _pairs()
-    targets = teacher_targets(teacher, pairs, DistillConfig(noises=1, teacher_steps=1))
+    targets = teacher_targets(teacher, pairs, DistillConfig(noises=1, teacher_steps=steps))
     with torch.no_grad():
         cond = condition_of(teacher, pairs, targets.index)
-        own = teacher.model.denormalize(one_pass(teacher, cond, targets.noise).clamp(-CLIP_RANGE, CLIP_RANGE))
-    torch.testing.assert_close(own, _ddim(teacher, pairs, steps=1, scale=1.0), rtol=1e-4, atol=1e-4)
+        own = teacher.model.denormalize(student_output(teacher, cond, targets.noise, steps))
+    torch.testing.assert_close(own, _ddim(teacher, pairs, steps=steps, scale=1.0), rtol=1e-4, atol=1e-4)
+    if steps == 1:  # one pass: the prediction at t = 999, clamped
+        t = torch.full((len(pairs),), 999)
+        with torch.no_grad():
+            single = teacher.model(targets.noise, t, cond).clamp(-CLIP_RANGE, CLIP_RANGE)
+        torch.testing.assert_close(teacher.model.denormalize(single), own, rtol=1e-5, atol=1e-5)
 
 
 def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny_operator, tmp_path):
