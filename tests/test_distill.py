@@ -91,9 +91,28 @@ def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
     op = Operator.from_pretrained(out)
     assert (op.sampler, op.guidance_scale, op.training["summary"]["steps"]) == ("ddim", 1.0, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "teacher", "train.safetensors"]
+    # A two-pass student: trained through, and saved with, its 2-step call; its card says so.
+    two = tmp_path / "two"
+    args = ["distill", str(teacher), "--data", str(data), "-o", str(two), "--steps", "2", "--student-steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "samples in 2 passes" in result.output, result.output
+    assert Operator.from_pretrained(two).sampling() == ("ddim", 2)
+    card = (two / "README.md").read_text()
+    assert "in 2 pass(es)" in card and "| default sampling | ddim, 2 steps, guidance 1" in card
+    assert f"from the teacher `{teacher}`" in card
 
 
-@pytest.mark.parametrize("case", ["missing teacher", "other operator's pairs", "non-empty out", "missing pairs"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing teacher",
+        "other operator's pairs",
+        "non-empty out",
+        "missing pairs",
+        "zero student steps",
+        "recombine without input classes",
+    ],
+)
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_path, case):
     teacher = tiny_operator().save_pretrained(tmp_path / "teacher")
     data = _pairs("union" if case == "other operator's pairs" else "texturing").save(tmp_path / "train.safetensors")
@@ -105,8 +124,10 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_p
     if case == "non-empty out":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
+    extra = {"zero student steps": ["--student-steps", "0"], "recombine without input classes": ["--recombine", "2"]}
     listing = sorted(p.name for p in tmp_path.iterdir())
-    result = runner.invoke(app, ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2"])
+    args = ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2", *extra.get(case, [])]
+    result = runner.invoke(app, args)
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
