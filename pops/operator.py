@@ -197,7 +197,8 @@ class Operator:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
         inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
-        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `dpmpp`), default `op.sampler`."""
+        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
+        `op.sampler`."""
         cond = self.condition(inputs, batch_size)
         return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)
 
