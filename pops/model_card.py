@@ -23,6 +23,7 @@ A diffusion prior over {{ dim }}-d image embeddings (pOps, arXiv 2406.01300), sa
 |---|---|
 | inputs (slot order) | {{ slots }} |
 | default guidance scale | {{ guidance }} |
+| default sampling | {{ sampling }} |
 | prior | {{ layers }} layers, {{ heads }} heads × {{ head_dim }}, embedding {{ dim }} |
 | image encoder | {{ image_encoder }} |
 | text encoder | {{ text_encoder }} |
@@ -46,7 +47,7 @@ pops folder format (safetensors). Cite the paper and keep the licences when you 
 {% endfor %}{% endif %}{% if training %}
 ## Training
 
-Trained with `pops train` (accelerate).
+{{ training_intro }}
 
 | | |
 |---|---|
@@ -90,7 +91,39 @@ def operator_card(op: Operator) -> str:
         image_encoder=(op.encoder_configs.get("image") or {}).get("type", "none (embeddings in)"),
         text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
         example=", ".join(s.name for s in spec.slots),
+        sampling=sampling_line(op),
         training=(op.training or {}).get("rows") or [],
         source=[(label, source[key]) for key, label in SOURCE_ROWS if source.get(key) is not None],
+        training_intro=training_intro(op),
     )
     return str(card)
+
+
+def sampling_line(op: Operator) -> str:
+    """How a call with no settings samples: the operator's own sampler and steps (pops.sampler.SAMPLERS)."""
+    steps = f"{op.num_inference_steps} step{'s' if op.num_inference_steps != 1 else ''}"
+    if op.guidance_folded:
+        return f"{op.sampler}, {steps}, guidance {op.guidance_scale:g} (guidance folded into the weights)"
+    return f"{op.sampler}, {steps}" + (" (the reference's ancestral loop)" if op.sampler == "unclip" else "")
+
+
+def training_intro(op: Operator) -> str:
+    """The first line of the Training section: what made these weights — `pops distill` (naming the teacher and the
+    call the student expects), `pops train` with the one-pass objective, or `pops train`."""
+    summary = (op.training or {}).get("summary") or {}
+    expects = f"`sampler={op.sampler!r}`, {op.num_inference_steps} step(s), guidance {op.guidance_scale:g}"
+    if summary.get("method") == "distill":
+        teacher = summary.get("teacher") or "(an operator in memory)"
+        return (
+            f"Distilled with `pops distill` from the teacher `{teacher}`: trained to give the teacher's guided "
+            f"{summary.get('teacher_sampler')} {summary.get('teacher_steps')}-step samples (guidance "
+            f"{summary.get('teacher_guidance_scale', 0):g}) in {summary.get('student_steps', 1)} pass(es), with no "
+            f"unconditional pass. It expects {expects} (its defaults); another guidance scale means nothing to it."
+        )
+    if summary.get("objective") == "one-pass":
+        return (
+            "Trained with `pops train` (accelerate) as a one-pass prior (`objective: one-pass`, the ECLIPSE "
+            f"objective, Patel et al., CVPR 2024): noise and condition to the embedding in one pass. It expects "
+            f"{expects} (its defaults)."
+        )
+    return "Trained with `pops train` (accelerate)."

@@ -192,6 +192,13 @@ class Operator:
         return self.model.embedding_dim
 
     @property
+    def guidance_folded(self) -> bool:
+        """True for a distilled student: its guidance is in its weights (trained to give its teacher's guided samples
+        with no unconditional pass), so no other scale is a guidance scale for it (pops eval shows those as n/a)."""
+        summary = (self.training or {}).get("summary") or {}
+        return bool(summary.get("guidance_folded", summary.get("method") == "distill"))
+
+    @property
     def device(self) -> torch.device:
         return self.model.prior.clip_mean.device
 
@@ -211,9 +218,9 @@ class Operator:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
         inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
-        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `dpmpp`), default `op.sampler`.
-        Bad arguments raise pops.checks.BadValue (a TypeError and a ValueError) naming the argument; see pops.checks
-        for the ranges (guidance 1 = no guidance)."""
+        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
+        `op.sampler`. Bad arguments raise pops.checks.BadValue (a TypeError and a ValueError) naming the argument;
+        see pops.checks for the ranges (guidance 1 = no guidance)."""
         self._settings(guidance_scale, num_inference_steps, generator, layout, sampler)  # bad values before any work
         cond = self.condition(inputs, batch_size)
         return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)

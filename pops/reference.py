@@ -25,6 +25,11 @@ PAPER = "pOps: Photo-Inspired Diffusion Operators (Richardson, Alaluf, Mahdavi-A
 LAYOUTS = ("compact", "padded")
 
 NUM_TRAIN_TIMESTEPS = 1000
+# The training objectives (pops.objective): the reference's diffusion x0 objective, or ECLIPSE's one-pass regression;
+# and the call each trains for — the sampler (pops.sampler.SAMPLERS) and steps its operator uses by default. `ddim`
+# with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step returns the prediction.
+OBJECTIVES = ("diffusion", "one-pass")
+OBJECTIVE_SAMPLING = {"diffusion": ("unclip", 25), "one-pass": ("ddim", 1)}
 # DDPMScheduler of the objective: x0-prediction, cosine schedule.
 TRAINING_SCHEDULER_CONFIG = dict(
     num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample"

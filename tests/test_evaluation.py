@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -163,6 +164,19 @@ def test_metrics_table_text_is_a_plain_rich_table():
     # the operator column is left-aligned, the numbers right-aligned (their last characters line up)
     ends = {line.rstrip().rfind(cell) + len(cell) for line, cell in zip(lines[2:], ("25.0%", "12.5%"))}
     assert len(ends) == 1 and lines[2].startswith("texturing")
+
+
+def test_a_cell_that_does_not_apply_is_na_and_never_the_best():
+    table = MetricsTable()
+    table.add("texturing", "pops", 0.7, 0.5)
+    table.add_not_applicable("texturing", "pops g=8", n=12)
+    table.add("texturing", "averaging", 0.6, 0.25)
+    lines = table.to_text().splitlines()
+    assert lines[2].split() == ["texturing", "0.700", "0.600", "n/a", "50.0%", "25.0%", "n/a"]
+    assert "<td>n/a</td>" in table.to_html() and "<b>0.700</b>" in table.to_html()
+    data = json.loads(table.to_json())  # strict JSON: null, not NaN
+    assert [r for r in data["rows"] if r["method"] == "pops g=8"][0]["top1"] is None
+    assert MetricsTable.from_dict(data).to_text() == table.to_text()
 
 
 def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):

@@ -59,8 +59,8 @@ def apply(
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
     sampler: str | None = typer.Option(
         None,
-        help="unclip (the reference's ancestral loop), ddim (deterministic) or dpmpp (DPM-Solver++); few-step "
-        "samplers take --steps 1-8 (default: the operator's own, unclip).",
+        help="unclip (the reference's ancestral loop), ddim (deterministic), ddim-linspace (ddim from t 999 to 0, "
+        "2+ steps) or dpmpp (DPM-Solver++); few-step samplers take --steps 1-8 (default: the operator's own, unclip).",
     ),
     out: Path = typer.Option(
         Path("pops_output.safetensors"),

@@ -30,10 +30,14 @@ def eval_(
         help="Also report at this guidance scale (repeatable); the registry's scale is always reported.",
     ),
     steps: int | None = typer.Option(
-        None, help="Sampling steps (1-1000, unclip at least 2; default: each operator's own — 25, a student 1)."
+        None,
+        help="Sampling steps (1-1000, unclip and ddim-linspace at least 2; default: each operator's own — 25, a "
+        "student 1).",
     ),
     sampler: str | None = typer.Option(
-        None, help="unclip (the reference's 25-step ancestral loop), ddim or dpmpp (default: each operator's own)."
+        None,
+        help="unclip (the reference's 25-step ancestral loop), ddim, ddim-linspace or dpmpp (default: each "
+        "operator's own).",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
     threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),

@@ -82,7 +82,8 @@ def evaluate_operators(
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
-    each of `guidance_scales` over `extra_seeds` ("pops g=s"), the averaging baseline, input A only, and the oracle.
+    each of `guidance_scales` over `extra_seeds` ("pops g=s"; the registry's scale is n/a for a distilled student,
+    whose guidance is in its weights), the averaging baseline, input A only, and the oracle.
     `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
@@ -97,6 +98,10 @@ def evaluate_operators(
         score = partial(evaluate_embeddings, targets=pairs.target, true_classes=truth, proto_names=names, protos=protos)
         own = op.guidance_scale
         for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
+            if op.guidance_folded and scale == op.spec.guidance_scale != own:
+                # A distilled student at the registry's scale would be guided a second time: not a number to show.
+                table.add_not_applicable(row, f"pops g={scale:g}", n=len(pairs))
+                continue
             runs = []
             for s in range(seeds if scale == own else extra_seeds):
                 out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler)

@@ -19,7 +19,7 @@ import yaml
 from pops import checks
 from pops.config import from_mapping, to_mapping
 from pops.readers import read_text
-from pops.reference import KANDINSKY_PRIOR, LAYOUTS
+from pops.reference import KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
 from pops.registry import REGISTRY
 
 CLIP_STD = ("per-dim", "shared")
@@ -94,7 +94,7 @@ class ValidationOptions:
     data: str | None = None  # a Pairs file; None = the first `num_samples` training pairs
     num_samples: int = 16
     guidance_scale: float | None = None  # None = the operator's default
-    num_inference_steps: int = 25
+    num_inference_steps: int = 25  # of the diffusion objective's sampler; a one-pass operator validates in its one pass
     # A saved renderer folder (its renderer.json names a type of pops.renderers.RENDERER_TYPES); None = no pictures,
     # only embedding metrics. Only registered types load: a config never names code to import.
     renderer: str | None = None
@@ -106,6 +106,9 @@ class TrainConfig:
     data: str | None = None  # a Pairs file (pops.pairs) of cached embeddings
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
+    # diffusion (the reference's x0 objective over 1000 timesteps) | one-pass (ECLIPSE: noise + condition to the
+    # target in one pass; the operator is then sampled as ddim with 1 step). See pops.objective.
+    objective: str = "diffusion"
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
     resume: str | None = None  # auto | <checkpoint folder>; None = start fresh
     seed: int = 0
@@ -141,6 +144,7 @@ class TrainConfig:
         _check(self.operator in REGISTRY, f"operator: unknown {self.operator!r}; known: {', '.join(REGISTRY)}")
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
+        _check(self.objective in OBJECTIVES, f"objective: one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         _check(self.max_steps >= 1, "max_steps must be at least 1")
         _check(self.batch_size >= 1, "batch_size must be at least 1")
         _check(self.recombine >= 1, "recombine must be at least 1")

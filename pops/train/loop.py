@@ -30,7 +30,7 @@ from pops.objective import make_training_scheduler, training_loss
 from pops.operator import Operator
 from pops.pairs import Pairs, recombine
 from pops.prior import PopsPrior
-from pops.reference import OPERATOR_CONFIG_NAME
+from pops.reference import OBJECTIVE_SAMPLING, OPERATOR_CONFIG_NAME
 from pops.registry import get_spec
 from pops.train import checkpointing
 from pops.train.config import TrainConfig
@@ -81,6 +81,12 @@ class _LossModel:
         return getattr(self._plain, name)
 
 
+OBJECTIVE_ROWS = {
+    "diffusion": "diffusion (x0 prediction, 1000 timesteps)",
+    "one-pass": "one-pass (ECLIPSE: noise + condition to the target at t = 999)",
+}
+
+
 def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
     """How this operator was trained: the rows of its model card's Training section, and the run's summary. It
     travels with the operator (`Operator.training`, saved in its folder's config)."""
@@ -102,6 +108,7 @@ def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
             f"AdamW lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps}), betas {tuple(o.betas)}, wd "
             f"{o.weight_decay:g}, grad-clip {o.max_grad_norm:g}",
         ),
+        ("objective", OBJECTIVE_ROWS[config.objective]),
         ("precision / layout", f"{config.mixed_precision} / {config.layout}"),
         ("options", ", ".join(extras) or "none"),
     ]
@@ -283,7 +290,13 @@ class Trainer:
                 generator = shard_generator(c.seed, state.step, shard)
                 with accelerator.accumulate(prepared):
                     loss, details = training_loss(
-                        loss_model, self.spec, batch, noise_scheduler, generator=generator, layout=c.layout
+                        loss_model,
+                        self.spec,
+                        batch,
+                        noise_scheduler,
+                        generator=generator,
+                        layout=c.layout,
+                        objective=c.objective,
                     )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
@@ -365,6 +378,7 @@ class Trainer:
         steady = (steps - 1) * global_batch / (ended - first_done) if steps > 1 and ended > first_done else None
         summary = {
             "operator": self.config.operator,
+            "objective": self.config.objective,
             "steps": state.step,
             "samples_seen": state.samples_seen,
             "steps_this_run": steps,
@@ -379,11 +393,14 @@ class Trainer:
             "lora": self.config.lora.enabled,
         }
         encoders = self.pairs.info.get("encoders")  # the encoders that made the data, when the pairs file says
+        sampler, steps = OBJECTIVE_SAMPLING[self.config.objective]  # the call the objective trained for
         self.operator = Operator(
             model,
             self.config.operator,
             encoder_configs=encoders if isinstance(encoders, dict) else None,
             training=training_record(self.config, summary, monitor_last),
+            sampler=sampler,
+            num_inference_steps=steps,
         )
         if accelerator.is_main_process and self.config.save_operator:
             self.operator.save_pretrained(self.output_dir)
