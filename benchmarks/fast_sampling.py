@@ -8,7 +8,8 @@ run: quality and speed.
    (pops − averaging) / (oracle − averaging) for every sampler × steps (1, 2, 4, 8, 25; unclip from 2;
    ddim-linspace 2, 3, 4, 8) of the folder's operators at their own guidance; for students distilled from them
    (`pops distill`, one per number of passes in --students); and, with --one-pass, for operators trained with the
-   one-pass objective (ECLIPSE) on the same data with the same recipe — the fast ones called as they are saved (their own sampler, steps, guidance).
+   one-pass objective (ECLIPSE) on the same data with the same recipe — the fast ones called as they are saved
+   (their own sampler, steps, guidance).
    "passes" counts prior forward passes per call (a guided step batches its two halves: one pass).
 2. Speed at the Kandinsky 2.2 prior's size (1.03 B parameters, random weights, bf16, batch 1, compact layout):
    seconds per call of the reference (unclip, 25 steps, CFG 8), of few-step settings with CFG 8, and of the
