@@ -8,8 +8,8 @@ dependencies (a retrieval renderer does not pull in diffusers). `load_renderer(f
   `from_pretrained(folder)`;
 * the real stack's types (kandinsky, ipadapter, ipadapter-depth) hold only their renderer.json — the hub ids or
   local folders of the models and the reference's settings (pops.renderers.settings writes and checks it) — and
-  load with `from_folder(folder, device=, dtype=, cpu_offload=)`; their `from_pretrained` takes hub ids, as
-  diffusers' pipelines do.
+  load through their `from_settings` (the folder's settings, device/dtype/offload overrides on top); their
+  `from_pretrained` takes hub ids, as diffusers' pipelines do.
 
 Adding a type is one table entry plus that class's loader.
 """
@@ -30,7 +30,7 @@ RENDERER_CONFIG_NAME = "renderer.json"
 # Older folders may name their config otherwise; read, never written.
 _CONFIG_NAMES = (RENDERER_CONFIG_NAME, "config.json", "pops_renderer.json")
 
-# Renderer type -> "module:Class" with `from_folder(folder, **overrides)` or else `from_pretrained(folder)`.
+# Renderer type -> "module:Class" with `from_settings(settings)` (real stack) or else `from_pretrained(folder)`.
 RENDERER_TYPES = {
     "retrieval": "pops.renderers.retrieval:RetrievalRenderer",
     "decoder": "pops.renderers.decoder:DecoderRenderer",
@@ -115,6 +115,10 @@ def load_renderer(folder: str | Path, *, device=None, dtype=None, cpu_offload: b
             f"{folder} holds no saved renderer (its {RENDERER_CONFIG_NAME} names none of: {', '.join(RENDERER_TYPES)})"
         )
     cls = renderer_class(type_name)
-    if hasattr(cls, "from_folder"):
-        return cls.from_folder(folder, device=device, dtype=dtype, cpu_offload=cpu_offload)
+    if hasattr(cls, "from_settings"):  # the real stack's types: settings in renderer.json, weights from their sources
+        from pops.renderers.settings import read_renderer_folder
+
+        return cls.from_settings(
+            read_renderer_folder(folder, type_name, device=device, dtype=dtype, cpu_offload=cpu_offload)
+        )
     return cls.from_pretrained(folder)

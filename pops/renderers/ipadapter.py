@@ -18,7 +18,6 @@ from pops.encoders.clip import default_device, default_dtype
 from pops.hub import looks_like_hub_id, resolve_file, resolve_model
 from pops.reference import IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
-from pops.renderers.settings import read_renderer_folder
 
 NEGATIVE_PROMPT = "deformed, ugly, wrong proportion, low res, bad anatomy, worst quality, low quality"
 
@@ -156,14 +155,6 @@ class IPAdapterRenderer:
         pipe = StableDiffusionXLPipeline.from_pretrained(source, **load_kwargs)
         load_ip_adapter(pipe, weights, "")
         return cls(prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload), **options)
-
-    @classmethod
-    def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> IPAdapterRenderer:
-        """Load a renderer folder (renderer.json of type "ipadapter", pops.renderers.settings); `device`, `dtype` and
-        `cpu_offload` override its settings when given."""
-        return cls.from_settings(
-            read_renderer_folder(folder, "ipadapter", device=device, dtype=dtype, cpu_offload=cpu_offload)
-        )
 
     @classmethod
     def from_settings(cls, s) -> IPAdapterRenderer:

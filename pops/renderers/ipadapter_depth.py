@@ -26,7 +26,6 @@ from pops.reference import (
 )
 from pops.renderers.ipadapter import IPAdapterRenderer, load_ip_adapter, per_prompt_ip_adapter, sdxl_load_kwargs
 from pops.renderers.pipelines import dtype_kwarg, prepare_pipeline
-from pops.renderers.settings import read_renderer_folder
 
 
 class DepthEstimator:
@@ -143,14 +142,6 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
         load_ip_adapter(pipe, weights, "")
         pipe = prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload)
         return cls(pipe, estimator, **options)
-
-    @classmethod
-    def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> IPAdapterDepthRenderer:
-        """Load a renderer folder (renderer.json of type "ipadapter-depth", pops.renderers.settings); `device`,
-        `dtype` and `cpu_offload` override its settings when given. The structure comes with each render call."""
-        return cls.from_settings(
-            read_renderer_folder(folder, "ipadapter-depth", device=device, dtype=dtype, cpu_offload=cpu_offload)
-        )
 
     @classmethod
     def from_settings(cls, s) -> IPAdapterDepthRenderer:

@@ -13,7 +13,6 @@ from pops.encoders.clip import CLIPImageEncoder, default_device, default_dtype
 from pops.hub import resolve_model
 from pops.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
-from pops.renderers.settings import read_renderer_folder
 
 
 class KandinskyRenderer:
@@ -83,14 +82,6 @@ class KandinskyRenderer:
         pipe = KandinskyV22Pipeline.from_pretrained(source, **dtype_kwarg(dt))
         pipe = prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload)
         return cls(pipe, negative_embedding, **options)
-
-    @classmethod
-    def from_folder(cls, folder, *, device=None, dtype=None, cpu_offload=None) -> KandinskyRenderer:
-        """Load a renderer folder (renderer.json of type "kandinsky", pops.renderers.settings); `device`, `dtype` and
-        `cpu_offload` override its settings when given."""
-        return cls.from_settings(
-            read_renderer_folder(folder, "kandinsky", device=device, dtype=dtype, cpu_offload=cpu_offload)
-        )
 
     @classmethod
     def from_settings(cls, s) -> KandinskyRenderer:
