@@ -40,7 +40,9 @@ def scores(folder: Path) -> dict[str, float]:
 def run_seed(seed: int, folder: Path, quick: bool) -> float:
     command = [sys.executable, "-m", "pops", "demo", "--seed", str(seed), "--out", str(folder), "--no-progress"]
     start = time.perf_counter()
-    subprocess.run(command + (["--quick"] if quick else []), check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command + (["--quick"] if quick else []), stdout=subprocess.DEVNULL)
+    if done.returncode:
+        raise SystemExit(f"error: pops demo --seed {seed} failed (exit {done.returncode}; its error is above)")
     return time.perf_counter() - start
 
 

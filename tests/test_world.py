@@ -296,6 +296,8 @@ def test_training_only_combinations_add_diversity_not_classes():
     assert sample.target_class.startswith("obj=proc-") and not same_images(sample.inputs[0], sample.target)
     with pytest.raises(ValueError, match="training_only"):
         WorldConfig(training_only={"instruct": -1})
+    with pytest.raises(ValueError, match="training_only"):
+        WorldConfig(training_only=[("instruct", 3)])
 
 
 def test_class_samples_draw_fresh_samples_of_given_classes(world):

@@ -96,6 +96,8 @@ class WorldConfig:
         if not 1 <= lo <= hi <= max_garments():
             raise ValueError(f"garments_per_figure must satisfy 1 <= min <= max <= {max_garments()}, got {(lo, hi)}")
         object.__setattr__(self, "garments_per_figure", (lo, hi))
+        if not isinstance(self.training_only, dict):
+            raise ValueError(f"training_only must map operators to counts, got {self.training_only!r}")
         for operator, count in self.training_only.items():
             get_spec(operator)
             if not isinstance(count, (int, np.integer)) or count < 0:
