@@ -61,7 +61,7 @@ SYNONYMS: dict[str, str] = {
 
 # More training words, several per edit (never a held-out synonym): an operator that meets four words for "red"
 # learns where colour words lie in the text encoder's space instead of memorising one token, which is what lets
-# a held-out synonym land on its edit. Training samples draw their word from the edit's word and these.
+# a held-out synonym land on its edit. Half the training samples say one of these, half the edit's own word.
 TRAINING_WORDS: dict[str, str] = {
     word: edit
     for edit, words in {

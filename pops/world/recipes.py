@@ -277,8 +277,10 @@ class Instruct(Recipe):
         word = combo[1]
         if split == SYNONYM_SPLIT:
             word = str(rng.choice(synonyms_of(combo[1])))
-        elif split == "train":
-            word = str(rng.choice(training_words_of(combo[1])))
+        elif split == "train" and rng.random() < 0.5:
+            # half the training samples say another word for the edit, half the edit's own (what its test
+            # combinations say)
+            word = str(rng.choice(training_words_of(combo[1])[1:]))
         pose = random_pose(rng, dxy=0.04, r=(0.28, 0.33))
         return {"operator": self.operator, "object": combo[0], "word": word, "edit": combo[1], "pose": pose}
 
