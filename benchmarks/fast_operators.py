@@ -52,10 +52,12 @@ def student(models: Path, kind: str, config: DistillConfig, *, save: Path | None
     return _keep(op, folder, started, log)
 
 
-def one_pass_operator(models: Path, kind: str, *, save: Path | None, variant: str = "one-pass", log=print):
+def one_pass_operator(
+    models: Path, kind: str, *, save: Path | None, variant: str = "one-pass", max_steps: int | None = None, log=print
+):
     """An operator trained with `objective: one-pass` on the demo's training pairs, with the demo's recipe for
-    `kind` (its demo_training.json), its guidance scale chosen on the validation classes among the demo's candidates
-    (one pass each), as the demo chooses its own."""
+    `kind` (its demo_training.json; `max_steps` optimiser steps instead of its own when given), its guidance scale
+    chosen on the validation classes among the demo's candidates (one pass each), as the demo chooses its own."""
     folder, op = _saved(save, variant, kind)
     if op is not None:
         return op
@@ -64,6 +66,8 @@ def one_pass_operator(models: Path, kind: str, *, save: Path | None, variant: st
     data = models / "data"
     train_pairs = Pairs.load(data / f"{kind}-train.safetensors")
     settings = dict(record["settings"], objective="one-pass", output_dir=str(folder or data), progress=False)
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
     # As the demo trains (pops.demo.operators): the plain attention kernel is the fast one for these short sequences.
     with sdpa_kernel(SDPBackend.MATH):
         trainer = Trainer(config_from_dict(settings), pairs=train_pairs)

@@ -1,16 +1,16 @@
 """Few-step samplers, distilled students and one-pass operators against the 25-step reference, side by side in one
 run: quality and speed.
 
-    .venv/bin/python -m benchmarks.fast_sampling --models outputs/demo [--seeds 1] [--students 1,2] [--one-pass]
-        [--save DIR] [--skip-kandinsky]
+    .venv/bin/python -m benchmarks.fast_sampling --models outputs/demo [--seeds 1] [--students 1,2] [--one-pass
+        [--one-pass-steps N]] [--operators a,b] [--save DIR] [--skip-kandinsky]
 
 1. Quality, per operator of a demo models folder on the world's held-out test pairs: top-1 and gap closed =
    (pops − averaging) / (oracle − averaging) for every sampler × steps (1, 2, 4, 8, 25; unclip from 2;
    ddim-linspace 2, 3, 4, 8) of the folder's operators at their own guidance; for students distilled from them
    (`pops distill`, one per number of passes in --students); and, with --one-pass, for operators trained with the
    one-pass objective (ECLIPSE) on the same data with the same recipe — the fast ones called as they are saved
-   (their own sampler, steps, guidance).
-   "passes" counts prior forward passes per call (a guided step batches its two halves: one pass).
+   (their own sampler, steps, guidance). "passes" counts prior forward passes per call (a guided step batches its
+   two halves: one pass).
 2. Speed at the Kandinsky 2.2 prior's size (1.03 B parameters, random weights, bf16, batch 1, compact layout):
    seconds per call of the reference (unclip, 25 steps, CFG 8), of few-step settings with CFG 8, and of the
    students' calls (ddim at guidance 1: no unconditional half), best of the repeats.
@@ -41,7 +41,7 @@ SETTINGS = (
 REFERENCE = "unclip 25"
 
 
-def rows_for(models: Path, kinds, students, distill_config: DistillConfig, one_pass: bool, save: Path | None):
+def rows_for(models: Path, kinds, students, distill_config: DistillConfig, one_pass, save: Path | None):
     """(label, passes, {kind: (operator, sampler, steps)}) per table row: the teacher's samplers, then the fast
     operators (None, None: their own call)."""
     teachers = {k: Operator.from_pretrained(find_operator_dir(models, k), load_encoders=False) for k in kinds}
@@ -52,10 +52,11 @@ def rows_for(models: Path, kinds, students, distill_config: DistillConfig, one_p
         print(f"  distilling {variant} students", flush=True)
         ops = {k: student(models, k, config, save=save, variant=variant) for k in kinds}
         rows.append((variant, passes, {k: (op, None, None) for k, op in ops.items()}))
-    if one_pass:
-        print("  training one-pass operators", flush=True)
-        ops = {k: one_pass_operator(models, k, save=save) for k in kinds}
-        rows.append(("one-pass", 1, {k: (op, None, None) for k, op in ops.items()}))
+    if one_pass is not False:  # None: the demo's optimiser steps; a number: that many
+        variant = "one-pass" if one_pass is None else f"one-pass-{one_pass}"
+        print(f"  training {variant} operators", flush=True)
+        ops = {k: one_pass_operator(models, k, save=save, variant=variant, max_steps=one_pass) for k in kinds}
+        rows.append((variant, 1, {k: (op, None, None) for k, op in ops.items()}))
     return rows
 
 
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--student-recombine", type=int, default=1, help="pops distill --recombine")
     parser.add_argument("--distill-steps", type=int, default=DistillConfig.steps, help="pops distill --steps")
     parser.add_argument("--one-pass", action="store_true", help="also train one-pass (ECLIPSE) operators")
+    parser.add_argument("--one-pass-steps", type=int, help="their optimiser steps (default: the demo's)")
+    parser.add_argument("--operators", help="only these operators, comma-separated (default: every one in MODELS)")
     parser.add_argument("--save", type=Path, help="save the fast operators here, and load them from here next time")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-kandinsky", action="store_true")
@@ -143,9 +146,12 @@ def main() -> None:
     if args.models is not None:
         torch.set_num_threads(1)  # small models: one thread (see pops.demo.config.choose_threads)
         kinds = [k for k in REGISTRY if find_operator_dir(args.models, k)]
+        if args.operators:
+            kinds = [k for k in kinds if k in args.operators.split(",")]
         students = [int(s) for s in args.students.split(",") if s.strip()]
         config = DistillConfig(steps=args.distill_steps, recombine=args.student_recombine)
-        rows = rows_for(args.models, kinds, students, config, args.one_pass, args.save)
+        one_pass = args.one_pass_steps if args.one_pass else False
+        rows = rows_for(args.models, kinds, students, config, one_pass, args.save)
         print(f"quality on held-out test pairs of {args.models}, {args.seeds} seed(s):")
         print_quality(quality(args.models, args.seeds, rows), rows)
     if not args.skip_kandinsky:
