@@ -133,7 +133,8 @@ def ours(
     train(config_from_dict(dict(base, max_steps=3)), pairs=pairs, model=copy.deepcopy(model))
     warm = json.loads((out / SUMMARY_NAME).read_text())["samples_per_second"]
     steps = steps or max(5, int(seconds * warm / batch))
-    train(config_from_dict(dict(base, max_steps=steps)), pairs=pairs, model=model)
+    # the timed run replaces the warm-up's folder (measurements, not operators anyone keeps)
+    train(config_from_dict(dict(base, max_steps=steps, overwrite=True)), pairs=pairs, model=model)
     return json.loads((out / SUMMARY_NAME).read_text())["samples_per_second"], steps
 
 

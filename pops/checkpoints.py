@@ -11,17 +11,18 @@ encoders) — instead of one `kind`. `operator_config` turns either into the con
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import PriorTransformer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pops import hub
-from pops.files import atomic_write, atomic_write_json, atomic_write_text
+from pops.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
 from pops.prior import PopsPrior
+from pops.readers import load_torch, read_json, read_safetensors, reason
 from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGHTS_NAME, is_joint_config
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,8 @@ def load_state_dict_file(ref: str | Path) -> dict[str, torch.Tensor]:
     """A plain {name: tensor} state dict from a `.pth` (loaded with weights_only=True) or `.safetensors` file."""
     path = resolve_file(ref)
     if path.suffix == ".safetensors":
-        return load_file(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a plain state dict ({str(exc).splitlines()[0]})") from None
+        return read_safetensors(path, "checkpoint")[0]
+    state = load_torch(path, "state dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise ValueError(f"{path}: not a plain state dict of tensors")
     return state
@@ -123,15 +121,30 @@ def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor
 
 
 # ----- our format ------------------------------------------------------------------------------------------------
-def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str) -> None:
-    """Write weights, config and model card; each file atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def save_operator_folder(
+    folder: Path,
+    model: PopsPrior,
+    config: dict,
+    card: str,
+    extra_json: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write weights, config, model card (and `extra_json`: more JSON files, by name) as one complete folder: it
+    appears, or changes, only once every file is written (pops.files.write_folder; the config goes in last).
+    `dtype` stores the floating-point weights in that precision (fp16/bf16 halve the file; loading upcasts to
+    float32); the clip statistics stay exact."""
     state = {
-        k: v.detach().contiguous().cpu()
+        k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
         for k, v in model.state_dict().items()
         if k.rsplit(".", 1)[-1] not in CLIP_STATS
     }
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(
+            f"operator not saved to {folder}: {len(broken)} of its {len(state)} weight tensors hold NaN or inf "
+            "(did training diverge? lower the learning rate)"
+        )
     config = dict(
         config,
         format_version=FORMAT_VERSION,
@@ -141,44 +154,80 @@ def save_operator_folder(folder: Path, model: PopsPrior, config: dict, card: str
         clip_mean=model.prior.clip_mean.detach().float().cpu().reshape(-1).tolist(),
         clip_std=model.prior.clip_std.detach().float().cpu().reshape(-1).tolist(),
     )
-    atomic_write(folder / OPERATOR_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    atomic_write_json(folder / OPERATOR_CONFIG_NAME, config)
-    atomic_write_text(folder / "README.md", card)
+
+    def write(tmp: Path) -> None:
+        atomic_write(tmp / OPERATOR_WEIGHTS_NAME, lambda t: save_file(state, t, metadata={"format": "pt"}))
+        atomic_write_text(tmp / "README.md", card)
+        for name, value in (extra_json or {}).items():
+            atomic_write_json(tmp / name, value)
+        atomic_write_json(tmp / OPERATOR_CONFIG_NAME, config)
+
+    write_folder(Path(folder), write, commit=OPERATOR_CONFIG_NAME)
 
 
 def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
-    """(model in float32, config dict) from a folder written by `save_operator_folder`."""
+    """(model in float32, config dict) from a folder written by `save_operator_folder`; a damaged or foreign file is
+    one ValueError naming it."""
     folder = Path(folder)
     config_path, weights_path = folder / OPERATOR_CONFIG_NAME, folder / OPERATOR_WEIGHTS_NAME
+    if not folder.is_dir():
+        raise (NotADirectoryError if folder.exists() else FileNotFoundError)(f"no such operator folder: {folder}")
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: not a pops operator folder (missing {path.name})")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: invalid JSON ({exc})") from None
+    config = read_json(config_path, "operator config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: not an operator config (a JSON object)")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{config_path}: unsupported format_version {config.get('format_version')!r}")
-    model = PopsPrior(
-        PriorTransformer(**config["prior_config"]),
-        text_width=config.get("text_width"),
-        operators=config.get("operator_table") or (),
-    )
-    state = load_file(weights_path)
-    own = model.state_dict()
+    # An ordinary folder names one `kind`; a joint one its `operators` (pops.joint). `operator_table` names the
+    # prior's operator rows: a joint folder's, or those of one operator saved from a joint prior.
+    joint = is_joint_config(config)
+    needed = ("operators", dict) if joint else ("kind", str)
+    for key, kind in (needed, ("prior_config", dict), ("clip_mean", list), ("clip_std", list)):
+        if not isinstance(config.get(key), kind):
+            raise ValueError(f"{config_path}: {key!r} is missing or not a {kind.__name__}")
+    table = config.get("operator_table") or []
+    if not isinstance(table, list) or not all(isinstance(name, str) for name in table):
+        raise ValueError(f"{config_path}: 'operator_table' must be a list of operator names")
+    if joint and (not table or list(config["operators"]) != table):
+        raise ValueError(f"{config_path}: 'operators' must name the operators of 'operator_table', in its order")
+    if joint and not all(isinstance(v, dict) for v in config["operators"].values()):
+        raise ValueError(f"{config_path}: each entry of 'operators' must be an object (that operator's settings)")
+    if not joint and table and config["kind"] not in table:
+        raise ValueError(f"{config_path}: the prior has no operator row for its kind {config['kind']!r}")
+
+    def build() -> PopsPrior:
+        prior = PriorTransformer(**config["prior_config"])
+        return PopsPrior(prior, text_width=config.get("text_width"), operators=table)
+
+    try:
+        with torch.device("meta"):  # shapes only: a config alone never makes pops allocate a model
+            skeleton = build()
+        clip_mean, clip_std = torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{config_path}: does not describe a prior ({reason(exc)})") from None
+    if clip_mean.shape != (skeleton.embedding_dim,) or clip_std.shape != (skeleton.embedding_dim,):
+        raise ValueError(f"{config_path}: clip_mean and clip_std must hold {skeleton.embedding_dim} numbers each")
+    state, _ = read_safetensors(weights_path, "operator weights")
+    own = {k: v.shape for k, v in skeleton.state_dict().items()}
     for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
+        if key in own and own[key] != value.shape:
             raise ValueError(
-                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key].shape)}"
+                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key])}"
             )
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k.rsplit(".", 1)[-1] not in CLIP_STATS]
-    if missing or result.unexpected_keys:
+    missing = [k for k in own if k not in state and k.rsplit(".", 1)[-1] not in CLIP_STATS]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
         raise ValueError(
-            f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected "
-            f"{result.unexpected_keys[:4]})"
+            f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected {unexpected[:4]})"
         )
-    model.set_clip_stats(torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"]))
+    model = build()  # the weights file holds every tensor of this size: building it allocates no more than that
+    model.load_state_dict(state, strict=False)
+    try:
+        model.set_clip_stats(clip_mean, clip_std)
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: {reason(exc)}") from None
     return model, config
 
 

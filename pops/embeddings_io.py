@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pops.files import atomic_write
+from pops.readers import load_torch, read_safetensors
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -27,6 +27,10 @@ def check_embeddings(embeds: torch.Tensor, dim: int | None = None, what: str = "
         embeds = embeds[None]
     if embeds.ndim != 2:
         raise ValueError(f"{what}: expected shape (N, D), got {tuple(embeds.shape)}")
+    if embeds.is_complex() or embeds.dtype == torch.bool:
+        raise ValueError(f"{what}: expected real numbers, got {str(embeds.dtype).removeprefix('torch.')}")
+    if embeds.shape[0] == 0 or embeds.shape[1] == 0:
+        raise ValueError(f"{what}: no embeddings (shape {tuple(embeds.shape)})")
     if dim is not None and embeds.shape[1] != dim:
         raise ValueError(f"{what}: embedding width {embeds.shape[1]}, expected {dim}")
     if not torch.isfinite(embeds).all():
@@ -47,30 +51,24 @@ def save_embeddings(path: str | Path, embeds: torch.Tensor, metadata: dict | Non
 def load_embeddings(path: str | Path, dim: int | None = None) -> tuple[torch.Tensor, dict]:
     """(N, D) float32 embeddings and their metadata (empty for files not written by pops)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such embedding file: {path}")
     if path.suffix == ".safetensors":
+        tensors, metadata = read_safetensors(path, "embedding file")
+        key = "embeddings" if "embeddings" in tensors else (next(iter(tensors)) if len(tensors) == 1 else None)
+        if key is None:
+            raise ValueError(f"{path}: no 'embeddings' tensor among {sorted(tensors)}")
+        embeds = tensors[key]
         try:
-            with safe_open(str(path), framework="pt") as f:
-                keys = list(f.keys())
-                key = "embeddings" if "embeddings" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise ValueError(f"{path}: no 'embeddings' tensor among {keys}")
-                embeds = f.get_tensor(key)
-                meta = json.loads((f.metadata() or {}).get("pops", "{}"))
-        except ValueError:
-            raise
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+            meta = json.loads(metadata.get("pops", "{}"))
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: its 'pops' metadata is not JSON") from None
     elif path.suffix in (".pt", ".pth"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a plain tensor file ({str(exc).splitlines()[0]})") from None
+        obj = load_torch(path, "embedding file")
         meta = {}
         if isinstance(obj, dict):
             obj = obj.get("embeddings")
         embeds = obj
     else:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder, expected an embedding file")
         raise ValueError(f"{path}: unknown embedding file type (use {', '.join(EMBEDDING_SUFFIXES)})")
     return check_embeddings(embeds, dim, what=str(path)), meta

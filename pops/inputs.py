@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None = None):
     """(slots, drop): slot inputs with a common batch size B and a (B, num_slots) per-sample drop mask."""
     spec = op.spec
+    if not isinstance(inputs, Sequence) and not isinstance(inputs, torch.Tensor):
+        raise ValueError(f"{spec.name} takes a list of {spec.num_slots} inputs, got {type(inputs).__name__}")
     if isinstance(inputs, (torch.Tensor, str)) or len(inputs) != spec.num_slots:
         n = 1 if isinstance(inputs, (torch.Tensor, str)) else len(inputs)
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {n}")
@@ -47,6 +49,7 @@ def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None =
     if len(sizes) > 1:
         raise ValueError(f"inputs have different batch sizes: {sorted(sizes)} (batch-1 inputs broadcast)")
     batch = sizes.pop() if sizes else 1
+    op.check_memory(batch)  # before the condition rows are built for every sample
     slots = [_expand(s, batch) for s in slots]
     drop = torch.zeros(batch, spec.num_slots, dtype=torch.bool)
     for i, d in enumerate(drops):
@@ -78,8 +81,10 @@ def _as_tensor(op, value, name) -> torch.Tensor:
         if op.image_encoder is None:
             raise ValueError(f"{name}: an image was given but this operator has no image encoder; pass embeddings")
         return op.image_encoder.encode([im.convert("RGB") for im in images])
-    if isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value):
-        return torch.stack([v.reshape(-1) for v in value])
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return torch.cat(
+            [check_embeddings(v.reshape(1, -1), op.embedding_dim, f"{name}[{i}]") for i, v in enumerate(value)]
+        )
     raise ValueError(f"{name}: expected an embedding tensor or an image, got {type(value).__name__}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,11 +44,19 @@ class JointOperator:
 
     @classmethod
     def from_model(
-        cls, model: PopsPrior, encoder_configs: dict[str, dict] | None = None, training: dict | None = None
+        cls,
+        model: PopsPrior,
+        encoder_configs: dict[str, dict] | None = None,
+        training: dict | None = None,
+        **settings,
     ) -> JointOperator:
-        """Each operator of a joint prior at its registry defaults; `encoder_configs`: kind -> its encoders."""
+        """Each operator of a joint prior at its registry defaults; `encoder_configs`: kind -> its encoders;
+        `settings` (sampler, num_inference_steps, …): `Operator` arguments every one of them gets."""
         encoder_configs = encoder_configs or {}
-        operators = {kind: Operator(model, kind, encoder_configs=encoder_configs.get(kind)) for kind in model.operators}
+        operators = {
+            kind: Operator(model, kind, encoder_configs=encoder_configs.get(kind), **settings)
+            for kind in model.operators
+        }
         return cls(model, operators, training)
 
     @classmethod
@@ -60,7 +69,7 @@ class JointOperator:
             raise ValueError(f"{folder} is a single {config.get('kind')} operator, not a joint folder")
         operators = {}
         for kind in config["operators"]:
-            op = Operator.from_config(model, checkpoints.operator_config(config, kind, folder))
+            op = Operator.from_config(model, checkpoints.operator_config(config, kind, folder), where=folder)
             op.training = None  # the record belongs to the shared prior (`JointOperator.training`)
             if not load_encoders:
                 op.encoder_configs = {}
@@ -69,14 +78,20 @@ class JointOperator:
             model.to(torch_dtype)
         return cls(model, operators, config.get("training"))
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(
+        self, folder: str | Path, *, extra_json: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+    ) -> Path:
+        """As `Operator.save_pretrained` (one complete folder or none, NaN weights refused, `extra_json`, `dtype`),
+        the shared weights once and each operator's settings under `operators`."""
         config = dict(
             operators={kind: op.settings() for kind, op in self.operators.items()},
             training_scheduler=dict(TRAINING_SCHEDULER_CONFIG),
         )
         if self.training is not None:
             config["training"] = self.training
-        checkpoints.save_operator_folder(Path(folder), self.model, config, card=joint_card(self))
+        checkpoints.save_operator_folder(
+            Path(folder), self.model, config, card=joint_card(self), extra_json=extra_json, dtype=dtype
+        )
         return Path(folder)
 
     # ----- one operator ------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ A diffusion prior over {{ dim }}-d image embeddings (pOps, arXiv 2406.01300), sa
 |---|---|
 | inputs (slot order) | {{ slots }} |
 | default guidance scale | {{ guidance }} |
+| default sampling | {{ sampling }} |
 | prior | {{ layers }} layers, {{ heads }} heads × {{ head_dim }}, embedding {{ dim }} |
 | image encoder | {{ image_encoder }} |
 | text encoder | {{ text_encoder }} |
@@ -35,15 +36,36 @@ out = op.sample([{{ example }}], guidance_scale={{ guidance }})  # (B, {{ dim }}
 ```
 
 Or from the command line: `pops apply --model path/to/this/folder INPUT …`.
-{% if training %}
+{% if source %}
+## Source
+
+Released pOps weights imported with `pops models import`: the same function as the original checkpoint, in the
+pops folder format (safetensors). Cite the paper and keep the licences when you share this folder.
+
+| | |
+|---|---|
+{% for label, value in source %}| {{ label }} | {{ value }} |
+{% endfor %}{% endif %}{% if training %}
 ## Training
 
-Trained with `pops train` (accelerate).
+{{ training_intro }}
 
 | | |
 |---|---|
 {% for label, value in training %}| {{ label }} | {{ value }} |
 {% endfor %}{% endif %}"""
+
+
+# Rows of the Source table: key of `op.source` -> label.
+SOURCE_ROWS = (
+    ("checkpoint", "released checkpoint"),
+    ("sha256", "checkpoint sha256"),
+    ("license", "licence of the released weights"),
+    ("base", "base prior (supplies the clip statistics and the CLIP encoders)"),
+    ("base_license", "licence of the base prior"),
+    ("paper", "paper"),
+    ("weights_dtype", "weights stored as"),
+)
 
 
 JOINT_TEMPLATE = """---
@@ -56,7 +78,7 @@ One diffusion prior over {{ dim }}-d image embeddings for {{ kinds | length }} o
 one model for all operators is the paper's future work), saved by `pops`: each operator's condition rows start with
 its own learned operator row.
 
-| operator | inputs (slot order) | guidance | sampler, steps | what it does |
+| operator | inputs (slot order) | guidance | sampling | what it does |
 |---|---|---|---|---|
 {% for op in operators %}| {{ op.kind }} | {{ op.slots }} | {{ op.guidance }} | {{ op.sampler }} | {{ op.what }} |
 {% endfor %}
@@ -97,7 +119,7 @@ def joint_card(joint: JointOperator) -> str:
             kind=op.spec.name,
             slots=", ".join(f"{s.name} ({s.kind})" for s in op.spec.slots),
             guidance=f"{op.guidance_scale:g}",
-            sampler=f"{op.sampler}, {op.num_inference_steps}",
+            sampler=sampling_line(op),
             what=op.spec.description,
         )
         for op in ops
@@ -122,7 +144,13 @@ def joint_card(joint: JointOperator) -> str:
 def operator_card(op: Operator) -> str:
     cfg = op.model.prior.config
     spec = op.spec
-    data = ModelCardData(library_name="pops", tags=["pops", "diffusion-prior", f"pops-{spec.name}"])
+    source = op.source or {}
+    data = ModelCardData(
+        library_name="pops",
+        tags=["pops", "diffusion-prior", f"pops-{spec.name}"],
+        license=source.get("license"),
+        base_model=source.get("base") if source.get("base_is_hub_id") else None,
+    )
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
@@ -137,6 +165,39 @@ def operator_card(op: Operator) -> str:
         image_encoder=(op.encoder_configs.get("image") or {}).get("type", "none (embeddings in)"),
         text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
         example=", ".join(s.name for s in spec.slots),
+        sampling=sampling_line(op),
         training=(op.training or {}).get("rows") or [],
+        source=[(label, source[key]) for key, label in SOURCE_ROWS if source.get(key) is not None],
+        training_intro=training_intro(op),
     )
     return str(card)
+
+
+def sampling_line(op: Operator) -> str:
+    """How a call with no settings samples: the operator's own sampler and steps (pops.sampler.SAMPLERS)."""
+    steps = f"{op.num_inference_steps} step{'s' if op.num_inference_steps != 1 else ''}"
+    if op.guidance_folded:
+        return f"{op.sampler}, {steps}, guidance {op.guidance_scale:g} (guidance folded into the weights)"
+    return f"{op.sampler}, {steps}" + (" (the reference's ancestral loop)" if op.sampler == "unclip" else "")
+
+
+def training_intro(op: Operator) -> str:
+    """The first line of the Training section: what made these weights — `pops distill` (naming the teacher and the
+    call the student expects), `pops train` with the one-pass objective, or `pops train`."""
+    summary = (op.training or {}).get("summary") or {}
+    expects = f"`sampler={op.sampler!r}`, {op.num_inference_steps} step(s), guidance {op.guidance_scale:g}"
+    if summary.get("method") == "distill":
+        teacher = summary.get("teacher") or "(an operator in memory)"
+        return (
+            f"Distilled with `pops distill` from the teacher `{teacher}`: trained to give the teacher's guided "
+            f"{summary.get('teacher_sampler')} {summary.get('teacher_steps')}-step samples (guidance "
+            f"{summary.get('teacher_guidance_scale', 0):g}) in {summary.get('student_steps', 1)} pass(es), with no "
+            f"unconditional pass. It expects {expects} (its defaults); another guidance scale means nothing to it."
+        )
+    if summary.get("objective") == "one-pass":
+        return (
+            "Trained with `pops train` (accelerate) as a one-pass prior (`objective: one-pass`, the ECLIPSE "
+            f"objective, Patel et al., CVPR 2024): noise and condition to the embedding in one pass. It expects "
+            f"{expects} (its defaults)."
+        )
+    return "Trained with `pops train` (accelerate)."

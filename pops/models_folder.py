@@ -5,24 +5,28 @@ run on, read lazily. Every part is optional:
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
       operators/<name>/          a joint folder (`JointOperator.save_pretrained`, e.g. operators/joint/): one prior
                                  providing each operator it holds
-      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers)
+      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers):
+                                 retrieval or decoder (embedded world), kandinsky, ipadapter, ipadapter-depth (real)
       renderer/<type>/           or several, one per type; also renderers/<type>/
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
 `MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up), or
 a joint folder itself (then its operators are the only ones; renderers and assets come from the models folder
 above when it sits in one's `operators/`).
+`MODELS` = `pOpsPaper/operators` (the hub repo, when no such local folder exists) is the paper's released
+operators on the Kandinsky 2.2 prior, downloaded on first use, with the real renderers from their hub ids
+(`ReleasedModels`).
 
 How a name resolves: a kind's own folder (`operators/<kind>/`, `<kind>/`) wins over a joint folder that also holds
 the kind — naming a folder after the kind is the explicit choice, and the joint model fills in the kinds that have
 none (several joint folders: the first by name). To run every operator from the joint model, point at its folder
 (`--models MODELS/operators/joint`). Operators load once (a joint folder's weights once for all its operators) and
-share one image/text encoder per distinct encoder config.
+share one image/text encoder per distinct encoder config. `device`/`dtype` place the operators, their CLIP encoders
+and the real renderers (None: each part's own default, cuda when available).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from functools import lru_cache
@@ -31,13 +35,16 @@ from typing import Any
 
 from pops.encoders import load_encoder
 from pops.files import digest
-from pops.reference import OPERATOR_CONFIG_NAME, is_joint_config
+from pops.readers import read_json, reason
+from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, RELEASED_KINDS, RELEASED_OPERATORS, is_joint_config
 from pops.registry import REGISTRY
-from pops.renderers import RENDERER_TYPES, load_renderer, renderer_type
+from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
-# `auto` prefers the decoder (it draws new pictures) over retrieval (it shows the nearest gallery picture).
-AUTO_ORDER = ("decoder", "retrieval")
+# `auto` prefers renderers that draw new pictures: the real stack's (a folder that holds one is a real models
+# folder), then the decoder, then retrieval (it shows the nearest gallery picture); the depth renderer needs input A
+# to be a picture, so it comes last.
+AUTO_ORDER = ("kandinsky", "ipadapter", "decoder", "retrieval", "ipadapter-depth")
 RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
 
 
@@ -74,10 +81,30 @@ def joint_kinds(folder: Path) -> tuple[str, ...]:
 def _joint_kinds(path: str, mtime_ns: int) -> tuple[str, ...]:
     # Keyed by modification time: a folder written again is read again.
     try:
-        config = json.loads(Path(path).read_text())
+        config = read_json(path, "operator config")
     except (OSError, ValueError):
+        return ()  # unreadable: offers nothing (`unreadable_configs` says why when a kind is then missing)
+    if not isinstance(config, dict) or not is_joint_config(config):
         return ()
-    return tuple(k for k in config["operators"] if k in REGISTRY) if is_joint_config(config) else ()
+    return tuple(k for k in config["operators"] if k in REGISTRY)
+
+
+def unreadable_configs(models_dir: Path) -> list[str]:
+    """'path: reason' for each operator config a models folder holds (itself, operators/*, */) that cannot be read:
+    a damaged joint folder offers no operator, so a missing kind's message names these."""
+    models_dir = Path(models_dir)
+    found = []
+    for folder in (models_dir, *(p for d in (models_dir / "operators", models_dir) if d.is_dir() for p in d.iterdir())):
+        path = folder / OPERATOR_CONFIG_NAME
+        if path.is_file():
+            try:
+                config = read_json(path, "operator config")
+            except (OSError, ValueError) as exc:
+                found.append(reason(exc))
+                continue
+            if not isinstance(config, dict):
+                found.append(f"{path}: not an operator config (a JSON object)")
+    return sorted(dict.fromkeys(found))
 
 
 def joint_dirs(models_dir: Path) -> list[Path]:
@@ -139,7 +166,11 @@ class ModelSet:
         image_encoder: Any = None,
         renderer: Any = None,
         load_encoders: bool = True,
+        device: str | None = None,
+        dtype: str | None = None,
+        cpu_offload: bool | None = None,
     ):
+        self.device, self.dtype, self.cpu_offload = device, dtype, cpu_offload
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise FileNotFoundError(f"models folder not found: {self.root}")
@@ -155,13 +186,15 @@ class ModelSet:
         self._load_encoders = load_encoders
 
     @classmethod
-    def coerce(cls, models: Any) -> ModelSet:
-        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of "
-        "them."""
+    def coerce(cls, models: Any, **placement) -> ModelSet:
+        """A ModelSet from what a user passes as `models=`: a folder, a ModelSet, an Operator, a list or a dict of
+        them. `placement` (device, dtype, cpu_offload) applies to a folder named here."""
         if isinstance(models, ModelSet):
             return models
         if isinstance(models, (str, os.PathLike)):
-            return cls(models)
+            if str(models) == RELEASED_OPERATORS and not Path(models).is_dir():
+                return ReleasedModels(**placement)
+            return cls(models, **placement)
         if isinstance(models, dict):
             return cls(operators=models)
         if hasattr(models, "spec") and hasattr(models, "sample"):
@@ -195,19 +228,43 @@ class ModelSet:
             return f"the joint folder {self.root} holds {', '.join(joint_kinds(self.root))}, not {kind!r}"
         return (
             f"no trained {kind!r} operator under {self.root} (expected operators/{kind}/{OPERATOR_CONFIG_NAME} or a "
-            "joint folder holding it)"
+            "joint folder holding it)" + self.unreadable_note()
         )
+
+    def unreadable_note(self) -> str:
+        """'; unreadable: …' naming the operator configs of the folder that cannot be read (else ''): why an
+        operator a damaged joint folder would offer is missing."""
+        damaged = unreadable_configs(self.root) if self.root is not None else []
+        return f"; unreadable: {'; '.join(damaged)}" if damaged else ""
+
+    def _load_operator(self, kind: str):
+        folder = find_operator_dir(self.root, kind) if self.root else None
+        if folder is None:
+            raise FileNotFoundError(self.missing_message(kind))
+        # diffusers: only once an operator is actually loaded
+        from pops.joint import JointOperator
+        from pops.operator import Operator
+
+        if not joint_kinds(folder):
+            return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
+        if folder not in self._joints:  # one copy of the weights for all the operators it holds
+            self._joints[folder] = JointOperator.from_pretrained(folder, load_encoders=self._load_encoders)
+        return self._joints[folder][kind]
 
     def operator(self, kind: str):
         if kind not in self._operators:
-            folder = find_operator_dir(self.root, kind) if self.root else None
-            if folder is None:
-                raise FileNotFoundError(self.missing_message(kind))
-            op = self._load(folder, kind)
+            op = self._load_operator(kind)
+            if self.device is not None or self.dtype is not None:
+                from pops.devices import resolve_device, resolve_dtype
+
+                device = resolve_device(self.device)
+                op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
             for modality in ("image", "text"):
+                if not any(slot.kind == modality for slot in op.spec.slots):  # image or text
+                    continue  # (a texturing operator that names a text encoder never needs it: not loaded)
                 attribute = getattr(type(op), f"{modality}_encoder", None)
                 settable = not isinstance(attribute, property) or attribute.fset is not None
                 if configs.get(modality) and settable:
@@ -215,21 +272,10 @@ class ModelSet:
             self._operators[kind] = op
         return self._operators[kind]
 
-    def _load(self, folder: Path, kind: str):
-        # diffusers: only once an operator is actually loaded
-        from pops.joint import JointOperator
-        from pops.operator import Operator
-
-        if not joint_kinds(folder):
-            return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
-        if folder not in self._joints:
-            self._joints[folder] = JointOperator.from_pretrained(folder, load_encoders=self._load_encoders)
-        return self._joints[folder][kind]
-
     def _shared_encoder(self, config: dict):
         key = digest(config)
         if key not in self._encoders:
-            self._encoders[key] = load_encoder(config)
+            self._encoders[key] = load_encoder(config, device=self.device, dtype=self.dtype)
         return self._encoders[key]
 
     def fingerprint(self, kind: str) -> str | None:
@@ -297,7 +343,77 @@ class ModelSet:
                 f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
-        return load_renderer(found[name])
+        try:
+            return load_renderer(found[name], device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+        except (ValueError, OSError):
+            raise
+        except Exception as exc:  # a damaged weights file (safetensors raises its own error types)
+            raise ValueError(f"{found[name]}: cannot load the {name} renderer ({reason(exc)})") from None
+
+    def location(self) -> str | None:
+        """Where the models are, as a record names them (and `--replay` finds them again)."""
+        return str(self.root.resolve()) if self.root is not None else None
 
     def asset_dirs(self) -> list[Path]:
         return [root / "assets" for root in folder_roots(self.root)] if self.root is not None else []
+
+
+# The real renderers, from the reference's hub ids; `auto` draws with Kandinsky 2.2, the paper's main renderer.
+REAL_RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
+
+
+class ReleasedModels(ModelSet):
+    """The paper's released operators (hub repo `repo`, models/<kind>/learned_prior.pth) on the Kandinsky 2.2 prior
+    `base`, and the real renderers from their hub ids: a models folder that is not on disk. Each operator is
+    downloaded (once, into the hub cache) and loaded when first used; offline, a one-line error names the model."""
+
+    def __init__(self, repo: str = RELEASED_OPERATORS, *, base: str = KANDINSKY_PRIOR, **placement):
+        super().__init__(None, **placement)
+        self.repo, self.base = repo, base
+
+    def where(self, kind: str) -> str:
+        from pops.released import released_checkpoint
+
+        return "memory" if kind in self._memory else released_checkpoint(kind, self.repo)
+
+    def available(self) -> list[str]:
+        return [k for k in REGISTRY if k in RELEASED_KINDS or k in self._operators]
+
+    def missing_message(self, kind: str) -> str:
+        return f"the paper released no {kind!r} operator (released: {', '.join(RELEASED_KINDS)})"
+
+    def _load_operator(self, kind: str):
+        from pops.released import load_released
+
+        if kind not in RELEASED_KINDS:
+            raise FileNotFoundError(self.missing_message(kind))
+        return load_released(self.where(kind), kind=kind, base=self.base, checksum=False)  # nothing is saved
+
+    def fingerprint(self, kind: str) -> str | None:
+        """The released file (as cached: path, size, time) on its base: a new upload is a new identity."""
+        if kind in self._memory:
+            return None
+        from pops.checkpoints import resolve_file
+
+        path = resolve_file(self.where(kind))  # downloads it now if needed (it is about to be loaded anyway)
+        stat = path.stat()
+        return digest(self.repo, kind, self.base, str(path), stat.st_size, stat.st_mtime_ns, length=16)
+
+    def renderer_names(self) -> list[str]:
+        return [n for n in self._renderers if n == "given"] + list(REAL_RENDERERS)
+
+    def _saved_renderer(self, name: str):
+        if name == "none":
+            return None
+        name = "kandinsky" if name == "auto" else name
+        if name not in REAL_RENDERERS:
+            raise FileNotFoundError(
+                f"the released models have no {name!r} renderer; choose one of {', '.join(REAL_RENDERERS)}"
+            )
+        return build_renderer(name, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload)
+
+    def location(self) -> str:
+        return self.repo
+
+    def asset_dirs(self) -> list[Path]:
+        return []

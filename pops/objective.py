@@ -1,8 +1,12 @@
-"""The training objective: denoise a target embedding given the operator's (partly dropped) inputs.
+"""The training objectives: predict a target embedding given the operator's (partly dropped) inputs.
 
-x0-prediction (DDPM with `prediction_type="sample"`, cosine schedule, t uniform over 1000 steps), MSE to the
-normalised target. Per-operator rules come from the registry: condition dropout (the null condition that guidance
-needs), random A/B swaps for symmetric operators, and instruct's text-alignment term
+* `diffusion` (the reference's): x0-prediction (DDPM with `prediction_type="sample"`, cosine schedule, t uniform over
+  1000 steps), MSE to the normalised target.
+* `one-pass` (ECLIPSE's): the same network maps pure noise and the condition to the target in one pass (see
+  `prior_input`); sampled as `ddim` with 1 step (pops.reference.OBJECTIVE_SAMPLING).
+
+Per-operator rules come from the registry and hold for both: condition dropout (the null condition that guidance and
+dropped inputs need), random A/B swaps for symmetric operators, and instruct's text-alignment term
 `w · (1 − cos(un-normalised prediction, text embedding of "A {word} {object} {placement}"))`.
 """
 
@@ -14,6 +18,7 @@ from diffusers import DDPMScheduler
 
 from pops.pairs import Batch
 from pops.prior import PopsPrior
+from pops.reference import OBJECTIVES
 from pops.registry import OperatorSpec
 
 TRAINING_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
@@ -21,6 +26,30 @@ TRAINING_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="square
 
 def make_training_scheduler(config: dict | None = None) -> DDPMScheduler:
     return DDPMScheduler(**(config or TRAINING_SCHEDULER_CONFIG))
+
+
+def prior_input(
+    objective: str, target: torch.Tensor, noise_scheduler: DDPMScheduler, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, t): what the prior sees in place of the (normalised) target; the noise ε ~ N(0, I) from `generator`.
+
+    `diffusion`: the target noised to a uniformly drawn timestep, x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε.
+
+    `one-pass`: the ECLIPSE objective (Patel et al., "ECLIPSE: A Resource-Efficient Text-to-Image Prior for Image
+    Generations", CVPR 2024): no diffusion timesteps — the prior takes ε itself, at one fixed timestep (the last,
+    T − 1, where the `ddim` one-step call starts), and regresses the target from it and the condition. ECLIPSE's
+    33 M-parameter prior, trained with this projection term (plus a CLIP contrastive term; instruct's text-alignment
+    term plays that part here), is on par with Kandinsky 2.2's 1 B diffusion prior in one pass.
+    """
+    size, device, steps = target.shape[0], target.device, noise_scheduler.config.num_train_timesteps
+    if objective == "one-pass":
+        t = torch.full((size,), steps - 1, dtype=torch.long, device=device)
+        return torch.randn(target.shape, generator=generator).to(device), t
+    if objective != "diffusion":
+        raise ValueError(f"objective: one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    t = torch.randint(0, steps, (size,), generator=generator).to(device)
+    noise = torch.randn(target.shape, generator=generator).to(device)
+    return noise_scheduler.add_noise(target, noise, t), t
 
 
 def training_loss(
@@ -31,8 +60,9 @@ def training_loss(
     *,
     generator: torch.Generator | None = None,
     layout: str = "compact",
+    objective: str = "diffusion",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The mean loss and per-sample details (`t`, `mse`) for logging."""
+    """The mean loss and per-sample details (`t`, `mse`) for logging; `objective` one of OBJECTIVES."""
     target = model.normalize(batch.target.float())
     size, device = target.shape[0], target.device
     slots = list(batch.slots)
@@ -45,10 +75,7 @@ def training_loss(
         drop = drop | ~present.to(device)
     cond = model.condition(spec, slots, drop=drop)
 
-    steps = noise_scheduler.config.num_train_timesteps
-    t = torch.randint(0, steps, (size,), generator=generator).to(device)
-    noise = torch.randn(target.shape, generator=generator).to(device)
-    x_t = noise_scheduler.add_noise(target, noise, t)
+    x_t, t = prior_input(objective, target, noise_scheduler, generator)
     pred = model(x_t, t, cond, layout=layout)
 
     mse = F.mse_loss(pred, target, reduction="none").mean(dim=1)

@@ -9,15 +9,16 @@ from typing import Any
 import torch
 from diffusers import PriorTransformer, UnCLIPScheduler
 
-from pops import checkpoints
+from pops import checkpoints, checks
 from pops.encoders import load_encoder
 from pops.inputs import prepare_inputs
 from pops.model_card import operator_card
 from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
-from pops.reference import OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
+from pops.readers import reason
+from pops.reference import LAYOUTS, OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import REGISTRY, OperatorSpec, get_spec
-from pops.sampler import get_sampler, make_sampling_scheduler
+from pops.sampler import SAMPLERS, get_sampler, make_sampling_scheduler
 
 
 class Operator:
@@ -45,26 +46,26 @@ class Operator:
         training: dict | None = None,
         sampler: str = "unclip",
         num_inference_steps: int = 25,
+        source: dict | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
-        self.guidance_scale = float(self.spec.guidance_scale if guidance_scale is None else guidance_scale)
-        if not self.guidance_scale >= 1.0:
-            raise ValueError(f"guidance_scale must be at least 1, got {guidance_scale}")
+        self.guidance_scale = checks.guidance(self.spec.guidance_scale if guidance_scale is None else guidance_scale)
         self.scheduler_config = dict(scheduler.config) if scheduler is not None else dict(SAMPLING_SCHEDULER_CONFIG)
         self._encoders = {"image": image_encoder, "text": text_encoder}
+        self._placement: dict = {}  # device/dtype for encoders built later (set by `to`)
         self.encoder_configs = encoder_configs or {}
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
         self.training = training
+        # Where imported weights came from ({"checkpoint", "base", "license", "paper", …}, pops.released): saved with
+        # the operator and shown in its model card.
+        self.source = source
         # The sampler `sample` uses when none is named (pops.sampler.SAMPLERS): the reference's unless the operator
         # was made for another (saved with it).
-        get_sampler(sampler)
-        self.sampler = sampler
+        self.sampler = _sampler_name(sampler)
         # ... and its number of steps (a distilled one-pass student: 1).
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = 25 if num_inference_steps is None else checks.steps(num_inference_steps)
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -95,13 +96,17 @@ class Operator:
         `load_encoders=False` never builds them (the operator then takes embeddings only)."""
         if checkpoint is None and (Path(path) / OPERATOR_CONFIG_NAME).is_file():
             model, config = checkpoints.load_operator_folder(Path(path))
-            op = cls.from_config(model, checkpoints.operator_config(config, kind, path))
+            # A joint folder: the one operator asked for.
+            op = cls.from_config(model, checkpoints.operator_config(config, kind, path), where=path)
         else:
             if checkpoint is not None:
                 kind = kind or _kind_from_path(str(checkpoint))
             if kind is None:
+                if not Path(path).exists():
+                    raise FileNotFoundError(f"no such operator folder: {path}")
                 raise ValueError(
-                    f"{path}: not a pops operator folder; to use a Kandinsky prior pass checkpoint= and kind="
+                    f"{path}: not a pops operator folder (no {OPERATOR_CONFIG_NAME}); to use a Kandinsky prior pass "
+                    "checkpoint= and kind="
                 )
             prior = checkpoints.load_kandinsky_prior(path)
             if checkpoint is not None:
@@ -118,18 +123,24 @@ class Operator:
         return op
 
     @classmethod
-    def from_config(cls, model: PopsPrior, config: dict) -> Operator:
-        """The operator a saved config describes (what `settings` writes, with its `kind`), on `model`."""
-        return cls(
-            model,
-            config["kind"],
-            scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
-            encoder_configs=config.get("encoders") or {},
-            guidance_scale=config.get("guidance_scale"),
-            training=config.get("training"),
-            sampler=config.get("sampler", "unclip"),
-            num_inference_steps=config.get("num_inference_steps", 25),
-        )
+    def from_config(cls, model: PopsPrior, config: dict, *, where: str | Path) -> Operator:
+        """The operator a saved config describes (what `save_pretrained` writes, or a joint folder's entry for one
+        operator: pops.checkpoints.operator_config), on `model`; a bad value is one ValueError naming the config
+        file of the folder `where`."""
+        try:
+            return cls(
+                model,
+                config["kind"],
+                scheduler=make_sampling_scheduler(config.get("sampling_scheduler")),
+                encoder_configs=config.get("encoders") or {},
+                guidance_scale=config.get("guidance_scale"),
+                training=config.get("training"),
+                sampler=config.get("sampler", "unclip"),
+                num_inference_steps=config.get("num_inference_steps", 25),
+                source=config.get("source"),
+            )
+        except (TypeError, ValueError) as exc:  # a value of the config out of range, a scheduler it cannot build
+            raise ValueError(f"{Path(where) / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
 
     def settings(self) -> dict:
         """How this operator samples and reads its inputs, as saved: its scale, scheduler, sampler, steps, encoders
@@ -143,15 +154,28 @@ class Operator:
             config["num_inference_steps"] = self.num_inference_steps
         return config
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(
+        self, folder: str | Path, *, extra_json: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+    ) -> Path:
+        """Write the operator folder (weights, config, model card, and `extra_json`: more JSON files by name, such as
+        a training record) so that it appears, or changes, only once complete; weights holding NaN or inf are
+        refused (ValueError) rather than saved. Files of an existing folder that the save does not write are kept.
+        `dtype` (e.g. torch.float16) stores the weights in that precision, half the size of float32 (they load back
+        as float32)."""
         config = dict(kind=self.spec.name, **self.settings(), training_scheduler=dict(TRAINING_SCHEDULER_CONFIG))
         if self.training is not None:
             config["training"] = self.training
-        checkpoints.save_operator_folder(Path(folder), self.model, config, card=self._model_card())
+        if self.source is not None:
+            config["source"] = self.source
+        checkpoints.save_operator_folder(
+            Path(folder), self.model, config, card=self._model_card(), extra_json=extra_json, dtype=dtype
+        )
         return Path(folder)
 
     def to(self, device=None, dtype=None) -> Operator:
+        """Move the prior; encoders built after this (from `encoder_configs`) are placed there too."""
         self.model.to(device=device, dtype=dtype)
+        self._placement = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
         return self
 
     @property
@@ -172,12 +196,19 @@ class Operator:
 
     def _encoder(self, modality: str):
         if self._encoders[modality] is None and self.encoder_configs.get(modality):
-            self._encoders[modality] = load_encoder(self.encoder_configs[modality])
+            self._encoders[modality] = load_encoder(self.encoder_configs[modality], **self._placement)
         return self._encoders[modality]
 
     @property
     def embedding_dim(self) -> int:
         return self.model.embedding_dim
+
+    @property
+    def guidance_folded(self) -> bool:
+        """True for a distilled student: its guidance is in its weights (trained to give its teacher's guided samples
+        with no unconditional pass), so no other scale is a guidance scale for it (pops eval shows those as n/a)."""
+        summary = (self.training or {}).get("summary") or {}
+        return bool(summary.get("guidance_folded", summary.get("method") == "distill"))
 
     @property
     def device(self) -> torch.device:
@@ -199,7 +230,10 @@ class Operator:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
         inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
-        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `dpmpp`), default `op.sampler`."""
+        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
+        `op.sampler`. Bad arguments raise pops.checks.BadValue (a TypeError and a ValueError) naming the argument;
+        see pops.checks for the ranges (guidance 1 = no guidance)."""
+        self._settings(guidance_scale, num_inference_steps, generator, layout, sampler)  # bad values before any work
         cond = self.condition(inputs, batch_size)
         return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)
 
@@ -220,12 +254,14 @@ class Operator:
 
         The samples go in chunks of `chunk_size` (None: all at once), which bound the memory of one sampling loop;
         the chunks draw from the ONE `generator` in turn, so the result depends on its seed and the chunk size."""
+        if not isinstance(batch, (Batch, Pairs)):
+            raise checks.BadValue(f"sample_batch takes a Batch or Pairs, got {type(batch).__name__}")
         size = len(batch) if isinstance(batch, Pairs) else batch.target.shape[0]
         if size == 0:
             raise ValueError("no samples to sample: the batch is empty")
-        step = size if chunk_size is None else chunk_size
-        if step < 1:
-            raise ValueError(f"chunk_size must be at least 1 or None, got {chunk_size}")
+        step = size if chunk_size is None else checks.count(chunk_size, "chunk_size")
+        self.check_memory(min(step, size), layout)
+        self._settings(guidance_scale, num_inference_steps, generator, layout, sampler)  # bad values before any work
         outs = []
         for start in range(0, size, step):
             index = torch.arange(start, min(start + step, size))
@@ -237,15 +273,52 @@ class Operator:
 
     def condition(self, inputs: Sequence[Any], batch_size: int | None = None) -> Condition:
         """Validate the user's inputs and turn them into condition rows (broadcasting batch-1 inputs)."""
+        if batch_size is not None:
+            batch_size = checks.count(batch_size, "batch_size")
         slots, drop = prepare_inputs(self, inputs, batch_size)
         return self.model.condition(self.spec, slots, drop=drop)
+
+    def sampling_bytes(self, batch: int, layout: str = "compact") -> float:
+        """A lower-bound estimate of the memory one sampling call over `batch` rows allocates (guided: the
+        unconditional rows too), from the prior's width and the layout's sequence length."""
+        config = self.model.prior.config
+        width = config["num_attention_heads"] * config["attention_head_dim"]
+        rows = self.spec.num_slots if layout == "compact" else config["num_embeddings"]
+        tokens = rows + config["additional_embeddings"]
+        activations = checks.transformer_bytes(2 * batch, tokens, width, 1)
+        return activations + 2 * batch * tokens * self.embedding_dim * 4 * 3  # condition rows, keys/values cached
+
+    def check_memory(self, batch: int, layout: str = "compact") -> None:
+        """Refuse (one line) a call over `batch` rows that cannot fit in the memory this machine has free."""
+        checks.memory(
+            self.sampling_bytes(batch, layout),
+            f"sampling {batch} row(s) with the {self.spec.name} operator",
+            "ask for fewer samples, or sample in chunks (Operator.sample_batch)",
+            available=checks.device_memory(self.device),
+        )
+
+    def _settings(self, guidance_scale, num_inference_steps, generator, layout, sampler):
+        """The checked (guidance scale, sampler name, steps) of one call (None: the operator's own)."""
+        scale = self.guidance_scale if guidance_scale is None else checks.guidance(guidance_scale)
+        if layout not in LAYOUTS:
+            raise checks.BadValue(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        if not all(g is None or isinstance(g, torch.Generator) for g in gens) or (generator is not None and not gens):
+            raise checks.BadValue(f"generator must be a torch.Generator or a list of them, got {generator!r:.60}")
+        name, steps = self.sampling(sampler, num_inference_steps)
+        return scale, name, steps
 
     def _sample(
         self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress, sampler
     ) -> torch.Tensor:
         """The one path from condition rows to samples: the operator's sampler, scheduler and guidance scale."""
-        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        name, num_inference_steps = self.sampling(sampler, num_inference_steps)
+        scale, name, num_inference_steps = self._settings(
+            guidance_scale, num_inference_steps, generator, layout, sampler
+        )
+        rows = cond.rows.shape[0]
+        self.check_memory(rows, layout)
+        if isinstance(generator, (list, tuple)) and len(generator) != rows:
+            raise checks.BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")
         scheduler = make_sampling_scheduler(self.scheduler_config) if name == "unclip" else None
         return get_sampler(name)(
             self.model,
@@ -261,13 +334,20 @@ class Operator:
     def sampling(self, sampler: str | None = None, num_inference_steps: int | None = None) -> tuple[str, int]:
         """The (sampler, steps) a call with these arguments uses: the operator's own where None; its own steps go
         with its own sampler only (another sampler named without steps takes the reference's 25)."""
-        name = self.sampler if sampler is None else sampler
+        name = self.sampler if sampler is None else _sampler_name(sampler)
         if num_inference_steps is None:
-            num_inference_steps = self.num_inference_steps if name == self.sampler else 25
-        return name, num_inference_steps
+            return name, self.num_inference_steps if name == self.sampler else 25
+        return name, checks.steps(num_inference_steps)
 
     def _model_card(self) -> str:
         return operator_card(self)
+
+
+def _sampler_name(name) -> str:
+    if not isinstance(name, str):
+        raise checks.BadValue(f"sampler must be a name ({', '.join(SAMPLERS)}), got {name!r:.40}")
+    get_sampler(name)
+    return name
 
 
 def _kind_from_path(ref: str) -> str | None:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pops.files import atomic_write
+from pops.readers import read_safetensors
 from pops.registry import OperatorSpec, get_spec
 
 
@@ -122,32 +122,74 @@ class Pairs:
 
     @classmethod
     def load(cls, path: str | Path) -> Pairs:
+        """Pairs from a file `save` wrote; a missing, damaged or foreign file, or tensors that do not line up (wrong
+        shapes, NaN or inf), is one error naming the file."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such pairs file: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            names = set(f.keys())
-            get = f.get_tensor
-            kind = meta.get("operator")
-            spec = get_spec(kind) if kind else None
-            if spec is None or "target" not in names:
-                raise ValueError(f"{path}: not a pops pairs file")
-            slots = []
-            for i, slot in enumerate(spec.slots):
-                if slot.kind == "text":
-                    slots.append((get(f"slot{i}.rows"), get(f"slot{i}.mask")))
-                else:
-                    slots.append(get(f"slot{i}"))
-            return cls(
-                kind=kind,
-                slots=slots,
-                present=get("present"),
-                target=get("target"),
-                align_text=get("align_text") if "align_text" in names else None,
-                class_ids=get("class_ids") if "class_ids" in names else None,
-                info=json.loads(meta.get("pops", "{}")),
-            )
+        tensors, meta = read_safetensors(path, "pairs file")
+        kind = meta.get("operator")
+        if not kind or "target" not in tensors:
+            raise ValueError(f"{path}: not a pops pairs file (no operator metadata or no 'target' tensor)")
+        try:
+            spec = get_spec(kind)
+            info = json.loads(meta.get("pops", "{}"))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a pops pairs file ({str(exc).splitlines()[0]})") from None
+
+        def get(name: str) -> torch.Tensor:
+            if name not in tensors:
+                raise ValueError(f"{path}: no {name!r} tensor, which a {kind} pairs file holds")
+            return tensors[name]
+
+        slots = []
+        for i, slot in enumerate(spec.slots):
+            slots.append((get(f"slot{i}.rows"), get(f"slot{i}.mask")) if slot.kind == "text" else get(f"slot{i}"))
+        pairs = cls(
+            kind=kind,
+            slots=slots,
+            present=get("present"),
+            target=get("target"),
+            align_text=tensors.get("align_text"),
+            class_ids=tensors.get("class_ids"),
+            info=info if isinstance(info, dict) else {},
+        )
+        pairs.check(str(path))
+        return pairs
+
+    def check(self, what: str = "pairs") -> Pairs:
+        """Raise a one-line ValueError unless every tensor lines up: N samples everywhere, one width D, finite
+        values, a (N, num_slots) presence mask, N class ids (pops.evaluation checks them against the classes)."""
+        n = self.target.shape[0] if self.target.ndim == 2 else -1
+        if n < 1 or self.target.shape[1] < 1:
+            raise ValueError(f"{what}: target must be a non-empty (N, D) tensor, got {tuple(self.target.shape)}")
+        dim = self.target.shape[1]
+        named = [("target", self.target), ("align_text", self.align_text)]
+        for i, slot in enumerate(self.slots):
+            if isinstance(slot, tuple):
+                rows, mask = slot
+                if rows.ndim != 3 or rows.shape[0] != n or tuple(mask.shape) != tuple(rows.shape[:2]):
+                    raise ValueError(f"{what}: slot{i} token rows {tuple(rows.shape)} / mask {tuple(mask.shape)}")
+                named.append((f"slot{i}.rows", rows))
+            elif slot.ndim != 2 or tuple(slot.shape) != (n, dim):
+                raise ValueError(f"{what}: slot{i} has shape {tuple(slot.shape)}, expected {(n, dim)}")
+            else:
+                named.append((f"slot{i}", slot))
+        for name, tensor in named:
+            if tensor is None:
+                continue
+            if not tensor.is_floating_point():
+                raise ValueError(f"{what}: {name} is {str(tensor.dtype).removeprefix('torch.')}, expected floats")
+            if name == "align_text" and tuple(tensor.shape) != (n, dim):
+                raise ValueError(f"{what}: align_text has shape {tuple(tensor.shape)}, expected {(n, dim)}")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{what}: {name} contains NaN or inf values")
+        if tuple(self.present.shape) != (n, len(self.slots)):
+            raise ValueError(f"{what}: present has shape {tuple(self.present.shape)}, expected {(n, len(self.slots))}")
+        if self.class_ids is not None:
+            if tuple(self.class_ids.shape) != (n,) or self.class_ids.is_floating_point() or (self.class_ids < 0).any():
+                raise ValueError(
+                    f"{what}: class_ids must be N non-negative integers, got {tuple(self.class_ids.shape)}"
+                )
+        return self
 
 
 def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

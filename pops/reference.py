@@ -14,11 +14,22 @@ CONTROLNET_DEPTH = "diffusers/controlnet-depth-sdxl-1.0"
 DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"
 FP16_FIX_VAE = "madebyollin/sdxl-vae-fp16-fix"  # the reference's VAE for the depth pipeline (fp16-safe)
 RELEASED_OPERATORS = "pOpsPaper/operators"  # models/{texturing,union,scene,instruct}/learned_prior.pth
+RELEASED_KINDS = ("texturing", "union", "scene", "instruct")
+RELEASED_CHECKPOINT = "models/{kind}/learned_prior.pth"  # inside RELEASED_OPERATORS (or a local copy of it)
+# Licences as the hub model cards state them; the operators' card names the paper.
+RELEASED_LICENSE = "mit"
+KANDINSKY_LICENSE = "apache-2.0"
+PAPER = "pOps: Photo-Inspired Diffusion Operators (Richardson, Alaluf, Mahdavi-Amiri, Cohen-Or), arXiv:2406.01300"
 
 # The prior's two condition layouts: the reference's 77 padded rows, or only the used rows (same function).
 LAYOUTS = ("compact", "padded")
 
 NUM_TRAIN_TIMESTEPS = 1000
+# The training objectives (pops.objective): the reference's diffusion x0 objective, or ECLIPSE's one-pass regression;
+# and the call each trains for — the sampler (pops.sampler.SAMPLERS) and steps its operator uses by default. `ddim`
+# with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step returns the prediction.
+OBJECTIVES = ("diffusion", "one-pass")
+OBJECTIVE_SAMPLING = {"diffusion": ("unclip", 25), "one-pass": ("ddim", 1)}
 # DDPMScheduler of the objective: x0-prediction, cosine schedule.
 TRAINING_SCHEDULER_CONFIG = dict(
     num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample"

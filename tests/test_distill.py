@@ -13,7 +13,7 @@ from pops.cli.app import app
 from pops.operator import Operator
 from pops.pairs import Pairs
 from pops.sampler import CLIP_RANGE
-from pops.train.distill import DistillConfig, condition_of, distill, one_pass, teacher_targets
+from pops.train.distill import DistillConfig, condition_of, distill, student_output, teacher_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -45,13 +45,20 @@ def _ddim(op: Operator, pairs: Pairs, steps: int, scale: float | None = None) ->
     )
 
 
-def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator):
+@pytest.mark.parametrize("steps", [1, 2])
+def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator, steps):
+    """The student's training call is its sampling call: ddim at guidance 1 from the noise the targets started from."""
     teacher, pairs = tiny_operator(), _pairs()
-    targets = teacher_targets(teacher, pairs, DistillConfig(noises=1, teacher_steps=1))
+    targets = teacher_targets(teacher, pairs, DistillConfig(noises=1, teacher_steps=steps))
     with torch.no_grad():
         cond = condition_of(teacher, pairs, targets.index)
-        own = teacher.model.denormalize(one_pass(teacher, cond, targets.noise).clamp(-CLIP_RANGE, CLIP_RANGE))
-    torch.testing.assert_close(own, _ddim(teacher, pairs, steps=1, scale=1.0), rtol=1e-4, atol=1e-4)
+        own = teacher.model.denormalize(student_output(teacher, cond, targets.noise, steps))
+    torch.testing.assert_close(own, _ddim(teacher, pairs, steps=steps, scale=1.0), rtol=1e-4, atol=1e-4)
+    if steps == 1:  # one pass: the prediction at t = 999, clamped
+        t = torch.full((len(pairs),), 999)
+        with torch.no_grad():
+            single = teacher.model(targets.noise, t, cond).clamp(-CLIP_RANGE, CLIP_RANGE)
+        torch.testing.assert_close(teacher.model.denormalize(single), own, rtol=1e-5, atol=1e-5)
 
 
 def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny_operator, tmp_path):
@@ -84,9 +91,28 @@ def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
     op = Operator.from_pretrained(out)
     assert (op.sampler, op.guidance_scale, op.training["summary"]["steps"]) == ("ddim", 1.0, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "teacher", "train.safetensors"]
+    # A two-pass student: trained through, and saved with, its 2-step call; its card says so.
+    two = tmp_path / "two"
+    args = ["distill", str(teacher), "--data", str(data), "-o", str(two), "--steps", "2", "--student-steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "samples in 2 passes" in result.output, result.output
+    assert Operator.from_pretrained(two).sampling() == ("ddim", 2)
+    card = (two / "README.md").read_text()
+    assert "in 2 pass(es)" in card and "| default sampling | ddim, 2 steps, guidance 1" in card
+    assert f"from the teacher `{teacher}`" in card
 
 
-@pytest.mark.parametrize("case", ["missing teacher", "other operator's pairs", "non-empty out", "missing pairs"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing teacher",
+        "other operator's pairs",
+        "non-empty out",
+        "missing pairs",
+        "zero student steps",
+        "recombine without input classes",
+    ],
+)
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_path, case):
     teacher = tiny_operator().save_pretrained(tmp_path / "teacher")
     data = _pairs("union" if case == "other operator's pairs" else "texturing").save(tmp_path / "train.safetensors")
@@ -98,8 +124,10 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_p
     if case == "non-empty out":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
+    extra = {"zero student steps": ["--student-steps", "0"], "recombine without input classes": ["--recombine", "2"]}
     listing = sorted(p.name for p in tmp_path.iterdir())
-    result = runner.invoke(app, ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2"])
+    args = ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2", *extra.get(case, [])]
+    result = runner.invoke(app, args)
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -165,6 +166,19 @@ def test_metrics_table_text_is_a_plain_rich_table():
     assert len(ends) == 1 and lines[2].startswith("texturing")
 
 
+def test_a_cell_that_does_not_apply_is_na_and_never_the_best():
+    table = MetricsTable()
+    table.add("texturing", "pops", 0.7, 0.5)
+    table.add_not_applicable("texturing", "pops g=8", n=12)
+    table.add("texturing", "averaging", 0.6, 0.25)
+    lines = table.to_text().splitlines()
+    assert lines[2].split() == ["texturing", "0.700", "0.600", "n/a", "50.0%", "25.0%", "n/a"]
+    assert "<td>n/a</td>" in table.to_html() and "<b>0.700</b>" in table.to_html()
+    data = json.loads(table.to_json())  # strict JSON: null, not NaN
+    assert [r for r in data["rows"] if r["method"] == "pops g=8"][0]["top1"] is None
+    assert MetricsTable.from_dict(data).to_text() == table.to_text()
+
+
 def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     """`pops eval` reads a models folder and its data/ through pops.evaluation alone (checked in a fresh process)."""
     import os
@@ -206,3 +220,38 @@ def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "[] 6"
     assert (tmp_path / "t.json").is_file()
+
+
+class _Untouchable(dict):
+    """A mapping of test splits that fails the moment anything reads it."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("the guidance choice read the test pairs")
+
+    __getitem__ = get = items = values = keys = __iter__ = __len__ = __contains__ = _refuse
+
+
+def test_the_guidance_choice_sees_only_validation_classes(tiny_operator):
+    """choose_guidance scores the validation pairs (training classes kept out of training) and nothing else: test
+    pairs it cannot read, and test pairs that would favour another scale, leave its choice unchanged."""
+    from pops.evaluation import choose_guidance
+    from pops.evaluation.data import OperatorData
+    from pops.pairs import Pairs
+
+    op = tiny_operator("union", dim=32)
+    g = torch.Generator().manual_seed(0)
+    gallery = F.normalize(torch.randn(8, 32, generator=g), dim=-1)
+    classes = [f"c{i}" for i in range(8)]
+
+    def pairs(ids: list[int]) -> Pairs:
+        n = len(ids)
+        slots = [torch.randn(n, 32, generator=g) for _ in range(2)]
+        present = torch.ones(n, 2, dtype=torch.bool)
+        return Pairs("union", slots, present, gallery[ids], class_ids=torch.tensor(ids), info={"classes": classes})
+
+    validation = pairs([0, 1, 2, 3])
+    data = OperatorData("union", classes, None, _Untouchable(), classes, gallery, validation=validation)
+    chosen, scores = choose_guidance(op, data, (1.0, 3.0, 8.0), steps=3, seed=0)
+    assert set(scores) == {"1", "3", "8"} and chosen in (1.0, 3.0, 8.0)
+    data.tests = {"test": pairs([4, 5, 6, 7])}  # held-out classes present: still the same choice
+    assert choose_guidance(op, data, (1.0, 3.0, 8.0), steps=3, seed=0) == (chosen, scores)

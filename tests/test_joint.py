@@ -310,7 +310,7 @@ def test_apply_and_eval_cli_run_the_joint_operators(joint_folder, world_pairs, t
     result = runner.invoke(app, ["apply", "-m", str(joint_dir), "--kind", "union", *files, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert load_embeddings(out)[1]["operator"] == "union"
-    result = runner.invoke(app, ["apply", "-m", str(joint_dir), *files, "-o", str(out)])
+    result = runner.invoke(app, ["apply", "-m", str(joint_dir), *files, "-o", str(tmp_path / "other.safetensors")])
     assert result.exit_code != 0 and "error:" in result.output and "choose one" in result.output
     # `pops eval` on the joint folder: its operators, the data/ of the models folder it sits in.
     data = {}
@@ -344,3 +344,68 @@ def test_joint_config_errors():
             config_from_dict({**ok, **overrides})
     with pytest.raises(ValueError, match="one pairs file per operator"):
         config_from_dict({**ok, "operators": [], "data": {"texturing": "t.safetensors"}})
+
+
+# ----- a damaged joint folder: refused in one line, as a damaged separate operator --------------------------------
+def _damage(folder, how: str) -> str:
+    """Damage a copy of a joint folder; returns what the refusal must say."""
+    config_path, weights = folder / "pops_config.json", folder / "model.safetensors"
+    config = json.loads(config_path.read_text())
+    if how == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return "not a readable safetensors"
+    if how == "truncated config":
+        config_path.write_text(config_path.read_text()[:40])
+        return "invalid JSON"
+    if how == "operator table":
+        config["operator_table"] = config["operator_table"][::-1]
+        expect = "'operators' must name the operators of 'operator_table'"
+    elif how == "settings":
+        config["operators"]["union"] = "fast"
+        expect = "each entry of 'operators' must be an object"
+    elif how == "guidance":
+        config["operators"]["union"]["guidance_scale"] = -3
+        expect = "guidance_scale must be"
+    config_path.write_text(json.dumps(config))
+    return expect
+
+
+DAMAGE = ("truncated weights", "truncated config", "operator table", "settings", "guidance")
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, tmp_path, how, monkeypatch):
+    import shutil
+
+    from bad_input_env import judge, run_api, run_cli, run_ui, snapshot
+
+    from pops.embeddings_io import save_embeddings
+    from pops.equation import apply
+    from pops.ui.app import _settings
+    from pops.ui.backend import Backend
+
+    root = tmp_path / "world"
+    models = root / "models"
+    shutil.copytree(joint_folder[0], models / "operators" / "joint")
+    joint_dir = models / "operators" / "joint"
+    expect = _damage(joint_dir, how)
+    monkeypatch.chdir(root)  # the CLI's equation reads its files from here
+    for name in ("a", "b"):
+        save_embeddings(root / f"{name}.safetensors", torch.rand(1, DIM))
+    files = [str(root / "a.safetensors"), str(root / "b.safetensors")]
+    out = str(root / "out.safetensors")
+    cases = [
+        (run_cli("apply", "-m", joint_dir, "--kind", "union", *files, "-o", out, "--steps", "2"), False),
+        (run_cli("apply", "union(a.safetensors, b.safetensors)", "--models", models, "-o", out), False),
+        (run_cli("eval", "--models", models, "--operator", "union"), False),
+        (run_cli("eval", "--models", joint_dir), False),
+        (run_api(lambda: apply("union(a.safetensors, b.safetensors)", models=models, base_dir=root)), True),
+    ]
+    before = snapshot(root)
+    for outcome, api in cases:
+        verdict = judge(outcome, expect, before, snapshot(root), api=api)
+        assert verdict.clean, verdict.why
+    backend = Backend([str(models)], tmp_path / "ui")  # the UI's models folder (its runs are written outside root)
+    settings = _settings(models_dir=str(models), renderer="none", seed=0, guidance=0, steps=2, samples=1)
+    outcome = run_ui(lambda: backend.run_equation("union(a.safetensors, b.safetensors)", files, settings))
+    assert outcome.refused and expect.lower() in outcome.text.lower() and len(outcome.text.splitlines()) == 1

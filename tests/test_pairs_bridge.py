@@ -406,7 +406,8 @@ def test_cli_reuses_the_embed_cache_and_writes_a_pairs_file(datasets, clip_dir, 
     assert pairs.kind == "texturing" and pairs.target.shape == (5, 1280) and pairs.slots[1].shape == (5, 1280)
     assert pairs.info["image_encoder"].startswith("efficientnet") and pairs.info["patches_per_sample"] == 1
     assert not list(out.parent.glob(".*")), "written atomically: no temporary left"
-    assert "images: 0 encoded, 11 cache hits" in run_cli(*args).stdout
+    assert "already exists" in run_cli(*args).stderr  # an existing pairs file is replaced only on request
+    assert "images: 0 encoded, 11 cache hits" in run_cli(*args, "--overwrite").stdout
 
     # CLIP from a local folder, instruct: word rows and alignment text from the folder's text encoder.
     out = tmp_path / "instruct.safetensors"

@@ -10,7 +10,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from pops.renderers import RENDERER_TYPES, Renderer, load_renderer, renderer_type
-from pops.renderers.decoder import DecoderConfig, DecoderRenderer, decoder_fidelity, train_decoder
+from pops.renderers.decoder import (
+    DecoderConfig,
+    DecoderRenderer,
+    decoder_fidelity,
+    encoder_embeds,
+    train_decoder,
+)
 from pops.renderers.retrieval import RetrievalRenderer
 
 COLOURS = [(220, 30, 30), (30, 60, 220), (30, 170, 60), (235, 210, 30)]
@@ -146,5 +152,63 @@ def test_decoder_bad_input():
     with pytest.raises(ValueError):
         train_decoder(fake_embeds(imgs)[:3], imgs, steps=1)
     with pytest.raises(ValueError):
-        DecoderConfig(image_size=48).channels()
-    assert DecoderConfig(image_size=64, base_channels=16, max_channels=256).channels() == [256, 128, 64, 32, 16]
+        train_decoder(fake_embeds(imgs), imgs, steps=1, embedding_weight=-1.0)
+    for bad in (dict(image_size=48), dict(image_size=8), dict(image_size=16, stem_size=1)):
+        with pytest.raises(ValueError, match="image_size|stem_size"):
+            DecoderConfig(**bad).channels()
+    assert DecoderConfig(image_size=64, base_channels=16, max_channels=256).channels() == [128, 64, 32, 16]
+    assert DecoderConfig(image_size=64, stem_size=4, base_channels=16, max_channels=256).channels() == [
+        256,
+        128,
+        64,
+        32,
+        16,
+    ]
+
+
+def test_decoder_of_another_weights_format_is_refused(trained, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, _, renderer = trained
+    renderer.save_pretrained(tmp_path / "dec")
+    weights = tmp_path / "dec" / "decoder.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pops-decoder/1"})  # an older pops
+    with pytest.raises(ValueError, match="pops-decoder/1"):
+        load_renderer(tmp_path / "dec")
+
+
+def textured_image(i: int, size: int = 32) -> Image.Image:
+    """Image i of 8: a disc or a square, filled with stripes of one of 4 colour pairs (texture, not flat colour)."""
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    colour, other = COLOURS[i % 4], COLOURS[(i + 1) % 4]
+    box = [size * 0.15, size * 0.15, size * 0.85, size * 0.85]
+    (draw.ellipse if (i // 4) % 2 == 0 else draw.rectangle)(box, fill=colour)
+    pixels = np.asarray(img).copy()
+    inside = (pixels != 255).any(-1) & (np.arange(size)[None, :] // 2 % 2 == 0)
+    pixels[inside] = other
+    return Image.fromarray(pixels)
+
+
+def test_the_embedding_loss_sees_the_pictures_as_the_fidelity_measure_does(one_torch_thread):
+    """The real encoder (EfficientNet-Lite0 at 32 px): `encoder_embeds` on decoder pixels is what the encoder makes of
+    the rendered pictures, and a decoder trained with that loss re-encodes to its sources far above an untrained
+    one and chance."""
+    from pops.encoders.efficientnet import EfficientNetEncoder
+
+    encoder = EfficientNetEncoder(32, bf16=False)
+    imgs = [textured_image(i) for i in range(8)]
+    embeds = encoder.encode(imgs)
+    config = DecoderConfig(image_size=16, base_channels=16, max_channels=32)
+    common = dict(steps=40, batch_size=8, lr=1e-2, config=config, progress=False)
+    trained = train_decoder(embeds, imgs, encoder=encoder, embedding_batch=8, **common)
+    untrained = train_decoder(embeds, imgs, encoder=encoder, **{**common, "steps": 1})
+    pixels = trained.decode(embeds)
+    through_loss = encoder_embeds(encoder, pixels)
+    through_pictures = encoder.encode(trained.render(embeds))
+    assert torch.nn.functional.cosine_similarity(through_loss, through_pictures).min() > 0.98
+    good, bad = decoder_fidelity(trained, encoder, embeds), decoder_fidelity(untrained, encoder, embeds)
+    assert good["top1"] >= 0.75 and good["top1"] > bad["top1"]
+    assert good["cos_to_source"] > bad["cos_to_source"] + 0.1
+    with pytest.raises(ValueError, match="1280-d"):
+        train_decoder(embeds[:, :24], imgs, encoder=encoder, steps=1, config=DecoderConfig(embed_dim=24))

@@ -52,6 +52,25 @@ def test_deterministic_samplers_take_one_step_and_draw_only_the_initial_noise(mo
     assert torch.equal(generator.get_state(), after.get_state())  # nothing drawn after the initial noise
 
 
+def test_ddim_linspace_runs_from_999_to_0_and_equals_ddim_on_those_timesteps(model_and_cond):
+    from pops.sampler import ddim_scheduler
+
+    model, cond = model_and_cond
+    scheduler = ddim_scheduler("linspace")
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps.tolist() == [999, 666, 333, 0]
+    out = _run(get_sampler("ddim-linspace"), model, cond, guidance_scale=1.0)
+    latents = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    for t in scheduler.timesteps:  # the loop written out: x0 at each timestep, a deterministic DDIM step
+        with torch.no_grad():
+            x0 = model(latents, t, cond).clamp(-10, 10)
+        latents = scheduler.step(x0, t, latents).prev_sample
+    assert (out - model.denormalize(latents)).abs().max() < 1e-5
+    assert not torch.allclose(out, _run(get_sampler("ddim"), model, cond, guidance_scale=1.0))
+    with pytest.raises(ValueError, match=r"\[2, 1000\]"):
+        _run(get_sampler("ddim-linspace"), model, cond, num_inference_steps=1)
+
+
 def test_step_ranges_and_unknown_names_are_refused(model_and_cond):
     model, cond = model_and_cond
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):

@@ -402,3 +402,38 @@ def test_the_api_opens_no_models_folder_but_those_the_server_was_started_with(se
         api_name="/texturing",
     )
     assert "Done" in listed[4]
+
+
+def test_bad_settings_and_files_over_the_api_are_one_line_refusals_leaving_no_run(server, tmp_path):
+    """What an HTTP client may send besides the page's values — a guidance below 1 or out of the slider's range, huge
+    sample counts, a decompression bomb or bytes that are no picture — is refused in one line (Gradio's own range
+    check, or the backend's status); no run folder stays behind."""
+    from bad_input_env import bomb_png
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server["url"], verbose=False)
+    pics, models = server["pictures"], str(server["models"])
+    (tmp_path / "notimage.png").write_text("no picture\n")
+    bomb, junk = bomb_png(tmp_path / "bomb.png"), tmp_path / "notimage.png"
+    runs = server["out"] / "runs"
+    before = sorted(runs.iterdir())
+    pair = ["object.png", "texture.png"]
+    cases = [
+        ("texture(object.png, texture.png)", pair, [5, 0.5, 3, 1], "[1, 100]"),
+        ("texture(object.png, texture.png)", pair, [5, -3, 3, 1], "-3"),
+        ("texture(object.png, texture.png)", pair, [5, 0, 3, 10**6], "1000000"),
+        ("texture(object.png, bomb.png)", ["object.png", bomb], [0, 0, 3, 1], "decompression bomb"),
+        ("texture(object.png, notimage.png)", ["object.png", junk], [0, 0, 3, 1], "not a readable"),
+    ]
+    for equation, names, numbers, expect in cases:
+        files = [handle_file(str(pics[n] if isinstance(n, str) else n)) for n in names]
+        try:
+            answer = client.predict(equation, files, models, "retrieval", *numbers, api_name="/equation")
+        except AppError as exc:  # Gradio's range check of a slider, before the backend
+            status = str(exc)
+        else:
+            status = answer[4]
+            assert status.startswith("**Error") and answer[3] is None and not answer[0], status
+        assert expect in status and "internal error" not in status and "Traceback" not in status, status
+    assert sorted(runs.iterdir()) == before

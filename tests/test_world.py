@@ -142,10 +142,11 @@ def test_synonyms_never_train(world):
     words = world.instruct_words()
     train_words = {w for w, we in words.items() if we.role == "train"}
     synonyms = {w for w, we in words.items() if we.role == "synonym"}
-    assert len(train_words) >= 12 and len(synonyms) >= len(train_words)
+    edits = {w for w in train_words if words[w].edit == w}
+    assert len(edits) >= 12 and len(synonyms) >= len(edits) and len(train_words) > len(edits)
     assert all(words[w].edit in train_words for w in synonyms) and not (train_words & synonyms)
     assert words["crimson"].edit == "red" and words["huge"].edit == "big" and words["tiny"].edit == "small"
-    for split, allowed in (("train", train_words), ("test", train_words), ("test_synonyms", synonyms)):
+    for split, allowed in (("train", train_words), ("test", edits), ("test_synonyms", synonyms)):
         for r in world.sample_recipes("instruct", split, 120, seed=1):
             assert r["word"] in allowed
             assert words[r["word"]].edit == r["edit"]
@@ -279,3 +280,30 @@ def test_bad_queries_raise_value_error(world):
     assert no_holdout.classes("texturing", "test") == []
     with pytest.raises(ValueError, match="no test"):
         no_holdout.samples("texturing", "test", 1)
+
+
+def test_training_only_combinations_add_diversity_not_classes():
+    plain = World(WorldConfig(seed=2, image_size=64))
+    richer = World(WorldConfig(seed=2, image_size=64, training_only={"instruct": 30, "composition": 25}))
+    for kind in ("instruct", "composition", "union"):
+        assert richer.classes(kind, "all") == plain.classes(kind, "all")
+        assert richer.classes(kind, "test") == plain.classes(kind, "test")
+    extra = richer.classes("instruct", "train")[len(plain.classes("instruct", "train")) :]
+    assert len(extra) == 30 and all(c.startswith("obj=proc-") for c in extra)
+    outfits = richer.classes("composition", "train")[len(plain.classes("composition", "train")) :]
+    assert len(outfits) == 25 and not set(outfits) & set(plain.classes("composition", "all"))
+    sample = richer.samples("instruct", "train", len(richer.classes("instruct", "train")), seed=0)[-1]
+    assert sample.target_class.startswith("obj=proc-") and not same_images(sample.inputs[0], sample.target)
+    with pytest.raises(ValueError, match="training_only"):
+        WorldConfig(training_only={"instruct": -1})
+    with pytest.raises(ValueError, match="training_only"):
+        WorldConfig(training_only=[("instruct", 3)])
+
+
+def test_class_samples_draw_fresh_samples_of_given_classes(world):
+    classes = world.classes("scene", "train")[:3]
+    samples = world.class_samples("scene", classes, 2, seed=0)
+    assert [s.target_class for s in samples] == [c for c in classes for _ in range(2)]
+    assert not same_images(samples[0].target, samples[1].target)  # own jitter per sample
+    with pytest.raises(ValueError, match="not candidate classes"):
+        world.class_samples("scene", ["obj=proc-1|scene=beach"], 1)

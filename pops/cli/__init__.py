@@ -7,7 +7,7 @@ import importlib
 from pops.cli.app import app
 
 # Sub-command modules, in the order `pops --help` lists them.
-COMMANDS = ["apply", "serve", "generate", "embed", "pairs", "render", "train", "distill", "demo", "eval"]
+COMMANDS = ["apply", "serve", "models", "generate", "embed", "pairs", "render", "train", "distill", "demo", "eval"]
 
 
 def main() -> None:

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+# The click typer runs on (typer vendors its own copy since 0.24; the exception types are its).
+try:
+    from typer._click import exceptions as click_errors
+except ImportError:  # an older typer, on the click package
+    from click import exceptions as click_errors
+
+from pops.readers import reason
+
+
+class OneLineErrors(TyperGroup):
+    """The `pops` group: a command line click cannot parse (an unknown option, `--steps 2.5`, a missing argument) is
+    one `error:` line too, as every other bad input (instead of click's usage box)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        call = dict(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **call)
+        try:
+            code = super().main(standalone_mode=False, **call)
+        except click_errors.NoArgsIsHelpError as exc:  # `pops` alone: the help (rich has printed it already)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="pops",
     help="pOps: diffusion operators over image embeddings — apply, chain, train, evaluate and render them.",
     no_args_is_help=True,
@@ -22,8 +58,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn; turn the errors bad input raises (ValueError, FileNotFoundError, …) into a one-line CLI error."""
+    """Call fn; turn the errors bad input raises (ValueError — pops.checks.BadValue among them —, FileNotFoundError,
+    …) into a one-line CLI error."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (ValueError, OSError) as exc:
+        fail(reason(exc))
+    except MemoryError:
+        fail("out of memory: ask for fewer samples or a smaller batch")
+
+
+def checked(check, value, name: str, **kwargs):
+    """`check(value, name)` from pops.checks (the same ranges as the Python API), as a one-line CLI error."""
+    return run_or_fail(check, value, name, **kwargs)
+
+
+OVERWRITE_HELP = "Replace an existing output (without it, an existing output is refused before any work)."

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli import placement
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
+from pops.reference import RELEASED_OPERATORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
@@ -19,7 +23,8 @@ def apply(
         help="One input per slot of the operator, in slot order: an embedding file (.safetensors/.pt, e.g. the "
         "output of an earlier `pops apply`), an image (when the operator carries an image encoder), a word for a text "
         "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, "
-        "b.png), c.png)'.",
+        "b.png), c.png)'. Or an operator's name then its inputs (texturing object.jpg texture.jpg): run and render "
+        "it like an equation, with the released operators unless --models DIR is given.",
     ),
     model: Path | None = typer.Option(
         None,
@@ -27,7 +32,12 @@ def apply(
         "-m",
         help="Operator folder written by save_pretrained (or `pops demo`); a joint folder with --kind.",
     ),
-    models: Path | None = typer.Option(None, "--models", help="Folder of operator folders, for equations."),
+    models: Path | None = typer.Option(
+        None,
+        "--models",
+        help="Models folder (operators/<kind>/, renderers), for equations and for OPERATOR INPUT…; "
+        f"{RELEASED_OPERATORS} = the paper's released operators from the hub (the default for OPERATOR INPUT…).",
+    ),
     base: str | None = typer.Option(
         None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."
     ),
@@ -41,19 +51,23 @@ def apply(
         help="Which operator of a joint --model folder (one prior for several operators) to run; or the kind of a "
         "released --checkpoint whose path does not name it.",
     ),
-    seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise."),
+    seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise (0 to 2**64 - 1)."),
     guidance_scale: float | None = typer.Option(
-        None, "--guidance-scale", "-g", help="Classifier-free guidance scale (default: the operator's own)."
+        None,
+        "--guidance-scale",
+        "-g",
+        help="Classifier-free guidance scale, 1 to 100; 1 = no guidance (default: the operator's own).",
     ),
     steps: int | None = typer.Option(
-        None, help="Number of sampling steps (default: the operator's own — 25, or 1 for a distilled student)."
+        None,
+        help="Number of sampling steps, 1 to 1000 (default: the operator's own — 25, or 1 for a distilled student).",
     ),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
     layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
     sampler: str | None = typer.Option(
         None,
-        help="unclip (the reference's ancestral loop), ddim (deterministic) or dpmpp (DPM-Solver++); few-step "
-        "samplers take --steps 1-8 (default: the operator's own, unclip).",
+        help="unclip (the reference's ancestral loop), ddim (deterministic), ddim-linspace (ddim from t 999 to 0, "
+        "2+ steps) or dpmpp (DPM-Solver++); few-step samplers take --steps 1-8 (default: the operator's own, unclip).",
     ),
     out: Path = typer.Option(
         Path("pops_output.safetensors"),
@@ -62,7 +76,9 @@ def apply(
         help="Output embeddings (.safetensors), or a folder for equations.",
     ),
     render: str = typer.Option(
-        "auto", help="Equations: render with the models folder's renderer (auto, retrieval, decoder) or none."
+        "auto",
+        help="Equations: render with the models folder's renderer (auto, retrieval, decoder, kandinsky, ipadapter, "
+        "ipadapter-depth) or none.",
     ),
     step_seed: list[str] | None = typer.Option(
         None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."
@@ -70,10 +86,41 @@ def apply(
     replay: Path | None = typer.Option(
         None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."
     ),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
+    generator_device: str | None = typer.Option(
+        None,
+        "--generator-device",
+        help="Where the sampling noise is drawn: cpu (default; the same numbers on every machine) or cuda (the "
+        "reference's generator: on a GPU, the same seed gives the reference's samples). A replay keeps its record's.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
-    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md)."""
+    With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md). From pictures to
+    pictures in one command: `pops apply texturing object.jpg texture.jpg -n 4 -o out/` runs the paper's released
+    operator (from the hub, on the Kandinsky 2.2 prior, rendered by Kandinsky 2.2), or the one in --models DIR."""
+    if (
+        inputs
+        and model is None
+        and base is None
+        and checkpoint is None
+        and replay is None
+        and _names_operator(inputs[0])
+    ):
+        from pops.equation.cli import call_equation
+
+        inputs = [call_equation(inputs[0], inputs[1:])]
+        models = models or Path(RELEASED_OPERATORS)
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype, generator_device)
+    checked(checks.seed, seed, "--seed")
+    checked(checks.guidance, guidance_scale, "--guidance-scale")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.count, num_samples, "--num-samples")
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -95,9 +142,15 @@ def apply(
             sampler=sampler,
             step_seeds=step_seed,
             replay=replay,
+            device=device,
+            dtype=dtype,
+            cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
+            generator_device=generator_device,
+            overwrite=overwrite,
         )
         return
-    _check_operator_options(model, base, checkpoint, num_samples, steps, out)
+    run_or_fail(check_output, out, overwrite=overwrite, what="--out")
+    _check_operator_options(model, base, checkpoint, out)
     run_or_fail(
         _apply,
         inputs or [],
@@ -112,25 +165,33 @@ def apply(
         layout,
         out,
         sampler,
+        (device, dtype, generator_device or "cpu"),
     )
 
 
-def _check_operator_options(model, base, checkpoint, num_samples: int, steps: int, out: Path) -> None:
+def _names_operator(text: str) -> bool:
+    """Whether a first input is an operator's name (texturing, texture, …) rather than a file."""
+    from pops.registry import REGISTRY
+
+    names = set(REGISTRY) | {alias for spec in REGISTRY.values() for alias in spec.aliases}
+    return text in names and not Path(text).exists()
+
+
+def _check_operator_options(model, base, checkpoint, out: Path) -> None:
     """The options of one operator on files (not an equation): one `error:` line for each misuse."""
     if (model is None) == (base is None and checkpoint is None):
         fail(
             "give either --model FOLDER, or --base/--checkpoint for a Kandinsky prior with released weights (or "
             "--models for an equation)"
         )
-    if num_samples < 1 or (steps is not None and steps < 1):
-        fail("--num-samples and --steps must be ≥ 1")
     if out.suffix != ".safetensors":
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None):
-    import torch
-
+def _apply(
+    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, place=()
+):
+    from pops.devices import make_generator, resolve_device, resolve_dtype
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
     from pops.reference import KANDINSKY_PRIOR
@@ -141,11 +202,16 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         op = Operator.from_pretrained(model, kind=kind)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
+    device, dtype, generator_device = place or (None, None, "cpu")
+    if device is not None or dtype is not None:
+        target = resolve_device(device)
+        op.to(device=target, dtype=resolve_dtype(dtype, target) if dtype else None)
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
     values = [read_input(op, slot, text) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
+    op.check_memory(rows * num_samples, layout)  # before the inputs are repeated for every sample
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
     output = op.sample(
@@ -153,7 +219,7 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         guidance_scale=guidance_scale,
         num_inference_steps=steps,
         batch_size=rows * num_samples,
-        generator=torch.Generator().manual_seed(seed),
+        generator=make_generator(seed, generator_device),
         layout=layout,
         progress=True,
         sampler=sampler,
@@ -169,7 +235,9 @@ def _apply(inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, n
         layout=layout,
         sampler=op.sampling(sampler, steps)[0],
     )
-    save_embeddings(out, output, meta)
+    if generator_device != "cpu":
+        meta["generator_device"] = generator_device
+    save_embeddings(out, output.float().cpu(), meta)
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
 
@@ -195,15 +263,9 @@ def read_input(op, slot, text: str):
         raise ValueError(
             f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image: {path}")
+    from pops.readers import read_image
+
+    image = read_image(path)  # decoded (and refused when it is no picture) before the encoder is built
     if op.image_encoder is None:
         raise ValueError(f"input {slot.name!r}: this operator has no image encoder; give an embedding file")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: cannot decode image ({exc})") from None
     return op.image_encoder.encode([image])

@@ -67,6 +67,12 @@ def demo(
         None, help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per stage."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace operator folders under OUT that no earlier demo wrote (without it they are refused; the demo's "
+        "own are reused, or retrained when their settings or data changed).",
+    ),
 ) -> None:
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out
     combinations against the averaging baseline, render examples and write OUT/report.html. Prints the metrics."""
@@ -79,6 +85,7 @@ def demo(
         threads=threads,
         workers=workers,
         progress=progress,
+        overwrite=overwrite,
     )
     if operators:
         overrides["operators"] = tuple(dict.fromkeys(operators))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output, write_folder
 from pops.reference import OPERATOR_CONFIG_NAME
 
 
@@ -25,30 +24,50 @@ def distill(
     seed: int = typer.Option(0, help="Seed of the noises and of the batch order."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per optimiser step."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
+    student_steps: int = typer.Option(
+        1, "--student-steps", help="The student's passes: it is trained through its own ddim call of this many steps."
+    ),
+    recombine: int = typer.Option(
+        1, help="Also train on the pairs recombined within their input classes (this many copies; a demo's pairs)."
+    ),
+    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Distil TEACHER into a student that samples in ONE forward pass (direct regression, Luhman & Luhman 2021).
+    """Distil TEACHER into a student that samples in ONE forward pass, or a few (direct regression, Luhman & Luhman
+    2021).
 
     The targets are the teacher's guided deterministic samples (ddim, 25 steps, its own guidance scale) from
     NOISES initial noises per condition of DATA (absent slots stay the null condition); the student, a copy of the
-    teacher, learns to map each noise and condition to its target in one pass at t = 999, without the unconditional
-    pass. OUT is a normal operator folder saved with sampler ddim and guidance 1; call it with 1 step
-    (`pops apply --model OUT --steps 1 …`, `pops eval … --steps 1`). Its model card names the teacher."""
-    if threads is not None and threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
+    teacher, learns to map each noise and condition to its target through its own call — ddim with STUDENT-STEPS
+    steps (1: one pass at t = 999) — without the unconditional pass. OUT is a normal operator folder saved with that
+    call as its default (sampler ddim, STUDENT-STEPS steps, guidance 1), so `pops apply --model OUT …` and
+    `pops eval` use it as it is. Its model card names the teacher and the call."""
+    checked(checks.threads, threads, "--threads")
     if not (teacher / OPERATOR_CONFIG_NAME).is_file():
         fail(f"not an operator folder: {teacher}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"--out exists and is not an empty folder: {out}")
-    if not out.parent.is_dir():
-        fail(f"no such folder for --out: {out.parent}")
-    student = run_or_fail(_distill, teacher, data, steps, noises, seed, batch_size, lr, threads)
+    run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
+    if out.resolve() == teacher.resolve():
+        fail("--out is the teacher's own folder; give another")
+    config = dict(
+        steps=steps,
+        noises=noises,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        student_steps=student_steps,
+        recombine=recombine,
+    )
+    student = run_or_fail(_distill, teacher, data, config, threads)
     run_or_fail(_save_atomically, student, out)
     summary = student.training["summary"]
-    typer.echo(f"student of {teacher} saved to {out} (final loss {summary['final_loss']:.4f}; call it with 1 step)")
+    passes = summary["student_steps"]
+    typer.echo(
+        f"student of {teacher} saved to {out} (final loss {summary['final_loss']:.4f}; "
+        f"it samples in {passes} pass{'es' if passes > 1 else ''} by default)"
+    )
 
 
-def _distill(teacher, data, steps, noises, seed, batch_size, lr, threads):
+def _distill(teacher, data, settings: dict, threads):
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
@@ -56,7 +75,7 @@ def _distill(teacher, data, steps, noises, seed, batch_size, lr, threads):
     from pops.pairs import Pairs
     from pops.train.distill import DistillConfig, distill
 
-    config = DistillConfig(steps=steps, noises=noises, batch_size=batch_size, lr=lr, seed=seed)
+    config = DistillConfig(**settings)
     config.check()  # bad numbers fail before anything loads
     # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
     torch.set_num_threads(threads or 1)
@@ -68,15 +87,6 @@ def _distill(teacher, data, steps, noises, seed, batch_size, lr, threads):
 
 
 def _save_atomically(student, out: Path) -> None:
-    """Build the folder as a hidden sibling and rename it into place: OUT is whole or absent, never half written."""
-    # mkdir, not mkdtemp: the folder gets the user's usual permissions (mkdtemp's are owner-only).
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        student.save_pretrained(tmp)
-        if out.is_dir():
-            out.rmdir()  # empty (checked before); rename cannot replace a folder on every system
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """OUT is whole or as it was, never half written: built as a hidden sibling, then moved into place (with
+    --overwrite, replacing the whole earlier folder)."""
+    write_folder(out, student.save_pretrained, keep_others=False)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
@@ -46,8 +48,12 @@ def embed(
     interrupted run."""
     if encoder not in ENCODERS:
         fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
-    if batch_size < 1:
-        fail("--batch-size must be at least 1")
+    checked(checks.count, batch_size, "--batch-size")
+    if resolution is not None and (resolution < 32 or resolution % 32):
+        fail(f"--resolution must be a positive multiple of 32, got {resolution}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; the embedding cache is a folder")
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # a cache is added to, not replaced
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
     summary = run_or_fail(

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli import placement
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 
 
 @app.command(name="eval")
@@ -33,29 +36,44 @@ def eval_(
         help="Also report at this guidance scale (repeatable); the registry's scale is always reported.",
     ),
     steps: int | None = typer.Option(
-        None, help="Sampling steps (1-1000, unclip at least 2; default: each operator's own — 25, a student 1)."
+        None,
+        help="Sampling steps (1-1000, unclip and ddim-linspace at least 2; default: each operator's own — 25, a "
+        "student 1).",
     ),
     sampler: str | None = typer.Option(
-        None, help="unclip (the reference's 25-step ancestral loop), ddim or dpmpp (default: each operator's own)."
+        None,
+        help="unclip (the reference's 25-step ancestral loop), ddim, ddim-linspace or dpmpp (default: each "
+        "operator's own).",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: 1)."),
+    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
-    if seeds < 1 or (steps is not None and steps < 1):
-        fail("--seeds and --steps must be at least 1")
+    checked(checks.count, seeds, "--seeds")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.threads, threads, "--threads")
+    for scale in guidance or ():
+        checked(checks.guidance, scale, "--guidance")
     if not models.is_dir():
         fail(f"no such models folder: {models}")
-    if out is not None and out.suffix != ".json":
-        fail(f"--out must end in .json, got {out}")
-    if threads is not None and threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
-    table = run_or_fail(_eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler)
+    if out is not None:
+        if out.suffix != ".json":
+            fail(f"--out must end in .json, got {out}")
+        run_or_fail(check_output, out, overwrite=overwrite, what="--out")
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype)
+    table = run_or_fail(
+        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, (device, dtype)
+    )
     typer.echo(table.to_text())
 
 
-def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None):
+def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, place=(None, None)):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
@@ -72,20 +90,28 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
     # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
     torch.set_num_threads(threads or 1)
     # Each kind resolves as in equations and the UI (pops.models_folder: its own folder, else a joint one).
-    model_set = ModelSet(models, load_encoders=False)
+    model_set = ModelSet(models, load_encoders=False, device=place[0], dtype=place[1])
     kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
     for kind in kinds:
         get_spec(kind)
     if not kinds:
-        raise FileNotFoundError(f"no trained operators under {models} (expected operators/<kind>/)")
+        raise FileNotFoundError(
+            f"no trained operators under {models} (expected operators/<kind>/){model_set.unreadable_note()}"
+        )
     loaded = {}
     for kind in kinds:
         if kind not in model_set.available():
             raise FileNotFoundError(model_set.missing_message(kind))
-        loaded[kind] = model_set.operator(kind)
+        loaded[kind] = model_set.operator(kind)  # placed on --device/--dtype by the models folder
     if data is None:
         data = next((r / "data" for r in folder_roots(models) if (r / "data").is_dir()), models / "data")
     test_data = load_test_data(data, kinds)
+    for kind, op in loaded.items():
+        if test_data[kind].gallery.shape[1] != op.embedding_dim:
+            raise ValueError(
+                f"the {kind} test data holds {test_data[kind].gallery.shape[1]}-d embeddings, its operator works in "
+                f"{op.embedding_dim}-d"
+            )
     table, _ = evaluate_operators(
         loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler
     )

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import app, checked, fail, run_or_fail
 
 
 @app.command()
@@ -53,12 +54,22 @@ def generate(
     """Generate an operator's training data with real models (SDXL-Turbo, OWLv2, RMBG-1.4, SD2-depth, SDXL inpainting,
     ATR parsing). Scale out with `accelerate launch --multi_gpu --num_processes K -m pops generate ...`; kill and
     rerun to resume."""
-    if num_samples < 1:
-        fail("--num-samples must be at least 1")
+    checked(checks.count, num_samples, "--num-samples")
+    checked(checks.seed, seed, "--seed")
     if image_format not in ("jpg", "png"):
         fail(f"--image-format must be jpg or png, got {image_format!r}")
-    if min(image_size, turbo_steps, depth_steps, inpaint_steps, segmenter_size) < 1:
-        fail("sizes and step counts must be positive")
+    for name, value in (
+        ("--turbo-steps", turbo_steps),
+        ("--depth-steps", depth_steps),
+        ("--inpaint-steps", inpaint_steps),
+    ):
+        checked(checks.steps, value, name)
+    for name, value in (("--image-size", image_size), ("--segmenter-size", segmenter_size)):
+        checked(checks.integer, value, name, minimum=8, maximum=4096)
+    checked(checks.guidance, depth_guidance, "--depth-guidance")
+    checked(checks.guidance, inpaint_guidance, "--inpaint-guidance")
+    if models_from is not None and not models_from.is_dir():
+        fail(f"no such folder for --models-from: {models_from}")
     pairs = {}
     for item in option:
         key, sep, value = item.partition("=")
@@ -104,6 +115,25 @@ def _print_summary(operator: str, out: Path, summary) -> None:
             )
 
 
+def _check_resumable(out: Path, operator: str, seed: int) -> None:
+    """An existing --out is resumed only when it is a dataset of the same operator and seed (the rest of its identity
+    is checked when generation starts)."""
+    from pops.files import check_output
+    from pops.generate.storage import DATASET_FILE, read_dataset_info
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is not a folder")
+    check_output(out, overwrite=True, folder=True, what="--out")
+    if (out / DATASET_FILE).exists():
+        existing = read_dataset_info(out)
+        for key, value in (("operator", operator), ("seed", seed)):
+            if existing.get(key) != value:
+                raise ValueError(
+                    f"{out} holds a dataset generated with a different {key} ({existing.get(key)!r} vs {value!r}); "
+                    "use another --out folder"
+                )
+
+
 def _generate(operator, out, num_samples, seed, models_from, image_format, options, progress, device, settings):
     from pops.generate.models import ModelSettings, load_models, model_sources
     from pops.generate.recipe import config_from_options
@@ -111,6 +141,7 @@ def _generate(operator, out, num_samples, seed, models_from, image_format, optio
 
     recipe = get_recipe(operator)
     config = config_from_options(recipe.Config, options)
+    _check_resumable(out, operator, seed)  # before any model loads
     settings = ModelSettings(**settings)
     sources = model_sources(recipe.REQUIRES, models_from)
     models = load_models(recipe.REQUIRES, models_from=models_from, settings=settings, device=device)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
@@ -59,17 +61,23 @@ def pairs(
     device: str | None = typer.Option(None, help="CLIP device (default: a GPU when there is one)."),
     batch_size: int = typer.Option(64, help="Images per encoder batch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write an operator's training pairs (pops.pairs.Pairs) from a generated dataset: every image embedded through
     the cache (run `pops embed` first to reuse its work), texture patches cut, instruct words drawn and encoded."""
     if encoder not in ENCODERS:
         fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
-    if patches_per_sample < 1 or words_per_image < 1 or batch_size < 1:
-        fail("--patches-per-sample, --words-per-image and --batch-size must be at least 1")
+    checked(checks.count, patches_per_sample, "--patches-per-sample")
+    checked(checks.count, words_per_image, "--words-per-image")
+    checked(checks.count, batch_size, "--batch-size")
+    checked(checks.seed, seed, "--seed")
+    if resolution is not None and (resolution < 32 or resolution % 32):
+        fail(f"--resolution must be a positive multiple of 32, got {resolution}")
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
-    if out.is_dir():
-        fail(f"--out {out} is a folder; give a file name such as pairs.safetensors")
+    run_or_fail(check_output, out, overwrite=overwrite, what="--out")
+    if out.suffix != ".safetensors":
+        fail(f"--out must end in .safetensors, got {out}")
     result = run_or_fail(
         _pairs,
         dataset_dir,

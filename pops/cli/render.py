@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops import checks
+from pops.cli import placement
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
@@ -69,16 +72,22 @@ def render(
         "--cpu-offload",
         help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
     ),
+    generator_device: str = placement.GENERATOR_DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
         fail(f"--render must be one of {', '.join(RENDERERS)}, got {renderer!r}")
-    if batch_size < 1:
-        fail("--batch-size must be at least 1")
-    if steps is not None and steps < 1:
-        fail("--steps must be at least 1")
-    if out.exists() and not out.is_dir():
-        fail(f"--out must be a folder, but {out} is a file")
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype, generator_device)
+    checked(checks.count, batch_size, "--batch-size")
+    checked(checks.steps, steps, "--steps")
+    checked(checks.guidance, guidance, "--guidance")
+    checked(checks.seed, seed, "--seed")
+    if size is not None:
+        checked(checks.integer, size, "--size", minimum=8, maximum=4096)
+    run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
     if renderer == "ipadapter-depth":
         if structure is None:
             fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
@@ -97,9 +106,8 @@ def render(
         depth_model=depth_model,
         vae=None if vae == "base" else vae,
     )
-    written = run_or_fail(
-        _render, embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload
-    )
+    place = (device, dtype, cpu_offload, generator_device)
+    written = run_or_fail(_render, embeddings, renderer, out, options, sources, seed, batch_size, structure, place)
     typer.echo(f"wrote {len(written)} image(s) to {out}")
 
 
@@ -128,13 +136,14 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
     )
 
 
-def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, device, dtype, cpu_offload):
+def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, place):
     from tqdm.auto import tqdm
 
     from pops.embeddings_io import load_embeddings
     from pops.files import atomic_write
     from pops.renderers.pipelines import seeded_generators
 
+    device, dtype, cpu_offload, generator_device = place
     embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
@@ -151,9 +160,10 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     starts = range(0, embeds.shape[0], batch_size)
     for start in tqdm(starts, desc=f"rendering ({renderer})", unit="batch", disable=len(starts) < 2):
         chunk = embeds[start : start + batch_size]
-        images = model.render(chunk, generator=seeded_generators(seed + start, len(chunk)), **extra)
+        generators = seeded_generators(seed + start, len(chunk), device=generator_device)
+        images = model.render(chunk, generator=generators, **extra)
         for offset, image in enumerate(images):
-            path = out / f"{embeddings.stem}_{start + offset:04d}.png"
+            path = out / f"{embeddings.stem}_{start + offset:04d}.png"  # image i drawn with seed + i
             atomic_write(path, lambda tmp, image=image: image.save(tmp, format="PNG"))
             written.append(path)
     return written

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail
+from pops.cli import placement
+from pops.cli.app import app, fail, run_or_fail
+from pops.reference import RELEASED_OPERATORS
+
+# Gradio's units (FileSize: powers of 1024).
+SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_file_size(text: str) -> int | None:
+    """Bytes of a size such as 10mb, 500kb or 2gb (the units Gradio reads), or None when it is not one."""
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([kmg]?b)\s*", text.lower())
+    if match is None or int(match.group(1)) < 1:
+        return None
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
 
 
 @app.command()
@@ -27,10 +41,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. The default is reachable from this machine only."),
     port: int = typer.Option(7860, help="Port to listen on."),
     renderer: str = typer.Option(
-        "auto", help="Default renderer: auto (decoder if saved, else retrieval), retrieval, decoder or none."
+        "auto",
+        help="Default renderer: auto (a saved kandinsky or ipadapter renderer, else the decoder, else retrieval), "
+        "retrieval, decoder, kandinsky, ipadapter, ipadapter-depth or none.",
     ),
     max_file_size: str = typer.Option("10mb", help="Largest upload accepted, e.g. 10mb or 500kb."),
     queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
 ) -> None:
     """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
     from pops.models_folder import RENDERER_CHOICES
@@ -41,15 +60,36 @@ def serve(
         fail(f"--port must be between 1 and 65535, got {port}")
     if queue_size < 1:
         fail("--queue-size must be at least 1")
+    limit = parse_file_size(max_file_size)
+    if limit is None:
+        fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
+    for folder in models or []:
+        if folder.exists() and not folder.is_dir():
+            fail(f"--models {folder} is a file, not a models folder")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder")
+    from pops.files import check_output
+
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
+    from pops.devices import check_placement
+
+    run_or_fail(check_placement, device, dtype)
     models = list(models or [Path("outputs/demo")])
     for folder in models:
-        if not folder.is_dir():
+        if not folder.is_dir() and str(folder) != RELEASED_OPERATORS:  # the released operators, from the hub
             typer.echo(f"warning: models folder {folder} does not exist yet", err=True)
     from pops.ui import serve as run_server
 
     try:
         run_server(
-            models, out, host=host, port=port, max_file_size=max_file_size, renderer=renderer, queue_size=queue_size
+            models,
+            out,
+            host=host,
+            port=port,
+            max_file_size=max_file_size,
+            renderer=renderer,
+            queue_size=queue_size,
+            placement=dict(device=device, dtype=dtype, cpu_offload=cpu_offload or None),
         )
     except OSError as exc:
         fail(f"cannot start the server on {host}:{port}: {exc}")

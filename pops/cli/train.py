@@ -25,6 +25,12 @@ def train(
     ),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Shortcut for --override output_dir=…."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (main process only)."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Shortcut for --override overwrite=true: start again in an OUTPUT_DIR that holds a trained operator or "
+        "an earlier run's checkpoints (without it, or --resume, such a folder is refused).",
+    ),
 ) -> None:
     """Train an operator on cached embeddings. Every config key is listed, with its default, in configs/train/*.yaml.
 
@@ -42,6 +48,8 @@ def train(
         overrides.append(f"resume={resume}")
     if output_dir is not None:
         overrides.append(f"output_dir={output_dir}")
+    if overwrite:
+        overrides.append("overwrite=true")
     cfg = run_or_fail(load_config, config, overrides)
     run_or_fail(_train, cfg, progress)
 

@@ -14,11 +14,16 @@ from pops.registry import get_spec
 
 
 def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_encoder, *, progress: bool = True):
-    """n samples of one split as a `Pairs` set. Every image goes through the cache in one call (a rerun encodes
-    nothing); words become MiniLM token rows. `info` keeps the class names, each sample's input classes and its
-    recipe (which re-renders the sample exactly, e.g. for the report's grids)."""
-    spec = get_spec(kind)
+    """n samples of one split as a `Pairs` set (see samples_to_pairs)."""
     samples = world.samples(kind, split, n, seed, progress=progress)
+    return samples_to_pairs(world, kind, split, samples, seed, cache, text_encoder, progress=progress)
+
+
+def samples_to_pairs(world, kind: str, split: str, samples, seed: int, cache, text_encoder, *, progress: bool = True):
+    """World samples as a `Pairs` set. Every image goes through the cache in one call (a rerun encodes nothing);
+    words become MiniLM token rows. `info` keeps the class names, each sample's input classes and its recipe (which
+    re-renders the sample exactly, e.g. for the report's grids)."""
+    spec = get_spec(kind)
     images, rows = [], []
     for sample in samples:
         inputs = []
@@ -33,7 +38,8 @@ def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_enco
     embeds = cache.encode(images, progress=progress)
     classes = world.classes(kind, "all")
     index = {name: i for i, name in enumerate(classes)}
-    class_ids = torch.tensor([index[s.target_class] for s in samples], dtype=torch.long)
+    # -1: a training-only combination (a procedural object, a further outfit), never a candidate class
+    class_ids = torch.tensor([index.get(s.target_class, -1) for s in samples], dtype=torch.long)
     info = {
         "split": split,
         "seed": seed,
@@ -46,9 +52,11 @@ def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_enco
 
 
 def split_validation(pairs, fraction: float, seed: int):
-    """(train, validation): the samples of a random `fraction` of the classes in `pairs` (at least one class when
-    fraction > 0 and there are two or more) become validation; no class is in both. (pairs, None) for fraction 0."""
+    """(train, validation): the samples of a random `fraction` of the candidate classes in `pairs` (at least one
+    class when fraction > 0 and there are two or more) become validation; no class is in both. (pairs, None) for
+    fraction 0."""
     classes = pairs.class_ids.unique()
+    classes = classes[classes >= 0]  # validation classes are candidates (training-only combinations never are)
     count = min(len(classes) - 1, max(1, round(fraction * len(classes)))) if fraction > 0 else 0
     if count < 1:
         return pairs, None
@@ -77,6 +85,17 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
         gallery_images[kind] = gallery
         embeds = cache.encode([im for _, im in gallery], progress=config.progress)
         train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
+        if validation is not None and config.validation_per_class:
+            # With one training sample per class, the validation classes' own samples are too few to choose a
+            # guidance scale on (measured: composition's choice swung between 3 and 8 across world seeds): draw
+            # more of those classes, from their own stream.
+            names = [validation.info["classes"][i] for i in validation.class_ids.unique().tolist()]
+            samples = world.class_samples(
+                kind, names, config.validation_per_class, config.seed, progress=config.progress
+            )
+            validation = samples_to_pairs(
+                world, kind, "validation", samples, config.seed, cache, text_encoder, progress=config.progress
+            )
         data[kind] = OperatorData(
             kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import replace
 
@@ -20,9 +21,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
 from pops.evaluation import MetricsTable, choose_guidance, evaluate_operators
-from pops.files import atomic_write_json, tensor_digest
+from pops.files import tensor_digest
 from pops.joint import JointOperator
 from pops.operator import Operator
+from pops.reference import OPERATOR_CONFIG_NAME
 from pops.train import Trainer, config_from_dict
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,9 @@ def train_operator(config, kind: str, data, encoders: dict):
     folder = config.out / "operators" / kind
     settings = training_settings(config, kind)
     record = training_inputs(config, settings, data.train, data.validation)
-    record_path = folder / TRAIN_RECORD
-    if reusable(config, folder, record):
-        return Operator.from_pretrained(folder), False
-    record_path.unlink(missing_ok=True)
+    reused = reuse(config, folder, record, Operator.from_pretrained, f"the {kind} operator")
+    if reused is not None:
+        return reused, False
     # The CPU flash-attention kernel's backward is pathologically slow on these 6-16 token sequences with a float
     # mask (measured: instruct 86 -> 39 ms per step with the plain math kernel); sampling keeps the default.
     with sdpa_kernel(SDPBackend.MATH):
@@ -89,8 +90,8 @@ def train_operator(config, kind: str, data, encoders: dict):
             op, data, config.guidance_candidates, config.sampling_steps, config.seed
         )
         record["validation_top1"] = scores
-    op.save_pretrained(folder)
-    atomic_write_json(record_path, record)
+    # The record goes in with the operator, in one complete folder: a folder never holds one without the other.
+    op.save_pretrained(folder, extra_json={TRAIN_RECORD: record})
     return op, True
 
 
@@ -112,18 +113,34 @@ def _fingerprints(pairs):
     return pairs_fingerprint(pairs) if pairs is not None else None
 
 
-def reusable(config, folder, record: dict) -> bool:
-    """Whether `folder` holds what a run with these training inputs would train (then a rerun reuses it)."""
+def reuse(config, folder, record: dict, load, name: str):
+    """What `folder` holds (read by `load`) when a previous run trained it with these training inputs, else None.
+    A damaged folder (truncated weights, …) is trained again, with a warning."""
     record_path = folder / TRAIN_RECORD
     if config.retrain or not record_path.is_file():
-        return False
+        return None
     try:
         saved = json.loads(record_path.read_text())
-    except (ValueError, OSError) as exc:
-        log.warning("cannot reuse %s (%s); training again", folder, exc)
-        return False
-    saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
-    return saved == record
+        saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
+        if saved == record:
+            return load(folder)
+    except (ValueError, OSError) as exc:  # a damaged folder (truncated weights, …): train it again
+        print(f"warning: cannot reuse {name} ({exc}); training it again", file=sys.stderr)
+    return None
+
+
+def check_foreign_operators(config) -> None:
+    """The demo replaces only operator folders an earlier demo wrote (they hold its TRAIN_RECORD): any other operator
+    under OUT/operators/ (one trained by `pops train`, say) is refused unless `config.overwrite`."""
+    if config.overwrite:
+        return
+    for name in (*config.operators, *([JOINT_FOLDER] if config.joint else [])):
+        folder = config.out / "operators" / name
+        if (folder / OPERATOR_CONFIG_NAME).is_file() and not (folder / TRAIN_RECORD).is_file():
+            raise FileExistsError(
+                f"{folder} holds an operator that no demo trained; the demo would replace it: pass --overwrite, "
+                "or another --out"
+            )
 
 
 def pairs_fingerprint(pairs) -> str:
@@ -182,9 +199,9 @@ def train_joint(config, data: dict, encoders: dict):
     settings = joint_settings(config, kinds)
     validation = {k: d.validation for k, d in data.items()}
     record = training_inputs(config, settings, {k: d.train for k, d in data.items()}, validation)
-    if reusable(config, folder, record):
-        return JointOperator.from_pretrained(folder), False
-    (folder / TRAIN_RECORD).unlink(missing_ok=True)
+    reused = reuse(config, folder, record, JointOperator.from_pretrained, "the joint model")
+    if reused is not None:
+        return reused, False
     with sdpa_kernel(SDPBackend.MATH):  # as in train_operator
         trainer = Trainer(config_from_dict(settings), pairs={k: d.train for k, d in data.items()})
         trainer.run()
@@ -197,8 +214,7 @@ def train_joint(config, data: dict, encoders: dict):
                 op, data[kind], config.guidance_candidates, config.sampling_steps, config.seed
             )
     record["validation_top1"] = scores
-    joint.save_pretrained(folder)
-    atomic_write_json(folder / TRAIN_RECORD, record)
+    joint.save_pretrained(folder, extra_json={TRAIN_RECORD: record})  # as train_operator: one complete folder
     return joint, True
 
 

@@ -99,10 +99,12 @@ def _colours(methods: list[str]) -> dict[str, str]:
 
 
 def _get(table, row: str, method: str):
+    """The cell, or None where there is none or it does not apply (n/a: no bar)."""
     try:
-        return table.get(row, method)
+        cell = table.get(row, method)
     except KeyError:
         return None
+    return cell if cell.top1 is not None else None
 
 
 def gap_closed(pops: float, averaging: float, oracle: float) -> float | None:

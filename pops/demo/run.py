@@ -4,6 +4,8 @@ report and the metrics files."""
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -17,15 +19,16 @@ from pops import evaluation as E
 from pops.cache import EmbeddingCache
 from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
 from pops.demo.data import build_data
-from pops.demo.operators import joint_job, operator_job
+from pops.demo.operators import check_foreign_operators, joint_job, operator_job
 from pops.demo.report import chained_equation, example_grids, write_report
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.evaluation import save_data
-from pops.files import atomic_write_json, atomic_write_text, check_writable
+from pops.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
 from pops.operator import Operator
+from pops.processes import die_with_parent
 from pops.registry import get_spec
-from pops.renderers import load_renderer
+from pops.renderers import RENDERER_CONFIG_NAME, load_renderer
 from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
 from pops.renderers.retrieval import RetrievalRenderer
 from pops.world import World
@@ -46,25 +49,30 @@ class DemoResult:
 
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
-    """Train the small decoder on the class galleries (embedding -> picture), save it under <out>/renderer/decoder,
-    and measure how recognisable its pictures are: re-encode a sample of decodings and retrieve their source."""
+    """Train the small decoder on the class galleries (embedding -> picture; its embedding loss goes through the
+    same frozen encoder), save it under <out>/renderer/decoder, and measure how recognisable its pictures are:
+    re-encode a sample of decodings and retrieve their source. The result holds the job's wall time too."""
+    start = time.perf_counter()
     torch.set_num_threads(choose_threads(config.threads))
+    encoder = load_encoder(encoder_config)
     decoder = train_decoder(
         embeds,
         images,
         steps=config.decoder_steps,
         batch_size=32,
+        encoder=encoder,
         bf16=config.bf16,
         seed=config.seed,
         config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size),
         progress=config.progress,
     )
-    decoder.save_pretrained(config.out / "renderer" / "decoder")
+    write_folder(config.out / "renderer" / "decoder", decoder.save_pretrained, commit=RENDERER_CONFIG_NAME)
     probe = torch.arange(0, len(images), max(1, len(images) // 200))
     others = torch.ones(len(images), dtype=torch.bool)
     others[probe] = False
     gallery = torch.cat([embeds[probe], embeds[others]])
-    return decoder_fidelity(decoder, load_encoder(encoder_config), embeds[probe], gallery)
+    fidelity = decoder_fidelity(decoder, encoder, embeds[probe], gallery)
+    return {**fidelity, "steps": float(config.decoder_steps), "seconds": time.perf_counter() - start}
 
 
 def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
@@ -74,7 +82,12 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
     if workers <= 1:
         return [fn(*args) for fn, *args in jobs]
     results: list = [None] * len(jobs)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # Workers die with this process, even when it is killed (SIGKILL runs no clean-up): none keeps training and
+    # writing into OUT after it is gone.
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+    )
+    with pool:
         futures = {pool.submit(fn, *args): i for i, (fn, *args) in enumerate(jobs)}
         bar = tqdm(
             total=len(jobs), desc=f"operators + decoder ({workers} processes)", unit="job", disable=not config.progress
@@ -88,6 +101,9 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
+    check_foreign_operators(config)  # before anything is written
+    check_output(config.out, overwrite=True, folder=True, what="output folder")
+    check_output(config.cache_dir, overwrite=True, folder=True, what="embedding cache folder")
     check_writable(config.out)
     check_writable(config.cache_dir, "embedding cache folder")
     threads = choose_threads(config.threads)
@@ -144,7 +160,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             op.image_encoder, op.text_encoder = encoder, text_encoder if get_spec(kind).text_slots else None
             operators[kind] = op
         retrieval = RetrievalRenderer(embeds, images)
-        retrieval.save_pretrained(config.out / "renderer" / "retrieval")
+        write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
         renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
         chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)

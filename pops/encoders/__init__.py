@@ -46,14 +46,18 @@ ENCODER_TYPES = {
 _LOADED: dict[str, Encoder] = {}
 
 
-def load_encoder(config: dict) -> Encoder:
-    """The encoder a config names; one shared instance per distinct config (operators of one folder share it)."""
-    key = json.dumps(config, sort_keys=True)
-    if key in _LOADED:
-        return _LOADED[key]
+def load_encoder(config: dict, *, device=None, dtype=None) -> Encoder:
+    """The encoder a config names; one shared instance per distinct config and placement (operators of one folder
+    share it). `device`/`dtype` place the real CLIP encoders (None: their defaults); the embedded encoders are
+    small and always run on the CPU in fp32."""
     kind = config.get("type")
     if kind not in ENCODER_TYPES:
         raise ValueError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODER_TYPES)}")
     module, name = ENCODER_TYPES[kind].split(":")
-    _LOADED[key] = getattr(importlib.import_module(module), name).from_config(config)
+    cls = getattr(importlib.import_module(module), name)
+    placement = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
+    placement = placement if getattr(cls, "placeable", False) else {}
+    key = json.dumps([config, {k: str(v) for k, v in placement.items()}], sort_keys=True)
+    if key not in _LOADED:
+        _LOADED[key] = cls.from_config(config, **placement)
     return _LOADED[key]

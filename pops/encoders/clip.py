@@ -16,44 +16,27 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pops.devices import resolve_device, resolve_dtype
 from pops.hub import resolve_model
+from pops.readers import read_image
 from pops.reference import KANDINSKY_PRIOR
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device to run on (cuda when available); a one-line ValueError for hardware this machine lacks."""
+    return resolve_device(device)
 
 
 def default_dtype(device: torch.device, dtype: torch.dtype | str | None = None) -> torch.dtype:
     """fp16 on a GPU (as the reference runs), fp32 on a CPU (fp16 there is slow or unsupported)."""
-    if isinstance(dtype, str):
-        try:
-            dtype = {
-                "fp32": torch.float32,
-                "float32": torch.float32,
-                "fp16": torch.float16,
-                "float16": torch.float16,
-                "bf16": torch.bfloat16,
-                "bfloat16": torch.bfloat16,
-            }[dtype]
-        except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16") from None
-    if dtype is not None:
-        return dtype
-    return torch.float16 if device.type == "cuda" else torch.float32
+    return resolve_dtype(dtype, device)
 
 
 def as_rgb(item: Any) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     if isinstance(item, (str, Path)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such image: {path}")
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        return read_image(item)
     raise ValueError(f"expected a PIL image or an image path, got {type(item).__name__}")
 
 
@@ -75,6 +58,7 @@ class _CLIPPart:
 
     type_name = ""  # "clip-image" | "clip-text"
     what = ""  # for the offline error message
+    placeable = True  # from_config takes device= and dtype= (pops.encoders.load_encoder)
 
     def __init__(self, model, *, device: str | torch.device | None = None, dtype=None):
         self.device = default_device(device)

@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pops.readers import read_image
+
 MODEL_NAME = "efficientnet-lite0"
 PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
@@ -40,12 +42,7 @@ def load_image(item: Any) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, (str, Path)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such image: {path}")
-        with Image.open(path) as im:
-            im.load()
-            return im
+        return read_image(item)
     raise ValueError(f"expected a PIL image or an image path, got {type(item).__name__}")
 
 

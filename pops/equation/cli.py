@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pops.equation.record import (
     check_inputs_unchanged,
+    check_renderable,
+    clear_result,
     output_folder,
     parse_step_seeds,
     read_record,
@@ -16,7 +18,8 @@ from pops.equation.record import (
     write_result,
 )
 from pops.equation.runner import EquationRunner
-from pops.models_folder import check_renderer_choice
+from pops.files import check_output
+from pops.models_folder import ModelSet, check_renderer_choice
 
 
 def run_equation_cli(
@@ -36,12 +39,19 @@ def run_equation_cli(
     cache_dir: str | Path | None = None,
     base_dir: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    cpu_offload: bool | None = None,
+    generator_device: str | None = None,
+    overwrite: bool = False,
 ):
     """Run `expr` with the operators under `models_dir`, render it and write everything to `out_dir`.
 
     `replay`: a record.json from an earlier run; its equation, seeds and settings are used (`expr` must be None),
     `models_dir` may point the run at a moved models folder. Bad input raises ValueError / FileNotFoundError (the
-    CLI turns them into a one-line error). Returns the EquationResult.
+    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models_folder);
+    `generator_device` draws the noise there (a replay keeps its record's). An `out_dir` holding an earlier result
+    is refused unless `overwrite` (its OUT/.cache is reused either way). Returns the EquationResult.
     """
     echo = echo or _echo
     check_renderer_choice(render)
@@ -51,20 +61,27 @@ def run_equation_cli(
             raise ValueError("give either an equation or --replay RECORD, not both")
         record = read_record(replay)
         check_inputs_unchanged(record)
-        expr = record["equation"]
-        seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
-        guidance_scale, steps = record["guidance_scale"], int(record["num_inference_steps"])
-        num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
+        try:
+            expr = str(record["equation"])
+            seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
+            guidance_scale, steps = record["guidance_scale"], int(record["num_inference_steps"])
+            num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
         base_dir = record.get("base_dir")
         models_dir = models_dir or record.get("models")
         render = (record.get("renderer") or "none") if render == "auto" else render
+        generator_device = generator_device or record.get("generator_device", "cpu")
     if not expr or not expr.strip():
         raise ValueError("give an equation, e.g. 'scene(texture(chair.png, wood.png), beach.png)'")
     if models_dir is None:
         raise ValueError("give --models DIR: the folder holding the trained operators")
     out = output_folder(out_dir)
-    runner = EquationRunner(models_dir, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
+    models = ModelSet.coerce(models_dir, device=device, dtype=dtype, cpu_offload=cpu_offload)
+    runner = EquationRunner(models, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
+    check_output(out, overwrite=overwrite, folder=True, what="--out")
+    check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)
     result = runner.run(
         plan,
@@ -77,9 +94,12 @@ def run_equation_cli(
         base_dir=base_dir,
         progress=True,
         sampler=sampler,
+        generator_device=generator_device or "cpu",
     )
     pictures = render_steps(renderer, result, seed) if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
+    if overwrite:
+        clear_result(out)  # no picture or step of the earlier result stays beside the new one
     write_result(result, out, pictures, renderer_name)
     n_calls = sum(1 for s in result.computed if s.op == "call")
     echo(
@@ -89,6 +109,29 @@ def run_equation_cli(
         + f" to {out}/ — reproduce with `pops apply --replay {out / 'record.json'}`"
     )
     return result
+
+
+DROP_WORDS = ("-", "none", "_")
+
+
+def call_equation(name: str, inputs: list[str]) -> str:
+    """`pops apply texturing a.jpg b.jpg` as an equation: `texturing(a.jpg, b.jpg)` (paths quoted as needed; a
+    text slot's input is a word, '-'/'none'/'_' drops a slot). `name` is an operator or one of its short names."""
+    from pops.equation.ast import Call, Drop, File, Text
+    from pops.equation.printer import format_node
+    from pops.equation.validate import operator_names
+    from pops.registry import get_spec
+
+    spec = get_spec(operator_names()[name])
+    args = []
+    for i, text in enumerate(inputs):
+        if text.lower() in DROP_WORDS:
+            args.append(Drop())
+        elif i < spec.num_slots and spec.slots[i].kind == "text":
+            args.append(Text(text))
+        else:
+            args.append(File(text))
+    return format_node(Call(name, tuple(args)))
 
 
 def _echo(message: str) -> None:

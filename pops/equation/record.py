@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from pops.embeddings_io import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
 from pops.files import atomic_write, atomic_write_text, file_digest
+from pops.readers import read_json
 
 
 def output_folder(out_dir: str | Path) -> Path:
@@ -54,12 +57,7 @@ def parse_step_seeds(items: list[str] | dict | None) -> dict[str, int]:
 
 def read_record(path: str | Path) -> dict:
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no such record: {path}")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON record ({exc})") from None
+    record = read_json(path, "record")
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or "equation" not in record:
         raise ValueError(f"{path}: not an equation record written by `pops apply` (format {RECORD_FORMAT})")
     return record
@@ -67,7 +65,10 @@ def read_record(path: str | Path) -> dict:
 
 def check_inputs_unchanged(record: dict) -> None:
     """A replay must read the very files the record was made from."""
-    for name, digest in (record.get("files") or {}).items():
+    files = record.get("files") or {}
+    if not isinstance(files, dict):
+        raise ValueError("cannot replay: the record's 'files' is not a mapping of paths to digests")
+    for name, digest in files.items():
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"cannot replay: input {name} no longer exists")
@@ -75,14 +76,66 @@ def check_inputs_unchanged(record: dict) -> None:
             raise ValueError(f"cannot replay: input {name} changed since the record was written")
 
 
+def structure_pictures(plan) -> dict[str, Path | None]:
+    """label -> the picture that is input A of each computed step (followed down first slots and first terms), or
+    None: where a renderer that takes its structure from input A (the depth renderer) finds it, as the reference
+    gives the depth ControlNet the object picture."""
+    found = {}
+    for step in plan.steps:
+        if step.op in ("call", "sum") or step.index == plan.output:
+            node = step
+            while node.op in ("call", "sum") and node.inputs and node.inputs[0] is not None:
+                node = plan.steps[node.inputs[0]]
+            found[step.label] = node.path if node.op == "image" else None
+    return found
+
+
+def takes_structure(renderer) -> bool:
+    """Whether a renderer (an object, or a type name of pops.renderers.RENDERER_TYPES) takes input A's picture."""
+    if isinstance(renderer, str):
+        from pops.renderers import RENDERER_TYPES, renderer_class
+
+        return renderer in RENDERER_TYPES and getattr(renderer_class(renderer), "takes_structure", False)
+    return getattr(renderer, "takes_structure", False)
+
+
+def check_renderable(renderer, plan) -> None:
+    """Before a run (and before the renderer loads, given its type name): a renderer that takes its structure from
+    input A needs a picture there for every step."""
+    if renderer is None or not takes_structure(renderer):
+        return
+    for label, path in structure_pictures(plan).items():
+        if path is None:
+            raise ValueError(
+                f"the depth renderer takes the structure from input A, which must be a picture; step {label!r} has "
+                "none (choose another renderer)"
+            )
+
+
 def render_steps(renderer, result, seed: int) -> dict[str, list]:
     """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching)."""
+    structures = structure_pictures(result.plan) if takes_structure(renderer) else {}
+    if structures:
+        check_renderable(renderer, result.plan)
     pictures = {}
     for step in result.computed:
         generator = torch.Generator("cpu").manual_seed(int(seed))
         embeds = result.output if step.label == "output" else step.embeds
-        pictures[step.label] = renderer.render(embeds, generator=generator)
+        extra = {}
+        if structures:
+            with Image.open(structures[step.label]) as im:
+                extra["structure"] = im.convert("RGB")
+        pictures[step.label] = renderer.render(embeds, generator=generator, **extra)
     return pictures
+
+
+def clear_result(out: Path) -> None:
+    """Remove what `write_result` wrote into `out` (record.json first: a folder without one holds no result)."""
+    (out / "record.json").unlink(missing_ok=True)
+    (out / "output.safetensors").unlink(missing_ok=True)
+    for picture in out.glob("output_*.png"):
+        picture.unlink()
+    shutil.rmtree(out / "steps", ignore_errors=True)
 
 
 def write_result(result, out: Path, pictures: dict[str, list] | None, renderer_name: str | None) -> dict:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from pops import checks
+from pops.devices import make_generator
 from pops.embeddings_io import load_embeddings
 from pops.equation.cache import StepCache, make_key
 from pops.equation.errors import EquationError
@@ -27,6 +28,7 @@ from pops.equation.printer import format_equation
 from pops.equation.validate import Plan, Step, validate
 from pops.files import file_digest
 from pops.models_folder import ModelSet
+from pops.readers import read_image, reason
 from pops.sampler import get_sampler
 
 RECORD_FORMAT = "pops-equation/1"
@@ -97,11 +99,15 @@ class EquationRunner:
         base_dir: str | Path | None = None,
         progress: bool = False,
         sampler: str | None = None,
+        generator_device: str = "cpu",
     ) -> EquationResult:
         """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default, and
-        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS)."""
+        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS). `generator_device`: where the noise is
+        drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
+        if seeds is not None and not isinstance(seeds, dict):
+            raise checks.BadValue(f"seeds must map step labels to seeds, got {type(seeds).__name__}")
         seeds = dict(seeds or {})
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
         if sampler is not None:
@@ -143,6 +149,8 @@ class EquationRunner:
                     layout,
                     num_samples,
                     sampler or self.models.operator(step.operator).sampler,
+                    # (keys of CPU noise stay as they were before the option existed)
+                    *([generator_device] if generator_device != "cpu" else []),
                 )
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
                 if hit is not None:
@@ -152,7 +160,7 @@ class EquationRunner:
                 else:
                     to_sample.append(step)
             for group in _groups(to_sample, results):
-                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler)
+                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler, generator_device)
                 for step in group:
                     res = results[step.index]
                     meta = {"step": step.text, "op": step.operator, "seed": res.seed}
@@ -165,6 +173,7 @@ class EquationRunner:
         result.record = self._record(
             plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir, sampler
         )
+        result.record["generator_device"] = generator_device
         return result
 
     # ----- leaves --------------------------------------------------------------------------------------------------
@@ -202,7 +211,7 @@ class EquationRunner:
                 try:
                     res.embeds, _ = load_embeddings(step.path)
                 except (ValueError, OSError) as exc:
-                    raise _fail(step, f"cannot read embeddings: {str(exc).splitlines()[0]}") from None
+                    raise _fail(step, f"cannot read embeddings: {reason(exc)}") from None
                 res.key = make_key("embedding", file_digest(step.path))
                 if res.embeds.shape[0] not in (1, num_samples):
                     raise _fail(step, f"has {res.embeds.shape[0]} rows; expected 1 or num_samples ({num_samples})")
@@ -213,10 +222,11 @@ class EquationRunner:
 
     # ----- operator steps ----------------------------------------------------------------------------------------
     def _sample(
-        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler
+        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler, gen_device
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
+        op.check_memory(len(group) * num_samples, layout)  # before the inputs are gathered for every sample
         spec = op.spec
         inputs: list[Any] = []
         for j, slot in enumerate(spec.slots):
@@ -227,7 +237,9 @@ class EquationRunner:
             else:
                 inputs.append(torch.cat([_rows(results[s.inputs[j]].embeds, num_samples) for s in group]))
         generators = [
-            torch.Generator("cpu").manual_seed(results[s.index].seed + i) for s in group for i in range(num_samples)
+            make_generator(checks.offset_seed(results[s.index].seed, i), gen_device)
+            for s in group
+            for i in range(num_samples)
         ]
         out = op.sample(
             inputs,
@@ -258,7 +270,7 @@ class EquationRunner:
             "layout": layout,
             "sampler": sampler,
             "base_dir": str(Path(base_dir).expanduser().resolve()) if base_dir is not None else str(Path.cwd()),
-            "models": str(self.models.root.resolve()) if self.models.root is not None else None,
+            "models": self.models.location(),
             "operators": {kind: self.models.where(kind) for kind in plan.operators},
             "files": files,
             "steps": [
@@ -287,25 +299,19 @@ def _weighted_sum(parts: list[torch.Tensor], weights) -> torch.Tensor:
 
 def _open_image(step: Step):
     try:
-        with Image.open(step.path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise _fail(step, f"cannot read image: {str(exc).splitlines()[0]}") from None
+        return read_image(step.path)
+    except (ValueError, OSError) as exc:
+        raise _fail(step, f"cannot read image: {reason(exc)}") from None
 
 
 def _check_settings(plan: Plan, seed, seeds, steps, num_samples, guidance_scale) -> None:
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    """The run's numbers, with the same checks (and ranges) as Operator.sample and the CLI (pops.checks)."""
+    checks.seed(seed, "seed")
     labels = [s.label for s in plan.steps if s.op == "call"]
     for label, value in seeds.items():
         if label not in labels:
             raise ValueError(f"no operator step named {label!r}; steps: {', '.join(labels) or 'none'}")
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"seed for {label!r} must be a non-negative integer, got {value!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {steps!r}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if guidance_scale is not None and not (guidance_scale >= 0 and guidance_scale < float("inf")):
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        checks.seed(value, f"seed for {label!r}")
+    checks.steps(steps, "num_inference_steps")
+    checks.count(num_samples, "num_samples")
+    checks.guidance(guidance_scale, "guidance_scale")

@@ -135,6 +135,8 @@ class _Validator:
                 node,
                 path_text,
             )
+        if path.is_dir():
+            raise _err(f"{path_text} is a folder, not a file", node, path_text)
         if not path.is_file():
             raise _err(
                 f"file not found: {path_text}" + (f" (looked at {path})" if str(path) != path_text else ""),

@@ -50,15 +50,35 @@ def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:
     out = {}
     for kind in kinds:
         gallery_path = folder / f"{kind}-gallery.safetensors"
-        if not gallery_path.is_file():
+        if not gallery_path.exists():
             raise FileNotFoundError(f"no evaluation data for {kind} in {folder} (run `pops demo` to write it)")
         gallery, meta = load_embeddings(gallery_path)
+        classes = meta.get("classes")
+        if not isinstance(classes, list) or len(classes) != gallery.shape[0]:
+            raise ValueError(
+                f"{gallery_path}: a gallery needs one class name per embedding in its metadata "
+                f"({gallery.shape[0]} embeddings, classes {'missing' if classes is None else len(classes)})"
+            )
         tests = {}
         for split in ("test", *get_spec(kind).extra_test_splits):
             path = folder / f"{kind}-{split}.safetensors"
-            if path.is_file():
+            if path.exists():
                 tests[split] = Pairs.load(path)
+                if tests[split].kind != kind:
+                    raise ValueError(f"{path}: pairs of {tests[split].kind!r}, expected {kind!r}")
+                if tests[split].class_ids is None:
+                    raise ValueError(f"{path}: test pairs need class_ids (the true class of every sample)")
+                if tests[split].target.shape[1] != gallery.shape[1]:
+                    raise ValueError(
+                        f"{path}: {tests[split].target.shape[1]}-d embeddings, the gallery is {gallery.shape[1]}-d"
+                    )
         if "test" not in tests:
             raise FileNotFoundError(f"no {kind}-test.safetensors in {folder}")
-        out[kind] = OperatorData(kind, tests["test"].info.get("classes", []), None, tests, meta["classes"], gallery)
+        for split, pairs in tests.items():
+            names = pairs.info.get("classes") or tests["test"].info.get("classes")
+            if not isinstance(names, list) or int(pairs.class_ids.max()) >= len(names) or len(pairs) == 0:
+                raise ValueError(
+                    f"{folder / f'{kind}-{split}.safetensors'}: its class_ids name no classes in its metadata"
+                )
+        out[kind] = OperatorData(kind, tests["test"].info.get("classes", []), None, tests, classes, gallery)
     return out

@@ -34,9 +34,10 @@ def sample_pairs(
 ) -> torch.Tensor:
     """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
     generator = torch.Generator().manual_seed(seed)
-    return op.sample_batch(
+    out = op.sample_batch(
         pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
     )
+    return out.float().cpu()  # scored against CPU targets, wherever the operator ran
 
 
 def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:
@@ -81,8 +82,9 @@ def evaluate_operators(
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
-    each of `guidance_scales` over `extra_seeds` ("pops g=s"; none when 0), the averaging baseline, input A only, and
-    the oracle.
+    each of `guidance_scales` over `extra_seeds` ("pops g=s"; none when `extra_seeds` is 0; the registry's scale is
+    n/a for a distilled student, whose guidance is in its weights), the averaging baseline, input A only, and the
+    oracle.
     `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
@@ -99,6 +101,10 @@ def evaluate_operators(
         for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
             count = seeds if scale == own else extra_seeds
             if count == 0:  # extra_seeds 0: the operator's own scale only
+                continue
+            if op.guidance_folded and scale == op.spec.guidance_scale != own:
+                # A distilled student at the registry's scale would be guided a second time: not a number to show.
+                table.add_not_applicable(row, f"pops g={scale:g}", n=len(pairs))
                 continue
             runs = []
             for s in range(count):

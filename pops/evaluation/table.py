@@ -24,12 +24,13 @@ TEXT_WIDTH = 1000
 
 @dataclass
 class MetricRow:
-    """One operator x method cell. *_std is the spread over seeds (None for single-run methods)."""
+    """One operator x method cell. *_std is the spread over seeds (None for single-run methods). A cell that does not
+    apply to the operator (a distilled student at another guidance scale) has cosine and top1 None, shown as n/a."""
 
     operator: str
     method: str
-    cosine: float
-    top1: float
+    cosine: float | None
+    top1: float | None
     cosine_std: float | None = None
     top1_std: float | None = None
     n: int = 0
@@ -81,6 +82,12 @@ class MetricsTable:
         self._rows[(operator, method)] = row
         return row
 
+    def add_not_applicable(self, operator: str, method: str, *, n: int = 0) -> MetricRow:
+        """A cell that has no meaning for this operator: n/a in the table, null in the JSON, never the best."""
+        row = MetricRow(operator, method, None, None, n=n, runs=0)
+        self._rows[(operator, method)] = row
+        return row
+
     def get(self, operator: str, method: str) -> MetricRow:
         try:
             return self._rows[(operator, method)]
@@ -109,7 +116,9 @@ class MetricsTable:
         return json.dumps(self.to_dict(), indent=2)
 
     @staticmethod
-    def _cell(value: float, std: float | None, pct: bool) -> str:
+    def _cell(value: float | None, std: float | None, pct: bool) -> str:
+        if value is None:
+            return "n/a"
         fmt = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")
         return fmt(value) if std is None else f"{fmt(value)} ± {fmt(std)}"
 
@@ -145,9 +154,8 @@ class MetricsTable:
         best: dict[tuple[str, str], str] = {}
         for op in self.operators():
             for key in ("cosine", "top1"):
-                cands = [
-                    (getattr(self._rows[(op, m)], key), m) for m in methods if m != "oracle" and (op, m) in self._rows
-                ]
+                rows = [(self._rows[(op, m)], m) for m in methods if m != "oracle" and (op, m) in self._rows]
+                cands = [(getattr(r, key), m) for r, m in rows if getattr(r, key) is not None]
                 if cands:
                     best[(op, key)] = max(cands)[1]
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

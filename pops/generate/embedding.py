@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from pops.generate.sharding import current_shard, gather
 from pops.generate.storage import image_paths, iter_samples
+from pops.readers import read_image
 
 
 @dataclass
@@ -33,10 +34,9 @@ def dataset_images(dataset_dir: str | Path) -> list[tuple[int, str, Path]]:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """The image as RGB: the pixels the cache is keyed on (open the file the same way to look it up later)."""
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("RGB")
+    """The image as RGB: the pixels the cache is keyed on (open the file the same way to look it up later); a
+    damaged file, or a decompression bomb, is a ValueError (pops.readers.read_image)."""
+    return read_image(path)
 
 
 def embed_dataset(dataset_dir: str | Path, cache, *, chunk_size: int = 256, progress: bool = True) -> EmbedSummary:

@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from pops.files import atomic_write_bytes, atomic_write_json, is_temporary
+from pops.readers import read_json
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"
@@ -82,7 +83,7 @@ def init_dataset(root: str | Path, info: dict) -> dict:
     info = {"format": FORMAT, **info}
     path = root / DATASET_FILE
     if path.is_file():
-        existing = json.loads(path.read_text(encoding="utf-8"))
+        existing = read_dataset_info(root)
         for key in IDENTITY_FIELDS:
             if existing.get(key) != json.loads(json.dumps(info.get(key))):
                 raise ValueError(
@@ -98,9 +99,12 @@ def init_dataset(root: str | Path, info: dict) -> dict:
 
 def read_dataset_info(root: str | Path) -> dict:
     path = Path(root) / DATASET_FILE
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{root} is not a generated dataset (no {DATASET_FILE})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    info = read_json(path, "dataset description")
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dataset description written by `pops generate` (format {FORMAT})")
+    return info
 
 
 def write_sample(
@@ -151,7 +155,9 @@ def iter_samples(root: str | Path) -> Iterator[dict]:
     root = Path(root)
     read_dataset_info(root)
     for path in sorted((root / "samples").glob(f"*/*/{MANIFEST_FILE}")):
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_json(path, "sample manifest")
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), dict):
+            raise ValueError(f"{path}: not a sample manifest (no 'images' mapping)")
         manifest["dir"] = str(path.parent)
         yield manifest
 

@@ -2,9 +2,16 @@
 
 A saved renderer is a folder whose `renderer.json` names its type ({"type": "decoder", ...settings}). The table
 `RENDERER_TYPES` maps each type to its class, by dotted path so that loading one type never imports another's
-dependencies (a retrieval renderer does not pull in diffusers). Every class in the table has
-`save_pretrained(folder)` and `from_pretrained(folder)`; `load_renderer(folder)` reads a folder by its type. Adding
-a type is one table entry plus that class's `from_pretrained`.
+dependencies (a retrieval renderer does not pull in diffusers). `load_renderer(folder)` reads a folder by its type:
+
+* the embedded world's types (retrieval, decoder) hold their weights in the folder: `save_pretrained(folder)` and
+  `from_pretrained(folder)`;
+* the real stack's types (kandinsky, ipadapter, ipadapter-depth) hold only their renderer.json — the hub ids or
+  local folders of the models and the reference's settings (pops.renderers.settings writes and checks it) — and
+  load through their `from_settings` (the folder's settings, device/dtype/offload overrides on top); their
+  `from_pretrained` takes hub ids, as diffusers' pipelines do.
+
+Adding a type is one table entry plus that class's loader.
 """
 
 from __future__ import annotations
@@ -23,12 +30,16 @@ RENDERER_CONFIG_NAME = "renderer.json"
 # Older folders may name their config otherwise; read, never written.
 _CONFIG_NAMES = (RENDERER_CONFIG_NAME, "config.json", "pops_renderer.json")
 
-# Renderer type -> "module:Class" with `from_pretrained(folder)`. Planned: the real stack's folder JSONs
-# ("kandinsky", "ipadapter", "ipadapter-depth": a hub id or local folder and settings).
+# Renderer type -> "module:Class" with `from_settings(settings)` (real stack) or else `from_pretrained(folder)`.
 RENDERER_TYPES = {
     "retrieval": "pops.renderers.retrieval:RetrievalRenderer",
     "decoder": "pops.renderers.decoder:DecoderRenderer",
+    "kandinsky": "pops.renderers.kandinsky:KandinskyRenderer",
+    "ipadapter": "pops.renderers.ipadapter:IPAdapterRenderer",
+    "ipadapter-depth": "pops.renderers.ipadapter_depth:IPAdapterDepthRenderer",
 }
+# Types whose folder may be known by its name alone (folders written before renderer.json named the type).
+_NAMED_BY_FOLDER = ("retrieval", "decoder")
 
 
 @runtime_checkable
@@ -66,7 +77,8 @@ def read_renderer_config(folder: str | Path, type_name: str) -> dict[str, Any]:
 
 
 def renderer_type(folder: str | Path) -> str | None:
-    """The renderer type a folder holds: its config's "type", else the folder's own name; None if neither is known."""
+    """The renderer type a folder holds: its config's "type", else (embedded types only) the folder's own name; None
+    if neither is known."""
     folder = Path(folder)
     for name in _CONFIG_NAMES:
         config = folder / name
@@ -77,15 +89,36 @@ def renderer_type(folder: str | Path) -> str | None:
                 type_name = None
             if type_name in RENDERER_TYPES:
                 return type_name
-    return folder.name if folder.name in RENDERER_TYPES else None
+    # A diffusers pipeline saved as a real renderer's source (e.g. renderer/decoder/ of a Kandinsky folder) is not one.
+    if folder.name in _NAMED_BY_FOLDER and not (folder / "model_index.json").is_file():
+        return folder.name
+    return None
 
 
-def load_renderer(folder: str | Path) -> Renderer:
-    """The renderer saved in `folder`, loaded by the type its renderer.json names."""
+def build_renderer(type_name: str, **settings) -> Renderer:
+    """A real-stack renderer (kandinsky, ipadapter, ipadapter-depth) from settings alone (the reference's hub ids and
+    values where not given; pops.renderers.settings) — what a renderer folder holds, without the folder."""
+    from pops.renderers.settings import make_settings
+
+    checked = make_settings(type_name, {k: v for k, v in settings.items() if v is not None}, what=type_name)
+    return renderer_class(type_name).from_settings(checked)
+
+
+def load_renderer(folder: str | Path, *, device=None, dtype=None, cpu_offload: bool | None = None) -> Renderer:
+    """The renderer saved in `folder`, loaded by the type its renderer.json names. `device`, `dtype` and
+    `cpu_offload` (None: the folder's own settings) place the real stack's pipelines; the embedded renderers are
+    small and run on the CPU."""
     folder = Path(folder)
     type_name = renderer_type(folder)
     if type_name is None:
         raise ValueError(
             f"{folder} holds no saved renderer (its {RENDERER_CONFIG_NAME} names none of: {', '.join(RENDERER_TYPES)})"
         )
-    return renderer_class(type_name).from_pretrained(folder)
+    cls = renderer_class(type_name)
+    if hasattr(cls, "from_settings"):  # the real stack's types: settings in renderer.json, weights from their sources
+        from pops.renderers.settings import read_renderer_folder
+
+        return cls.from_settings(
+            read_renderer_folder(folder, type_name, device=device, dtype=dtype, cpu_offload=cpu_offload)
+        )
+    return cls.from_pretrained(folder)

@@ -156,6 +156,19 @@ class IPAdapterRenderer:
         load_ip_adapter(pipe, weights, "")
         return cls(prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload), **options)
 
+    @classmethod
+    def from_settings(cls, s) -> IPAdapterRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
+        return cls.from_pretrained(
+            s.base,
+            ip_adapter=s.ip_adapter,
+            ip_adapter_weight=s.ip_adapter_weight,
+            device=s.device,
+            dtype=s.dtype,
+            cpu_offload=s.cpu_offload,
+            **s.options(),
+        )
+
     def _call_kwargs(self, embeds: torch.Tensor, generator) -> dict:
         embeds = check_embeds(embeds, self.dim)
         batch = embeds.shape[0]

@@ -65,6 +65,8 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
     """`IPAdapterRenderer` on a StableDiffusionXLControlNetPipeline; `structure` (input A) sets the depth."""
 
     default_negative_prompt = ""
+    # Equations and the UI hand this renderer the picture of each step's input A (pops.equation.record).
+    takes_structure = True
 
     def __init__(
         self,
@@ -140,6 +142,22 @@ class IPAdapterDepthRenderer(IPAdapterRenderer):
         load_ip_adapter(pipe, weights, "")
         pipe = prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload)
         return cls(pipe, estimator, **options)
+
+    @classmethod
+    def from_settings(cls, s) -> IPAdapterDepthRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
+        return cls.from_pretrained(
+            s.base,
+            controlnet=s.controlnet,
+            depth_estimator=s.depth_estimator,
+            vae=s.vae,
+            ip_adapter=s.ip_adapter,
+            ip_adapter_weight=s.ip_adapter_weight,
+            device=s.device,
+            dtype=s.dtype,
+            cpu_offload=s.cpu_offload,
+            **s.options(),
+        )
 
     def depth_maps(self, structure, batch: int) -> list[Image.Image]:
         images = [structure] if not isinstance(structure, (list, tuple)) else list(structure)

@@ -83,6 +83,13 @@ class KandinskyRenderer:
         pipe = prepare_pipeline(pipe, device=dev, dtype=dt, cpu_offload=cpu_offload)
         return cls(pipe, negative_embedding, **options)
 
+    @classmethod
+    def from_settings(cls, s) -> KandinskyRenderer:
+        """Load from checked settings (pops.renderers.settings, the reference's values by default)."""
+        return cls.from_pretrained(
+            s.decoder, prior=s.prior, device=s.device, dtype=s.dtype, cpu_offload=s.cpu_offload, **s.options()
+        )
+
     @torch.no_grad()
     def render(self, embeds: torch.Tensor, *, generator=None) -> list[Image.Image]:
         """B raw embeddings → B PIL images of `size` x `size`, in one pipeline call."""

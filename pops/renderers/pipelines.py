@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pops.checks import offset_seed
+from pops.devices import make_generator
 from pops.encoders.clip import default_device, default_dtype
 
 
@@ -45,10 +47,11 @@ def check_size(size: int, multiple: int) -> int:
     return int(size)
 
 
-def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
-    """One CPU generator per image, seeded seed, seed+1, …: an image's noise depends on its seed alone, not on
-    the batch it is rendered in or the device (diffusers draws on the generator's device, then moves)."""
-    return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
+def seeded_generators(seed: int, count: int, device: str = "cpu") -> list[torch.Generator]:
+    """One generator per image, seeded seed, seed+1, … (wrapping at 2**64): an image's noise depends on its seed
+    alone, not on the batch it is rendered in; on the CPU (default) not on the machine either (diffusers draws on the
+    generator's device, then moves). `device="cuda"` draws as the reference's scripts do on a GPU."""
+    return [make_generator(offset_seed(seed, i), device) for i in range(count)]
 
 
 def prepare_pipeline(pipe, *, device=None, dtype=None, cpu_offload: bool = False):

@@ -20,7 +20,6 @@ before anything is read. So resume takes the checkpoints of one process or DDP o
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -31,6 +30,7 @@ from accelerate.utils import load
 from safetensors.torch import load_model, save_model
 
 from pops.files import atomic_write_json
+from pops.readers import read_json, reason
 
 MARKER = "pops_checkpoint.json"
 TRAIN_STATE = "train_state.json"
@@ -103,15 +103,20 @@ def load_checkpoint(accelerator, folder: str | Path, schedule, ema=None) -> dict
         accelerator.load_state(str(folder), load_kwargs={"weights_only": True})
     except pickle.UnpicklingError:
         raise ValueError(f"resume: {folder} holds a file that is not plain tensors and numbers; refused") from None
-    saved = json.loads((folder / TRAIN_STATE).read_text())
-    schedule.load_state_dict(saved["lr_scheduler"])
-    if ema is not None:
-        load_model(ema, folder / EMA_WEIGHTS, device=str(next(ema.parameters()).device))
-    return saved["train_state"]
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:  # another model size, a damaged file
+        raise ValueError(f"resume: cannot load {folder} into this run's model ({reason(exc)})") from None
+    saved = read_json(folder / TRAIN_STATE, "train state")
+    try:
+        schedule.load_state_dict(saved["lr_scheduler"])
+        if ema is not None:
+            load_model(ema, folder / EMA_WEIGHTS, device=str(next(ema.parameters()).device))
+        return saved["train_state"]
+    except Exception as exc:  # safetensors' own errors, a missing key, a shape of another model
+        raise ValueError(f"resume: cannot load {folder} into this run ({reason(exc)})") from None
 
 
 def read_marker(folder: str | Path) -> dict:
-    return json.loads((Path(folder) / MARKER).read_text())
+    return read_json(Path(folder) / MARKER, "checkpoint marker")
 
 
 def remove_stale_temporaries(output_dir: str | Path) -> None:

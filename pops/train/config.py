@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from pops import checks
 from pops.config import from_mapping, to_mapping
-from pops.reference import KANDINSKY_PRIOR, LAYOUTS
+from pops.readers import read_text
+from pops.reference import KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
 from pops.registry import REGISTRY
 
 CLIP_STD = ("per-dim", "shared")
@@ -92,7 +94,7 @@ class ValidationOptions:
     data: str | None = None  # a Pairs file; None = the first `num_samples` training pairs
     num_samples: int = 16
     guidance_scale: float | None = None  # None = the operator's default
-    num_inference_steps: int = 25
+    num_inference_steps: int = 25  # of the diffusion objective's sampler; a one-pass operator validates in its one pass
     # A saved renderer folder (its renderer.json names a type of pops.renderers.RENDERER_TYPES); None = no pictures,
     # only embedding metrics. Only registered types load: a config never names code to import.
     renderer: str | None = None
@@ -107,6 +109,9 @@ class TrainConfig:
     operators: tuple[str, ...] = ()
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
+    # diffusion (the reference's x0 objective over 1000 timesteps) | one-pass (ECLIPSE: noise + condition to the
+    # target in one pass; the operator is then sampled as ddim with 1 step). See pops.objective.
+    objective: str = "diffusion"
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
     resume: str | None = None  # auto | <checkpoint folder>; None = start fresh
     seed: int = 0
@@ -122,6 +127,10 @@ class TrainConfig:
     progress: bool = True
     # Training pairs per sample: each image input replaced by another encoded input of its class (pops.pairs.recombine).
     recombine: int = 1
+    # An output_dir that already holds a trained operator, or checkpoints of an earlier run, is refused unless
+    # `resume` continues that run or `overwrite` starts again (removing the earlier checkpoints): a trained operator
+    # is never replaced silently (`pops train --overwrite`).
+    overwrite: bool = False
     # Write the trained operator folder (weights, config, model card, summary) to output_dir at the end; a caller
     # that adds to the operator before saving it (the demo's chosen guidance) takes `Trainer.operator` instead.
     save_operator: bool = True
@@ -162,6 +171,7 @@ class TrainConfig:
         )
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
+        _check(self.objective in OBJECTIVES, f"objective: one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         _check(self.max_steps >= 1, "max_steps must be at least 1")
         _check(self.batch_size >= 1, "batch_size must be at least 1")
         _check(self.recombine >= 1, "recombine must be at least 1")
@@ -172,12 +182,15 @@ class TrainConfig:
         _check(self.train_blocks is None or self.train_blocks >= 1, "train_blocks must be at least 1 (or null)")
         _check(not (self.lora.enabled and self.train_blocks), "lora and train_blocks cannot be combined")
         o = self.optim
-        _check(o.lr > 0 and o.eps > 0 and o.weight_decay >= 0, "optim: lr and eps must be > 0, weight_decay >= 0")
+        checks.learning_rate(o.lr, "optim.lr")
+        checks.learning_rate(o.eps, "optim.eps")
+        checks.real(o.weight_decay, "optim.weight_decay", 0.0)
+        checks.seed(self.seed, "seed", training=True)
         _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas: two numbers in [0, 1)")
-        _check(o.max_grad_norm >= 0, "optim.max_grad_norm must be >= 0 (0 = no clipping)")
+        checks.real(o.max_grad_norm, "optim.max_grad_norm (0 = no clipping)", 0.0)
         _check(o.schedule in SCHEDULES, f"optim.schedule: one of {', '.join(SCHEDULES)}")
         _check(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
-        _check(self.lora.rank >= 1 and self.lora.alpha > 0, "lora: rank >= 1 and alpha > 0")
+        _check(self.lora.rank >= 1 and checks.real(self.lora.alpha, "lora.alpha") > 0, "lora: rank >= 1 and alpha > 0")
         _check(0 < self.ema.decay < 1, "ema.decay must be in (0, 1)")
         _check(
             self.checkpoint.every >= 0 and self.checkpoint.total_limit >= 1, "checkpoint: every >= 0, total_limit >= 1"
@@ -186,6 +199,8 @@ class TrainConfig:
             self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1"
         )
         v = self.validation
+        checks.guidance(v.guidance_scale, "validation.guidance_scale")
+        checks.steps(v.num_inference_steps, "validation.num_inference_steps", minimum=2)
         _check(
             v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2,
             "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2",
@@ -228,16 +243,20 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
 
 
 def _parse_value(raw: str) -> Any:
-    return yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override value {raw!r} is not YAML ({str(exc).splitlines()[0]})") from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config, apply overrides, validate. FileNotFoundError / one-line ValueError on bad input."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such config file: {path}")
+    text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a mapping of keys to values, got {type(data).__name__}")
     return config_from_dict(apply_overrides(data, overrides))

@@ -1,14 +1,17 @@
-"""One-pass students by direct-regression distillation (Luhman & Luhman 2021, "Knowledge distillation in iterative
-generative models"): the student learns, in one forward pass, where the teacher's guided deterministic sampler ends.
+"""Few-pass students by direct-regression distillation (Luhman & Luhman 2021, "Knowledge distillation in iterative
+generative models"): the student learns, in one (or k) forward passes, where the teacher's guided deterministic
+sampler ends.
 
-1. Targets, once: for every training condition (its dropped slots kept: the null conditions the pairs hold) and
-   `noises` initial noises z, the teacher's guided DDIM sample from z (`teacher_steps` steps, the teacher's own
-   guidance scale) — deterministic, so z alone decides it.
-2. Regression: the student, a copy of the teacher, predicts x0 at t = 999 from z and the condition alone (no
-   unconditional pass: the guidance is folded into its weights); MSE in the prior's normalised space to the target.
+1. Targets, once: for every training condition (its dropped slots kept: the null conditions the pairs hold; with
+   `recombine`, also the pairs recombined within their input classes, pops.pairs.recombine) and `noises` initial
+   noises z, the teacher's guided DDIM sample from z (`teacher_steps` steps, the teacher's own guidance scale) —
+   deterministic, so z alone decides it.
+2. Regression: the student, a copy of the teacher, runs its own call from z and the condition alone — `ddim` with
+   `student_steps` steps at guidance 1 (no unconditional pass: the guidance is folded into its weights), the chain
+   differentiated end to end — and learns by MSE in the prior's normalised space to the target.
 
-The student is called as `ddim` with 1 step, which is exactly that pass (trailing timesteps start at t = 999 and
-return the prediction), at guidance 1 (no second, unconditional half); both are saved with it (`op.sampler`,
+With 1 step the student's call is one pass of the prior at t = 999 (trailing timesteps start there and return the
+prediction). Its sampler, steps and guidance 1 are saved with it (`op.sampler`, `op.num_inference_steps`,
 `op.guidance_scale`), so `pops apply`, equations, the UI and `pops eval` use it unchanged.
 """
 
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pops import checks
 from pops.operator import Operator
-from pops.pairs import Pairs
+from pops.pairs import Pairs, recombine
 from pops.prior import Condition
-from pops.reference import NUM_TRAIN_TIMESTEPS
+from pops.sampler import CLIP_RANGE, ddim_scheduler
 
 STUDENT_SAMPLER = "ddim"  # with 1 step: one pass of the prior at t = 999 (pops.sampler.sample_ddim)
 TEACHER_SAMPLER = "ddim"  # deterministic: the target is a function of the initial noise
@@ -39,14 +43,17 @@ class DistillConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     teacher_steps: int = 25
+    student_steps: int = 1  # the student's own call: ddim with this many steps (passes), guidance 1
+    recombine: int = 1  # training conditions per pair: the pairs recombined within their input classes
     seed: int = 0
 
     def check(self) -> None:
-        for name in ("steps", "noises", "batch_size", "teacher_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("steps", "noises", "batch_size", "student_steps", "recombine"):
+            checks.count(getattr(self, name), name.replace("_", "-"))
+        checks.steps(self.teacher_steps, "teacher-steps")
+        checks.learning_rate(self.lr, "lr")
+        checks.real(self.weight_decay, "weight-decay", 0.0)
+        checks.seed(self.seed, "seed")
 
 
 @dataclass
@@ -85,11 +92,16 @@ def teacher_targets(teacher: Operator, pairs: Pairs, config: DistillConfig) -> T
     return Targets(index, torch.cat(noises), torch.cat(targets))
 
 
-def one_pass(op: Operator, cond: Condition, noise: torch.Tensor) -> torch.Tensor:
-    """The student's output, normalised and unclamped: its x0 prediction at the last training timestep from `noise`,
-    conditional only — what `ddim` with 1 step at guidance 1 returns before its clamp and de-normalisation."""
-    t = torch.full((noise.shape[0],), NUM_TRAIN_TIMESTEPS - 1, dtype=torch.long, device=noise.device)
-    return op.model(noise.to(op.device), t, cond, layout="compact")
+def student_output(op: Operator, cond: Condition, noise: torch.Tensor, steps: int = 1) -> torch.Tensor:
+    """The student's call from `noise`, normalised and differentiable: `ddim` with `steps` steps, conditional only —
+    what sample_ddim at guidance 1 returns before de-normalisation (with 1 step: the prior's prediction at t = 999)."""
+    scheduler = ddim_scheduler()
+    scheduler.set_timesteps(steps, device=noise.device)
+    latents = noise.to(op.device)
+    for t in scheduler.timesteps:
+        prediction = op.model(latents, t, cond, layout="compact").clamp(-CLIP_RANGE, CLIP_RANGE)
+        latents = scheduler.step(prediction, t, latents).prev_sample
+    return latents
 
 
 def condition_of(op: Operator, pairs: Pairs, index: torch.Tensor) -> Condition:
@@ -105,7 +117,22 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
         raise ValueError(f"the pairs are for {pairs.kind!r}, the teacher is a {teacher.spec.name!r} operator")
     if len(pairs) == 0:
         raise ValueError("the pairs file holds no samples")
+    if pairs.target.shape[1] != teacher.embedding_dim:
+        raise ValueError(
+            f"the pairs hold {pairs.target.shape[1]}-d embeddings, the teacher works in {teacher.embedding_dim}-d"
+        )
+    prior = teacher.model.prior.config
+    width = prior["num_attention_heads"] * prior["attention_head_dim"]
+    tokens = teacher.spec.num_slots + prior["additional_embeddings"] + (8 if teacher.spec.text_slots else 0)
+    checks.memory(
+        checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True),
+        f"distilling with batch_size {config.batch_size}",
+        "give a smaller --batch-size",
+    )
+    if config.recombine > 1 and "input_classes" not in pairs.info:
+        raise ValueError("recombine needs pairs that name their inputs' classes (a demo's data/<kind>-train pairs)")
     started = time.perf_counter()
+    pairs = recombine(pairs, config.recombine, seed=config.seed)
     targets = teacher_targets(teacher, pairs, config)
     target_seconds = time.perf_counter() - started
     student = copy.deepcopy(teacher)
@@ -120,14 +147,15 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
         pick = order[position : position + config.batch_size]
         position += len(pick)
         cond = condition_of(student, pairs, targets.index[pick])
-        loss = F.mse_loss(one_pass(student, cond, targets.noise[pick]), targets.target[pick].to(student.device))
+        output = student_output(student, cond, targets.noise[pick], config.student_steps)
+        loss = F.mse_loss(output, targets.target[pick].to(student.device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         if log is not None and (step + 1) % max(config.steps // 5, 1) == 0:
             log(f"step {step + 1}/{config.steps}  loss {loss.item():.4f}")
     student.model.eval()
-    student.guidance_scale, student.sampler, student.num_inference_steps = 1.0, STUDENT_SAMPLER, 1
+    student.guidance_scale, student.sampler, student.num_inference_steps = 1.0, STUDENT_SAMPLER, config.student_steps
     student.training = training_record(
         teacher, teacher_name, pairs, config, loss.item(), target_seconds, time.perf_counter() - started
     )
@@ -137,12 +165,14 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
 def training_record(teacher, teacher_name, pairs, config, final_loss, target_seconds, seconds) -> dict:
     """The student's model-card rows and summary: its teacher, the method, how it must be called."""
     teacher_sampling = f"{TEACHER_SAMPLER}, {config.teacher_steps} steps, guidance {teacher.guidance_scale:g}"
+    passes = "1 step (one pass)" if config.student_steps == 1 else f"{config.student_steps} steps (passes)"
+    recombined = f" (pairs recombined x{config.recombine})" if config.recombine > 1 else ""
     rows = [
         ("method", "direct-regression distillation (Luhman & Luhman 2021), `pops distill`"),
         ("teacher", teacher_name or "(in memory)"),
         ("teacher sampling (targets)", teacher_sampling),
-        ("student sampling", f"{STUDENT_SAMPLER}, 1 step, guidance 1 (one pass, guidance folded in)"),
-        ("training conditions", f"{len(pairs)} × {config.noises} noises"),
+        ("student sampling", f"{STUDENT_SAMPLER}, {passes}, guidance 1 (guidance folded in)"),
+        ("training conditions", f"{len(pairs)} × {config.noises} noises" + recombined),
         ("steps", config.steps),
         ("batch size", config.batch_size),
         ("learning rate", f"{config.lr:g} (AdamW)"),
@@ -156,8 +186,10 @@ def training_record(teacher, teacher_name, pairs, config, final_loss, target_sec
         "teacher_steps": config.teacher_steps,
         "teacher_guidance_scale": teacher.guidance_scale,
         "student_sampler": STUDENT_SAMPLER,
-        "student_steps": 1,
+        "student_steps": config.student_steps,
+        "guidance_folded": True,
         "conditions": len(pairs),
+        "recombine": config.recombine,
         "noises": config.noises,
         "steps": config.steps,
         "batch_size": config.batch_size,

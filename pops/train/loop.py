@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -27,12 +28,14 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from pops import checks
 from pops.files import atomic_write_json
 from pops.joint import JointOperator
 from pops.objective import make_training_scheduler, training_loss
 from pops.operator import Operator
 from pops.pairs import Pairs, recombine
 from pops.prior import PopsPrior
+from pops.reference import OBJECTIVE_SAMPLING, OPERATOR_CONFIG_NAME
 from pops.registry import get_spec
 from pops.train import checkpointing
 from pops.train.config import TrainConfig
@@ -89,6 +92,12 @@ class _LossModel:
         return getattr(self._plain, name)
 
 
+OBJECTIVE_ROWS = {
+    "diffusion": "diffusion (x0 prediction, 1000 timesteps)",
+    "one-pass": "one-pass (ECLIPSE: noise + condition to the target at t = 999)",
+}
+
+
 def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
     """How this operator was trained: the rows of its model card's Training section, and the run's summary. It
     travels with the operator (`Operator.training`, saved in its folder's config)."""
@@ -116,6 +125,7 @@ def training_record(config: TrainConfig, summary: dict, last_log: dict) -> dict:
             f"AdamW lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps}), betas {tuple(o.betas)}, wd "
             f"{o.weight_decay:g}, grad-clip {o.max_grad_norm:g}",
         ),
+        ("objective", OBJECTIVE_ROWS[config.objective]),
         ("precision / layout", f"{config.mixed_precision} / {config.layout}"),
         ("options", ", ".join(extras) or "none"),
     ]
@@ -153,6 +163,41 @@ def train(
     return Trainer(config, pairs=pairs, model=model, progress=progress, renderer=renderer).run()
 
 
+def check_fresh_output(output_dir: Path, overwrite: bool) -> None:
+    """A fresh run (no `resume`) never silently replaces a trained operator, nor mixes its checkpoints with an earlier
+    run's: refused unless `overwrite` (FileExistsError naming the way out)."""
+    if overwrite:
+        return
+    if (output_dir / OPERATOR_CONFIG_NAME).is_file():
+        raise FileExistsError(
+            f"output_dir {output_dir} already holds a trained operator; pass --overwrite to replace it, "
+            "--resume auto to continue its run, or another --output-dir"
+        )
+    if checkpointing.complete_checkpoints(output_dir):
+        raise FileExistsError(
+            f"output_dir {output_dir} holds checkpoints of an earlier run; pass --resume auto to continue it, "
+            "--overwrite to start again (its checkpoints are removed), or another --output-dir"
+        )
+
+
+def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
+    """Refuse a batch size whose activations (a lower-bound estimate) cannot fit in the memory the machine has free."""
+    prior = model.prior.config
+    rows = spec.num_slots + (8 if spec.text_slots else 0) if config.layout == "compact" else prior["num_embeddings"]
+    tokens = rows + prior["additional_embeddings"]
+    width = prior["num_attention_heads"] * prior["attention_head_dim"]
+    activations = checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True)
+    # Per process, on the device it trains on (a GPU's memory when there is one; the weights are not counted: they
+    # are the same whatever the batch size, and may be sharded).
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    checks.memory(
+        activations,
+        f"training with batch_size {config.batch_size}",
+        "lower batch_size (or raise gradient_accumulation_steps)",
+        available=checks.device_memory(device),
+    )
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
         self.config = config.validate()
@@ -166,9 +211,13 @@ class Trainer:
                 torch.manual_seed(config.seed)
                 model = build_model(config, list(self.pairs.values()))
         self.model = model
+        for spec in self.specs.values():
+            _check_memory(config, model, spec)
         self.progress = config.progress if progress is None else progress
         self.renderer = renderer
         self.output_dir = Path(config.output_dir)
+        if config.save_operator and config.resume is None:
+            check_fresh_output(self.output_dir, config.overwrite)
         self._stop_requested = False
         # The trained operator (a joint run: the JointOperator), with its training record, after `run`.
         self.operator: Operator | JointOperator | None = None
@@ -253,7 +302,7 @@ class Trainer:
         bar = tqdm(
             total=c.max_steps,
             initial=state.step,
-            desc=f"training {c.operator}",
+            desc=f"training {', '.join(self.kinds)}",
             unit="step",
             disable=not (self.progress and accelerator.is_main_process),
             dynamic_ncols=True,
@@ -269,7 +318,13 @@ class Trainer:
                 generator = shard_generator(c.seed, state.step, shard)
                 with accelerator.accumulate(prepared):
                     loss, details = training_loss(
-                        loss_model, self.specs[kind], batch, noise_scheduler, generator=generator, layout=c.layout
+                        loss_model,
+                        self.specs[kind],
+                        batch,
+                        noise_scheduler,
+                        generator=generator,
+                        layout=c.layout,
+                        objective=c.objective,
                     )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
@@ -310,6 +365,8 @@ class Trainer:
         self._checkpointed = (schedule, ema)
         if accelerator.is_main_process:
             checkpointing.remove_stale_temporaries(self.output_dir)
+            if self.config.overwrite and self.config.resume is None:  # starting again: the earlier run's go
+                shutil.rmtree(checkpointing.checkpoint_root(self.output_dir), ignore_errors=True)
         accelerator.wait_for_everyone()
         resume_from = checkpointing.resolve_resume(self.config.resume, self.output_dir)
         if resume_from is not None:
@@ -352,6 +409,7 @@ class Trainer:
         steady = (steps - 1) * global_batch / (ended - first_done) if steps > 1 and ended > first_done else None
         summary = {
             **({"operators": list(self.kinds)} if self.config.joint else {"operator": self.config.operator}),
+            "objective": self.config.objective,
             "steps": state.step,
             "samples_seen": state.samples_seen,
             "steps_this_run": steps,
@@ -368,11 +426,21 @@ class Trainer:
         # The encoders that made the data, when the pairs files say.
         encoders = {k: p.info["encoders"] for k, p in self.pairs.items() if isinstance(p.info.get("encoders"), dict)}
         record = training_record(self.config, summary, monitor_last)
+        sampler, steps = OBJECTIVE_SAMPLING[self.config.objective]  # the call the objective trained for
         if self.config.joint:
-            self.operator = JointOperator.from_model(model, encoders, training=record)
+            self.operator = JointOperator.from_model(
+                model, encoders, training=record, sampler=sampler, num_inference_steps=steps
+            )
         else:
             kind = self.config.operator
-            self.operator = Operator(model, kind, encoder_configs=encoders.get(kind), training=record)
+            self.operator = Operator(
+                model,
+                kind,
+                encoder_configs=encoders.get(kind),
+                training=record,
+                sampler=sampler,
+                num_inference_steps=steps,
+            )
         if accelerator.is_main_process and self.config.save_operator:
             self.operator.save_pretrained(self.output_dir)
             atomic_write_json(self.output_dir / SUMMARY_NAME, summary)

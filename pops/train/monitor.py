@@ -14,7 +14,7 @@ from PIL import Image
 from pops.files import atomic_write
 from pops.operator import Operator
 from pops.pairs import Pairs
-from pops.reference import NUM_TRAIN_TIMESTEPS
+from pops.reference import NUM_TRAIN_TIMESTEPS, OBJECTIVE_SAMPLING
 from pops.registry import OperatorSpec
 from pops.renderers import load_renderer
 from pops.train.config import TrainConfig
@@ -149,10 +149,12 @@ class Validator:
             model.eval()
             generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
             # One chunk: the whole validation set in one sampling loop (chunks would change the random draws).
-            out = Operator(model, self.spec.name).sample_batch(
+            # The call the objective trained for: the configured steps of the reference sampler, or one pass.
+            sampler, steps = OBJECTIVE_SAMPLING[self.config.objective]
+            out = Operator(model, self.spec.name, sampler=sampler).sample_batch(
                 self.batch,
                 guidance_scale=v.guidance_scale,
-                num_inference_steps=v.num_inference_steps,
+                num_inference_steps=v.num_inference_steps if self.config.objective == "diffusion" else steps,
                 generator=generator,
                 layout=self.config.layout,
                 chunk_size=None,

@@ -17,10 +17,12 @@ def serve(
     renderer: str = "auto",
     queue_size: int = 64,
     block: bool = True,
+    placement: dict | None = None,
 ):
     """Start the UI, offering the models folders `models_dirs` (the only ones a page may open; the first is the
     default). Every file it serves lies under `out_dir`: uploads and Gradio's own cache are kept there
-    (GRADIO_TEMP_DIR), `allowed_paths` is that folder alone, and there is no share link."""
+    (GRADIO_TEMP_DIR), `allowed_paths` is that folder alone, and there is no share link. `placement` (device, dtype,
+    cpu_offload) places the models of every folder."""
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     # Gradio reads these when it is imported, so set them first.
@@ -31,7 +33,7 @@ def serve(
     from pops.ui.app import CSS, build_app, theme
     from pops.ui.backend import Backend
 
-    demo = build_app(Backend(models_dirs, out), default_renderer=renderer)
+    demo = build_app(Backend(models_dirs, out, placement=placement), default_renderer=renderer)
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
     demo.launch(
         server_name=host,

@@ -52,14 +52,14 @@ def theme():
 
 
 def _settings(models_dir, renderer, seed, guidance, steps, samples, sampler=OWN_SAMPLER) -> Settings:
-    guidance = float(guidance or 0)
+    """The page's values as sent (an HTTP client may send anything): the backend checks them (Settings.checked)."""
     return Settings(
         models_dir=models_dir if isinstance(models_dir, str) else "",
         renderer=renderer or "auto",
-        seed=int(seed or 0),
-        guidance_scale=None if guidance <= 0 else guidance,
-        steps=int(steps),
-        num_samples=int(samples),
+        seed=0 if seed is None else seed,
+        guidance_scale=guidance,
+        steps=steps,
+        num_samples=samples,
         sampler=None if sampler in (None, OWN_SAMPLER) else sampler,
     )
 
@@ -205,7 +205,7 @@ def _settings_panel(backend: Backend, default_renderer: str):
         list(RENDERER_CHOICES),
         value=default_renderer,
         label="Renderer",
-        info="auto: the decoder if trained, else retrieval",
+        info="auto: the real renderer if the folder holds one, else the decoder, else retrieval",
     )
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
     guidance = gr.Slider(
@@ -214,7 +214,7 @@ def _settings_panel(backend: Backend, default_renderer: str):
         value=0,
         step=0.5,
         label="Guidance scale",
-        info="0 = each operator's own (the scale stored with it; else the registry's)",
+        info="0 = each operator's own (the scale stored with it; else the registry's); 1 = no guidance",
     )
     sampler = gr.Dropdown(
         [OWN_SAMPLER, *SAMPLERS],

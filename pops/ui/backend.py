@@ -21,29 +21,54 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pops import checks
 from pops.equation.ast import File, children
 from pops.equation.errors import EquationError
 from pops.equation.parser import parse
 from pops.equation.printer import quote
-from pops.equation.record import render_steps, step_picture, write_result
+from pops.equation.record import check_renderable, render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
-from pops.models_folder import RENDERER_CHOICES
+from pops.models_folder import RENDERER_CHOICES, ModelSet
+from pops.readers import reason
 from pops.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 NOT_OFFERED = "this server does not offer that models folder; choose one of the list"
+MAX_SAMPLES = 64  # per run: the page offers 1-8; one visitor's request must not take the server's memory
 
 
 @dataclass
 class Settings:
+    """A run's settings as the page (or an HTTP client) sent them; `checked()` is what a run uses."""
+
     models_dir: str
     renderer: str = "auto"
     seed: int = 0
-    guidance_scale: float | None = None  # None: each operator's own default scale
+    guidance_scale: float | None = None  # None (or 0, the page's slider at its left end): each operator's own
     steps: int = 25
     num_samples: int = 1
     sampler: str | None = None  # None: each operator's own (pops.sampler.SAMPLERS)
+
+    def checked(self) -> Settings:
+        """The settings with the ranges of the CLI and the Python API (pops.checks); BadValue names the first bad
+        one. Whole floats count as integers (a slider sends 25.0)."""
+        guidance = self.guidance_scale
+        if guidance is not None and not isinstance(guidance, bool) and guidance == 0:
+            guidance = None
+        return Settings(
+            models_dir=self.models_dir,
+            renderer=self.renderer,
+            seed=checks.seed(_whole(self.seed), "seed"),
+            guidance_scale=checks.guidance(guidance, "guidance scale"),
+            steps=checks.steps(_whole(self.steps), "sampling steps"),
+            num_samples=checks.integer(_whole(self.num_samples), "samples", 1, MAX_SAMPLES),
+            sampler=self.sampler,
+        )
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass
@@ -71,7 +96,9 @@ class Backend:
     `models_dirs`: the folders a page may open, named in requests exactly as given here (the first is the default).
     """
 
-    def __init__(self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path):
+    def __init__(
+        self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path, *, placement: dict | None = None
+    ):
         if models_dirs is None:
             models_dirs = []
         elif isinstance(models_dirs, (str, Path)):
@@ -84,6 +111,7 @@ class Backend:
         self._runners: dict[str, EquationRunner] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        self.placement = dict(placement or {})  # device, dtype, cpu_offload of every folder's models
 
     # ----- models ---------------------------------------------------------------------------------------------------
     def runner(self, models_dir: str | None) -> EquationRunner:
@@ -95,7 +123,8 @@ class Backend:
             raise ValueError(NOT_OFFERED)
         with self._lock:
             if name not in self._runners:
-                self._runners[name] = EquationRunner(Path(name).expanduser(), cache_dir=self.out_dir / "cache")
+                models = ModelSet.coerce(Path(name).expanduser(), **self.placement)
+                self._runners[name] = EquationRunner(models, cache_dir=self.out_dir / "cache")
             return self._runners[name]
 
     def describe(self, models_dir: str | None) -> str:
@@ -161,7 +190,7 @@ class Backend:
         try:
             equation = self.operator_equation(kind, slot_files, word, run)
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc)))
+            return self._failed(run, _error(reason(exc)))
         return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def run_equation(
@@ -171,7 +200,7 @@ class Backend:
         try:
             self.copy_uploads(files, run)
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc)))
+            return self._failed(run, _error(reason(exc)))
         return self.apply(equation, run / "inputs", run, settings, progress=progress)
 
     def resample_last(self, replay: dict | None, settings: Settings, progress: bool = False) -> RunOutput:
@@ -194,15 +223,17 @@ class Backend:
         seeds: dict | None = None,
         progress: bool = False,
     ) -> RunOutput:
-        if not (equation or "").strip():
-            return RunOutput(status=_error("type an equation, e.g. `texture(object.png, texture.png)`"))
+        if not isinstance(equation, str) or not equation.strip():
+            return self._failed(run, _error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
-            return RunOutput(status=_error(f"unknown renderer {settings.renderer!r}"))
+            return self._failed(run, _error(f"unknown renderer {settings.renderer!r:.40}"))
         try:
+            settings = settings.checked()
             _check_relative_paths(equation)
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
             self._check_files(plan, inputs, runner.models.asset_dirs())
+            check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
                 plan,
@@ -216,12 +247,12 @@ class Backend:
                 sampler=settings.sampler,
             )
         except EquationError as exc:
-            return RunOutput(status=_error(exc.pretty(equation), code=True))
+            return self._failed(run, _error(exc.pretty(equation), code=True))
         except (ValueError, OSError) as exc:
-            return RunOutput(status=_error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            return self._failed(run, _error(reason(exc)))
         except Exception as exc:  # a bug or a broken model: show it on the page (and the log), keep the server up
             logger.exception("running %r failed", equation)
-            return RunOutput(status=_error(f"internal error: {type(exc).__name__}: {exc}"))
+            return self._failed(run, _error(f"internal error: {type(exc).__name__}: {exc}"))
         pictures = render_steps(renderer, result, int(settings.seed)) if renderer is not None else {}
         name = runner.models.renderer_name(settings.renderer) if renderer is not None else None
         result.record["ui_run"] = run.name  # runs are numbered in the order the queue served them
@@ -264,6 +295,12 @@ class Backend:
             "settings": settings.__dict__.copy(),
         }
         return out
+
+    def _failed(self, run: Path, status: str) -> RunOutput:
+        """A refused run leaves nothing behind: its folder (with the copied uploads) is removed."""
+        if run.is_relative_to(self.runs_dir):
+            shutil.rmtree(run, ignore_errors=True)
+        return RunOutput(status=status)
 
     @staticmethod
     def _check_files(plan, inputs: Path, asset_dirs: list[Path]) -> None:

@@ -59,6 +59,33 @@ SYNONYMS: dict[str, str] = {
 }
 
 
+# More training words, several per edit (never a held-out synonym): an operator that meets four words for "red"
+# learns where colour words lie in the text encoder's space instead of memorising one token, which is what lets
+# a held-out synonym land on its edit. Half the training samples say one of these, half the edit's own word.
+TRAINING_WORDS: dict[str, str] = {
+    word: edit
+    for edit, words in {
+        "red": ("cherry", "ruby", "maroon"),
+        "blue": ("navy", "cobalt", "sapphire"),
+        "green": ("lime", "jade", "olive"),
+        "yellow": ("lemon", "amber", "mustard"),
+        "purple": ("lilac", "lavender", "plum"),
+        "big": ("large", "enormous", "massive"),
+        "small": ("little", "mini", "minuscule"),
+        "rotated": ("turned", "slanted", "angled"),
+        "outlined": ("framed", "edged", "contoured"),
+        "blurry": ("blurred", "hazy", "unfocused"),
+        "pixelated": ("mosaic", "pixelly", "jagged"),
+        "striped": ("banded", "streaked", "lined"),
+        "dotted": ("polka-dot", "speckled", "dappled"),
+        "glowing": ("radiant", "shining", "gleaming"),
+        "pale": ("washed-out", "pastel", "bleached"),
+    }.items()
+    for word in words
+}
+assert not set(TRAINING_WORDS) & set(SYNONYMS), "a training word must never be a held-out synonym"
+
+
 class WordEdit(NamedTuple):
     """A word's canonical edit and its role: "train" (a training word) or "synonym" (held out of training)."""
 
@@ -70,9 +97,15 @@ def instruct_words(edits: tuple[str, ...] | None = None) -> dict[str, WordEdit]:
     """Every word instruct knows (for the given edits, all by default): word -> (canonical edit, role)."""
     edits = tuple(EDITS) if edits is None else edits
     words = {e: WordEdit(e, "train") for e in edits}
+    words.update({w: WordEdit(e, "train") for w, e in TRAINING_WORDS.items() if e in edits})
     words.update({w: WordEdit(e, "synonym") for w, e in SYNONYMS.items() if e in edits})
     return words
 
 
 def synonyms_of(edit: str) -> list[str]:
     return [w for w, e in SYNONYMS.items() if e == edit]
+
+
+def training_words_of(edit: str) -> list[str]:
+    """The words a training sample of `edit` may say: the edit's own word first, then TRAINING_WORDS'."""
+    return [edit, *(w for w, e in TRAINING_WORDS.items() if e == edit)]

@@ -18,10 +18,10 @@ from PIL import Image
 
 from pops.registry import COMPOSITION_SLOTS
 from pops.world import render as R
-from pops.world.edits import EDITS, SYNONYMS, synonyms_of
+from pops.world.edits import EDITS, SYNONYMS, TRAINING_WORDS, synonyms_of, training_words_of
 from pops.world.figure import GARMENTS, outfit_class, random_outfit
 from pops.world.scenes import SCENES, WIDTH
-from pops.world.shapes import SHAPES
+from pops.world.shapes import SHAPES, procedural_name
 from pops.world.textures import TEXTURES, TILE
 
 if TYPE_CHECKING:  # the config is defined next to the World, which imports this module
@@ -80,6 +80,11 @@ class Recipe(ABC):
             "edits": config.edits,
         }
 
+    def training_only(self, count: int, rng: np.random.Generator) -> list[Combo]:
+        """`count` extra training combinations that are never candidate classes (more diversity than the candidate
+        grid holds); none unless the recipe has a source of them."""
+        return []
+
     def extra_split(self, split: str, combos: list[Combo]) -> list[Combo]:
         """The combinations of one of `extra_splits`, out of all of them."""
         raise ValueError(f"the {type(self).__name__.lower()} recipe draws no {split!r} split")
@@ -117,7 +122,19 @@ class Recipe(ABC):
         """The rendered ground-truth target."""
 
 
+def procedural_combos(count: int, partners: tuple[str, ...], rng: np.random.Generator) -> list[Combo]:
+    """(procedural object, partner) combinations, each object with one partner; the partners are dealt in shuffled
+    rounds, so every texture, scene or word meets count / len(partners) new objects."""
+    if count < 1:
+        return []
+    order = np.concatenate([rng.permutation(len(partners)) for _ in range(-(-count // len(partners)))])
+    return [(procedural_name(i), partners[int(order[i])]) for i in range(count)]
+
+
 class Texturing(Recipe):
+    def training_only(self, count, rng):
+        return procedural_combos(count, self.names["textures"], rng)
+
     def combos(self):
         return [(s, t) for s in self.names["shapes"] for t in self.names["textures"]]
 
@@ -200,6 +217,9 @@ class Union(Recipe):
 
 
 class Scene(Recipe):
+    def training_only(self, count, rng):
+        return procedural_combos(count, self.names["scenes"], rng)
+
     def combos(self):
         return [(s, b) for s in self.names["shapes"] for b in self.names["scenes"]]
 
@@ -241,6 +261,9 @@ class Instruct(Recipe):
             return super().extra_split(split, combos)
         return [k for k in combos if synonyms_of(k[1])]
 
+    def training_only(self, count, rng):
+        return procedural_combos(count, self.names["edits"], rng)
+
     def combos(self):
         return [(s, e) for s in self.names["shapes"] for e in self.names["edits"]]
 
@@ -254,12 +277,16 @@ class Instruct(Recipe):
         word = combo[1]
         if split == SYNONYM_SPLIT:
             word = str(rng.choice(synonyms_of(combo[1])))
+        elif split == "train" and rng.random() < 0.5:
+            # half the training samples say another word for the edit, half the edit's own (what its test
+            # combinations say)
+            word = str(rng.choice(training_words_of(combo[1])[1:]))
         pose = random_pose(rng, dxy=0.04, r=(0.28, 0.33))
         return {"operator": self.operator, "object": combo[0], "word": word, "edit": combo[1], "pose": pose}
 
     def combo_of(self, recipe):
         shape, word, edit = _need(recipe, "object", SHAPES), _need(recipe, "word"), _need(recipe, "edit", EDITS)
-        if word != edit and SYNONYMS.get(word) != edit:
+        if word != edit and SYNONYMS.get(word) != edit and TRAINING_WORDS.get(word) != edit:
             raise ValueError(f"instruct word {word!r} does not mean edit {edit!r}")
         return (shape, edit)
 
@@ -278,10 +305,17 @@ class Instruct(Recipe):
 class Composition(Recipe):
     def __init__(self, operator, config, rng):
         super().__init__(operator, config, rng)
+        self.garments = config.garments_per_figure
         self.outfits = make_outfits(config.outfits, config.garments_per_figure, rng("outfits"))
 
     def combos(self):
-        return [tuple((s, o[s]) for s in COMPOSITION_SLOTS if s in o) for o in self.outfits]
+        return [_outfit_combo(o) for o in self.outfits]
+
+    def training_only(self, count, rng):
+        # More outfits of the same garments, none of them a candidate outfit (held-out ones included).
+        lo, hi = self.garments
+        outfits = make_outfits(len(self.outfits) + count, (lo, hi), rng, first=self.outfits)
+        return [_outfit_combo(o) for o in outfits[len(self.outfits) :]]
 
     def components(self, combo):
         return tuple(f"{s}={v}" for s, v in combo)
@@ -302,7 +336,7 @@ class Composition(Recipe):
         for slot, variant in outfit.items():
             if slot not in GARMENTS or variant not in GARMENTS[slot]:
                 raise ValueError(f"unknown garment {slot}={variant!r} in composition recipe")
-        return tuple((s, outfit[s]) for s in COMPOSITION_SLOTS if s in outfit)
+        return _outfit_combo(outfit)
 
     def input_classes(self, recipe):
         outfit = recipe["outfit"]
@@ -317,10 +351,16 @@ class Composition(Recipe):
         return R.dressed_figure(dict(self.combo_of(recipe)), tuple(_need(recipe, "figure")), size)
 
 
-def make_outfits(count: int, garments: tuple[int, int], rng: np.random.Generator) -> list[dict[str, str]]:
-    """`count` distinct outfits of garments[0]..garments[1] garments (composition's classes)."""
+def _outfit_combo(outfit: dict[str, str]) -> Combo:
+    return tuple((s, outfit[s]) for s in COMPOSITION_SLOTS if s in outfit)
+
+
+def make_outfits(
+    count: int, garments: tuple[int, int], rng: np.random.Generator, first: list[dict[str, str]] = ()
+) -> list[dict[str, str]]:
+    """`count` distinct outfits of garments[0]..garments[1] garments (composition's classes), starting with `first`."""
     lo, hi = garments
-    found: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, str]] = {outfit_class(o): o for o in first}
     stalled = 0
     while len(found) < count:
         outfit = random_outfit(rng, lo, hi)

@@ -6,6 +6,8 @@ Canonical coordinates: the object is centred on (0, 0) and fits the unit disc; y
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from pops.world.raster import Part, Poly, circle, ellipse, rect, regular
@@ -142,5 +144,64 @@ def _build() -> dict[str, tuple[Part, ...]]:
     return s
 
 
-SHAPES: dict[str, tuple[Part, ...]] = _build()
+PROCEDURAL_PREFIX = "proc-"
+
+
+def procedural_name(index: int) -> str:
+    """The name of the procedural object number `index` ("proc-17")."""
+    return f"{PROCEDURAL_PREFIX}{int(index)}"
+
+
+@lru_cache(maxsize=4096)
+def procedural_shape(index: int) -> tuple[Part, ...]:
+    """Procedural object number `index`: a smooth random outline (a few radial harmonics), one bright colour, and
+    for half of them a second part (a disc or a band) of another colour. The same index draws the same object in
+    every world. These objects exist for training only: they are never a candidate class, and each one shows an
+    operator a new object to carry its word, texture or scene onto, so it learns the operation rather than a lookup
+    of the named objects' combinations."""
+    rng = np.random.default_rng([7919, int(index)])
+    t = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
+    radius = np.ones_like(t)
+    for harmonic in range(2, 7):
+        radius += rng.uniform(0.0, 0.35 / harmonic * 2.0) * np.cos(harmonic * t + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.5:  # half the outlines are polygons: 3-8 corners at jittered, evenly spread angles
+        corners = int(rng.integers(3, 9))
+        t = 2.0 * np.pi * (np.arange(corners) + rng.uniform(-0.25, 0.25, corners)) / corners
+        radius = rng.uniform(0.7, 1.0, corners)
+    points = np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
+    points *= rng.uniform(0.8, 0.98) / np.linalg.norm(points, axis=1).max()  # fits the unit disc
+    colour = tuple(int(c) for c in rng.integers(30, 250, size=3))
+    parts = [_part("body", colour, points)]
+    if rng.random() < 0.5:
+        second = tuple(int(c) for c in rng.integers(30, 250, size=3))
+        if rng.random() < 0.5:
+            cx, cy = rng.uniform(-0.25, 0.25, size=2)
+            parts.append(_part("spot", second, circle(cx, cy, rng.uniform(0.15, 0.3)), shade=0.8))
+        else:
+            y = rng.uniform(-0.3, 0.3)
+            parts.append(_part("band", second, rect(-0.45, y - 0.1, 0.45, y + 0.1), shade=0.8))
+    return tuple(parts)
+
+
+class ShapeTable(dict):
+    """The named objects (iteration, len and SHAPE_NAMES see only these) plus the procedural ones, built on first
+    lookup of a "proc-<n>" name."""
+
+    def __missing__(self, name: str) -> tuple[Part, ...]:
+        index = _procedural_index(name)
+        if index is None:
+            raise KeyError(name)
+        return procedural_shape(index)
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or _procedural_index(name) is not None
+
+
+def _procedural_index(name) -> int | None:
+    if isinstance(name, str) and name.startswith(PROCEDURAL_PREFIX) and name[len(PROCEDURAL_PREFIX) :].isdigit():
+        return int(name[len(PROCEDURAL_PREFIX) :])
+    return None
+
+
+SHAPES: ShapeTable = ShapeTable(_build())
 SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)

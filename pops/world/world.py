@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -25,7 +25,16 @@ from pops.world.textures import TEXTURE_NAMES
 SPLITS = ("train", "test", *dict.fromkeys(s for spec in REGISTRY.values() for s in spec.extra_test_splits))
 # Stable integers that namespace the random streams of an operator (never reorder: they fix every sample's jitter).
 # An operator's stream is `spec.stream_id`; a recipe's extra test splits bring their own ids (Recipe.extra_splits).
-_STREAM_IDS = {"train": 1, "test": 2, "gallery": 4, "holdout": 5, "outfits": 6, "order": 7}
+_STREAM_IDS = {
+    "train": 1,
+    "test": 2,
+    "gallery": 4,
+    "holdout": 5,
+    "outfits": 6,
+    "order": 7,
+    "training_only": 8,
+    "validation": 9,
+}
 
 
 def _operator_stream_ids() -> dict[str, int]:
@@ -67,6 +76,10 @@ class WorldConfig:
     edits: tuple[str, ...] | None = None  # instruct's training words (each an edit); synonyms follow them
     outfits: int = 120  # distinct garment combinations (composition's classes)
     garments_per_figure: tuple[int, int] = (3, 7)
+    # operator -> extra training combinations that are never candidate classes: procedural objects (texturing,
+    # scene, instruct) and further outfits (composition). They add diversity, not classes: the candidates and the
+    # held-out combinations are the same with or without them.
+    training_only: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -83,6 +96,12 @@ class WorldConfig:
         if not 1 <= lo <= hi <= max_garments():
             raise ValueError(f"garments_per_figure must satisfy 1 <= min <= max <= {max_garments()}, got {(lo, hi)}")
         object.__setattr__(self, "garments_per_figure", (lo, hi))
+        if not isinstance(self.training_only, dict):
+            raise ValueError(f"training_only must map operators to counts, got {self.training_only!r}")
+        for operator, count in self.training_only.items():
+            get_spec(operator)
+            if not isinstance(count, (int, np.integer)) or count < 0:
+                raise ValueError(f"training_only[{operator!r}] must be a non-negative integer, got {count!r}")
         if int(self.outfits) < 2:
             raise ValueError(f"outfits must be at least 2, got {self.outfits}")
 
@@ -130,7 +149,8 @@ class World:
             )
             splits = {
                 "all": combos,
-                "train": [k for k in combos if k not in held],
+                "train": [k for k in combos if k not in held]
+                + recipe.training_only(c.training_only.get(spec.name, 0), self._rng(spec.name, "training_only")),
                 "test": [k for k in combos if k in held],
             }
             for split in spec.extra_test_splits:
@@ -218,6 +238,26 @@ class World:
         """n rendered samples of a split; deterministic in (world seed, operator, split, n, seed)."""
         recipes = self.sample_recipes(operator, split, n, seed)
         return [self._sample(r, split) for r in tqdm(recipes, desc=f"render {operator} {split}", disable=not progress)]
+
+    def class_samples(
+        self, operator: str, classes: list[str], n_per_class: int, seed: int = 0, *, progress: bool = False
+    ) -> list[Sample]:
+        """n_per_class fresh samples of each of the given candidate classes, from their own random stream (split
+        "validation"): e.g. more samples of the training classes a demo keeps aside to choose guidance on."""
+        recipe = self._recipe(operator)
+        by_class = {recipe.class_of(k): (i, k) for i, k in enumerate(self._combos(operator, "all"))}
+        unknown = [c for c in classes if c not in by_class]
+        if unknown:
+            raise ValueError(f"not candidate classes of {operator}: {', '.join(unknown[:3])}")
+        recipes = [
+            recipe.make(by_class[c][1], self._rng(operator, "validation", seed, by_class[c][0], j), "validation")
+            for c in classes
+            for j in range(n_per_class)
+        ]
+        return [
+            self._sample(r, "validation")
+            for r in tqdm(recipes, desc=f"render {operator} validation", disable=not progress)
+        ]
 
     def _sample(self, recipe: dict, split: str) -> Sample:
         inputs, target = self.render(recipe)

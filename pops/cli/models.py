@@ -1,0 +1,126 @@
+"""`pops models`: make models folders of the paper's real models — import released operators, write renderer
+folders, or the whole folder at once (pops.released, pops.renderers.settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pops.cli.app import app, fail, run_or_fail
+from pops.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
+
+models_app = typer.Typer(
+    help="Make models folders of the paper's real models: import released operators, write renderer folders.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+REAL_RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
+KINDS = ", ".join(RELEASED_KINDS)
+SET_HELP = (
+    "A renderer setting KEY=VALUE (repeatable), e.g. base=my/sdxl-finetune (any SDXL checkpoint in diffusers layout), "
+    "decoder=DIR, num_inference_steps=30, dtype=fp16; see docs/REAL_MODELS.md."
+)
+
+
+def parse_settings(items: list[str] | None) -> dict:
+    """["size=768", "vae=null"] → {"size": 768, "vae": None} (values read as YAML scalars; checked by the renderer's
+    settings later)."""
+    import yaml
+
+    settings = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        settings[key.strip()] = parsed if isinstance(parsed, (str, int, float, bool, type(None))) else value
+    return settings
+
+
+def _check_dtype(dtype: str | None) -> None:
+    from pops.devices import check_dtype_name
+
+    run_or_fail(check_dtype_name, dtype)
+
+
+@models_app.command(name="import")
+def import_(
+    checkpoint: str = typer.Argument(
+        ...,
+        help="A released learned_prior.pth: a local file, owner/repo:path/in/repo, or an operator's name "
+        f"({KINDS}) for its file in {RELEASED_OPERATORS}.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The operator folder to write (new or empty)."),
+    kind: str | None = typer.Option(None, help="Operator kind (default: read from the checkpoint's path)."),
+    base: str = typer.Option(KANDINSKY_PRIOR, help="Kandinsky 2.2 prior the weights load on: hub id or local folder."),
+    dtype: str | None = typer.Option(
+        None, help="Store the weights as fp16 or bf16 (half the size; they load back as fp32). Default: fp32, exact."
+    ),
+) -> None:
+    """Import a released pOps operator into an operator folder (safetensors, CLIP encoder config, model card)."""
+    _check_dtype(dtype)
+    from pops.released import import_operator, released_checkpoint
+
+    if checkpoint in RELEASED_KINDS and not Path(checkpoint).exists():
+        kind, checkpoint = kind or checkpoint, released_checkpoint(checkpoint)
+    op = run_or_fail(import_operator, checkpoint, out, kind=kind, base=base, dtype=dtype)
+    typer.echo(f"wrote the {op.spec.name} operator ({op.source['weights_dtype']}) to {out}")
+
+
+@models_app.command(name="real")
+def real(
+    out: Path = typer.Argument(..., help="The models folder to write (new or empty)."),
+    base: str = typer.Option(KANDINSKY_PRIOR, help="Kandinsky 2.2 prior: hub id or local folder."),
+    checkpoints: str = typer.Option(
+        RELEASED_OPERATORS,
+        help="Where the released operators are: the hub repo, or a local copy (DIR/models/<kind>/learned_prior.pth).",
+    ),
+    operators: list[str] | None = typer.Option(
+        None, "--operator", help=f"Import only these (repeatable); default: all four ({KINDS})."
+    ),
+    dtype: str | None = typer.Option(None, help="Store the operators' weights as fp16 or bf16 (default fp32)."),
+    render: str = typer.Option("kandinsky", help=f"The renderer folder to write: {', '.join(REAL_RENDERERS)}."),
+    settings: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Write a complete real models folder: the released operators on the Kandinsky 2.2 prior (with its CLIP
+    ViT-bigG encoders) and a renderer folder, ready for `pops apply --models`, `pops serve` and `pops eval`."""
+    _check_dtype(dtype)
+    if render not in REAL_RENDERERS:
+        fail(f"--render must be one of {', '.join(REAL_RENDERERS)}, got {render!r}")
+    from pops.released import write_real_models
+
+    values = run_or_fail(parse_settings, settings)
+    kinds = list(operators or RELEASED_KINDS)
+    run_or_fail(
+        write_real_models,
+        out,
+        base=base,
+        checkpoints=checkpoints,
+        kinds=kinds,
+        dtype=dtype,
+        renderer=render,
+        renderer_settings=values,
+        log=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(f"wrote {len(kinds)} operator(s) and a {render} renderer to {out}")
+
+
+@models_app.command(name="renderer")
+def renderer(
+    folder: Path = typer.Argument(..., help="The renderer folder to write, e.g. MODELS/renderers/ipadapter."),
+    type_name: str = typer.Option("kandinsky", "--type", help=f"Renderer type: {', '.join(REAL_RENDERERS)}."),
+    settings: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Write a renderer folder of the real stack (its renderer.json; the reference's settings where not --set)."""
+    if type_name not in REAL_RENDERERS:
+        fail(f"--type must be one of {', '.join(REAL_RENDERERS)}, got {type_name!r}")
+    from pops.renderers.settings import write_renderer_folder
+
+    values = run_or_fail(parse_settings, settings)
+    path = run_or_fail(write_renderer_folder, folder, type_name, **values)
+    typer.echo(f"wrote {path}")

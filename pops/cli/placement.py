@@ -1,0 +1,22 @@
+"""The options that place models, shared by `pops apply`, `serve`, `eval` and `render` (checked by
+pops.devices.check_placement: CUDA asked for on a machine without it is a one-line error)."""
+
+from __future__ import annotations
+
+import typer
+
+DEVICE = typer.Option(None, "--device", help="cuda, cuda:1, cpu … (default: cuda when available, else cpu).")
+DTYPE = typer.Option(
+    None, "--dtype", help="fp16, bf16 or fp32 for the models (default: fp16 on a GPU for the CLIP and image models)."
+)
+CPU_OFFLOAD = typer.Option(
+    False,
+    "--cpu-offload",
+    help="Real renderers: keep the models in CPU memory and move each to the GPU only while it runs.",
+)
+GENERATOR_DEVICE = typer.Option(
+    "cpu",
+    "--generator-device",
+    help="Where the sampling noise is drawn: cpu (the same numbers on every machine) or cuda (the reference's "
+    "generator: on a GPU, the same seed gives the reference's samples).",
+)

@@ -1,0 +1,137 @@
+"""Renderer folders of the real stack: a `renderer.json` that names where the models come from and how to run them.
+
+    {"type": "kandinsky", "decoder": "kandinsky-community/kandinsky-2-2-decoder",
+     "prior": "kandinsky-community/kandinsky-2-2-prior", "num_inference_steps": 50, "guidance_scale": 4.0,
+     "size": 512, "device": null, "dtype": null, "cpu_offload": false}
+
+A source is a hub id or a local folder; a relative folder is read relative to the renderer folder first, so a
+models folder that carries its own copies can be moved. The weights are not copied into the folder: they stay in
+the hub cache or in the folders named. Every setting has the reference's value as default; an unknown key is a
+one-line error (pops.config.from_mapping). This module imports nothing heavy: the models folder and the CLI write
+and read these files without diffusers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pops.config import from_mapping, to_mapping
+from pops.devices import check_device_name, check_dtype_name
+from pops.reference import (
+    CONTROLNET_DEPTH,
+    DEPTH_ESTIMATOR,
+    FP16_FIX_VAE,
+    IP_ADAPTER_REPO,
+    IP_ADAPTER_WEIGHT,
+    KANDINSKY_DECODER,
+    KANDINSKY_PRIOR,
+    SDXL_BASE,
+)
+
+
+@dataclass
+class PipelineSettings:
+    """What every diffusers renderer takes: where it runs and how long it denoises."""
+
+    num_inference_steps: int = 50
+    guidance_scale: float = 4.0
+    size: int = 512
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: str | None = None  # fp16 | bf16 | fp32; None: fp16 on a GPU, fp32 on a CPU
+    cpu_offload: bool = False  # accelerate's model offload: each model visits the GPU only while it runs
+
+    def __post_init__(self):
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {self.size}")
+        check_dtype_name(self.dtype)
+        check_device_name(self.device)
+
+    # Fields naming a model (hub id or folder); relative folders are read relative to the renderer folder.
+    # (Not annotated: a class constant, not a setting.)
+    sources = ()
+
+    def options(self) -> dict[str, Any]:
+        """The renderer constructor's keyword arguments (steps, guidance, size and the type's own)."""
+        skip = {"device", "dtype", "cpu_offload", *self.sources}
+        return {k: v for k, v in to_mapping(self).items() if k not in skip}
+
+
+@dataclass
+class KandinskySettings(PipelineSettings):
+    """Kandinsky 2.2 decoder; the negative is the prior repo's image-encoder embedding of an all-zeros input."""
+
+    decoder: str = KANDINSKY_DECODER
+    prior: str = KANDINSKY_PRIOR
+    sources = ("decoder", "prior")
+
+
+@dataclass
+class IPAdapterSettings(PipelineSettings):
+    """SDXL (base 1.0, or any SDXL checkpoint in diffusers layout: a hub id or folder) + IP-Adapter."""
+
+    guidance_scale: float = 5.0
+    size: int = 1024
+    base: str = SDXL_BASE
+    ip_adapter: str = IP_ADAPTER_REPO
+    ip_adapter_weight: str = IP_ADAPTER_WEIGHT
+    prompt: str = ""
+    negative_prompt: str | None = None  # None: the renderer's own (the reference's)
+    sources = ("base", "ip_adapter")
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in super().options().items() if k != "ip_adapter_weight"}
+
+
+@dataclass
+class IPAdapterDepthSettings(IPAdapterSettings):
+    """… + a depth ControlNet on the depth map of input A; `vae` None keeps the SDXL checkpoint's own."""
+
+    controlnet: str = CONTROLNET_DEPTH
+    depth_estimator: str = DEPTH_ESTIMATOR
+    vae: str | None = FP16_FIX_VAE
+    controlnet_conditioning_scale: float = 0.5
+    sources = ("base", "ip_adapter", "controlnet", "depth_estimator", "vae")
+
+
+SETTINGS = {"kandinsky": KandinskySettings, "ipadapter": IPAdapterSettings, "ipadapter-depth": IPAdapterDepthSettings}
+
+
+def settings_class(type_name: str) -> type[PipelineSettings]:
+    if type_name not in SETTINGS:
+        raise ValueError(f"{type_name!r} is not a real-stack renderer type; known: {', '.join(SETTINGS)}")
+    return SETTINGS[type_name]
+
+
+def make_settings(type_name: str, values: dict[str, Any] | None = None, *, what: str = "renderer settings"):
+    """Checked settings of `type_name` from a mapping (unknown keys and bad values: one-line ValueError)."""
+    return from_mapping(settings_class(type_name), values, what=what)
+
+
+def write_renderer_folder(folder: str | Path, type_name: str, **values) -> Path:
+    """Write `folder`/renderer.json for a real-stack renderer: every setting, the reference's where not given."""
+    from pops.renderers import write_renderer_config
+
+    settings = make_settings(type_name, values, what=f"{type_name} renderer")
+    return write_renderer_config(folder, type_name, to_mapping(settings))
+
+
+def read_renderer_folder(folder: str | Path, type_name: str, **overrides) -> PipelineSettings:
+    """The settings saved in `folder` (renderer.json of `type_name`), `overrides` that are not None on top, and
+    every source that names a folder beside the renderer resolved to that folder."""
+    from pops.renderers import RENDERER_CONFIG_NAME, read_renderer_config
+
+    folder = Path(folder)
+    raw = read_renderer_config(folder, type_name)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    settings = make_settings(type_name, raw, what=str(folder / RENDERER_CONFIG_NAME))
+    for name in settings.sources:
+        ref = getattr(settings, name)
+        if ref is not None and not Path(ref).expanduser().is_absolute() and (folder / ref).exists():
+            setattr(settings, name, str(folder / ref))
+    return settings

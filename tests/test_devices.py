@@ -1,0 +1,143 @@
+"""--device, --dtype and --generator-device: named once (pops.devices), checked before anything loads — CUDA asked
+for on this CPU-only machine is one line and a non-zero exit in every command — and honoured where models run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_real_stack import run_cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+NO_CUDA = not torch.cuda.is_available()
+
+
+def test_names_resolve_and_bad_names_are_one_line():
+    from pops.devices import check_placement, dtype_name, make_generator, resolve_device, resolve_dtype
+
+    assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("fp16") is torch.float16
+    assert resolve_dtype("float32") is torch.float32 and resolve_dtype(torch.bfloat16) is torch.bfloat16
+    assert dtype_name(torch.bfloat16) == "bf16" and resolve_device("cpu") == torch.device("cpu")
+    # The same seed gives the same CPU noise, on any machine.
+    assert torch.equal(torch.randn(4, generator=make_generator(3)), torch.randn(4, generator=make_generator(3)))
+    for call, message in [
+        (lambda: resolve_dtype("fp8"), "unknown dtype 'fp8'; use fp16, bf16 or fp32"),
+        (lambda: resolve_device("gpu"), "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+        (lambda: check_placement("cpu", "half-ish"), "unknown dtype"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this checks the message of a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_by_the_helper():
+    from pops.devices import check_placement, make_generator, resolve_device
+
+    for call in (lambda: resolve_device("cuda"), lambda: make_generator(0, "cuda"), lambda: check_placement("cuda:1")):
+        with pytest.raises(ValueError, match="has no CUDA GPU; use --device cpu"):
+            call()
+
+
+def test_noise_on_a_gpu_needs_the_operators_on_a_gpu(monkeypatch):
+    from pops.devices import check_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine; nothing is placed here
+    with pytest.raises(ValueError, match=r"--generator-device cuda draws the noise on the GPU: run there too"):
+        check_placement("cpu", None, "cuda")
+    check_placement("cuda", "bf16", "cuda")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this checks the message of a machine without CUDA")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["apply", "texturing", "a.png", "b.png"],
+        ["apply", "a.safetensors", "b.safetensors", "-m", "op"],
+        ["apply", "--replay", "record.json"],
+        ["serve", "--models", "m"],
+        ["eval", "--models", "."],
+        ["render", "e.safetensors", "--out", "o"],
+    ],
+)
+@pytest.mark.parametrize("option", [["--device", "cuda"], ["--generator-device", "cuda"]])
+def test_every_command_refuses_cuda_in_one_line_before_loading_anything(command, option, tmp_path, monkeypatch):
+    if command[0] in ("serve", "eval") and option[0] == "--generator-device":
+        return  # these draw their noise on the CPU; they have no such option
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*command, *option)
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        "error: device 'cuda' was asked for but this machine has no CUDA GPU; use --device cpu"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_dtype_and_device_reach_the_operators_of_an_equation(tiny_operator, tmp_path):
+    from pops.embeddings_io import load_embeddings, save_embeddings
+
+    tiny_operator("union").save_pretrained(tmp_path / "models" / "operators" / "union")
+    g = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        save_embeddings(tmp_path / f"{name}.safetensors", torch.randn(1, 32, generator=g))
+    equation = f"union({tmp_path / 'a.safetensors'}, {tmp_path / 'b.safetensors'})"
+    outs = {}
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / dtype
+        args = ["--models", tmp_path / "models", "--steps", 4, "--device", "cpu", "--dtype", dtype, "-o", out]
+        result = run_cli("apply", equation, *args)
+        assert result.exit_code == 0, result.output
+        outs[dtype] = load_embeddings(out / "output.safetensors")[0]
+        assert json.loads((out / "record.json").read_text())["generator_device"] == "cpu"
+    assert not torch.equal(outs["fp32"], outs["bf16"])  # the bf16 prior did run …
+    assert torch.nn.functional.cosine_similarity(outs["fp32"], outs["bf16"]).min() > 0.95  # … the same function
+
+    from pops.models_folder import ModelSet
+
+    models = ModelSet(tmp_path / "models", device="cpu", dtype="bf16")
+    assert models.operator("union").model.prior.dtype is torch.bfloat16
+
+
+def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp_path):
+    from pops.embeddings_io import load_embeddings, save_embeddings
+
+    folder = tiny_operator("texturing").save_pretrained(tmp_path / "op")
+    g = torch.Generator().manual_seed(1)
+    for name in ("a", "b"):
+        save_embeddings(tmp_path / f"{name}.safetensors", torch.randn(1, 32, generator=g))
+    base = ["apply", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "-m", folder, "--steps", 3]
+    assert run_cli(*base, "-o", tmp_path / "fp32.safetensors", "--device", "cpu").exit_code == 0
+    result = run_cli(*base, "-o", tmp_path / "bf16.safetensors", "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    full, half = (load_embeddings(tmp_path / f"{d}.safetensors")[0] for d in ("fp32", "bf16"))
+    assert half.dtype is torch.float32 and not torch.equal(full, half)
+    assert torch.nn.functional.cosine_similarity(full, half).min() > 0.95
+    result = run_cli("eval", "--models", tmp_path, "--dtype", "fp8")
+    assert result.exit_code != 0 and "unknown dtype 'fp8'" in result.output
+
+
+def test_gpu_check_says_there_is_no_gpu_and_its_code_path_runs_at_toy_size(tmp_path):
+    """benchmarks/gpu_check.py refuses to measure without CUDA (status 2, one line); `--smoke` runs every section on
+    the CPU at toy sizes so the script a GPU session runs is known to work."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    script = root / "benchmarks" / "gpu_check.py"
+    if NO_CUDA:
+        done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2 and "no CUDA GPU on this machine" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    out = tmp_path / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, script, "--smoke", "--out", out], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True and results["device"] == "cpu (smoke)"
+    assert results["operator_call_seconds"]["generator: same seed same samples"] is True
+    assert set(results["training"]) >= {"compact batch 64", "padded batch 128"}
+    assert results["memory"]["render: seconds per step (4 pictures)"] > 0

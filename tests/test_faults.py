@@ -1,0 +1,224 @@
+"""Faults: a `pops demo` killed with SIGKILL leaves no worker running and a rerun completes; a damaged demo operator
+is trained again; folders appear only once complete; a full disk is one clear error with the earlier files intact."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bad_input_env import cli_app
+from typer.testing import CliRunner
+
+from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.files import write_folder
+from pops.pairs import Pairs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ----- killing the demo --------------------------------------------------------------------------------------------
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_a_killed_demo_leaves_no_worker_behind_and_a_rerun_completes(tmp_path):
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "pops", "demo", "--quick", "--operator", "union", "--steps", "20"]
+    command += ["--no-progress", "-o", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    demo = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.monotonic() + 600, []
+        while time.monotonic() < deadline and demo.poll() is None:
+            # The operators + decoder stage: two spawned workers (the resource tracker is a child too).
+            workers = [p for p in children(demo.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            if len(workers) == 2:
+                break
+            time.sleep(0.5)
+        assert len(workers) == 2, "the demo never started its worker processes"
+        time.sleep(5)  # the workers are starting or training
+        demo.send_signal(signal.SIGKILL)
+        demo.wait(timeout=30)
+        # The kernel ends an armed worker at once; one still starting up exits in its initializer (on a loaded
+        # machine a spawned interpreter can take a while to get there).
+        deadline = time.monotonic() + 90
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(p) for p in workers), "worker processes outlived the killed demo"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    operator = out / "operators" / "union"
+    assert not operator.exists() or (operator / "pops_config.json").is_file()  # whole, or not there at all
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "operators trained: union" in rerun.stdout and (out / "report.html").is_file()
+    assert not [p for p in (out / "operators").iterdir() if p.name.startswith(".tmp-")]
+
+
+# ----- a damaged demo operator -------------------------------------------------------------------------------------
+def tiny_demo_data(n: int = 16):
+    from pops.evaluation.data import OperatorData
+
+    g = torch.Generator().manual_seed(0)
+    slots = [torch.randn(n, 1280, generator=g).abs() for _ in range(2)]
+    train = Pairs("union", slots, torch.ones(n, 2, dtype=torch.bool), sum(slots) / 2, class_ids=torch.arange(n) % 4)
+    return OperatorData("union", list("abcd"), train, {}, list("abcd"), torch.randn(4, 1280), validation=None)
+
+
+def test_a_truncated_demo_operator_is_detected_and_trained_again(tmp_path, capsys):
+    from pops.demo import DemoConfig
+    from pops.demo.operators import TRAIN_RECORD, train_operator
+
+    config = DemoConfig(
+        out=tmp_path, operators=("union",), steps=2, batch_size=4, width=64, layers=1, warmup_steps=0, recombine=1
+    )
+    config.progress, config.bf16 = False, False
+    data = tiny_demo_data()
+    _, fresh = train_operator(config, "union", data, {})
+    folder = tmp_path / "operators" / "union"
+    assert fresh and (folder / TRAIN_RECORD).is_file()  # the record is written with the operator, in one folder
+    assert train_operator(config, "union", data, {})[1] is False  # unchanged: reused
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    op, fresh = train_operator(config, "union", data, {})
+    assert fresh and "training it again" in capsys.readouterr().err
+    assert op.embedding_dim == 1280 and train_operator(config, "union", data, {})[1] is False
+
+
+# ----- folders appear whole ----------------------------------------------------------------------------------------
+def test_a_folder_appears_only_once_complete_and_a_failed_write_changes_nothing(tmp_path):
+    def broken(tmp: Path) -> None:
+        (tmp / "weights").write_text("half")
+        raise KeyboardInterrupt  # killed half way (Ctrl-C; SIGKILL leaves a temporary that the next write removes)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path / "op", broken, commit="config")
+    assert list(tmp_path.iterdir()) == []
+    write_folder(tmp_path / "op", lambda tmp: [(tmp / n).write_text(n) for n in ("weights", "config")], commit="config")
+    (tmp_path / "op" / "checkpoints").mkdir()  # a training run's other files
+    before = files_under(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path / "op", broken, commit="config")
+    assert files_under(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["op"]
+    stale = tmp_path / ".tmp-op.999999999-deadbeef.part"  # left by a killed process
+    stale.mkdir()
+    write_folder(tmp_path / "op", lambda tmp: (tmp / "config").write_text("new"), commit="config")
+    assert not stale.exists() and (tmp_path / "op" / "config").read_text() == "new"
+    assert (tmp_path / "op" / "weights").read_text() == "weights" and (tmp_path / "op" / "checkpoints").is_dir()
+
+
+# ----- a full disk -------------------------------------------------------------------------------------------------
+def test_a_full_disk_while_writing_embeddings_is_one_line_and_keeps_the_earlier_file(
+    tiny_operator, tmp_path, monkeypatch
+):
+    op = tiny_operator("texturing").save_pretrained(tmp_path / "op")
+    a = save_embeddings(tmp_path / "a.safetensors", torch.randn(1, 32))
+    out = tmp_path / "out.safetensors"
+    args = ["apply", str(a), str(a), "-m", str(op), "--steps", "2", "-o", str(out)]
+    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    before = files_under(tmp_path)
+    monkeypatch.setattr("pops.embeddings_io.save_file", no_space)
+    result = CliRunner().invoke(cli_app(), [*args, "--seed", "7", "--overwrite"])
+    assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit))
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]  # (after the progress bar)
+    assert errors == [f"error: cannot write {out}: No space left on device"] and "Traceback" not in result.output
+    assert files_under(tmp_path) == before  # the earlier output intact, no temporary left
+
+
+def test_a_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operator, tmp_path, monkeypatch):
+    from pops.operator import Operator
+
+    folder = tiny_operator("union", seed=1).save_pretrained(tmp_path / "op")
+    before = files_under(tmp_path)
+    monkeypatch.setattr("pops.checkpoints.save_file", no_space)
+    with pytest.raises(OSError, match="No space left on device") as full:
+        tiny_operator("union", seed=2).save_pretrained(folder)
+    assert "model.safetensors" in str(full.value) and "\n" not in str(full.value)
+    assert files_under(tmp_path) == before
+    monkeypatch.undo()
+    assert Operator.from_pretrained(folder).spec.name == "union"
+
+
+def test_a_full_disk_while_caching_embeddings_keeps_the_earlier_shards(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pops.cache import EmbeddingCache
+
+    class MeanColour:
+        dim, encoder_id = 3, "test-mean-colour"
+
+        def encode(self, images, batch_size=32, progress=False):
+            return torch.tensor([[float(v) for v in im.resize((1, 1)).getpixel((0, 0))] for im in images])
+
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    EmbeddingCache(tmp_path, MeanColour()).encode([red], progress=False)
+    before = files_under(tmp_path)
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    with pytest.raises(OSError, match="cannot write .*shard-.*: No space left on device"):
+        EmbeddingCache(tmp_path, MeanColour()).encode([red, blue], progress=False)
+    monkeypatch.undo()
+    assert files_under(tmp_path) == before
+    cache = EmbeddingCache(tmp_path, MeanColour())
+    assert red in cache and blue not in cache and cache.stats.discarded_shards == 0
+
+
+def test_a_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, monkeypatch):
+    from bad_input_env import _models_folder, tiny_operator
+
+    models = _models_folder(tmp_path / "models", tiny_operator())
+    report = tmp_path / "table.json"
+    args = ["eval", "--models", str(models), "--seeds", "1", "--steps", "2", "-o", str(report)]
+    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    before = files_under(tmp_path)
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    result = CliRunner().invoke(cli_app(), [*args, "--overwrite"])
+    monkeypatch.undo()
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1] == f"error: cannot write {report}: No space left on device"
+    assert files_under(tmp_path) == before
+
+
+def test_embeddings_written_before_the_fault_still_load(tmp_path, monkeypatch):
+    path = save_embeddings(tmp_path / "e.safetensors", torch.ones(2, 4))
+    monkeypatch.setattr("pops.embeddings_io.save_file", no_space)
+    with pytest.raises(OSError):
+        save_embeddings(path, torch.zeros(2, 4))
+    monkeypatch.undo()
+    assert torch.equal(load_embeddings(path)[0], torch.ones(2, 4))
