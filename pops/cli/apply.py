@@ -128,7 +128,7 @@ def apply(
             out_dir=out,
             seed=seed,
             guidance_scale=guidance_scale,
-            steps=25 if steps is None else steps,
+            steps=steps,
             num_samples=num_samples,
             render=render,
             layout=layout,

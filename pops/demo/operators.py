@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
-from pops.evaluation import choose_guidance, evaluate_operators
+from pops.evaluation import choose_sampling, evaluate_operators
 from pops.files import tensor_digest
 from pops.operator import Operator
 from pops.reference import OPERATOR_CONFIG_NAME
@@ -73,6 +73,7 @@ def train_operator(config, kind: str, data, encoders: dict):
         "validation": pairs_fingerprint(data.validation) if data.validation is not None else None,
         "guidance_candidates": list(config.guidance_candidates),
         "sampling_steps": config.sampling_steps,
+        "fast_samplers": [list(s) for s in config.fast_samplers],
     }
     record_path = folder / TRAIN_RECORD
     if not config.retrain and record_path.is_file():
@@ -91,8 +92,9 @@ def train_operator(config, kind: str, data, encoders: dict):
     op = trainer.operator
     op.encoder_configs = encoders
     if data.validation is not None:
-        op.guidance_scale, scores = choose_guidance(
-            op, data, config.guidance_candidates, config.sampling_steps, config.seed
+        samplers = (("unclip", config.sampling_steps), *config.fast_samplers)
+        op.guidance_scale, op.sampler, op.num_inference_steps, scores = choose_sampling(
+            op, data, config.guidance_candidates, samplers, config.seed
         )
         record["validation_top1"] = scores
     # The record goes in with the operator, in one complete folder: a folder never holds one without the other.
@@ -134,13 +136,13 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         {kind: data},
         seeds=config.eval_seeds,
         guidance_scales=config.guidance_scales,
-        steps=config.sampling_steps,
         progress=config.progress,
     )
     return dict(
         kind=kind,
         fresh=fresh,
         guidance=op.guidance_scale,
+        sampling=f"{op.sampler} {op.num_inference_steps}",
         table=table.to_dict(),
         outputs=outputs,
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},

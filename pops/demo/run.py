@@ -143,6 +143,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
         outputs = {k: v for r in results for k, v in r["outputs"].items()}
         guidance = {r["kind"]: r["guidance"] for r in results}
+        sampling = {r["kind"]: r["sampling"] for r in results}
         operators = {}
         for kind in config.operators:
             op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
@@ -152,7 +153,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
         renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
-        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
+        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed)
         trained = [r["kind"] for r in results if r["fresh"]]
         summary = {
             "world": world.summary(),
@@ -161,6 +162,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "workers": workers,
             "trained": trained,
             "guidance": guidance,
+            "sampling": sampling,
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,

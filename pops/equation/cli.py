@@ -28,7 +28,7 @@ def run_equation_cli(
     out_dir: str | Path,
     seed: int = 0,
     guidance_scale: float | None = None,
-    steps: int = 25,
+    steps: int | None = None,
     num_samples: int = 1,
     render: str = "auto",
     *,
@@ -64,7 +64,8 @@ def run_equation_cli(
         try:
             expr = str(record["equation"])
             seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
-            guidance_scale, steps = record["guidance_scale"], int(record["num_inference_steps"])
+            guidance_scale, steps = record["guidance_scale"], record["num_inference_steps"]
+            steps = None if steps is None else int(steps)
             num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
