@@ -182,9 +182,9 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
 
 
 def _apply(
-    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, place=()
+    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, where=()
 ):
-    from pops.devices import make_generator, resolve_device, resolve_dtype
+    from pops.devices import make_generator, place
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
     from pops.reference import KANDINSKY_PRIOR
@@ -195,10 +195,8 @@ def _apply(
         op = Operator.from_pretrained(model)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
-    device, dtype, generator_device = place or (None, None, "cpu")
-    if device is not None or dtype is not None:
-        target = resolve_device(device)
-        op.to(device=target, dtype=resolve_dtype(dtype, target) if dtype else None)
+    device, dtype, generator_device = where or (None, None, "cpu")
+    place(op, device, dtype)
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")

@@ -43,6 +43,7 @@ def eval_(
     threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
     device: str | None = placement.DEVICE,
     dtype: str | None = placement.DTYPE,
+    generator_device: str = placement.GENERATOR_DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
@@ -60,18 +61,20 @@ def eval_(
         run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     from pops.devices import check_placement
 
-    run_or_fail(check_placement, device, dtype)
+    run_or_fail(check_placement, device, dtype, generator_device)
+    where = (device, dtype, generator_device)
     table = run_or_fail(
-        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, (device, dtype)
+        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, where
     )
     typer.echo(table.to_text())
 
 
-def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, place=(None, None)):
+def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, where=(None, None, "cpu")):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
+    from pops.devices import place
     from pops.evaluation import evaluate_operators, load_test_data
     from pops.files import atomic_write_text
     from pops.models_folder import find_operator_dir
@@ -94,12 +97,7 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
         folder = find_operator_dir(models, kind)
         if folder is None:
             raise FileNotFoundError(f"no trained {kind!r} operator under {models}")
-        loaded[kind] = Operator.from_pretrained(folder, load_encoders=False)
-        if place[0] is not None or place[1] is not None:
-            from pops.devices import resolve_device, resolve_dtype
-
-            target = resolve_device(place[0])
-            loaded[kind].to(device=target, dtype=resolve_dtype(place[1], target) if place[1] else None)
+        loaded[kind] = place(Operator.from_pretrained(folder, load_encoders=False), *where[:2])
     test_data = load_test_data(data or models / "data", kinds)
     for kind, op in loaded.items():
         if test_data[kind].gallery.shape[1] != op.embedding_dim:
@@ -108,7 +106,14 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
                 f"{op.embedding_dim}-d"
             )
     table, _ = evaluate_operators(
-        loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler
+        loaded,
+        test_data,
+        seeds=seeds,
+        guidance_scales=guidance,
+        steps=steps,
+        extra_seeds=seeds,
+        sampler=sampler,
+        generator_device=where[2],
     )
     if out is not None:
         atomic_write_text(out, table.to_json())

@@ -65,13 +65,9 @@ def render(
     vae: str = typer.Option(
         FP16_FIX_VAE, help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own."
     ),
-    device: str | None = typer.Option(None, help="cuda, cuda:1, cpu … (default: cuda when available)."),
-    dtype: str | None = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
-    cpu_offload: bool = typer.Option(
-        False,
-        "--cpu-offload",
-        help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
-    ),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
     generator_device: str = placement.GENERATOR_DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:

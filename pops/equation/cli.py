@@ -97,7 +97,7 @@ def run_equation_cli(
         sampler=sampler,
         generator_device=generator_device or "cpu",
     )
-    pictures = render_steps(renderer, result, seed) if renderer is not None else None
+    pictures = render_steps(renderer, result, seed, generator_device or "cpu") if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
     if overwrite:
         clear_result(out)  # no picture or step of the earlier result stays beside the new one

@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
+from pops.devices import make_generator
 from pops.evaluation.data import OperatorData
 from pops.evaluation.metrics import (
     averaging_baseline,
@@ -32,9 +33,11 @@ def sample_pairs(
     seed: int,
     steps: int | None = None,
     sampler: str | None = None,
+    generator_device: str = "cpu",
 ) -> torch.Tensor:
-    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
-    generator = torch.Generator().manual_seed(seed)
+    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator
+    (drawn on `generator_device`: "cuda" draws as the reference does on a GPU)."""
+    generator = make_generator(seed, generator_device)
     out = op.sample_batch(
         pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
     )
@@ -89,15 +92,18 @@ def evaluate_operators(
     extra_seeds: int = 1,
     progress: bool = True,
     sampler: str | None = None,
+    generator_device: str = "cpu",
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"; the registry's scale is n/a for a distilled student,
     whose guidance is in its weights), the averaging baseline, input A only, and the oracle.
-    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own).
+    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own);
+    `generator_device` where the noise is drawn (pops.devices.make_generator).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}
+    noise = dict(generator_device=generator_device)
     jobs = [(kind, split) for kind in operators for split in data[kind].tests]
     for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
         op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
@@ -114,7 +120,7 @@ def evaluate_operators(
                 continue
             runs = []
             for s in range(seeds if scale == own else extra_seeds):
-                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler)
+                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler, **noise)
                 runs.append(score(out))
                 if s == 0:  # the first seed's outputs, for the report's pictures
                     outputs[row if scale == own else f"{row}/g={scale:g}"] = out

@@ -25,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from pops import checks
+from pops.devices import check_placement
 from pops.files import atomic_write_json
 from pops.objective import make_training_scheduler, training_loss
 from pops.operator import Operator
@@ -170,7 +171,8 @@ def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
     activations = checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True)
     # Per process, on the device it trains on (a GPU's memory when there is one; the weights are not counted: they
     # are the same whatever the batch size, and may be sharded).
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    on_gpu = torch.cuda.is_available() and config.device != "cpu"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
     checks.memory(
         activations,
         f"training with batch_size {config.batch_size}",
@@ -182,6 +184,8 @@ def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
         self.config = config.validate()
+        # CUDA asked for (to train on, or to draw the validation noise) on a machine without it: one line, at once.
+        check_placement(config.device, None, config.validation.generator_device)
         if pairs is None and not config.data:
             raise ValueError("data: give the training pairs file (a .safetensors of cached embeddings, pops.pairs)")
         self.pairs = pairs if pairs is not None else Pairs.load(config.data)
@@ -210,6 +214,7 @@ class Trainer:
         _release_accelerate_state()
         use_tb = c.logging.every > 0 and c.logging.tensorboard
         accelerator = Accelerator(
+            cpu=c.device == "cpu",
             mixed_precision=c.mixed_precision,
             gradient_accumulation_steps=c.gradient_accumulation_steps,
             log_with="tensorboard" if use_tb else None,
