@@ -187,8 +187,11 @@ def _apply(
     from pops.devices import make_generator, place
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
+    from pops.readers import read_image
     from pops.reference import KANDINSKY_PRIOR
 
+    # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
+    pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
     if model is not None:
         if not model.exists():
             raise FileNotFoundError(f"no such operator folder: {model}")
@@ -200,7 +203,7 @@ def _apply(
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
-    values = [read_input(op, slot, text) for slot, text in zip(spec.slots, inputs)]
+    values = [read_input(op, slot, text, pictures) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
     op.check_memory(rows * num_samples, layout)  # before the inputs are repeated for every sample
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
@@ -232,8 +235,9 @@ def _apply(
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
 
-def read_input(op, slot, text: str):
-    """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped)."""
+def read_input(op, slot, text: str, pictures: dict | None = None):
+    """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped).
+    `pictures`: images already decoded, by input text."""
     from pops.embeddings_io import EMBEDDING_SUFFIXES, load_embeddings
 
     if text.lower() in DROP:
@@ -256,7 +260,7 @@ def read_input(op, slot, text: str):
         )
     from pops.readers import read_image
 
-    image = read_image(path)  # decoded (and refused when it is no picture) before the encoder is built
+    image = pictures[text] if pictures and text in pictures else read_image(path)  # no picture: refused first
     if op.image_encoder is None:
         raise ValueError(f"input {slot.name!r}: this operator has no image encoder; give an embedding file")
     return op.image_encoder.encode([image])

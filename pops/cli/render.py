@@ -140,17 +140,17 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     from pops.renderers.pipelines import seeded_generators
 
     device, dtype, cpu_offload, generator_device = place
-    embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
+    embeds, _ = load_embeddings(embeddings)  # the inputs are read (and refused) before any model loads
+    extra = {}
+    if structure is not None and renderer == "ipadapter-depth":
+        from pops.readers import read_image
+
+        extra["structure"] = read_image(structure, "structure image")
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
         raise ValueError(
             f"{embeddings}: embeddings are {embeds.shape[1]}-d but the {renderer} renderer takes {model.dim}-d"
         )
-    extra = {}
-    if structure is not None and renderer == "ipadapter-depth":
-        from pops.encoders.clip import as_rgb
-
-        extra["structure"] = as_rgb(structure)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     starts = range(0, embeds.shape[0], batch_size)

@@ -81,6 +81,7 @@ def run_equation_cli(
     models = ModelSet.coerce(models_dir, device=device, dtype=dtype, cpu_offload=cpu_offload)
     runner = EquationRunner(models, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
+    runner.check_pictures(plan)
     check_output(out, overwrite=overwrite, folder=True, what="--out")
     check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)

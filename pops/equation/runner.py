@@ -86,6 +86,14 @@ class EquationRunner:
     def validate(self, equation, *, base_dir: str | Path | None = None) -> Plan:
         return equation if isinstance(equation, Plan) else validate(equation, self.models, base_dir=base_dir)
 
+    @staticmethod
+    def check_pictures(plan: Plan) -> None:
+        """Decode every picture the plan reads: a file that is no picture (or a decompression bomb) is refused here,
+        before any model loads — the real stack takes minutes to load what such a file would waste."""
+        for step in plan.steps:
+            if step.op == "image":
+                _open_image(step)
+
     def run(
         self,
         equation,

@@ -211,6 +211,9 @@ def _check(ok: bool, message: str) -> None:
 
 
 def config_from_dict(data: dict) -> TrainConfig:
+    if isinstance(data, dict) and data.get("mixed_precision") is False:
+        # YAML reads the documented `mixed_precision: no` (and `--override mixed_precision=no`) as false.
+        data = {**data, "mixed_precision": "no"}
     return from_mapping(TrainConfig, data, what="train config").validate()
 
 

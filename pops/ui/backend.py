@@ -239,6 +239,7 @@ class Backend:
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
             self._check_files(plan, inputs, runner.models.asset_dirs())
+            runner.check_pictures(plan)  # before a model loads
             check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
