@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.operators import TRAIN_RECORD
 from pops.embeddings_io import load_embeddings
-from pops.evaluation import OperatorData, choose_guidance
+from pops.evaluation import OperatorData, choose_sampling
 from pops.models_folder import find_operator_dir
 from pops.operator import Operator
 from pops.pairs import Pairs
@@ -77,6 +77,6 @@ def one_pass_operator(
     if validation.is_file():
         gallery, meta = load_embeddings(data / f"{kind}-gallery.safetensors")
         operator_data = OperatorData(kind, [], None, {}, meta["classes"], gallery, validation=Pairs.load(validation))
-        op.guidance_scale, scores = choose_guidance(op, operator_data, record["guidance_candidates"], None, 0)
+        op.guidance_scale, scores = choose_sampling(op, operator_data, record["guidance_candidates"])[::3]
         log(f"    {kind} one-pass guidance {op.guidance_scale:g} (validation top-1 {scores})")
     return _keep(op, folder, started, log)

@@ -23,7 +23,14 @@ from pops import hub
 from pops.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
 from pops.prior import PopsPrior
 from pops.readers import load_torch, read_json, read_safetensors, reason
-from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, OPERATOR_WEIGHTS_NAME, is_joint_config
+from pops.reference import (
+    KANDINSKY_PRIOR,
+    OPERATOR_CONFIG_NAME,
+    OPERATOR_WEIGHTS_NAME,
+    RELEASED_KINDS,
+    is_joint_config,
+)
+from pops.registry import REGISTRY, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -248,3 +255,23 @@ def operator_config(config: dict, kind: str | None, where: str | Path) -> dict:
         raise ValueError(f"{where} holds the operators {', '.join(held)}, not {kind!r}")
     shared = {k: v for k, v in config.items() if k != "operators"}
     return {**shared, **config["operators"][kind], "kind": kind}
+
+
+def kind_named_by(ref: str | Path) -> str | None:
+    """The operator kind a checkpoint's path names (`…/models/union/learned_prior.pth` → "union"), if any."""
+    parts = str(ref).replace(":", "/").replace("\\", "/").split("/")
+    return next((p for p in reversed(parts[:-1]) if p in REGISTRY), None)
+
+
+def check_kind(checkpoint: str | Path, kind: str | None) -> str:
+    """The operator a checkpoint is imported as: `kind`, else the one its path names; a path naming another
+    operator than `kind` is refused (the four released operators share one architecture: only the path tells)."""
+    named = kind_named_by(checkpoint)
+    if kind is None:
+        if named is None:
+            raise ValueError(f"cannot tell which operator {checkpoint} is; give its kind ({', '.join(RELEASED_KINDS)})")
+        kind = named
+    get_spec(kind)
+    if named is not None and named != kind:
+        raise ValueError(f"{checkpoint} is the released {named!r} operator, not {kind!r}")
+    return kind

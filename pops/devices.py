@@ -4,6 +4,8 @@
   asked for on a CPU machine fails here, before any model loads); None → cuda when available, else cpu.
 * `resolve_dtype("bf16")` → torch.bfloat16; None → fp16 on a GPU (as the reference runs), fp32 on a CPU (fp16 is slow
   or unsupported there).
+* `place(model, device, dtype)`: an operator (or any module) moved to `--device`/`--dtype` when either is given — what
+  every command that samples does with the options `check_placement` checked.
 * `make_generator(seed, device)`: the torch.Generator that draws sampling noise. Noise drawn on the CPU is the same
   on every machine; the reference draws with a CUDA generator, whose numbers differ from the CPU's for the same
   seed — `device="cuda"` reproduces the reference's samples on a GPU.
@@ -102,3 +104,13 @@ def check_placement(device: Any = None, dtype: Any = None, generator_device: Any
         raise ValueError(
             f"--generator-device {generator_device} draws the noise on the GPU: run there too (--device {gen.type})"
         )
+
+
+def place(model, device: Any = None, dtype: Any = None):
+    """`model` (an Operator or a torch module) on `device` in `dtype` when either is given (dtype None keeps its
+    precision; device None: cuda when available); unchanged when neither is. Returns it."""
+    if device is None and dtype is None:
+        return model
+    target = resolve_device(device)
+    model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype is not None else None)
+    return model

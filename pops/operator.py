@@ -17,7 +17,7 @@ from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
 from pops.readers import reason
 from pops.reference import LAYOUTS, OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
-from pops.registry import REGISTRY, OperatorSpec, get_spec
+from pops.registry import OperatorSpec, get_spec
 from pops.sampler import SAMPLERS, get_sampler, make_sampling_scheduler
 
 
@@ -100,7 +100,7 @@ class Operator:
             op = cls.from_config(model, checkpoints.operator_config(config, kind, path), where=path)
         else:
             if checkpoint is not None:
-                kind = kind or _kind_from_path(str(checkpoint))
+                kind = checkpoints.check_kind(checkpoint, kind)  # a path naming another operator is refused
             if kind is None:
                 if not Path(path).exists():
                     raise FileNotFoundError(f"no such operator folder: {path}")
@@ -348,8 +348,3 @@ def _sampler_name(name) -> str:
         raise checks.BadValue(f"sampler must be a name ({', '.join(SAMPLERS)}), got {name!r:.40}")
     get_sampler(name)
     return name
-
-
-def _kind_from_path(ref: str) -> str | None:
-    parts = ref.replace(":", "/").split("/")
-    return next((p for p in reversed(parts) if p in REGISTRY), None)

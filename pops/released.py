@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pops.checkpoints import check_kind
 from pops.files import atomic_folder, atomic_write_text, file_digest
 from pops.hub import looks_like_hub_id, resolve_model
 from pops.reference import (
@@ -33,7 +34,7 @@ from pops.reference import (
     RELEASED_LICENSE,
     RELEASED_OPERATORS,
 )
-from pops.registry import REGISTRY, get_spec
+from pops.registry import get_spec
 
 CHECKPOINT_NAME = "learned_prior.pth"
 
@@ -55,26 +56,6 @@ def released_checkpoint(kind: str, source: str | Path = RELEASED_OPERATORS) -> s
     if looks_like_hub_id(str(source)):
         return f"{source}:{inside}"
     raise FileNotFoundError(f"no such folder {str(source)!r} (and it is not a hub repo id of the form owner/name)")
-
-
-def kind_named_by(ref: str | Path) -> str | None:
-    """The operator kind a checkpoint's path names (`…/models/union/learned_prior.pth` → "union"), if any."""
-    parts = str(ref).replace(":", "/").replace("\\", "/").split("/")
-    return next((p for p in reversed(parts[:-1]) if p in REGISTRY), None)
-
-
-def check_kind(checkpoint: str | Path, kind: str | None) -> str:
-    """The operator a checkpoint is imported as: `kind`, else the one its path names; a path naming another
-    operator than `kind` is refused (the four released operators share one architecture: only the path tells)."""
-    named = kind_named_by(checkpoint)
-    if kind is None:
-        if named is None:
-            raise ValueError(f"cannot tell which operator {checkpoint} is; give its kind ({', '.join(RELEASED_KINDS)})")
-        kind = named
-    get_spec(kind)
-    if named is not None and named != kind:
-        raise ValueError(f"{checkpoint} is the released {named!r} operator, not {kind!r}")
-    return kind
 
 
 def _encoder_repo(base: str) -> str:

@@ -104,6 +104,7 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
     assert '<table class="metrics">' in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing outside the file
     assert "scene(texturing(" in page  # the chained equation
+    summary = json.loads((config.out / "demo.json").read_text())
     for kind in config.operators:
         assert f"<h3>{kind}</h3>" in page
         op = Operator.from_pretrained(config.out / "operators" / kind)
@@ -117,7 +118,11 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert "## Training" in card and f"| recombined pairs | x{config.recombine} |" in card
         assert not (config.out / "operators" / kind / "train_summary.json").exists()
         record = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())
-        assert set(record["validation_top1"]) == {f"{g:g}" for g in config.guidance_candidates}
+        samplers = (("unclip", config.sampling_steps), *config.fast_samplers)  # each pair tried on validation
+        assert set(record["validation_top1"]) == {
+            f"{n} {k} g{g:g}" for n, k in samplers for g in config.guidance_candidates
+        }
+        assert summary["sampling"][kind] == f"{op.sampler} {op.num_inference_steps}"  # the chosen one travels too
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)

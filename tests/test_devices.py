@@ -58,12 +58,11 @@ def test_noise_on_a_gpu_needs_the_operators_on_a_gpu(monkeypatch):
         ["serve", "--models", "m"],
         ["eval", "--models", "."],
         ["render", "e.safetensors", "--out", "o"],
+        ["train", "config.yaml"],
     ],
 )
 @pytest.mark.parametrize("option", [["--device", "cuda"], ["--generator-device", "cuda"]])
 def test_every_command_refuses_cuda_in_one_line_before_loading_anything(command, option, tmp_path, monkeypatch):
-    if command[0] in ("serve", "eval") and option[0] == "--generator-device":
-        return  # these draw their noise on the CPU; they have no such option
     monkeypatch.chdir(tmp_path)
     result = run_cli(*command, *option)
     assert result.exit_code != 0
@@ -114,6 +113,153 @@ def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp
     assert torch.nn.functional.cosine_similarity(full, half).min() > 0.95
     result = run_cli("eval", "--models", tmp_path, "--dtype", "fp8")
     assert result.exit_code != 0 and "unknown dtype 'fp8'" in result.output
+
+
+# ----- --generator-device reaches every generator that draws noise ------------------------------------------------
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """As on a GPU machine, for the plumbing only: "cuda" resolves to the CPU (so the noise is still drawn here) and
+    every time it is asked for is recorded — by check_placement and by every make_generator."""
+    import pops.devices
+
+    real, asked = pops.devices.resolve_device, []
+
+    def resolve(device=None):
+        if device is not None and torch.device(device).type == "cuda":
+            asked.append(str(device))
+            return torch.device("cpu")
+        return real(device)
+
+    monkeypatch.setattr(pops.devices, "resolve_device", resolve)
+    return asked
+
+
+def embeddings_models(tiny_operator, root, with_renderer=True):
+    """A models folder with a tiny union operator (and a retrieval renderer), and two embedding inputs."""
+    from pops.embeddings_io import save_embeddings
+    from pops.renderers.retrieval import RetrievalRenderer
+
+    tiny_operator("union").save_pretrained(root / "models" / "operators" / "union")
+    g = torch.Generator().manual_seed(0)
+    if with_renderer:
+        from PIL import Image
+
+        pictures = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(4)]
+        RetrievalRenderer(torch.randn(4, 32, generator=g), pictures).save_pretrained(root / "models" / "renderer")
+    for name in ("a", "b"):
+        save_embeddings(root / f"{name}.safetensors", torch.randn(1, 32, generator=g))
+    return root / "models"
+
+
+def test_equations_draw_the_operators_and_the_renderers_noise_on_the_generator_device(
+    fake_cuda, tiny_operator, tmp_path
+):
+    models = embeddings_models(tiny_operator, tmp_path)
+    equation = f"union({tmp_path / 'a.safetensors'}, {tmp_path / 'b.safetensors'})"
+    base = ["apply", equation, "--models", models, "--steps", 3, "--device", "cuda", "--generator-device", "cuda"]
+    counts = {}
+    for render in ("none", "retrieval"):
+        before = len(fake_cuda)
+        result = run_cli(*base, "--render", render, "-o", tmp_path / render)
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / render / "record.json").read_text())["generator_device"] == "cuda"
+        counts[render] = len(fake_cuda) - before
+    assert counts["retrieval"] == counts["none"] + 1  # the one step's picture is drawn with that generator too
+
+
+def test_serve_and_its_backend_draw_every_runs_noise_on_the_generator_device(
+    fake_cuda, tiny_operator, tmp_path, monkeypatch
+):
+    import pops.ui
+    from pops.ui.backend import Backend, Settings
+
+    models = embeddings_models(tiny_operator, tmp_path)
+    started = {}
+    monkeypatch.setattr(pops.ui, "serve", lambda *args, **kwargs: started.update(kwargs))
+    result = run_cli(
+        "serve", "--models", models, "-o", tmp_path / "ui", "--generator-device", "cuda", "--device", "cuda"
+    )
+    assert result.exit_code == 0, result.output
+    assert started["generator_device"] == "cuda" and started["placement"]["device"] == "cuda"
+
+    for device in ("cpu", "cuda"):
+        backend = Backend([models], tmp_path / f"ui-{device}", generator_device=device)
+        files = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+        before = len(fake_cuda)
+        answer = backend.run_equation(
+            "union(a.safetensors, b.safetensors)", files, Settings(str(models), "retrieval", steps=3)
+        )
+        assert answer.ok, answer.status
+        # The operator's noise and the picture's: on the GPU when asked, never otherwise.
+        assert len(fake_cuda) - before == (2 if device == "cuda" else 0)
+
+
+def test_eval_draws_its_noise_on_the_generator_device(fake_cuda, tiny_operator, tmp_path):
+    from pops.embeddings_io import save_embeddings
+    from pops.pairs import Pairs
+
+    models = embeddings_models(tiny_operator, tmp_path, with_renderer=False)
+    g = torch.Generator().manual_seed(0)
+    classes = ["a", "b", "c"]
+    slots = [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)]
+    pairs = Pairs("union", slots, torch.ones(6, 2, dtype=torch.bool), torch.randn(6, 32, generator=g))
+    pairs.class_ids, pairs.info = torch.tensor([0, 1, 2, 0, 1, 2]), {"classes": classes}
+    pairs.save(tmp_path / "data" / "union-test.safetensors")
+    gallery = torch.randn(3, 32, generator=g)
+    save_embeddings(tmp_path / "data" / "union-gallery.safetensors", gallery, {"operator": "union", "classes": classes})
+    args = ["eval", "--models", models, "--data", tmp_path / "data", "--seeds", 2, "--steps", 2]
+    tables = {}
+    for device in ("cpu", "cuda"):
+        before = len(fake_cuda)
+        result = run_cli(*args, "--generator-device", device, "-o", tmp_path / f"{device}.json")
+        assert result.exit_code == 0, result.output
+        tables[device] = json.loads((tmp_path / f"{device}.json").read_text())
+        # One generator per seed (the check of the option itself asks once more).
+        assert len(fake_cuda) - before == (3 if device == "cuda" else 0)
+    assert tables["cpu"] == tables["cuda"]  # drawn on this CPU either way here: the same numbers
+
+
+def test_train_takes_device_dtype_and_the_validation_generator_device(fake_cuda, tmp_path, monkeypatch):
+    from conftest import tiny_prior
+    from test_train import DIM, make_pairs, tiny_config
+
+    import pops.cli.train
+    import pops.train.monitor
+    from pops.prior import PopsPrior
+    from pops.train import train
+
+    seen = {}
+    monkeypatch.setattr(pops.cli.train, "_train", lambda cfg, progress: seen.update(cfg=cfg))
+    config = tmp_path / "config.yaml"
+    config.write_text("operator: union\n")
+    result = run_cli("train", config, "--device", "cpu", "--dtype", "bf16", "--generator-device", "cpu")
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.device, cfg.mixed_precision, cfg.validation.generator_device) == ("cpu", "bf16", "cpu")
+    assert run_cli("train", config, "--dtype", "fp32").exit_code == 0 and seen["cfg"].mixed_precision == "no"
+    for option, message in [
+        (["--device", "cuda:1"], "train runs on cpu or cuda, got 'cuda:1'"),
+        (["--device", "cpu", "--generator-device", "cuda"], "generator_device cuda draws the noise on the GPU"),
+    ]:
+        result = run_cli("train", config, *option)
+        assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1 and message in result.output
+
+    # The validation samples ask for a generator on the device the run trains on.
+    devices = []
+
+    def recording(seed, device="cpu"):
+        devices.append(device)
+        return torch.Generator().manual_seed(int(seed))
+
+    monkeypatch.setattr(pops.train.monitor, "make_generator", recording)
+    for generator_device in ("cpu", "cuda"):
+        cfg = tiny_config(
+            tmp_path / generator_device,
+            max_steps=2,
+            validation={"every": 2, "num_samples": 2, "num_inference_steps": 2, "generator_device": generator_device},
+        )
+        train(cfg, pairs=make_pairs(), model=PopsPrior(tiny_prior(dim=DIM)))
+    assert devices == ["cpu", torch.device("cpu")]  # the string, then the accelerator's device (this CPU here)
 
 
 def test_gpu_check_says_there_is_no_gpu_and_its_code_path_runs_at_toy_size(tmp_path):

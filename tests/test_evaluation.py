@@ -231,10 +231,10 @@ class _Untouchable(dict):
     __getitem__ = get = items = values = keys = __iter__ = __len__ = __contains__ = _refuse
 
 
-def test_the_guidance_choice_sees_only_validation_classes(tiny_operator):
-    """choose_guidance scores the validation pairs (training classes kept out of training) and nothing else: test
-    pairs it cannot read, and test pairs that would favour another scale, leave its choice unchanged."""
-    from pops.evaluation import choose_guidance
+def test_the_sampling_choice_sees_only_validation_classes(tiny_operator):
+    """choose_sampling scores the validation pairs (training classes kept out of training) and nothing else: test
+    pairs it cannot read, and test pairs present, leave its choice unchanged; it returns a pair it tried."""
+    from pops.evaluation import choose_sampling
     from pops.evaluation.data import OperatorData
     from pops.pairs import Pairs
 
@@ -249,9 +249,37 @@ def test_the_guidance_choice_sees_only_validation_classes(tiny_operator):
         present = torch.ones(n, 2, dtype=torch.bool)
         return Pairs("union", slots, present, gallery[ids], class_ids=torch.tensor(ids), info={"classes": classes})
 
-    validation = pairs([0, 1, 2, 3])
-    data = OperatorData("union", classes, None, _Untouchable(), classes, gallery, validation=validation)
-    chosen, scores = choose_guidance(op, data, (1.0, 3.0, 8.0), steps=3, seed=0)
-    assert set(scores) == {"1", "3", "8"} and chosen in (1.0, 3.0, 8.0)
+    data = OperatorData("union", classes, None, _Untouchable(), classes, gallery, validation=pairs([0, 1, 2, 3]))
+    samplers = (("unclip", 3), ("ddim", 2))
+    chosen = choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0)
+    scale, name, steps, scores = chosen
+    assert scale in (1.0, 3.0, 8.0) and (name, steps) in samplers
+    assert set(scores) == {f"{n} {k} g{s:g}" for n, k in samplers for s in (1, 3, 8)}
     data.tests = {"test": pairs([4, 5, 6, 7])}  # held-out classes present: still the same choice
-    assert choose_guidance(op, data, (1.0, 3.0, 8.0), steps=3, seed=0) == (chosen, scores)
+    assert choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0) == chosen
+
+
+def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator, monkeypatch):
+    """Small validation sets tie at top-1 (often 1.0): the mean reciprocal rank, then the cosine to the target decide,
+    and only then the earlier sampler and the smaller scale."""
+    from pops.evaluation import choose_sampling, harness
+    from pops.evaluation.data import OperatorData
+    from pops.pairs import Pairs
+
+    op = tiny_operator("union", dim=32)
+    gallery = F.normalize(torch.eye(4, 32), dim=-1)
+    classes = list("abcd")
+    target = gallery.clone()
+    pairs = Pairs("union", [target, target], torch.ones(4, 2, dtype=torch.bool), target, class_ids=torch.arange(4))
+    pairs.info["classes"] = classes
+    data = OperatorData("union", classes, None, {}, classes, gallery, validation=pairs)
+    # every candidate retrieves every class (top-1 and rank 1.0); scale 3 with ddim lies closest to the targets
+    tilt = {(1.0, "unclip"): 0.5, (3.0, "unclip"): 0.3, (3.0, "ddim"): 0.1, (8.0, "ddim"): 0.2}
+
+    def fake(op, pairs, guidance_scale, seed, steps, sampler):
+        return target + tilt.get((guidance_scale, sampler), 0.4)
+
+    monkeypatch.setattr(harness, "sample_pairs", fake)
+    assert choose_sampling(op, data, (1.0, 3.0, 8.0), (("unclip", 25), ("ddim", 4)), seed=0)[:3] == (3.0, "ddim", 4)
+    tilt = {}  # all equal: the reference sampler, then the smaller scale
+    assert choose_sampling(op, data, (1.0, 3.0, 8.0), (("unclip", 25), ("ddim", 4)), seed=0)[:3] == (1.0, "unclip", 25)

@@ -26,14 +26,12 @@ def released_state(seed: int, prefix: str = "", dim: int = 32) -> dict:
     return {prefix + k: v for k, v in state.items() if k not in checkpoints.CLIP_STATS}
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    """Local copies in the hub layouts: the Kandinsky prior repo (prior/, image_encoder/, image_processor/), the
-    released operators repo (models/<kind>/learned_prior.pth; texturing written by a torch.compile run) and the
-    Kandinsky decoder."""
+def write_hub(root):
+    """Local copies in the hub layouts under `root`: the Kandinsky prior repo (prior/, image_encoder/,
+    image_processor/), the released operators repo (models/<kind>/learned_prior.pth; texturing written by a
+    torch.compile run) and the Kandinsky decoder."""
     from diffusers import KandinskyV22Pipeline
 
-    root = tmp_path_factory.mktemp("hub")
     tiny_prior(seed=0).save_pretrained(root / "kandinsky-2-2-prior" / "prior")
     model, processor = tiny_vision()
     model.save_pretrained(root / "kandinsky-2-2-prior" / "image_encoder")
@@ -43,6 +41,11 @@ def hub(tmp_path_factory):
         torch.save(released_state(seed, prefix), root / "operators" / "models" / kind / "learned_prior.pth")
     KandinskyV22Pipeline(**tiny_kandinsky_decoder()).save_pretrained(root / "kandinsky-2-2-decoder")
     return root
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    return write_hub(tmp_path_factory.mktemp("hub"))
 
 
 def sample(op, seed=3):

@@ -135,7 +135,7 @@ def apply(
             out_dir=out,
             seed=seed,
             guidance_scale=guidance_scale,
-            steps=25 if steps is None else steps,
+            steps=steps,
             num_samples=num_samples,
             render=render,
             layout=layout,
@@ -189,27 +189,28 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
 
 
 def _apply(
-    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, place=()
+    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, where=()
 ):
-    from pops.devices import make_generator, resolve_device, resolve_dtype
+    from pops.devices import make_generator, place
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
+    from pops.readers import read_image
     from pops.reference import KANDINSKY_PRIOR
 
+    # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
+    pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
     if model is not None:
         if not model.exists():
             raise FileNotFoundError(f"no such operator folder: {model}")
         op = Operator.from_pretrained(model, kind=kind)
     else:
         op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
-    device, dtype, generator_device = place or (None, None, "cpu")
-    if device is not None or dtype is not None:
-        target = resolve_device(device)
-        op.to(device=target, dtype=resolve_dtype(dtype, target) if dtype else None)
+    device, dtype, generator_device = where or (None, None, "cpu")
+    place(op, device, dtype)
     spec = op.spec
     if len(inputs) != spec.num_slots:
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
-    values = [read_input(op, slot, text) for slot, text in zip(spec.slots, inputs)]
+    values = [read_input(op, slot, text, pictures) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
     op.check_memory(rows * num_samples, layout)  # before the inputs are repeated for every sample
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
@@ -241,8 +242,9 @@ def _apply(
     typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
 
 
-def read_input(op, slot, text: str):
-    """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped)."""
+def read_input(op, slot, text: str, pictures: dict | None = None):
+    """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped).
+    `pictures`: images already decoded, by input text."""
     from pops.embeddings_io import EMBEDDING_SUFFIXES, load_embeddings
 
     if text.lower() in DROP:
@@ -265,7 +267,7 @@ def read_input(op, slot, text: str):
         )
     from pops.readers import read_image
 
-    image = read_image(path)  # decoded (and refused when it is no picture) before the encoder is built
+    image = pictures[text] if pictures and text in pictures else read_image(path)  # no picture: refused first
     if op.image_encoder is None:
         raise ValueError(f"input {slot.name!r}: this operator has no image encoder; give an embedding file")
     return op.image_encoder.encode([image])

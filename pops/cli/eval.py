@@ -49,6 +49,7 @@ def eval_(
     threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
     device: str | None = placement.DEVICE,
     dtype: str | None = placement.DTYPE,
+    generator_device: str = placement.GENERATOR_DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
@@ -66,14 +67,15 @@ def eval_(
         run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     from pops.devices import check_placement
 
-    run_or_fail(check_placement, device, dtype)
+    run_or_fail(check_placement, device, dtype, generator_device)
+    where = (device, dtype, generator_device)
     table = run_or_fail(
-        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, (device, dtype)
+        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, where
     )
     typer.echo(table.to_text())
 
 
-def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, place=(None, None)):
+def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, where=(None, None, "cpu")):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
@@ -90,7 +92,7 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
     # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
     torch.set_num_threads(threads or 1)
     # Each kind resolves as in equations and the UI (pops.models_folder: its own folder, else a joint one).
-    model_set = ModelSet(models, load_encoders=False, device=place[0], dtype=place[1])
+    model_set = ModelSet(models, load_encoders=False, device=where[0], dtype=where[1])
     kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
     for kind in kinds:
         get_spec(kind)
@@ -113,7 +115,14 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
                 f"{op.embedding_dim}-d"
             )
     table, _ = evaluate_operators(
-        loaded, test_data, seeds=seeds, guidance_scales=guidance, steps=steps, extra_seeds=seeds, sampler=sampler
+        loaded,
+        test_data,
+        seeds=seeds,
+        guidance_scales=guidance,
+        steps=steps,
+        extra_seeds=seeds,
+        sampler=sampler,
+        generator_device=where[2],
     )
     if out is not None:
         atomic_write_text(out, table.to_json())

@@ -1,4 +1,5 @@
-"""The options that place models, shared by `pops apply`, `serve`, `eval` and `render` (checked by
+"""The options that place models, shared by `pops apply`, `serve`, `eval` and `render` (`pops train` has its own
+shortcuts for its config keys); all checked by
 pops.devices.check_placement: CUDA asked for on a machine without it is a one-line error)."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ DTYPE = typer.Option(
 CPU_OFFLOAD = typer.Option(
     False,
     "--cpu-offload",
-    help="Real renderers: keep the models in CPU memory and move each to the GPU only while it runs.",
+    help="Real renderers: keep the models in CPU memory and move each to the GPU only while it runs (less GPU "
+    "memory, slower).",
 )
 GENERATOR_DEVICE = typer.Option(
     "cpu",

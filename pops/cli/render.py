@@ -65,13 +65,9 @@ def render(
     vae: str = typer.Option(
         FP16_FIX_VAE, help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own."
     ),
-    device: str | None = typer.Option(None, help="cuda, cuda:1, cpu … (default: cuda when available)."),
-    dtype: str | None = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."),
-    cpu_offload: bool = typer.Option(
-        False,
-        "--cpu-offload",
-        help="Keep models in CPU memory and move each to the GPU only while it runs (less GPU memory, slower).",
-    ),
+    device: str | None = placement.DEVICE,
+    dtype: str | None = placement.DTYPE,
+    cpu_offload: bool = placement.CPU_OFFLOAD,
     generator_device: str = placement.GENERATOR_DEVICE,
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
@@ -144,17 +140,17 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     from pops.renderers.pipelines import seeded_generators
 
     device, dtype, cpu_offload, generator_device = place
-    embeds, _ = load_embeddings(embeddings)  # checked before any model is loaded
+    embeds, _ = load_embeddings(embeddings)  # the inputs are read (and refused) before any model loads
+    extra = {}
+    if structure is not None and renderer == "ipadapter-depth":
+        from pops.readers import read_image
+
+        extra["structure"] = read_image(structure, "structure image")
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:
         raise ValueError(
             f"{embeddings}: embeddings are {embeds.shape[1]}-d but the {renderer} renderer takes {model.dim}-d"
         )
-    extra = {}
-    if structure is not None and renderer == "ipadapter-depth":
-        from pops.encoders.clip import as_rgb
-
-        extra["structure"] = as_rgb(structure)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     starts = range(0, embeds.shape[0], batch_size)

@@ -50,6 +50,7 @@ def serve(
     device: str | None = placement.DEVICE,
     dtype: str | None = placement.DTYPE,
     cpu_offload: bool = placement.CPU_OFFLOAD,
+    generator_device: str = placement.GENERATOR_DEVICE,
 ) -> None:
     """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
     from pops.models_folder import RENDERER_CHOICES
@@ -73,7 +74,7 @@ def serve(
     run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
     from pops.devices import check_placement
 
-    run_or_fail(check_placement, device, dtype)
+    run_or_fail(check_placement, device, dtype, generator_device)
     models = list(models or [Path("outputs/demo")])
     for folder in models:
         if not folder.is_dir() and str(folder) != RELEASED_OPERATORS:  # the released operators, from the hub
@@ -90,6 +91,7 @@ def serve(
             renderer=renderer,
             queue_size=queue_size,
             placement=dict(device=device, dtype=dtype, cpu_offload=cpu_offload or None),
+            generator_device=generator_device,
         )
     except OSError as exc:
         fail(f"cannot start the server on {host}:{port}: {exc}")

@@ -24,6 +24,23 @@ def train(
         None, help="Shortcut for --override resume=…: 'auto' (newest checkpoint in output_dir) or a checkpoint folder."
     ),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Shortcut for --override output_dir=…."),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Shortcut for --override device=…: cpu or cuda (default: accelerate's choice, a GPU when there is one; "
+        "which GPU each process takes is accelerate's).",
+    ),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="Shortcut for --override mixed_precision=…: fp16 or bf16 mixed precision, fp32 = none.",
+    ),
+    generator_device: str | None = typer.Option(
+        None,
+        "--generator-device",
+        help="Shortcut for --override validation.generator_device=…: where the validation samples' noise is drawn, "
+        "cpu (the same numbers on every machine) or cuda (the reference's generator).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (main process only)."),
     overwrite: bool = typer.Option(
         False,
@@ -50,8 +67,34 @@ def train(
         overrides.append(f"output_dir={output_dir}")
     if overwrite:
         overrides.append("overwrite=true")
+    from pops.devices import check_placement, dtype_name, resolve_dtype
+
+    run_or_fail(check_placement, device, dtype, generator_device)  # one line when CUDA is asked for and absent
+    if device is not None:
+        overrides.append(f"device={run_or_fail(training_device, device)}")
+    if dtype is not None:
+        overrides.append(f"mixed_precision={MIXED_PRECISION_OF[dtype_name(resolve_dtype(dtype))]}")
+    if generator_device is not None:
+        overrides.append(f"validation.generator_device={run_or_fail(training_device, generator_device)}")
     cfg = run_or_fail(load_config, config, overrides)
     run_or_fail(_train, cfg, progress)
+
+
+# --dtype (pops.devices' names) -> the config's mixed_precision (accelerate's names).
+MIXED_PRECISION_OF = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
+
+
+def training_device(name: str) -> str:
+    """cpu or cuda from a --device name; a numbered GPU is refused: accelerate gives each process its own."""
+    import torch
+
+    kind = torch.device(name).type
+    if kind not in ("cpu", "cuda") or ":" in name:
+        raise ValueError(
+            f"train runs on cpu or cuda, got {name!r} (pick GPUs with `accelerate launch --gpu_ids` or "
+            "CUDA_VISIBLE_DEVICES)"
+        )
+    return kind
 
 
 def _train(cfg, progress: bool) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
-from pops.evaluation import MetricsTable, choose_guidance, evaluate_operators
+from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators
 from pops.files import tensor_digest
 from pops.joint import JointOperator
 from pops.operator import Operator
@@ -86,10 +86,7 @@ def train_operator(config, kind: str, data, encoders: dict):
     op = trainer.operator
     op.encoder_configs = encoders
     if data.validation is not None:
-        op.guidance_scale, scores = choose_guidance(
-            op, data, config.guidance_candidates, config.sampling_steps, config.seed
-        )
-        record["validation_top1"] = scores
+        record["validation_top1"] = give_sampling(op, data, config)
     # The record goes in with the operator, in one complete folder: a folder never holds one without the other.
     op.save_pretrained(folder, extra_json={TRAIN_RECORD: record})
     return op, True
@@ -104,7 +101,18 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
         "validation": _fingerprints(validation),
         "guidance_candidates": list(config.guidance_candidates),
         "sampling_steps": config.sampling_steps,
+        "fast_samplers": [list(s) for s in config.fast_samplers],
     }
+
+
+def give_sampling(op, data, config) -> dict:
+    """Give `op` the guidance scale and sampler (the reference's, or one of `config.fast_samplers`) that score best
+    on its validation classes; returns their scores."""
+    samplers = (("unclip", config.sampling_steps), *config.fast_samplers)
+    op.guidance_scale, op.sampler, op.num_inference_steps, scores = choose_sampling(
+        op, data, config.guidance_candidates, samplers, config.seed
+    )
+    return scores
 
 
 def _fingerprints(pairs):
@@ -163,13 +171,13 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         {kind: data},
         seeds=config.eval_seeds,
         guidance_scales=config.guidance_scales,
-        steps=config.sampling_steps,
         progress=config.progress,
     )
     return dict(
         kind=kind,
         fresh=fresh,
         guidance=op.guidance_scale,
+        sampling=f"{op.sampler} {op.num_inference_steps}",
         table=table.to_dict(),
         outputs=outputs,
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
@@ -210,9 +218,7 @@ def train_joint(config, data: dict, encoders: dict):
     for kind, op in joint.operators.items():
         op.encoder_configs = encoders[kind]
         if data[kind].validation is not None:
-            op.guidance_scale, scores[kind] = choose_guidance(
-                op, data[kind], config.guidance_candidates, config.sampling_steps, config.seed
-            )
+            scores[kind] = give_sampling(op, data[kind], config)
     record["validation_top1"] = scores
     joint.save_pretrained(folder, extra_json={TRAIN_RECORD: record})  # as train_operator: one complete folder
     return joint, True
@@ -231,7 +237,6 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
         data,
         seeds=config.eval_seeds,
         extra_seeds=0,  # its own scale only: the separate operators show the registry's
-        steps=config.sampling_steps,
         progress=config.progress,
     )
     rows = [replace(r, method=JOINT_METHOD) for r in table.rows if r.method == "pops"]
@@ -239,6 +244,7 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
         kind=JOINT_FOLDER,
         fresh=fresh,
         guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
+        sampling={kind: f"{op.sampler} {op.num_inference_steps}" for kind, op in joint.operators.items()},
         table=MetricsTable(rows).to_dict(),
         outputs={f"{row}/joint": out for row, out in outputs.items() if "/" not in row},
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},

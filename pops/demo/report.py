@@ -153,9 +153,18 @@ def render_report(
         encoder=str(summary.get("encoder", "")),
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
-        chosen=", ".join(f"{k} {v:g}" for k, v in (summary.get("guidance") or {}).items()),
+        samplers=", ".join(
+            f"{n} {s}" for n, s in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
+        ),
+        chosen=", ".join(
+            f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"
+            for k, v in (summary.get("guidance") or {}).items()
+        ),
         joint=joint_comparison(table),
-        joint_chosen=", ".join(f"{k} {v:g}" for k, v in (summary.get("joint_guidance") or {}).items()),
+        joint_chosen=", ".join(
+            f"{k} {v:g} ({(summary.get('joint_sampling') or {}).get(k, 'unclip 25')})"
+            for k, v in (summary.get("joint_guidance") or {}).items()
+        ),
         joint_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
         registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),
         eval_seeds=config.get("eval_seeds", "?"),
@@ -237,7 +246,7 @@ def example_grids(world, data: dict, outputs: dict, renderers: dict, rows_per_gr
 
 
 def chained_equation(
-    world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int = 25
+    world, operators: dict, renderers: dict, out: Path, *, seed: int = 0, steps: int | None = None
 ) -> dict | None:
     """One equation through the equation runner, outer(inner(object, texture), place) for CHAIN_OPERATORS
     (inner, outer), on world pictures written to `out`/assets/ (so `pops apply --models OUT` can rerun it); None

@@ -150,6 +150,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
         outputs = {k: v for r in results for k, v in r["outputs"].items()}
         guidance = {r["kind"]: r["guidance"] for r in results}
+        sampling = {r["kind"]: r["sampling"] for r in results}
         if joint is not None:  # the joint model's rows beside each operator's own ("pops joint")
             for row in E.MetricsTable.from_dict(joint["table"]).rows:
                 table.add_row(row)
@@ -163,7 +164,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
         renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
         grids = example_grids(world, data, outputs, renderers, config.grid_rows)
-        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed, steps=config.sampling_steps)
+        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed)
         every_job = [*results, *([joint] if joint else [])]
         trained = [r["kind"] for r in every_job if r["fresh"]]
         summary = {
@@ -173,7 +174,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "workers": workers,
             "trained": trained,
             "guidance": guidance,
-            **({"joint_guidance": joint["guidance"]} if joint else {}),
+            "sampling": sampling,
+            **({"joint_guidance": joint["guidance"], "joint_sampling": joint["sampling"]} if joint else {}),
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,

@@ -68,7 +68,7 @@ def apply(
     seed: int = 0,
     seeds: dict[str, int] | None = None,
     guidance_scale: float | None = None,
-    num_inference_steps: int = 25,
+    num_inference_steps: int | None = None,
     num_samples: int = 1,
     layout: str = "compact",
     base_dir: str | Path | None = None,
@@ -81,7 +81,7 @@ def apply(
     `models`: a models folder (see pops.models_folder), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
     `guidance_scale=None` uses each operator's own default (its registry entry's, unless the operator folder
-    stores its own).
+    stores its own); so do `sampler=None` and `num_inference_steps=None` (unclip 25 unless the folder says).
     Relative file paths are resolved against `base_dir` (default: the current folder).
     """
     from pops.equation.runner import EquationRunner

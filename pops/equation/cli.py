@@ -28,7 +28,7 @@ def run_equation_cli(
     out_dir: str | Path,
     seed: int = 0,
     guidance_scale: float | None = None,
-    steps: int = 25,
+    steps: int | None = None,
     num_samples: int = 1,
     render: str = "auto",
     *,
@@ -64,7 +64,8 @@ def run_equation_cli(
         try:
             expr = str(record["equation"])
             seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
-            guidance_scale, steps = record["guidance_scale"], int(record["num_inference_steps"])
+            guidance_scale, steps = record["guidance_scale"], record["num_inference_steps"]
+            steps = None if steps is None else int(steps)
             num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
@@ -80,6 +81,7 @@ def run_equation_cli(
     models = ModelSet.coerce(models_dir, device=device, dtype=dtype, cpu_offload=cpu_offload)
     runner = EquationRunner(models, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
     plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
+    runner.check_pictures(plan)
     check_output(out, overwrite=overwrite, folder=True, what="--out")
     check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)
@@ -96,7 +98,7 @@ def run_equation_cli(
         sampler=sampler,
         generator_device=generator_device or "cpu",
     )
-    pictures = render_steps(renderer, result, seed) if renderer is not None else None
+    pictures = render_steps(renderer, result, seed, generator_device or "cpu") if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
     if overwrite:
         clear_result(out)  # no picture or step of the earlier result stays beside the new one

@@ -15,9 +15,9 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from pops.devices import make_generator
 from pops.embeddings_io import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
 from pops.files import atomic_write, atomic_write_text, file_digest
@@ -112,14 +112,15 @@ def check_renderable(renderer, plan) -> None:
             )
 
 
-def render_steps(renderer, result, seed: int) -> dict[str, list]:
-    """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching)."""
+def render_steps(renderer, result, seed: int, generator_device: str = "cpu") -> dict[str, list]:
+    """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching);
+    the renderer's noise is drawn on `generator_device`, as the operators' (pops.devices.make_generator)."""
     structures = structure_pictures(result.plan) if takes_structure(renderer) else {}
     if structures:
         check_renderable(renderer, result.plan)
     pictures = {}
     for step in result.computed:
-        generator = torch.Generator("cpu").manual_seed(int(seed))
+        generator = make_generator(seed, generator_device)
         embeds = result.output if step.label == "output" else step.embeds
         extra = {}
         if structures:

@@ -86,6 +86,14 @@ class EquationRunner:
     def validate(self, equation, *, base_dir: str | Path | None = None) -> Plan:
         return equation if isinstance(equation, Plan) else validate(equation, self.models, base_dir=base_dir)
 
+    @staticmethod
+    def check_pictures(plan: Plan) -> None:
+        """Decode every picture the plan reads: a file that is no picture (or a decompression bomb) is refused here,
+        before any model loads — the real stack takes minutes to load what such a file would waste."""
+        for step in plan.steps:
+            if step.op == "image":
+                _open_image(step)
+
     def run(
         self,
         equation,
@@ -93,7 +101,7 @@ class EquationRunner:
         seed: int = 0,
         seeds: dict[str, int] | None = None,
         guidance_scale: float | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         num_samples: int = 1,
         layout: str = "compact",
         base_dir: str | Path | None = None,
@@ -101,8 +109,9 @@ class EquationRunner:
         sampler: str | None = None,
         generator_device: str = "cpu",
     ) -> EquationResult:
-        """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default, and
-        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS). `generator_device`: where the noise is
+        """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default,
+        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS) and `num_inference_steps=None` its steps
+        (see Operator.sampling). `generator_device`: where the noise is
         drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
@@ -137,6 +146,7 @@ class EquationRunner:
                 own = self.models.operator(step.operator).guidance_scale
                 res.guidance_scale = float(own if guidance_scale is None else guidance_scale)
                 fingerprint = self.models.fingerprint(step.operator)
+                name, steps = self.models.operator(step.operator).sampling(sampler, num_inference_steps)
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(
                     "call",
@@ -145,10 +155,10 @@ class EquationRunner:
                     children,
                     res.seed,
                     res.guidance_scale,
-                    num_inference_steps,
+                    steps,
                     layout,
                     num_samples,
-                    sampler or self.models.operator(step.operator).sampler,
+                    name,
                     # (keys of CPU noise stay as they were before the option existed)
                     *([generator_device] if generator_device != "cpu" else []),
                 )
@@ -222,7 +232,7 @@ class EquationRunner:
 
     # ----- operator steps ----------------------------------------------------------------------------------------
     def _sample(
-        self, group: list[Step], plan: Plan, results, num_samples: int, steps: int, layout: str, sampler, gen_device
+        self, group: list[Step], plan: Plan, results, num_samples: int, steps, layout: str, sampler, gen_device
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
@@ -265,7 +275,7 @@ class EquationRunner:
             "seeds": {r.label: r.seed for r in calls},
             "guidance_scale": guidance_scale,
             "guidance": {r.label: r.guidance_scale for r in calls},
-            "num_inference_steps": int(steps),
+            "num_inference_steps": None if steps is None else int(steps),
             "num_samples": int(num_samples),
             "layout": layout,
             "sampler": sampler,

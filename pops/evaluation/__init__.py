@@ -4,7 +4,7 @@ evaluation data a demo writes and `pops eval` reads (`data`).
 """
 
 from pops.evaluation.data import OperatorData, load_test_data, save_data
-from pops.evaluation.harness import choose_guidance, evaluate_operators, image_inputs, row_name, sample_pairs
+from pops.evaluation.harness import choose_sampling, evaluate_operators, image_inputs, row_name, sample_pairs
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
@@ -24,7 +24,7 @@ __all__ = [
     "MetricsTable",
     "OperatorData",
     "averaging_baseline",
-    "choose_guidance",
+    "choose_sampling",
     "class_prototypes",
     "cosine_to_target",
     "evaluate_embeddings",

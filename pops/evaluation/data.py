@@ -51,7 +51,11 @@ def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:
     for kind in kinds:
         gallery_path = folder / f"{kind}-gallery.safetensors"
         if not gallery_path.exists():
-            raise FileNotFoundError(f"no evaluation data for {kind} in {folder} (run `pops demo` to write it)")
+            raise FileNotFoundError(
+                f"no evaluation data for {kind} in {folder}: expected {kind}-test.safetensors (test pairs with class "
+                f"ids) and {kind}-gallery.safetensors (class embeddings), as `pops demo` writes them; --operator "
+                "scores only some operators"
+            )
         gallery, meta = load_embeddings(gallery_path)
         classes = meta.get("classes")
         if not isinstance(classes, list) or len(classes) != gallery.shape[0]:

@@ -1,5 +1,5 @@
 """The evaluation harness: sample operators on held-out test pairs and score them against the baselines; choose an
-operator's guidance scale on validation classes. What `pops demo` and `pops eval` both run.
+operator's guidance scale and sampler on validation classes. What `pops demo` and `pops eval` both run.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
+from pops.devices import make_generator
 from pops.evaluation.data import OperatorData
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
+    cosine_to_target,
     evaluate_embeddings,
     input_a_baseline,
     mean_reciprocal_rank,
@@ -31,31 +33,42 @@ def sample_pairs(
     seed: int,
     steps: int | None = None,
     sampler: str | None = None,
+    generator_device: str = "cpu",
 ) -> torch.Tensor:
-    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator."""
-    generator = torch.Generator().manual_seed(seed)
+    """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator
+    (drawn on `generator_device`: "cuda" draws as the reference does on a GPU)."""
+    generator = make_generator(seed, generator_device)
     out = op.sample_batch(
         pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
     )
     return out.float().cpu()  # scored against CPU targets, wherever the operator ran
 
 
-def choose_guidance(op: Operator, data: OperatorData, candidates, steps: int, seed: int) -> tuple[float, dict]:
-    """The candidate scale whose samples score the best top-1 on the validation classes (ties: the better mean
-    reciprocal rank, then the smaller scale). Validation classes are training classes kept out of training, so this
-    never sees a test class. Returns (scale, {scale: top-1})."""
+def choose_sampling(
+    op: Operator, data: OperatorData, scales, samplers=((None, None),), seed: int = 0
+) -> tuple[float, str, int, dict]:
+    """The (guidance scale, sampler, steps) whose samples score best on the validation classes, among `scales` ×
+    `samplers` ((name, steps) pairs; (None, None): the operator's own). Validation classes are training classes kept
+    out of training, so this never sees a test class. Ranked by top-1, then mean reciprocal rank, then mean cosine to
+    the target (validation sets are small: several candidates often tie at top-1 1.0), then the earlier sampler, then
+    the smaller scale. Returns (scale, sampler, steps, {"SAMPLER STEPS gSCALE": top-1})."""
     pairs = data.validation
     names, protos = class_prototypes(data.gallery, data.gallery_classes)
     truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
     scores = {}
-    for scale in sorted(candidates):
-        out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps)
-        scores[scale] = {
-            "top1": top1_accuracy(out, truth, names, protos),
-            "mrr": mean_reciprocal_rank(out, truth, names, protos),
-        }
-    best = max(scores, key=lambda s: (scores[s]["top1"], scores[s]["mrr"], -s))
-    return float(best), {f"{s:g}": round(r["top1"], 4) for s, r in scores.items()}
+    for order, (sampler, steps) in enumerate(samplers):
+        name, steps = op.sampling(sampler, steps)
+        for scale in sorted(scales):
+            out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps, sampler=name)
+            scores[float(scale), name, steps] = (
+                top1_accuracy(out, truth, names, protos),
+                mean_reciprocal_rank(out, truth, names, protos),
+                cosine_to_target(out, pairs.target.float()),
+                -order,
+                -scale,
+            )
+    scale, name, steps = max(scores, key=scores.get)
+    return scale, name, steps, {f"{n} {k} g{s:g}": round(r[0], 4) for (s, n, k), r in scores.items()}
 
 
 def image_inputs(pairs: Pairs) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -79,16 +92,19 @@ def evaluate_operators(
     extra_seeds: int = 1,
     progress: bool = True,
     sampler: str | None = None,
+    generator_device: str = "cpu",
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"; none when `extra_seeds` is 0; the registry's scale is
     n/a for a distilled student, whose guidance is in its weights), the averaging baseline, input A only, and the
     oracle.
-    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own).
+    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own);
+    `generator_device` where the noise is drawn (pops.devices.make_generator).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}
+    noise = dict(generator_device=generator_device)
     jobs = [(kind, split) for kind in operators for split in data[kind].tests]
     for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
         op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
@@ -108,7 +124,7 @@ def evaluate_operators(
                 continue
             runs = []
             for s in range(count):
-                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler)
+                out = sample_pairs(op, pairs, guidance_scale=scale, seed=s, steps=steps, sampler=sampler, **noise)
                 runs.append(score(out))
                 if s == 0:  # the first seed's outputs, for the report's pictures
                     outputs[row if scale == own else f"{row}/g={scale:g}"] = out

@@ -24,6 +24,7 @@ from pops.registry import REGISTRY
 
 CLIP_STD = ("per-dim", "shared")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+TRAIN_DEVICES = (None, "cpu", "cuda")
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
 
@@ -98,6 +99,9 @@ class ValidationOptions:
     # A saved renderer folder (its renderer.json names a type of pops.renderers.RENDERER_TYPES); None = no pictures,
     # only embedding metrics. Only registered types load: a config never names code to import.
     renderer: str | None = None
+    # Where the validation samples' noise is drawn: cpu (the same numbers on every machine) or cuda (the reference's
+    # generator, on the GPU the run trains on).
+    generator_device: str = "cpu"
 
 
 @dataclass
@@ -120,6 +124,9 @@ class TrainConfig:
     batch_size: int = 64
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
+    # cpu | cuda; None = accelerate's choice (its launch config, else a GPU when there is one). Which GPU each
+    # process takes is accelerate's (`accelerate launch --gpu_ids`, CUDA_VISIBLE_DEVICES).
+    device: str | None = None
     layout: str = "compact"
     train_blocks: int | None = None  # train only the first N transformer blocks (others frozen)
     gradient_checkpointing: bool = False
@@ -178,6 +185,7 @@ class TrainConfig:
         _check(self.model.clip_std in CLIP_STD, f"model.clip_std: one of {', '.join(CLIP_STD)}")
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
         _check(self.mixed_precision in MIXED_PRECISION, f"mixed_precision: one of {', '.join(MIXED_PRECISION)}")
+        _check(self.device in TRAIN_DEVICES, f"device: cpu, cuda or null, got {self.device!r}")
         _check(self.layout in LAYOUTS, f"layout: one of {', '.join(LAYOUTS)}")
         _check(self.train_blocks is None or self.train_blocks >= 1, "train_blocks must be at least 1 (or null)")
         _check(not (self.lora.enabled and self.train_blocks), "lora and train_blocks cannot be combined")
@@ -199,6 +207,14 @@ class TrainConfig:
             self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1"
         )
         v = self.validation
+        _check(
+            v.generator_device in ("cpu", "cuda"),
+            f"validation.generator_device: cpu or cuda, got {v.generator_device!r}",
+        )
+        _check(
+            not (self.device == "cpu" and v.generator_device == "cuda"),
+            "validation.generator_device cuda draws the noise on the GPU: train there too (device: cuda or null)",
+        )
         checks.guidance(v.guidance_scale, "validation.guidance_scale")
         checks.steps(v.num_inference_steps, "validation.num_inference_steps", minimum=2)
         _check(
@@ -222,6 +238,9 @@ def _check(ok: bool, message: str) -> None:
 
 
 def config_from_dict(data: dict) -> TrainConfig:
+    if isinstance(data, dict) and data.get("mixed_precision") is False:
+        # YAML reads the documented `mixed_precision: no` (and `--override mixed_precision=no`) as false.
+        data = {**data, "mixed_precision": "no"}
     return from_mapping(TrainConfig, data, what="train config").validate()
 
 

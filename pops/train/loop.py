@@ -29,6 +29,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from pops import checks
+from pops.devices import check_placement
 from pops.files import atomic_write_json
 from pops.joint import JointOperator
 from pops.objective import make_training_scheduler, training_loss
@@ -189,7 +190,8 @@ def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
     activations = checks.transformer_bytes(config.batch_size, tokens, width, prior["num_layers"], training=True)
     # Per process, on the device it trains on (a GPU's memory when there is one; the weights are not counted: they
     # are the same whatever the batch size, and may be sharded).
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    on_gpu = torch.cuda.is_available() and config.device != "cpu"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
     checks.memory(
         activations,
         f"training with batch_size {config.batch_size}",
@@ -201,6 +203,8 @@ def _check_memory(config: TrainConfig, model: PopsPrior, spec) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, *, pairs=None, model=None, progress=None, renderer=None):
         self.config = config.validate()
+        # CUDA asked for (to train on, or to draw the validation noise) on a machine without it: one line, at once.
+        check_placement(config.device, None, config.validation.generator_device)
         self.kinds = config.kinds
         self.pairs = _training_pairs(config, pairs)  # kind -> Pairs, in the order of config.kinds
         self.specs = {kind: get_spec(kind) for kind in self.kinds}
@@ -228,6 +232,7 @@ class Trainer:
         _release_accelerate_state()
         use_tb = c.logging.every > 0 and c.logging.tensorboard
         accelerator = Accelerator(
+            cpu=c.device == "cpu",
             mixed_precision=c.mixed_precision,
             gradient_accumulation_steps=c.gradient_accumulation_steps,
             log_with="tensorboard" if use_tb else None,

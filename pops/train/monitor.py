@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pops.devices import make_generator
 from pops.files import atomic_write
 from pops.operator import Operator
 from pops.pairs import Pairs
@@ -147,7 +148,8 @@ class Validator:
             v = self.config.validation
             was_training = model.training
             model.eval()
-            generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
+            # On the GPU this process trains on when the noise is drawn there (the reference's generator).
+            generator = make_generator(self.config.seed, "cpu" if v.generator_device == "cpu" else acc.device)
             # One chunk: the whole validation set in one sampling loop (chunks would change the random draws).
             # The call the objective trained for: the configured steps of the reference sampler, or one pass.
             sampler, steps = OBJECTIVE_SAMPLING[self.config.objective]

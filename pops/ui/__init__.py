@@ -18,11 +18,12 @@ def serve(
     queue_size: int = 64,
     block: bool = True,
     placement: dict | None = None,
+    generator_device: str = "cpu",
 ):
     """Start the UI, offering the models folders `models_dirs` (the only ones a page may open; the first is the
     default). Every file it serves lies under `out_dir`: uploads and Gradio's own cache are kept there
     (GRADIO_TEMP_DIR), `allowed_paths` is that folder alone, and there is no share link. `placement` (device, dtype,
-    cpu_offload) places the models of every folder."""
+    cpu_offload) places the models of every folder; `generator_device` is where every run draws its noise."""
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     # Gradio reads these when it is imported, so set them first.
@@ -33,7 +34,8 @@ def serve(
     from pops.ui.app import CSS, build_app, theme
     from pops.ui.backend import Backend
 
-    demo = build_app(Backend(models_dirs, out, placement=placement), default_renderer=renderer)
+    backend = Backend(models_dirs, out, placement=placement, generator_device=generator_device)
+    demo = build_app(backend, default_renderer=renderer)
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
     demo.launch(
         server_name=host,

@@ -97,7 +97,12 @@ class Backend:
     """
 
     def __init__(
-        self, models_dirs: list[str | Path] | str | Path | None, out_dir: str | Path, *, placement: dict | None = None
+        self,
+        models_dirs: list[str | Path] | str | Path | None,
+        out_dir: str | Path,
+        *,
+        placement: dict | None = None,
+        generator_device: str = "cpu",
     ):
         if models_dirs is None:
             models_dirs = []
@@ -112,6 +117,7 @@ class Backend:
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
         self.placement = dict(placement or {})  # device, dtype, cpu_offload of every folder's models
+        self.generator_device = generator_device  # where every run draws its noise (pops.devices.make_generator)
 
     # ----- models ---------------------------------------------------------------------------------------------------
     def runner(self, models_dir: str | None) -> EquationRunner:
@@ -233,6 +239,7 @@ class Backend:
             runner = self.runner(settings.models_dir)
             plan = runner.validate(equation, base_dir=inputs)
             self._check_files(plan, inputs, runner.models.asset_dirs())
+            runner.check_pictures(plan)  # before a model loads
             check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
@@ -245,6 +252,7 @@ class Backend:
                 base_dir=inputs,
                 progress=progress,
                 sampler=settings.sampler,
+                generator_device=self.generator_device,
             )
         except EquationError as exc:
             return self._failed(run, _error(exc.pretty(equation), code=True))
@@ -253,7 +261,9 @@ class Backend:
         except Exception as exc:  # a bug or a broken model: show it on the page (and the log), keep the server up
             logger.exception("running %r failed", equation)
             return self._failed(run, _error(f"internal error: {type(exc).__name__}: {exc}"))
-        pictures = render_steps(renderer, result, int(settings.seed)) if renderer is not None else {}
+        pictures = {}
+        if renderer is not None:
+            pictures = render_steps(renderer, result, int(settings.seed), self.generator_device)
         name = runner.models.renderer_name(settings.renderer) if renderer is not None else None
         result.record["ui_run"] = run.name  # runs are numbered in the order the queue served them
         record = write_result(result, run, pictures, name)

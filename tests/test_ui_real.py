@@ -1,0 +1,104 @@
+"""`pops serve` on a real models folder, driven by headless chromium: `pops models real` imports released operators
+(tiny random checkpoints in the hub layout, on a tiny Kandinsky prior with its CLIP image encoder) and writes a
+`kandinsky` renderer folder (a tiny Kandinsky 2.2 decoder pipeline); the page applies an operator and an equation
+and shows the pictures the Kandinsky renderer drew. Everything is built here; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_real_stack import SIZE, random_images, run_cli
+from test_released_import import write_hub
+from test_ui import ARTIFACTS, _browser, _valid_picture, click_and_wait, free_port, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui-real")
+    hub = write_hub(root / "hub")
+    models = root / "real"
+    args = ["--base", hub / "kandinsky-2-2-prior", "--checkpoints", hub / "operators"]
+    args += ["--operator", "texturing", "--operator", "union"]
+    args += ["--set", f"decoder={hub / 'kandinsky-2-2-decoder'}", "--set", "num_inference_steps=2"]
+    result = run_cli("models", "real", models, *args, "--set", f"size={SIZE}")
+    assert result.exit_code == 0, result.output
+    pictures = {}
+    for name, image in zip(("object.png", "texture.png", "other.png"), random_images(3, seed=21)):
+        image.save(root / name)
+        pictures[name] = root / name
+    out, port = root / "served", free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "pops_serve_real.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-c", "from pops.cli import main; main()", "serve", "--models", str(models)]
+    cmd += ["--out", str(out), "--port", str(port), "--device", "cpu", "--generator-device", "cpu"]
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(url, proc, log)
+        yield {"url": url, "pictures": pictures, "out": out}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_records(out):
+    return {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/record.json")}
+
+
+def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_server):
+    url, pics, out = real_server["url"], real_server["pictures"], real_server["out"]
+    manager, browser = _browser()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#run-texturing")
+        info = page.inner_text("#models-info")
+        assert "texturing, union" in info and "kandinsky" in info, info  # the imported operators, the real renderer
+
+        # 1. The texturing tab: two pictures into the released operator's slots, rendered by Kandinsky.
+        page.set_input_files("#texturing-object input[type=file]", str(pics["object.png"]))
+        page.set_input_files("#texturing-texture input[type=file]", str(pics["texture.png"]))
+        page.wait_for_selector("#texturing-object img")
+        page.wait_for_selector("#texturing-texture img")
+        status = click_and_wait(page, "#run-texturing")
+        assert "Done" in status and "texturing(object.png, texture.png)" in status, status
+        page.wait_for_selector("#result-gallery img", timeout=30_000)
+        picture = _valid_picture(page, url, "#result-gallery img")
+        assert picture.size == (SIZE, SIZE)  # the decoder's size from renderer.json, not an input picture's
+        assert len(np.unique(np.asarray(picture.convert("RGB")).reshape(-1, 3), axis=0)) > 16  # drawn, not blank
+        records = run_records(out)
+        assert [r["renderer"] for r in records.values()] == ["kandinsky"]
+        first = next(iter(records.values()))
+        assert first["operators"]["texturing"].endswith("operators/texturing")  # the imported folder
+
+        # 2. An equation over both imported operators: each step is rendered and shown.
+        page.get_by_role("tab", name="Equation").click()
+        page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
+        for name in pics:
+            page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
+        page.fill("#equation-text textarea", "let t = texturing(object.png, texture.png)\nunion(t, other.png)")
+        status = click_and_wait(page, "#run-equation")
+        assert "Done" in status and "2 operator steps" in status and "1 reused from the cache" in status, status
+        captions = ["t = texturing(object.png, texture.png)", "output = union(t, other.png)"]
+        page.wait_for_function(
+            f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
+        )
+        assert _valid_picture(page, url, "#result-gallery img").size == (SIZE, SIZE)
+        records = run_records(out)
+        assert len(records) == 2 and all(r["renderer"] == "kandinsky" for r in records.values())
+        page.screenshot(path=str(ARTIFACTS / "ui_real.png"), full_page=True)
+    finally:
+        browser.close()
+        manager.stop()
