@@ -240,7 +240,18 @@ cli("render", "existing", "already exists", "render", A, "-o", "good/full")
 cli("render", "folder", "is a file", "render", A, "-o", A)
 cli("render", "unwritable", "not writable", "render", A, "-o", "blocker/pictures")
 cli("render", "missing", "needs --structure", "render", A, *RENDER, "--render", "ipadapter-depth")
-cli("render", "missing", "no such image", "render", A, *RENDER, "--render", "ipadapter-depth", "--structure", "x.png")
+cli(
+    "render",
+    "missing",
+    "no such structure image",
+    "render",
+    A,
+    *RENDER,
+    "--render",
+    "ipadapter-depth",
+    "--structure",
+    "x.png",
+)
 for flag, value in (("--steps", "0"), ("--steps", "5000"), ("--guidance", "nan"), ("--seed", "-1"), ("--size", "5000")):
     cli("render", "number", flag.lstrip("-"), "render", A, *RENDER, flag, value)
 cli("render", "number", "batch-size", "render", A, *RENDER, "--batch-size", "0")

@@ -84,12 +84,8 @@ def render(
     if size is not None:
         checked(checks.image_side, size, "--size")
     run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
-    if renderer == "ipadapter-depth":
-        if structure is None:
-            fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
-        from pops.readers import read_image
-
-        run_or_fail(read_image, structure)  # decoded (and refused when it is no picture) before any model loads
+    if renderer == "ipadapter-depth" and structure is None:
+        fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
     options = {
         k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, size=size).items() if v is not None
     }
