@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from pops import hub
 from pops.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
 from pops.prior import PopsPrior
-from pops.readers import load_torch, read_json, read_safetensors, reason
+from pops.readers import load_torch, read_json, read_safetensors, read_safetensors_shapes, reason
 from pops.reference import (
     KANDINSKY_PRIOR,
     OPERATOR_CONFIG_NAME,
@@ -115,6 +115,9 @@ def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor
                 f"checkpoint does not fit the base prior: {key} has shape {tuple(value.shape)} in the checkpoint, "
                 f"{tuple(own[key].shape)} in the base"
             )
+    damaged = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if damaged is not None:
+        raise ValueError(f"checkpoint holds NaN or inf values (in {damaged}): a damaged file")
     missing = [k for k in own if k not in state and k not in CLIP_STATS]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
@@ -172,8 +175,8 @@ def save_operator_folder(
     write_folder(Path(folder), write, commit=OPERATOR_CONFIG_NAME)
 
 
-def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
-    """(model in float32, config dict) from a folder written by `save_operator_folder`; a damaged or foreign file is
+def read_operator_config(folder: Path) -> tuple[dict, PopsPrior]:
+    """(config dict, the model's skeleton on the meta device) of an operator folder; a damaged or foreign config is
     one ValueError naming it."""
     folder = Path(folder)
     config_path, weights_path = folder / OPERATOR_CONFIG_NAME, folder / OPERATOR_WEIGHTS_NAME
@@ -203,33 +206,61 @@ def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
         raise ValueError(f"{config_path}: each entry of 'operators' must be an object (that operator's settings)")
     if not joint and table and config["kind"] not in table:
         raise ValueError(f"{config_path}: the prior has no operator row for its kind {config['kind']!r}")
-
-    def build() -> PopsPrior:
-        prior = PriorTransformer(**config["prior_config"])
-        return PopsPrior(prior, text_width=config.get("text_width"), operators=table)
-
     try:
         with torch.device("meta"):  # shapes only: a config alone never makes pops allocate a model
-            skeleton = build()
-        clip_mean, clip_std = torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"])
+            skeleton = _build_prior(config)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{config_path}: does not describe a prior ({reason(exc)})") from None
-    if clip_mean.shape != (skeleton.embedding_dim,) or clip_std.shape != (skeleton.embedding_dim,):
+    if len(config["clip_mean"]) != skeleton.embedding_dim or len(config["clip_std"]) != skeleton.embedding_dim:
         raise ValueError(f"{config_path}: clip_mean and clip_std must hold {skeleton.embedding_dim} numbers each")
-    state, _ = read_safetensors(weights_path, "operator weights")
-    own = {k: v.shape for k, v in skeleton.state_dict().items()}
-    for key, value in state.items():
-        if key in own and own[key] != value.shape:
-            raise ValueError(
-                f"{weights_path}: {key} has shape {tuple(value.shape)}, the config builds {tuple(own[key])}"
-            )
-    missing = [k for k in own if k not in state and k.rsplit(".", 1)[-1] not in CLIP_STATS]
-    unexpected = [k for k in state if k not in own]
+    return config, skeleton
+
+
+def _build_prior(config: dict) -> PopsPrior:
+    # A joint prior (or one operator saved from one) has a learned row per name of its operator table.
+    operators = config.get("operator_table") or ()
+    return PopsPrior(
+        PriorTransformer(**config["prior_config"]), text_width=config.get("text_width"), operators=operators
+    )
+
+
+def _check_weight_shapes(weights_path: Path, skeleton: PopsPrior, shapes: dict[str, tuple[int, ...]]) -> None:
+    own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    for key, shape in shapes.items():
+        if key in own and own[key] != tuple(shape):
+            raise ValueError(f"{weights_path}: {key} has shape {tuple(shape)}, the config builds {own[key]}")
+    missing = [k for k in own if k not in shapes and k.rsplit(".", 1)[-1] not in CLIP_STATS]
+    unexpected = [k for k in shapes if k not in own]
     if missing or unexpected:
         raise ValueError(
             f"{weights_path}: weights do not match the config (missing {missing[:4]}, unexpected {unexpected[:4]})"
         )
-    model = build()  # the weights file holds every tensor of this size: building it allocates no more than that
+
+
+def check_operator_folder(folder: Path) -> dict:
+    """What `load_operator_folder` refuses, found without reading a weight: the config, and the names and shapes in
+    the weights file's header (a truncated file fails there). Returns the config. Cheap enough to run over every
+    operator of a models folder before a server starts."""
+    config, skeleton = read_operator_config(folder)
+    weights_path = Path(folder) / OPERATOR_WEIGHTS_NAME
+    _check_weight_shapes(weights_path, skeleton, read_safetensors_shapes(weights_path, "operator weights"))
+    return config
+
+
+def load_operator_folder(folder: Path) -> tuple[PopsPrior, dict]:
+    """(model in float32, config dict) from a folder written by `save_operator_folder`; a damaged or foreign file is
+    one ValueError naming it."""
+    folder = Path(folder)
+    config, skeleton = read_operator_config(folder)
+    config_path, weights_path = folder / OPERATOR_CONFIG_NAME, folder / OPERATOR_WEIGHTS_NAME
+    try:
+        clip_mean, clip_std = torch.tensor(config["clip_mean"]), torch.tensor(config["clip_std"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{config_path}: does not describe a prior ({reason(exc)})") from None
+    state, _ = read_safetensors(weights_path, "operator weights")
+    _check_weight_shapes(weights_path, skeleton, {k: tuple(v.shape) for k, v in state.items()})
+    # The weights file holds every tensor of this size: building the model allocates no more than that.
+    model = _build_prior(config)
     model.load_state_dict(state, strict=False)
     try:
         model.set_clip_stats(clip_mean, clip_std)

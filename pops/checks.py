@@ -131,6 +131,16 @@ def threads(value, name: str = "threads") -> int | None:
     return number
 
 
+# Picture sides a renderer or generator may be asked for (pixels): below 8 there is nothing to see (and some image
+# processors cannot tell their channel axis), above 4096 one picture's latents and activations exhaust a GPU.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 4096
+
+
+def image_side(value, name: str = "size") -> int:
+    """The side of a square picture to make, in [MIN_IMAGE_SIDE, MAX_IMAGE_SIDE] pixels."""
+    return integer(value, name, MIN_IMAGE_SIDE, MAX_IMAGE_SIDE)
+
+
 def available_memory() -> int:
     """Bytes of memory this machine has free now (MemAvailable; the physical memory where /proc is absent)."""
     try:
@@ -173,6 +183,13 @@ def transformer_bytes(rows: int, tokens: int, width: int, layers: int, *, traini
     per token, plus the token-by-token attention matrix); training keeps every layer's for the backward pass."""
     per_layer = rows * tokens * (12 * width + tokens) * 4
     return per_layer * (layers if training else 1) * (3 if training else 1)
+
+
+def image_batch_bytes(rows: int, side: int) -> float:
+    """A lower-bound estimate of a convolutional image encoder's float32 memory for `rows` pictures of side x side:
+    the input and its first layers' outputs hold ~16 values per pixel (EfficientNet-Lite0's stem alone has 32
+    channels at half the side: 8 per input pixel)."""
+    return rows * side * side * 16 * 4
 
 
 def _size(nbytes: float) -> str:

@@ -131,6 +131,49 @@ def find_operator_dir(models_dir: Path, kind: str) -> Path | None:
     return next((folder for folder in joint_dirs(models_dir) if kind in joint_kinds(folder)), None)
 
 
+def check_models_folder(models_dir: Path) -> list[str]:
+    """The operators a models folder offers, each checked as loading it would check it but without reading a weight
+    (pops.checkpoints.check_operator_folder: config, kind, guidance scale, the weights' header): a damaged operator
+    is one ValueError naming its file now, not an error on every request later. An operator folder given where a
+    models folder goes is refused too (a joint folder is a models folder of its operators)."""
+    from pops.checkpoints import check_operator_folder
+
+    models_dir = Path(models_dir)
+    if (models_dir / OPERATOR_CONFIG_NAME).is_file():
+        if not is_joint_config(check_operator_folder(models_dir)):
+            raise ValueError(
+                f"{models_dir} is an operator folder; a models folder holds operators/<kind>/ (give its parent, or "
+                "`pops apply --model` for one operator)"
+            )
+        return _checked_operators(models_dir)
+    found = []
+    candidates = [p.parent for p in models_dir.glob(f"*/{OPERATOR_CONFIG_NAME}")]
+    candidates += [p.parent for p in models_dir.glob(f"operators/*/{OPERATOR_CONFIG_NAME}")]
+    # (hidden folders are the temporaries of a write still running, or of a killed one: not offered)
+    candidates += [p for p in models_dir.glob("operators/*") if p.is_dir() and not p.name.startswith(".")]
+    candidates = [p for p in candidates if not p.name.startswith(".") and any(p.iterdir())]
+    for folder in dict.fromkeys(candidates):
+        found += _checked_operators(folder)
+    return list(dict.fromkeys(found))
+
+
+def _checked_operators(folder: Path) -> list[str]:
+    """The kinds an operator folder (or a joint folder) provides, its config and weights' header checked."""
+    from pops import checks
+    from pops.checkpoints import check_operator_folder, operator_config
+    from pops.registry import get_spec
+
+    config = check_operator_folder(folder)
+    kinds = list(config["operators"]) if is_joint_config(config) else [config["kind"]]
+    for kind in kinds:
+        try:
+            get_spec(kind)
+            checks.guidance(operator_config(config, kind, folder).get("guidance_scale"))
+        except ValueError as exc:
+            raise ValueError(f"{folder / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
+    return kinds
+
+
 def find_renderers(models_dir: Path) -> dict[str, Path]:
     """Renderer folders present under a models folder, by type name."""
     found: dict[str, Path] = {}

@@ -173,7 +173,13 @@ class Operator:
         return Path(folder)
 
     def to(self, device=None, dtype=None) -> Operator:
-        """Move the prior; encoders built after this (from `encoder_configs`) are placed there too."""
+        """Move the prior; encoders built after this (from `encoder_configs`) are placed there too. `device` and
+        `dtype` are checked as the CLI's --device/--dtype (pops.devices): one line for a device this machine lacks or
+        an unknown precision."""
+        from pops.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(device) if device is not None else None
+        dtype = resolve_dtype(dtype) if dtype is not None else None
         self.model.to(device=device, dtype=dtype)
         self._placement = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
         return self

@@ -86,6 +86,19 @@ def read_safetensors(path: str | Path, what: str = "safetensors file") -> tuple[
     return tensors, metadata
 
 
+def read_safetensors_shapes(path: str | Path, what: str = "safetensors file") -> dict[str, tuple[int, ...]]:
+    """{name: shape} of a safetensors file from its header alone (no tensor is read; a truncated file, whose header
+    claims more bytes than it holds, is refused as read_safetensors refuses it)."""
+    from safetensors import safe_open
+
+    path = check_file(path, what)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as exc:  # SafetensorError for a damaged file
+        raise ValueError(f"{path}: not a readable safetensors file ({reason(exc)})") from None
+
+
 def load_torch(path: str | Path, what: str = "tensor file") -> Any:
     """A `.pt`/`.pth` file of tensors (and plain containers of them); no code is unpickled."""
     import torch

@@ -25,6 +25,7 @@ from typing import Any
 from pops.checkpoints import check_kind
 from pops.files import atomic_folder, atomic_write_text, file_digest
 from pops.hub import looks_like_hub_id, resolve_model
+from pops.readers import check_file
 from pops.reference import (
     KANDINSKY_LICENSE,
     KANDINSKY_PRIOR,
@@ -76,9 +77,7 @@ def load_released(
     kind = check_kind(checkpoint, kind)
     base = str(base)
     resolve_model(base, what="Kandinsky 2.2 prior")  # fails fast offline, before the checkpoint downloads
-    path = checkpoints.resolve_file(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    path = check_file(checkpoints.resolve_file(checkpoint), "checkpoint file")
     prior = checkpoints.load_kandinsky_prior(base)
     checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(path))
     repo = _encoder_repo(base)

@@ -30,10 +30,11 @@ KINDS = {
     "number": "bad number (guidance, steps, seed, counts, lr)",
     "memory": "request larger than the machine's memory",
     "type": "argument of the wrong type",
+    "device": "unknown or absent device, unknown precision",
 }
 ENTRIES = (
     "apply", "eval", "demo", "train", "embed", "render", "pairs", "generate", "distill", "serve",
-    "api", "equation", "ui",
+    "models", "api", "equation", "ui",
 )  # fmt: skip
 
 
@@ -239,7 +240,18 @@ cli("render", "existing", "already exists", "render", A, "-o", "good/full")
 cli("render", "folder", "is a file", "render", A, "-o", A)
 cli("render", "unwritable", "not writable", "render", A, "-o", "blocker/pictures")
 cli("render", "missing", "needs --structure", "render", A, *RENDER, "--render", "ipadapter-depth")
-cli("render", "missing", "no such image", "render", A, *RENDER, "--render", "ipadapter-depth", "--structure", "x.png")
+cli(
+    "render",
+    "missing",
+    "no such structure image",
+    "render",
+    A,
+    *RENDER,
+    "--render",
+    "ipadapter-depth",
+    "--structure",
+    "x.png",
+)
 for flag, value in (("--steps", "0"), ("--steps", "5000"), ("--guidance", "nan"), ("--seed", "-1"), ("--size", "5000")):
     cli("render", "number", flag.lstrip("-"), "render", A, *RENDER, flag, value)
 cli("render", "number", "batch-size", "render", A, *RENDER, "--batch-size", "0")
@@ -530,3 +542,8 @@ def run_op(slot_files, word=None, **settings):
 ui("slots", "upload at least one", run_op({}))
 ui("notimage", "not a readable image", run_op({"object": "good/red.png", "texture": "bad/notimage.png"}))
 ui("huge", "decompression bomb", run_op({"object": "bad/bomb.png", "texture": "good/red.png"}))
+
+
+# The cases of the later commands and options (`pops models`, image inputs, --device/--dtype, the demo's settings)
+# live beside this file, which stays short; they append to CASES.
+import bad_input_more  # noqa: E402, F401

@@ -195,6 +195,9 @@ def build(root: Path) -> Path:
 
     # Folders of a demo run: one holding an operator no demo trained.
     tiny_operator().save_pretrained(root / "demo-foreign" / "operators" / "union")
+    from bad_input_world_more import build_more
+
+    build_more(root, good, bad)
     return root
 
 

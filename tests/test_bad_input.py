@@ -39,6 +39,6 @@ def test_the_table_covers_every_entry_point_with_many_kinds():
     kinds_per_entry = {entry: {c.kind for c in CASES if c.entry == entry} for entry in ENTRIES}
     assert set(kinds_per_entry) == set(ENTRIES) and all(kinds_per_entry.values())
     assert {c.kind for c in CASES} == set(KINDS) and len(KINDS) >= 15
-    assert len(CASES) >= 250
-    for entry in ("apply", "api", "equation", "ui", "eval", "train", "distill", "render"):
-        assert len(kinds_per_entry[entry]) >= 10, (entry, sorted(kinds_per_entry[entry]))
+    assert len(CASES) >= 400
+    for entry in ENTRIES:  # the bar: at least 15 kinds of bad input for every entry point
+        assert len(kinds_per_entry[entry]) >= 15, (entry, sorted(kinds_per_entry[entry]))

@@ -222,3 +222,100 @@ def test_embeddings_written_before_the_fault_still_load(tmp_path, monkeypatch):
         save_embeddings(path, torch.zeros(2, 4))
     monkeypatch.undo()
     assert torch.equal(load_embeddings(path)[0], torch.ones(2, 4))
+
+
+# ----- a real full disk: a small tmpfs ------------------------------------------------------------------------------
+class SmallDisk:
+    """A folder on a small tmpfs (tests run as root, here and in CI). Where mounting is refused (no root), the same
+    test runs on the simulated fault instead: `fill` then patches the given writers to raise ENOSPC."""
+
+    def __init__(self, folder: Path, monkeypatch):
+        self.folder, self.monkeypatch = folder, monkeypatch
+        folder.mkdir()
+        mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)]
+        self.mounted = subprocess.run(mount, capture_output=True).returncode == 0
+
+    def fill(self, *fallback_targets: str) -> None:
+        """Take every free byte (a filler file written until ENOSPC), or patch `fallback_targets` where unmounted."""
+        if not self.mounted:
+            for target in fallback_targets:
+                self.monkeypatch.setattr(target, no_space)
+            return
+        with open(self.folder / "filler", "wb", buffering=0) as fh:
+            for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
+                try:
+                    while True:
+                        fh.write(b"\0" * chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+
+    def files(self) -> dict[str, bytes]:
+        return {k: v for k, v in files_under(self.folder).items() if k != "filler"}
+
+    def release(self) -> None:
+        self.monkeypatch.undo()
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.folder)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    disk = SmallDisk(tmp_path / "disk", monkeypatch)
+    try:
+        yield disk
+    finally:
+        disk.release()
+
+
+def test_a_real_full_disk_while_caching_embeddings_keeps_the_earlier_shards(small_disk):
+    from PIL import Image
+
+    from pops.cache import EmbeddingCache
+
+    class MeanColour:
+        dim, encoder_id = 3, "test-mean-colour"
+
+        def encode(self, images, batch_size=32, progress=False):
+            return torch.tensor([[float(v) for v in im.resize((1, 1)).getpixel((0, 0))] for im in images])
+
+    red = Image.new("RGB", (8, 8), "red")
+    others = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(200)]
+    EmbeddingCache(small_disk.folder, MeanColour()).encode([red], progress=False)
+    before = small_disk.files()
+    small_disk.fill("pathlib.Path.write_bytes")
+    with pytest.raises(OSError, match="No space left on device") as full:
+        EmbeddingCache(small_disk.folder, MeanColour(), shard_size=8).encode(others, progress=False)
+    assert "\n" not in str(full.value)
+    assert small_disk.files() == before  # the earlier shard whole, no temporary left
+    small_disk.monkeypatch.undo()
+    cache = EmbeddingCache(small_disk.folder, MeanColour())
+    assert red in cache and cache.stats.discarded_shards == 0
+
+
+def test_a_real_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operator, small_disk):
+    from pops.operator import Operator
+
+    folder = tiny_operator("union", seed=1).save_pretrained(small_disk.folder / "op")
+    before = small_disk.files()
+    small_disk.fill("pops.checkpoints.save_file")
+    with pytest.raises(OSError, match="No space left on device") as full:
+        tiny_operator("union", seed=2).save_pretrained(folder)
+    assert "\n" not in str(full.value)
+    assert small_disk.files() == before
+    small_disk.monkeypatch.undo()
+    assert Operator.from_pretrained(folder).spec.name == "union"
+
+
+def test_a_real_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, small_disk):
+    from bad_input_env import _models_folder, tiny_operator
+
+    models = _models_folder(tmp_path / "models", tiny_operator())
+    report = small_disk.folder / "table.json"
+    args = ["eval", "--models", str(models), "--seeds", "1", "--steps", "2", "-o", str(report)]
+    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    before = small_disk.files()
+    small_disk.fill("pathlib.Path.write_bytes")
+    result = CliRunner().invoke(cli_app(), [*args, "--overwrite"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == f"error: cannot write {report}: No space left on device"
+    assert small_disk.files() == before

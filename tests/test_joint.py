@@ -244,6 +244,16 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
         Operator.from_pretrained(tmp_path / "scene", kind="union")
 
 
+def test_serve_checks_a_models_folder_with_a_joint_folder(joint_folder, tmp_path):
+    from pops.models_folder import check_models_folder
+
+    models = _models_folder(joint_folder, tmp_path)
+    assert sorted(check_models_folder(models)) == sorted(KINDS)  # the separate scene and the joint model's, once each
+    assert check_models_folder(models / "operators" / "joint") == list(KINDS)  # the joint folder as a models folder
+    with pytest.raises(ValueError, match="is an operator folder"):
+        check_models_folder(models / "operators" / "scene")
+
+
 def _models_folder(joint_folder, tmp_path):
     """A models folder with the joint model under operators/joint/ and a separate scene operator beside it."""
     import shutil
@@ -377,7 +387,7 @@ DAMAGE = ("truncated weights", "truncated config", "operator table", "settings",
 def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, tmp_path, how, monkeypatch):
     import shutil
 
-    from bad_input_env import judge, run_api, run_cli, run_ui, snapshot
+    from bad_input_env import judge, no_server, run_api, run_cli, run_ui, snapshot
 
     from pops.embeddings_io import save_embeddings
     from pops.equation import apply
@@ -394,11 +404,14 @@ def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, 
         save_embeddings(root / f"{name}.safetensors", torch.rand(1, DIM))
     files = [str(root / "a.safetensors"), str(root / "b.safetensors")]
     out = str(root / "out.safetensors")
+    monkeypatch.setattr("pops.ui.serve", no_server)
     cases = [
         (run_cli("apply", "-m", joint_dir, "--kind", "union", *files, "-o", out, "--steps", "2"), False),
         (run_cli("apply", "union(a.safetensors, b.safetensors)", "--models", models, "-o", out), False),
         (run_cli("eval", "--models", models, "--operator", "union"), False),
         (run_cli("eval", "--models", joint_dir), False),
+        (run_cli("serve", "--models", models, "-o", tmp_path / "serve"), False),
+        (run_cli("serve", "--models", joint_dir, "-o", tmp_path / "serve"), False),
         (run_api(lambda: apply("union(a.safetensors, b.safetensors)", models=models, base_dir=root)), True),
     ]
     before = snapshot(root)

@@ -46,13 +46,11 @@ def embed(
     """Encode every image of a generated dataset once; later reads of the same pixels are cache hits.
     Scale out with `accelerate launch --multi_gpu --num_processes K -m pops embed ...`; rerun to finish an
     interrupted run."""
-    if encoder not in ENCODERS:
-        fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
-    checked(checks.count, batch_size, "--batch-size")
-    if resolution is not None and (resolution < 32 or resolution % 32):
-        fail(f"--resolution must be a positive multiple of 32, got {resolution}")
+    check_encoder_options(encoder, resolution, batch_size, dtype, device)
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; the embedding cache is a folder")
+    if out.resolve() == dataset_dir.resolve():
+        fail(f"--out {out} is the dataset folder itself; the embedding cache goes in a folder of its own")
     run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # a cache is added to, not replaced
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
@@ -63,6 +61,27 @@ def embed(
 
     if current_shard([]).is_main:
         typer.echo(f"{dataset_dir} -> {out}: {summary.line()}")
+
+
+# The largest EfficientNet input side (the world draws at most 1024 px pictures; larger sides only cost memory).
+MAX_RESOLUTION = 1024
+
+
+def check_encoder_options(encoder: str, resolution: int | None, batch_size: int, dtype, device) -> None:
+    """The encoder options `pops embed` and `pops pairs` share, checked before any model loads (one line each)."""
+    from pops.devices import check_dtype_name, resolve_device
+
+    if encoder not in ENCODERS:
+        fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    checked(checks.count, batch_size, "--batch-size")
+    if resolution is not None and (resolution < 32 or resolution > MAX_RESOLUTION or resolution % 32):
+        fail(f"--resolution must be a multiple of 32 from 32 to {MAX_RESOLUTION}, got {resolution}")
+    side = resolution or 224
+    what = f"encoding batches of {batch_size} pictures at {side} px"
+    run_or_fail(checks.memory, checks.image_batch_bytes(batch_size, side), what, "give a smaller --batch-size")
+    run_or_fail(check_dtype_name, dtype)
+    if device is not None:
+        run_or_fail(resolve_device, device)
 
 
 def _embed(dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress):

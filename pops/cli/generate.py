@@ -65,9 +65,14 @@ def generate(
     ):
         checked(checks.steps, value, name)
     for name, value in (("--image-size", image_size), ("--segmenter-size", segmenter_size)):
-        checked(checks.integer, value, name, minimum=8, maximum=4096)
+        checked(checks.image_side, value, name)
     checked(checks.guidance, depth_guidance, "--depth-guidance")
     checked(checks.guidance, inpaint_guidance, "--inpaint-guidance")
+    from pops.devices import check_dtype_name, resolve_device
+
+    run_or_fail(check_dtype_name, dtype)
+    if device is not None:
+        run_or_fail(resolve_device, device)
     if models_from is not None and not models_from.is_dir():
         fail(f"no such folder for --models-from: {models_from}")
     pairs = {}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, fail, run_or_fail
+from pops.files import check_output
 from pops.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
 
 models_app = typer.Typer(
@@ -64,6 +65,7 @@ def import_(
 ) -> None:
     """Import a released pOps operator into an operator folder (safetensors, CLIP encoder config, model card)."""
     _check_dtype(dtype)
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # new or empty: atomic_folder says
     from pops.released import import_operator, released_checkpoint
 
     if checkpoint in RELEASED_KINDS and not Path(checkpoint).exists():
@@ -90,6 +92,7 @@ def real(
     """Write a complete real models folder: the released operators on the Kandinsky 2.2 prior (with its CLIP
     ViT-bigG encoders) and a renderer folder, ready for `pops apply --models`, `pops serve` and `pops eval`."""
     _check_dtype(dtype)
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="OUT")  # new or empty: atomic_folder says
     if render not in REAL_RENDERERS:
         fail(f"--render must be one of {', '.join(REAL_RENDERERS)}, got {render!r}")
     from pops.released import write_real_models
@@ -115,11 +118,16 @@ def renderer(
     folder: Path = typer.Argument(..., help="The renderer folder to write, e.g. MODELS/renderers/ipadapter."),
     type_name: str = typer.Option("kandinsky", "--type", help=f"Renderer type: {', '.join(REAL_RENDERERS)}."),
     settings: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write a renderer folder of the real stack (its renderer.json; the reference's settings where not --set)."""
     if type_name not in REAL_RENDERERS:
         fail(f"--type must be one of {', '.join(REAL_RENDERERS)}, got {type_name!r}")
+    from pops.renderers import RENDERER_CONFIG_NAME
     from pops.renderers.settings import write_renderer_folder
+
+    run_or_fail(check_output, folder, overwrite=True, folder=True, what="FOLDER")
+    run_or_fail(check_output, folder / RENDERER_CONFIG_NAME, overwrite=overwrite, what="renderer settings")
 
     values = run_or_fail(parse_settings, settings)
     path = run_or_fail(write_renderer_folder, folder, type_name, **values)

@@ -11,8 +11,6 @@ from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
 from pops.files import check_output
 from pops.reference import KANDINSKY_PRIOR
 
-ENCODERS = ("efficientnet", "clip")
-
 
 @app.command()
 def pairs(
@@ -65,14 +63,12 @@ def pairs(
 ) -> None:
     """Write an operator's training pairs (pops.pairs.Pairs) from a generated dataset: every image embedded through
     the cache (run `pops embed` first to reuse its work), texture patches cut, instruct words drawn and encoded."""
-    if encoder not in ENCODERS:
-        fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    from pops.cli.embed import check_encoder_options
+
+    check_encoder_options(encoder, resolution, batch_size, dtype, device)
     checked(checks.count, patches_per_sample, "--patches-per-sample")
     checked(checks.count, words_per_image, "--words-per-image")
-    checked(checks.count, batch_size, "--batch-size")
     checked(checks.seed, seed, "--seed")
-    if resolution is not None and (resolution < 32 or resolution % 32):
-        fail(f"--resolution must be a positive multiple of 32, got {resolution}")
     if not dataset_dir.is_dir():
         fail(f"no such dataset folder: {dataset_dir}")
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")

@@ -82,13 +82,10 @@ def render(
     checked(checks.guidance, guidance, "--guidance")
     checked(checks.seed, seed, "--seed")
     if size is not None:
-        checked(checks.integer, size, "--size", minimum=8, maximum=4096)
+        checked(checks.image_side, size, "--size")
     run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="--out")
-    if renderer == "ipadapter-depth":
-        if structure is None:
-            fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
-        if not structure.is_file():
-            fail(f"no such image: {structure}")
+    if renderer == "ipadapter-depth" and structure is None:
+        fail("--render ipadapter-depth needs --structure IMAGE (input A, whose depth the renders follow)")
     options = {
         k: v for k, v in dict(num_inference_steps=steps, guidance_scale=guidance, size=size).items() if v is not None
     }

@@ -13,6 +13,8 @@ from pops.reference import RELEASED_OPERATORS
 
 # Gradio's units (FileSize: powers of 1024).
 SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+# The smallest upload limit: below it no picture (nor embedding file) fits, and every upload would be refused.
+MIN_FILE_SIZE = 1024
 
 
 def parse_file_size(text: str) -> int | None:
@@ -64,9 +66,19 @@ def serve(
     limit = parse_file_size(max_file_size)
     if limit is None:
         fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
+    if limit < MIN_FILE_SIZE:
+        fail(f"--max-file-size {max_file_size} is smaller than any picture; give at least 1kb")
+    from pops.models_folder import check_models_folder
+
     for folder in models or []:
         if folder.exists() and not folder.is_dir():
             fail(f"--models {folder} is a file, not a models folder")
+        if folder.is_dir():
+            run_or_fail(check_models_folder, folder)  # a damaged operator: one line now, not on every request
+            inside = {out.resolve(), *out.resolve().parents} & {folder.resolve(), *folder.resolve().parents}
+            if out.resolve() in inside or folder.resolve() in inside:
+                # the server serves the files under OUT: the models folder must not be among them, nor hold them
+                fail(f"--out {out} and the models folder {folder} overlap; the server serves OUT's files: give another")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder")
     from pops.files import check_output

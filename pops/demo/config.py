@@ -132,6 +132,7 @@ class DemoConfig:
             f"training with batch_size {self.batch_size}",
             "give a smaller --batch-size",
         )
+        self.world_config()  # the world's settings are checked now, before anything is written
         if self.width < 64 or self.width % 64:
             raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
         if self.encoder_resolution < 32 or self.encoder_resolution % 32:
@@ -150,7 +151,8 @@ class DemoConfig:
     def world_config(self):
         world = dict(self.world)
         world["training_only"] = {**default_training_only(self.quick), **world.get("training_only", {})}
-        return WorldConfig(seed=self.seed, image_size=self.image_size, **world)
+        # from_dict: an unknown key is one line naming it (as in a YAML world config), not a constructor TypeError
+        return WorldConfig.from_dict(dict(seed=self.seed, image_size=self.image_size, **world))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -99,9 +99,34 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
     return results
 
 
+# What the demo writes under OUT: these folders, and these files (the report, the metrics).
+OUT_FOLDERS = ("operators", "data", "renderer", "cache")
+OUT_FILES = ("report.html", "metrics.json", "demo.json")
+
+
+def check_out_folder(config: DemoConfig) -> None:
+    """OUT must be new, or a folder the demo may write into: not another pops product (an operator folder, a
+    generated dataset), and nothing of the wrong kind where the demo puts its folders and files — refused before any
+    work, not after minutes of training."""
+    from pops.generate.storage import DATASET_FILE
+    from pops.reference import OPERATOR_CONFIG_NAME
+
+    out = config.out
+    for name, what in ((OPERATOR_CONFIG_NAME, "an operator folder"), (DATASET_FILE, "a generated dataset")):
+        if (out / name).is_file():
+            raise FileExistsError(f"output folder {out} is {what}, not a demo's output; give another --out")
+    for name in OUT_FOLDERS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise NotADirectoryError(f"{out / name} is a file; the demo writes its {name} folder there")
+    for name in OUT_FILES:
+        if (out / name).is_dir():
+            raise IsADirectoryError(f"{out / name} is a folder; the demo writes its {name} there")
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
     check_foreign_operators(config)  # before anything is written
+    check_out_folder(config)
     check_output(config.out, overwrite=True, folder=True, what="output folder")
     check_output(config.cache_dir, overwrite=True, folder=True, what="embedding cache folder")
     check_writable(config.out)

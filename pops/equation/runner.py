@@ -121,6 +121,9 @@ class EquationRunner:
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
         if sampler is not None:
             get_sampler(sampler)
+        for kind in dict.fromkeys(s.operator for s in plan.steps if s.op == "call"):
+            # one step's samples must fit before any picture is encoded (and cached into the output folder)
+            self.models.operator(kind).check_memory(num_samples, layout)
         results = [StepResult(s.label, s.text, s.op, s.operator) for s in plan.steps]
         persistent = [True] * len(plan.steps)
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from pops.cache import EmbeddingCache
 from pops.generate.embedding import open_rgb
 from pops.generate.instruct import sample_instruction
-from pops.generate.storage import iter_samples, read_dataset_info
+from pops.generate.storage import iter_samples, read_dataset_info, sample_file
 from pops.generate.texturing import INSIDE, cut_texture_patch
 from pops.pairs import PairRow, Pairs, PairsAssembler
 from pops.registry import OperatorSpec, get_spec
@@ -91,7 +91,7 @@ class _SampleFiles:
         if key not in self._open:
             if role not in table:
                 raise SkipExample(f"the manifest lists no {kind} {role!r}")
-            path = self.folder / table[role]
+            path = sample_file(self.folder, role, table[role])  # outside the sample: refused, not skipped
             try:
                 if mode == "RGB":
                     self._open[key] = open_rgb(path)  # the pixels `pops embed` cached

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from pops.files import atomic_write_bytes, atomic_write_json, is_temporary
-from pops.readers import read_json
+from pops.readers import read_json, reason
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"
@@ -104,6 +104,13 @@ def read_dataset_info(root: str | Path) -> dict:
     info = read_json(path, "dataset description")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dataset description written by `pops generate` (format {FORMAT})")
+    if "operator" in info:
+        from pops.registry import get_spec
+
+        try:
+            get_spec(info["operator"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {reason(exc)}") from None
     return info
 
 
@@ -168,5 +175,14 @@ def iter_rejections(root: str | Path) -> Iterator[dict]:
 
 
 def image_paths(manifest: dict) -> dict[str, Path]:
-    """Role -> path of every RGB image of one sample (the files an embedding cache holds)."""
-    return {role: Path(manifest["dir"]) / name for role, name in manifest["images"].items()}
+    """Role -> path of every RGB image of one sample (the files an embedding cache holds). A manifest names files
+    of its own folder only: a name with a folder in it (`../../secret.png`) is refused, never followed."""
+    return {role: sample_file(manifest["dir"], role, name) for role, name in manifest["images"].items()}
+
+
+def sample_file(folder: str | Path, role: str, name) -> Path:
+    """The file `name` of a sample folder; a name with a folder in it (`../../secret.png`) is refused, never read."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        where = Path(folder) / MANIFEST_FILE
+        raise ValueError(f"{where}: {role!r} is {name!r}, a file outside its sample folder; refused")
+    return Path(folder) / name

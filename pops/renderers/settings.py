@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pops import checks
 from pops.config import from_mapping, to_mapping
 from pops.devices import check_device_name, check_dtype_name
 from pops.reference import (
@@ -43,12 +44,10 @@ class PipelineSettings:
     cpu_offload: bool = False  # accelerate's model offload: each model visits the GPU only while it runs
 
     def __post_init__(self):
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
-        if not self.guidance_scale >= 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.size < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {self.size}")
+        self.num_inference_steps = checks.steps(self.num_inference_steps, "num_inference_steps")
+        # The pipelines' own meaning (diffusers): a scale of 1 or less runs without guidance.
+        self.guidance_scale = checks.real(self.guidance_scale, "guidance_scale", 0.0, checks.MAX_GUIDANCE)
+        self.size = checks.image_side(self.size, "size")
         check_dtype_name(self.dtype)
         check_device_name(self.device)
 
