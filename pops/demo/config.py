@@ -50,8 +50,8 @@ class DemoConfig:
     validation_per_class: int = 0
     guidance_candidates: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 8.0)
     # Samplers (name, steps) also tried on the validation classes beside the reference (unclip, sampling_steps); the
-    # operator keeps the best. Measured on world seeds 0-4 (held-out top-1, deterministic ddim against the ancestral
-    # reference, at each one's best validation scale): instruct +0.5 to +5 points, scene +1 to +3, in 4 passes.
+    # operator keeps the best. Measured on world seeds 0-4 (mean gap closed, against guidance chosen alone): scene
+    # 0.59 -> 0.66 (worst 0.38 -> 0.57), union 0.88 -> 0.91, composition 0.93 -> 0.95, texturing 0.86 -> 0.84.
     fast_samplers: tuple[tuple[str, int], ...] = (("ddim", 4),)
     # The operator network: a PriorTransformer in the compact layout, `width` = heads x 64.
     width: int = 256
