@@ -236,6 +236,33 @@ def click_and_wait(page, selector: str, timeout: float = 90_000) -> str:
     return page.inner_text(STATUS)
 
 
+def run_texturing_tab(page, pics) -> str:
+    """The texturing tab: object.png and texture.png into its slots, run, wait for the result; return the status."""
+    page.set_input_files("#texturing-object input[type=file]", str(pics["object.png"]))
+    page.set_input_files("#texturing-texture input[type=file]", str(pics["texture.png"]))
+    page.wait_for_selector("#texturing-object img")
+    page.wait_for_selector("#texturing-texture img")
+    status = click_and_wait(page, "#run-texturing")
+    assert "Done" in status and "texturing(object.png, texture.png)" in status, status
+    page.wait_for_selector("#result-gallery img", timeout=30_000)
+    return status
+
+
+def upload_to_equation_tab(page, pics) -> None:
+    """Open the equation tab and upload every picture; wait until the file list names each one."""
+    page.get_by_role("tab", name="Equation").click()
+    page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
+    for name in pics:
+        page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
+
+
+def wait_for_captions(page, captions) -> None:
+    """Wait until the steps gallery shows every caption."""
+    page.wait_for_function(
+        f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
+    )
+
+
 def test_browser_operator_tab_and_chained_equation(server):
     url, pics = server["url"], server["pictures"]
     manager, browser = _browser()
@@ -246,21 +273,12 @@ def test_browser_operator_tab_and_chained_equation(server):
         assert "texturing, union, scene" in page.inner_text("#models-info")
 
         # 1. Texturing: one image into each slot, run, wait for the rendered result.
-        page.set_input_files("#texturing-object input[type=file]", str(pics["object.png"]))
-        page.set_input_files("#texturing-texture input[type=file]", str(pics["texture.png"]))
-        page.wait_for_selector("#texturing-object img")
-        page.wait_for_selector("#texturing-texture img")
-        status = click_and_wait(page, "#run-texturing")
-        assert "Done" in status and "texturing(object.png, texture.png)" in status, status
-        page.wait_for_selector("#result-gallery img", timeout=30_000)
+        run_texturing_tab(page, pics)
         picture = _valid_picture(page, url, "#result-gallery img")
         assert picture.size == (64, 64)  # a retrieval gallery picture
 
         # 2. A chained equation over uploaded files: every intermediate shows up as a captioned picture.
-        page.get_by_role("tab", name="Equation").click()
-        page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
-        for name in pics:  # uploaded: the file list names each file
-            page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
+        upload_to_equation_tab(page, pics)
         page.fill(
             "#equation-text textarea",
             "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)",
@@ -268,9 +286,7 @@ def test_browser_operator_tab_and_chained_equation(server):
         status = click_and_wait(page, "#run-equation")
         assert "Done" in status and "3 operator steps" in status, status
         captions = ["t = texture(object.png, texture.png)", "u = union(t, object.png)", "output = scene(u, scene.png)"]
-        page.wait_for_function(
-            f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
-        )
+        wait_for_captions(page, captions)
         steps_text = page.inner_text("#steps-gallery")
         assert "t = texture(object.png, texture.png) · cached" in steps_text  # computed by the texturing tab
         images = page.locator("#steps-gallery img")
@@ -290,9 +306,7 @@ def test_browser_operator_tab_and_chained_equation(server):
             "let t = texture(object.png, texture.png)\nlet u = union(t, object.png)\nscene(u, scene.png)",
         )
         assert "Done" in click_and_wait(page, "#run-equation")
-        page.wait_for_function(
-            f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
-        )
+        wait_for_captions(page, captions)
         page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
     finally:

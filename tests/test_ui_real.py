@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 from test_real_stack import SIZE, random_images, run_cli
 from test_released_import import write_hub
-from test_ui import ARTIFACTS, _browser, _valid_picture, click_and_wait, free_port, wait_for
+from test_ui import (
+    ARTIFACTS,
+    _browser,
+    _valid_picture,
+    click_and_wait,
+    free_port,
+    run_texturing_tab,
+    upload_to_equation_tab,
+    wait_for,
+    wait_for_captions,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -68,13 +78,7 @@ def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_ser
         assert "texturing, union" in info and "kandinsky" in info, info  # the imported operators, the real renderer
 
         # 1. The texturing tab: two pictures into the released operator's slots, rendered by Kandinsky.
-        page.set_input_files("#texturing-object input[type=file]", str(pics["object.png"]))
-        page.set_input_files("#texturing-texture input[type=file]", str(pics["texture.png"]))
-        page.wait_for_selector("#texturing-object img")
-        page.wait_for_selector("#texturing-texture img")
-        status = click_and_wait(page, "#run-texturing")
-        assert "Done" in status and "texturing(object.png, texture.png)" in status, status
-        page.wait_for_selector("#result-gallery img", timeout=30_000)
+        run_texturing_tab(page, pics)
         picture = _valid_picture(page, url, "#result-gallery img")
         assert picture.size == (SIZE, SIZE)  # the decoder's size from renderer.json, not an input picture's
         assert len(np.unique(np.asarray(picture.convert("RGB")).reshape(-1, 3), axis=0)) > 16  # drawn, not blank
@@ -84,17 +88,12 @@ def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_ser
         assert first["operators"]["texturing"].endswith("operators/texturing")  # the imported folder
 
         # 2. An equation over both imported operators: each step is rendered and shown.
-        page.get_by_role("tab", name="Equation").click()
-        page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
-        for name in pics:
-            page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
+        upload_to_equation_tab(page, pics)
         page.fill("#equation-text textarea", "let t = texturing(object.png, texture.png)\nunion(t, other.png)")
         status = click_and_wait(page, "#run-equation")
         assert "Done" in status and "2 operator steps" in status and "1 reused from the cache" in status, status
         captions = ["t = texturing(object.png, texture.png)", "output = union(t, other.png)"]
-        page.wait_for_function(
-            f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
-        )
+        wait_for_captions(page, captions)
         assert _valid_picture(page, url, "#result-gallery img").size == (SIZE, SIZE)
         records = run_records(out)
         assert len(records) == 2 and all(r["renderer"] == "kandinsky" for r in records.values())
