@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from test_real_stack import run_cli
+from test_released_import import write_union_test_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NO_CUDA = not torch.cuda.is_available()
@@ -195,18 +196,8 @@ def test_serve_and_its_backend_draw_every_runs_noise_on_the_generator_device(
 
 
 def test_eval_draws_its_noise_on_the_generator_device(fake_cuda, tiny_operator, tmp_path):
-    from pops.embeddings_io import save_embeddings
-    from pops.pairs import Pairs
-
     models = embeddings_models(tiny_operator, tmp_path, with_renderer=False)
-    g = torch.Generator().manual_seed(0)
-    classes = ["a", "b", "c"]
-    slots = [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)]
-    pairs = Pairs("union", slots, torch.ones(6, 2, dtype=torch.bool), torch.randn(6, 32, generator=g))
-    pairs.class_ids, pairs.info = torch.tensor([0, 1, 2, 0, 1, 2]), {"classes": classes}
-    pairs.save(tmp_path / "data" / "union-test.safetensors")
-    gallery = torch.randn(3, 32, generator=g)
-    save_embeddings(tmp_path / "data" / "union-gallery.safetensors", gallery, {"operator": "union", "classes": classes})
+    write_union_test_data(tmp_path / "data")
     args = ["eval", "--models", models, "--data", tmp_path / "data", "--seeds", 2, "--steps", 2]
     tables = {}
     for device in ("cpu", "cuda"):

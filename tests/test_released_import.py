@@ -192,21 +192,26 @@ def test_pops_models_renderer_writes_a_checked_folder(tmp_path):
     assert result.exit_code != 0 and "unknown key 'sizes'" in result.output and not (tmp_path / "bad").exists()
 
 
-def test_pops_eval_scores_the_imported_operators_of_a_real_models_folder(hub, tmp_path):
+def write_union_test_data(folder) -> None:
+    """What `pops eval` scores, for union on 32-d embeddings: 6 test pairs of 3 classes and their gallery."""
     from pops.embeddings_io import save_embeddings
     from pops.pairs import Pairs
 
-    models = tmp_path / "real"
-    args = ["--base", hub / "kandinsky-2-2-prior", "--checkpoints", hub / "operators", "--operator", "union"]
-    assert run_cli("models", "real", models, *args).exit_code == 0
     g = torch.Generator().manual_seed(0)
     classes = ["a", "b", "c"]
     slots = [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)]
     pairs = Pairs("union", slots, torch.ones(6, 2, dtype=torch.bool), torch.randn(6, 32, generator=g))
     pairs.class_ids, pairs.info = torch.tensor([0, 1, 2, 0, 1, 2]), {"classes": classes}
-    pairs.save(tmp_path / "data" / "union-test.safetensors")
+    pairs.save(folder / "union-test.safetensors")
     gallery = torch.randn(3, 32, generator=g)
-    save_embeddings(tmp_path / "data" / "union-gallery.safetensors", gallery, {"operator": "union", "classes": classes})
+    save_embeddings(folder / "union-gallery.safetensors", gallery, {"operator": "union", "classes": classes})
+
+
+def test_pops_eval_scores_the_imported_operators_of_a_real_models_folder(hub, tmp_path):
+    models = tmp_path / "real"
+    args = ["--base", hub / "kandinsky-2-2-prior", "--checkpoints", hub / "operators", "--operator", "union"]
+    assert run_cli("models", "real", models, *args).exit_code == 0
+    write_union_test_data(tmp_path / "data")
     result = run_cli("eval", "--models", models, "--data", tmp_path / "data", "--seeds", 1, "--steps", 2)
     assert result.exit_code == 0, result.output
     assert "union" in result.output and "averaging" in result.output
