@@ -7,10 +7,10 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from conftest import tiny_prior
+from test_demo import ColourEncoder, WordRows
 from typer.testing import CliRunner
 
 from pops.prior import Condition, PopsPrior
@@ -95,24 +95,6 @@ def test_the_prefix_path_equals_the_full_forward_for_a_joint_prior(kind):
 
 
 # ----- training on a tiny world -----------------------------------------------------------------------------------
-class ColourEncoder:
-    """A deterministic image "encoder": colour statistics of a 4x4 thumbnail (48-d)."""
-
-    modality, dim, encoder_id = "image", DIM, "test-colour-4x4"
-
-    def encode(self, items, *, batch_size=32, progress=False):
-        return torch.tensor(
-            np.stack([np.asarray(im.convert("RGB").resize((4, 4)), dtype=np.float32).ravel() / 255 for im in items])
-        )
-
-
-class WordRows:
-    width = 8
-
-    def token_rows(self, texts):
-        return [torch.full((2 + len(t) % 3, self.width), float(len(t))) for t in texts]
-
-
 def joint_settings(out, **overrides) -> dict:
     base = dict(
         operators=list(KINDS),
