@@ -301,10 +301,6 @@ class Trainer:
             validators = [
                 Validator(accelerator, c, self.specs[k], self.pairs[k], self.renderer, tag=tag(k)) for k in self.kinds
             ]
-        # A run that writes nothing there (the demo's) leaves no empty folder behind.
-        writes = c.save_operator or c.checkpoint.every or c.checkpoint.at_end or c.logging.every
-        if accelerator.is_main_process and writes:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         started, start_step, first_step_done = time.perf_counter(), state.step, None
         bar = tqdm(
             total=c.max_steps,
