@@ -24,16 +24,13 @@ from pops.evaluation import MetricsTable
 SYNONYMS_ROW = "instruct (synonyms)"
 
 
-def gap_closed(table: MetricsTable, row: str) -> float:
-    pops, avg, oracle = (table.get(row, m).top1 for m in ("pops", "averaging", "oracle"))
-    return (pops - avg) / (oracle - avg) if oracle > avg else float("nan")
-
-
 def scores(folder: Path) -> dict[str, float]:
     """Row -> gap closed (top-1 for the synonyms row) of one demo folder."""
     table = MetricsTable.from_dict(json.loads((folder / "metrics.json").read_text()))
+    gap = {row: table.gap_closed(row) for row in table.operators()}
     return {
-        row: table.get(row, "pops").top1 if row == SYNONYMS_ROW else gap_closed(table, row) for row in table.operators()
+        row: table.get(row, "pops").top1 if row == SYNONYMS_ROW else (float("nan") if g is None else g)
+        for row, g in gap.items()
     }
 
 

@@ -126,6 +126,16 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)
+    # Gap closed per operator and the errors per factor, in the page and in demo.json, for the operators and the
+    # joint model; the errors' top-1 is the first seed's, so it lies within the seeds' spread of the table's.
+    assert "gap closed" in page and "right per factor" in page
+    for row in (*config.operators, "instruct (synonyms)"):
+        for name, method in ((row, "pops"), (f"{row} (joint)", "pops joint")):
+            errors, cell = summary["errors"][name], result.table.get(row, method)
+            assert errors["n"] == cell.n and abs(errors["top1"] - cell.top1) <= 3 * (cell.top1_std or 0) + 1e-6
+            assert all(0.0 <= v <= 1.0 for v in errors["factors"].values())
+    assert set(summary["errors"]["instruct"]["factors"]) == {"obj", "edit"}
+    assert "hat" in summary["errors"]["composition"]["factors"]
     for name in ("retrieval", "decoder"):
         assert (config.out / "renderer" / name).is_dir()
     # The decoder draws recognisably: re-encoded, its pictures find their own source far above chance.

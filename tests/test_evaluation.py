@@ -20,6 +20,7 @@ from pops.evaluation import (
     oracle_baseline,
     top1_accuracy,
 )
+from pops.evaluation.errors import factor_errors
 
 
 def random_unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -148,6 +149,36 @@ def test_metrics_table_aggregates_and_formats():
         table.get("scene", "pops")
     with pytest.raises(ValueError):
         table.add_runs("scene", "pops", [])
+
+
+def test_gap_closed_is_the_share_of_the_way_from_averaging_to_the_oracle():
+    table = MetricsTable()
+    for method, top1 in (("pops", 0.7), ("averaging", 0.4), ("oracle", 1.0), ("pops joint", 0.4)):
+        table.add("union", method, cosine=0.5, top1=top1)
+    assert table.gap_closed("union") == pytest.approx(0.5)
+    assert table.gap_closed("union", "pops joint") == pytest.approx(0.0)
+    assert table.gap_closed("scene") is None  # no such row
+    table.add("scene", "pops", cosine=0.5, top1=0.9)
+    table.add("scene", "averaging", cosine=0.5, top1=0.9)
+    table.add("scene", "oracle", cosine=0.5, top1=0.9)
+    assert table.gap_closed("scene") is None  # no way to go
+
+
+def test_factor_errors_say_which_factor_a_wrong_answer_got_wrong():
+    truth = ["obj=star|edit=red", "obj=star|edit=red", "obj=moon|edit=big", "obj=moon|edit=big"]
+    predicted = ["obj=star|edit=red", "obj=star|edit=big", "obj=moon|edit=red", "obj=ring|edit=big"]
+    e = factor_errors(predicted, truth)
+    assert e["n"] == 4 and e["top1"] == pytest.approx(0.25)
+    assert e["factors"] == pytest.approx({"edit": 0.5, "obj": 0.75})
+    assert e["worst_values"][0] == {"value": "edit=big", "n": 2, "top1": 0.0}
+    assert {(c["true"], c["predicted"]) for c in e["confusions"]} == {(t, p) for t, p in zip(truth, predicted)} - {
+        (truth[0], predicted[0])
+    }
+    # union's set of objects scores the share of members found; an absent garment slot is right when both lack it
+    assert factor_errors(["obj=a+c"], ["obj=a+b"])["factors"] == {"obj": 0.5}
+    assert factor_errors(["hat=cap|belt=white"], ["belt=white"])["factors"] == {"belt": 1.0, "hat": 0.0}
+    with pytest.raises(ValueError, match="predictions"):
+        factor_errors(["a"], [])
 
 
 def test_metrics_table_text_is_a_plain_rich_table():

@@ -1,7 +1,8 @@
 """The demo's report: one self-contained HTML page (every picture inlined as base64 PNG, no external files).
 
 Sections: the metrics table (pops.evaluation.MetricsTable), a bar plot of the operators against the baselines,
-the joint model beside the separate operators (when the demo trained it), example grids (inputs | pOps | pOps joint |
+gap closed per operator (the joint model beside the separate operators, when the demo trained it) and the held-out
+errors by factor (pops.evaluation.errors), example grids (inputs | pOps | pOps joint |
 averaging | ground truth, each embedding drawn by every renderer), one chained equation with its intermediate results,
 and stage timings. The page is templates/report.html.j2 (Jinja2, every
 value escaped); `example_grids` and `chained_equation` make the pictures.
@@ -107,29 +108,24 @@ def _get(table, row: str, method: str):
     return cell if cell.top1 is not None else None
 
 
-def gap_closed(pops: float, averaging: float, oracle: float) -> float | None:
-    """(pops - averaging) / (oracle - averaging) of top-1: the share of the way from the paper's baseline to the
-    ceiling (None when there is no way to go)."""
-    return (pops - averaging) / (oracle - averaging) if oracle > averaging else None
-
-
-def joint_comparison(table) -> list[dict]:
-    """Per operator row, the separate operator and the joint model side by side: top-1 and gap closed."""
+def gap_table(table) -> list[dict]:
+    """Per operator row: top-1 of the operator (and of the joint model, None when the demo did not train it), the
+    baselines, and gap closed (pops.evaluation.MetricsTable.gap_closed)."""
     rows = []
     for row in table.operators():
         cells = {m: _get(table, row, m) for m in ("pops", JOINT_METHOD, "averaging", "oracle")}
-        if any(c is None for c in cells.values()):
+        if any(cells[m] is None for m in ("pops", "averaging", "oracle")):
             continue
-        avg, oracle = cells["averaging"].top1, cells["oracle"].top1
+        joint = cells[JOINT_METHOD]
         rows.append(
             {
                 "operator": row,
                 "separate": cells["pops"].top1,
-                "joint": cells[JOINT_METHOD].top1,
-                "averaging": avg,
-                "oracle": oracle,
-                "gap_separate": gap_closed(cells["pops"].top1, avg, oracle),
-                "gap_joint": gap_closed(cells[JOINT_METHOD].top1, avg, oracle),
+                "joint": joint.top1 if joint else None,
+                "averaging": cells["averaging"].top1,
+                "oracle": cells["oracle"].top1,
+                "gap_separate": table.gap_closed(row),
+                "gap_joint": table.gap_closed(row, JOINT_METHOD) if joint else None,
             }
         )
     return rows
@@ -160,7 +156,9 @@ def render_report(
             f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"
             for k, v in (summary.get("guidance") or {}).items()
         ),
-        joint=joint_comparison(table),
+        gaps=gap_table(table),
+        has_joint=JOINT_METHOD in table.methods(),
+        errors=summary.get("errors") or {},
         joint_chosen=", ".join(
             f"{k} {v:g} ({(summary.get('joint_sampling') or {}).get(k, 'unclip 25')})"
             for k, v in (summary.get("joint_guidance") or {}).items()

@@ -24,6 +24,7 @@ from pops.demo.report import chained_equation, example_grids, write_report
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.evaluation import save_data
+from pops.evaluation.errors import operator_errors
 from pops.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
 from pops.operator import Operator
 from pops.processes import die_with_parent
@@ -61,9 +62,10 @@ def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_
         steps=config.decoder_steps,
         batch_size=32,
         encoder=encoder,
+        embedding_batch=config.decoder_embedding_batch,
         bf16=config.bf16,
         seed=config.seed,
-        config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size),
+        config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size, stem_size=config.decoder_stem),
         progress=config.progress,
     )
     write_folder(config.out / "renderer" / "decoder", decoder.save_pretrained, commit=RENDERER_CONFIG_NAME)
@@ -158,17 +160,17 @@ def run_demo(config: DemoConfig) -> DemoResult:
         }
         images = [im for kind in data for _, im in gallery_images[kind]]
         embeds = torch.cat([data[kind].gallery for kind in data])
-        # The costliest first (the registry's job cost), so two workers finish together. The joint model is one job
-        # as long as all the separate operators together: it starts first, on one worker, while the other takes the
-        # separate operators one by one (and whichever is free next, the rest).
+        # The costliest first (the registry's job cost), so two workers finish together. The decoder and the joint
+        # model are one job each, as long as all the separate operators together: they start first, on one worker
+        # each, and whichever is free next takes the separate operators one by one.
         order = sorted(config.operators, key=lambda kind: -get_spec(kind).job_cost)
         workers = choose_workers(config.workers, len(order) + (2 if config.joint else 1))
         job_config = replace(config, progress=config.progress and workers == 1)
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
         if config.joint:
             jobs.insert(0, (joint_job, job_config, data, encoders))
-        jobs.append((decoder_job, job_config, embeds, images, encoder.to_config()))
-        *results, fidelity = run_jobs(config, jobs, workers)
+        jobs.insert(0, (decoder_job, job_config, embeds, images, encoder.to_config()))
+        fidelity, *results = run_jobs(config, jobs, workers)
     joint = results.pop(0) if config.joint else None
     results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
     with stages("report"):
@@ -204,6 +206,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,
+            "errors": operator_errors(data, outputs),
             "operator_seconds": {r["kind"]: r["seconds"] for r in every_job},
             "config": config.to_dict(),
         }

@@ -94,6 +94,18 @@ class MetricsTable:
         except KeyError:
             raise KeyError(f"no result for {operator} / {method}") from None
 
+    def gap_closed(self, operator: str, method: str = "pops") -> float | None:
+        """(method - averaging) / (oracle - averaging) of top-1: the share of the way from the paper's baseline to the
+        ceiling set by the encoder (fair where averaging is already strong); None without those three cells or with
+        no way to go."""
+        try:
+            value, avg, oracle = (self.get(operator, m).top1 for m in (method, "averaging", "oracle"))
+        except KeyError:
+            return None
+        if value is None or avg is None or oracle is None or oracle <= avg:
+            return None
+        return (value - avg) / (oracle - avg)
+
     @property
     def rows(self) -> list[MetricRow]:
         return list(self._rows.values())
