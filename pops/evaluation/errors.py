@@ -44,7 +44,7 @@ def factor_errors(predicted: Sequence[str], truth: Sequence[str], *, worst: int 
     for (pred, true), p, t in zip(parsed, predicted, truth):
         for key in keys:
             want, got = true.get(key, frozenset()), pred.get(key, frozenset())
-            right[key] += len(want & got) / len(want) if want and len(want) > 1 else float(want == got)
+            right[key] += len(want & got) / len(want) if len(want) > 1 else float(want == got)
         for key, values in true.items():
             for value in values:
                 by_value[f"{key}={value}"].append(p == t)
