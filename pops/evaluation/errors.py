@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from pops.evaluation.harness import row_name
+from pops.evaluation.harness import row_name, true_classes
 from pops.evaluation.metrics import class_prototypes, nearest_classes
 
 
@@ -70,9 +70,7 @@ def operator_errors(data: dict, outputs: dict, *, worst: int = 5) -> dict[str, d
     for kind, d in data.items():
         names, protos = class_prototypes(d.gallery, d.gallery_classes)
         for split, pairs in d.tests.items():
-            row = row_name(kind, split)
-            classes = pairs.info.get("classes") or d.classes
-            truth = [classes[i] for i in pairs.class_ids.tolist()]
+            row, truth = row_name(kind, split), true_classes(pairs, d)
             for key, label in ((row, row), (f"{row}/joint", f"{row} (joint)")):
                 if key in outputs:
                     errors[label] = factor_errors(nearest_classes(outputs[key], names, protos), truth, worst=worst)

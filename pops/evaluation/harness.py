@@ -77,6 +77,12 @@ def image_inputs(pairs: Pairs) -> tuple[list[torch.Tensor], torch.Tensor]:
     return [pairs.slots[i] for i in idx], pairs.present[:, idx]
 
 
+def true_classes(pairs: Pairs, data: OperatorData) -> list[str]:
+    """The true class name of every sample of test `pairs` (their own class list, else the operator's)."""
+    classes = pairs.info.get("classes") or data.classes
+    return [classes[i] for i in pairs.class_ids.tolist()]
+
+
 def row_name(kind: str, split: str) -> str:
     """The table row of one test split: the operator's name for "test", e.g. "instruct (synonyms)" for the others."""
     return kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
@@ -110,8 +116,7 @@ def evaluate_operators(
         op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
         row = row_name(kind, split)
         names, protos = class_prototypes(d.gallery, d.gallery_classes)
-        classes = pairs.info.get("classes") or d.classes
-        truth = [classes[i] for i in pairs.class_ids.tolist()]
+        truth = true_classes(pairs, d)
         score = partial(evaluate_embeddings, targets=pairs.target, true_classes=truth, proto_names=names, protos=protos)
         own = op.guidance_scale
         for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
