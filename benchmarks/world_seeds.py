@@ -3,6 +3,8 @@
     .venv/bin/python -m benchmarks.world_seeds --seeds 0 1 2 3 4 --out outputs/seeds [--quick]
     .venv/bin/python -m benchmarks.world_seeds --seeds 0 1 --out outputs/seeds --table-only   # re-tabulate
 
+One table per method: "pops chosen" (per operator, the separate operator or the joint model's, whichever scored
+higher on validation classes: the demo's result), "pops" (the separate operators), "pops joint" (the one model).
 gap closed = (pops - averaging) / (oracle - averaging), on top-1 over the held-out classes: the share of the distance
 from the paper's baseline to the encoder's ceiling that the operator covers (fair to union and scene, where
 averaging is already strong in this encoder's space). The synonyms row is reported as plain top-1. A seed whose
@@ -24,14 +26,30 @@ from pops.evaluation import MetricsTable
 SYNONYMS_ROW = "instruct (synonyms)"
 
 
-def scores(folder: Path) -> dict[str, float]:
-    """Row -> gap closed (top-1 for the synonyms row) of one demo folder."""
+# The model chosen per operator on validation classes (the demo's result), then each of the two it chose from.
+METHODS = ("pops chosen", "pops", "pops joint")
+
+
+def scores(folder: Path, method: str) -> dict[str, float] | None:
+    """Row -> gap closed (top-1 for the synonyms row) of `method` in one demo folder; None when it has no such rows."""
     table = MetricsTable.from_dict(json.loads((folder / "metrics.json").read_text()))
-    gap = {row: table.gap_closed(row) for row in table.operators()}
+    if method not in table.methods():
+        return None
+    gap = {row: table.gap_closed(row, method) for row in table.operators()}
     return {
-        row: table.get(row, "pops").top1 if row == SYNONYMS_ROW else (float("nan") if g is None else g)
+        row: table.get(row, method).top1 if row == SYNONYMS_ROW else (float("nan") if g is None else g)
         for row, g in gap.items()
     }
+
+
+def print_table(title: str, results: dict[int, dict[str, float]]) -> None:
+    seeds = list(results)
+    rows = list(results[seeds[0]])
+    print(f"{title:<22}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + f"{'mean':>9}{'worst':>9}")
+    for row in rows:
+        values = [results[s][row] for s in seeds]
+        cells = "".join(f"{v:9.3f}" for v in values)
+        print(f"{row:<22}{cells}{statistics.fmean(values):9.3f}{min(values):9.3f}")
 
 
 def run_seed(seed: int, folder: Path, quick: bool) -> float:
@@ -50,23 +68,21 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="the quick demo (a smoke test, not the result)")
     parser.add_argument("--table-only", action="store_true", help="only tabulate folders that exist")
     args = parser.parse_args(argv)
-    results, seconds = {}, {}
+    folders, seconds = {}, {}
     for seed in args.seeds:
         folder = args.out / f"seed{seed}"
         if not (folder / "metrics.json").is_file():
             if args.table_only:
                 continue
             seconds[seed] = run_seed(seed, folder, args.quick)
-        results[seed] = scores(folder)
-    if not results:
+        folders[seed] = folder
+    if not folders:
         raise SystemExit("error: no seed folder holds metrics.json")
-    rows = list(next(iter(results.values())))
-    seeds = list(results)
-    print(f"{'operator':<22}" + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + f"{'mean':>9}{'worst':>9}")
-    for row in rows:
-        values = [results[s][row] for s in seeds]
-        cells = "".join(f"{v:9.3f}" for v in values)
-        print(f"{row:<22}{cells}{statistics.fmean(values):9.3f}{min(values):9.3f}")
+    for method in METHODS:
+        results = {seed: scores(folder, method) for seed, folder in folders.items()}
+        if all(r is not None for r in results.values()):
+            print_table(method, results)
+            print()
     print("(gap closed = (pops - averaging) / (oracle - averaging) on held-out top-1; synonyms: top-1)")
     if seconds:
         print("demo wall time per seed (s): " + ", ".join(f"{s}: {t:.0f}" for s, t in seconds.items()))

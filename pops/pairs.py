@@ -185,9 +185,11 @@ class Pairs:
         if tuple(self.present.shape) != (n, len(self.slots)):
             raise ValueError(f"{what}: present has shape {tuple(self.present.shape)}, expected {(n, len(self.slots))}")
         if self.class_ids is not None:
-            if tuple(self.class_ids.shape) != (n,) or self.class_ids.is_floating_point() or (self.class_ids < 0).any():
+            # -1: a training-only combination (a procedural object, a further outfit), which has no class
+            if tuple(self.class_ids.shape) != (n,) or self.class_ids.is_floating_point() or (self.class_ids < -1).any():
                 raise ValueError(
-                    f"{what}: class_ids must be N non-negative integers, got {tuple(self.class_ids.shape)}"
+                    f"{what}: class_ids must be N integers, each a class index or -1 (no class), "
+                    f"got {tuple(self.class_ids.shape)}"
                 )
         return self
 

@@ -17,6 +17,7 @@ KINDS = {
     "truncated": "truncated file",
     "foreign": "foreign file (other bytes, another format or operator)",
     "width": "embeddings of the wrong width",
+    "classless": "test pairs without a true class for every sample",
     "nan": "NaN / inf values",
     "slots": "wrong number of inputs or slots",
     "operator": "unknown or absent operator",
@@ -128,6 +129,7 @@ cli("eval", "foreign", "not an operator config", "eval", "--models", "models-for
 cli("eval", "config", "one class name per embedding", "eval", "--models", "models-no-classes")
 cli("eval", "nan", "NaN or inf", "eval", "--models", "models-nan-test")
 cli("eval", "width", "16-d", "eval", "--models", "models-wide")
+cli("eval", "classless", "true class of every sample", "eval", "--models", "models-classless-test")
 cli("eval", "operator", "unknown operator 'paint'", "eval", "--models", "models", "--operator", "paint")
 cli("eval", "operator", "no trained 'union'", "eval", "--models", "models", "--operator", "union")
 cli("eval", "unwritable", "not writable", "eval", "--models", "models", "-o", "blocker/t.json")

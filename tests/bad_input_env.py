@@ -173,6 +173,8 @@ def build(root: Path) -> Path:
     _truncate(good / "pairs.safetensors", root / "models-trunc-test" / "data" / f"{KIND}-test.safetensors")
     wide = _pairs(dim=16, class_ids=torch.tensor([0, 1] * 4), info={"classes": ["a", "b"]})
     _models_folder(root / "models-wide", op, test=wide)
+    classless = _pairs(class_ids=torch.tensor([0, -1] * 4), info={"classes": ["a", "b"]})  # -1: training-only rows
+    _models_folder(root / "models-classless-test", op, test=classless)
     shutil.copytree(root / "models", root / "models-foreign-op")
     (root / "models-foreign-op" / "operators" / KIND / "pops_config.json").write_text('"a string"\n')
     (root / "models-no-data").mkdir()

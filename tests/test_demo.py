@@ -32,7 +32,7 @@ def quick_demo(tmp_path_factory):
     from pops.demo import quick_config, run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    config = quick_config(out=out, progress=False, joint=True)
+    config = quick_config(out=out, progress=False)  # the joint model too, as by default
     return config, run_demo(config)
 
 
@@ -73,10 +73,21 @@ def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_
     assert set(result.joint_guidance.values()) <= set(config.guidance_candidates)
     folder = config.out / "operators" / "joint"
     record = json.loads((folder / "demo_training.json").read_text())
-    assert record["settings"]["max_steps"] == config.steps * len(config.operators)
+    assert record["settings"]["max_steps"] == round(config.joint_budget * config.steps * len(config.operators))
     assert set(record["validation_top1"]) == set(config.operators)  # guidance chosen per operator on validation
+    # Per operator, the model that scored higher on ITS validation classes ("pops chosen"; a tie keeps the separate
+    # one): the chosen rows are that model's rows, every test split, and the choice is what the records say.
+    joint_best = {kind: max(scores.values()) for kind, scores in record["validation_top1"].items()}
+    for kind in config.operators:
+        own = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())["validation_top1"]
+        expected = "joint" if joint_best[kind] > max(own.values()) else "separate"
+        assert result.chosen[kind] == expected
+        method = "pops joint" if expected == "joint" else "pops"
+        for row in (kind, *(["instruct (synonyms)"] if kind == "instruct" else [])):
+            assert table.get(row, "pops chosen").top1 == table.get(row, method).top1
+    assert json.loads((config.out / "demo.json").read_text())["chosen"] == result.chosen
     page = result.report.read_text()
-    assert "One model for all operators" in page and "pOps joint · retrieval" in page
+    assert "One model for all operators" in page and "pOps joint · retrieval" in page and "chosen model" in page
     # The models folder keeps the separate operators by name; the joint folder offers its own five.
     assert ModelSet(config.out).where("scene").endswith("scene")
     joint = ModelSet(folder)
@@ -98,6 +109,7 @@ def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_
 @pytest.mark.slow
 def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_demo):
     from pops.operator import Operator
+    from pops.pairs import Pairs
 
     config, result = quick_demo
     page = result.report.read_text()
@@ -126,6 +138,9 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)
+    # The training pairs it saved load back, training-only combinations (class id -1: no class) included.
+    composition = Pairs.load(config.out / "data" / "composition-train.safetensors")
+    assert (composition.class_ids == -1).any() and (composition.class_ids >= 0).any()
     # Gap closed per operator and the errors per factor, in the page and in demo.json, for the operators and the
     # joint model; the errors' top-1 is the first seed's, so it lies within the seeds' spread of the table's.
     assert "gap closed" in page and "right per factor" in page
@@ -290,6 +305,10 @@ def test_demo_config_validation(tmp_path):
         DemoConfig(out=tmp_path, workers=0)  # refused before any work, not when the workers start
     with pytest.raises(ValueError, match="unknown textures"):
         DemoConfig(out=tmp_path, world={"textures": ("velvet",)}).world_config()
+    with pytest.raises(ValueError, match="joint_budget"):
+        DemoConfig(out=tmp_path, joint_budget=0)
+    assert DemoConfig(out=tmp_path).trains_joint and not DemoConfig(out=tmp_path, operators=("union",)).trains_joint
+    assert DemoConfig(out=tmp_path, steps=100, joint_budget=0.5).joint_steps() == 250  # 5 operators x 100 x 0.5
     assert DemoConfig(out=tmp_path).cache_dir == tmp_path / "cache"
 
 
@@ -453,6 +472,30 @@ def test_choose_threads():
     assert choose_threads(None) == 1
     with pytest.raises(ValueError):
         choose_threads(0)
+
+
+def test_the_model_per_operator_is_chosen_on_validation_scores_only(tmp_path):
+    """The joint model's operator replaces the separate one only where its validation top-1 is strictly higher; the
+    choice reads the best of the recorded validation scores (never a test score: the records hold none)."""
+    from pops.demo.operators import TRAIN_RECORD, best_validation, choose_models
+
+    separate = {"texturing": 0.9, "union": 1.0, "instruct": 0.3, "scene": None}
+    joint = {"texturing": 0.8, "union": 1.0, "instruct": 0.5, "scene": 0.9}
+    assert choose_models(separate, joint) == {
+        "texturing": "separate",
+        "union": "separate",  # a tie keeps the separate operator
+        "instruct": "joint",
+        "scene": "separate",  # no validation classes: nothing to choose on
+    }
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / TRAIN_RECORD).write_text(
+        json.dumps({"validation_top1": {"unclip 25 g3": 0.4, "ddim 4 g5": 0.6}})
+    )
+    assert best_validation(tmp_path / "one") == 0.6
+    (tmp_path / "joint").mkdir()
+    scores = {"validation_top1": {"union": {"unclip 25 g1": 0.2}, "scene": {"unclip 25 g1": 0.1, "ddim 4 g2": 0.7}}}
+    (tmp_path / "joint" / TRAIN_RECORD).write_text(json.dumps(scores))
+    assert best_validation(tmp_path / "joint") == {"union": 0.2, "scene": 0.7}
 
 
 def test_choose_workers():

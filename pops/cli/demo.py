@@ -32,10 +32,11 @@ def demo(
         None, help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."
     ),
     joint: bool = typer.Option(
-        False,
-        "--joint",
-        help="Also train ONE model for all operators (a learned operator row; the separate operators' steps together) "
-        "and show it beside them (method 'pops joint'); saved as OUT/operators/joint.",
+        True,
+        "--joint/--no-joint",
+        help="Also train ONE model for all operators (a learned operator row) and show it beside them (method 'pops "
+        "joint'), saved as OUT/operators/joint; each operator then runs on whichever of the two scores higher on its "
+        "validation classes (method 'pops chosen').",
     ),
     retrain: bool = typer.Option(
         False,
@@ -116,6 +117,9 @@ def _print_result(result) -> None:
     if result.joint_guidance:
         chosen = ", ".join(f"{k} {v:g}" for k, v in result.joint_guidance.items())
         typer.echo(f"joint model's guidance (chosen the same way): {chosen}")
+    if result.chosen:
+        picks = ", ".join(f"{k} {v}" for k, v in result.chosen.items())
+        typer.echo(f"model chosen per operator on validation classes (pops chosen): {picks}")
     typer.echo(f"report: {result.report}")
 
 

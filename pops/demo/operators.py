@@ -2,10 +2,11 @@
 held-out combinations against the baselines (both through pops.evaluation's harness, which `pops eval` shares).
 
 `operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run). `joint_job`
-does them for the joint model (pops.joint, `pops demo --joint`): one prior with a learned operator row, trained on
-every operator's pairs in turn for the sum of their steps (the same budget as the separate operators together),
+does them for the joint model (pops.joint; `pops demo` trains it unless `--no-joint`): one prior with a learned
+operator row, trained on every operator's pairs in turn for `joint_budget` of the separate operators' steps together,
 saved as ONE folder `<out>/operators/joint`, its guidance chosen per operator on that operator's validation classes
-and scored on the same test pairs, as the method "pops joint".
+and scored on the same test pairs, as the method "pops joint". `choose_models` then picks, per operator, whichever
+of the two scored higher on its validation classes ("pops chosen").
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ RECIPE_VERSION = 5
 # The joint model's folder under <out>/operators/ and its method name in the metrics.
 JOINT_FOLDER = "joint"
 JOINT_METHOD = "pops joint"
+# Per operator, the separate operator or the joint model's, whichever scored higher on validation classes.
+CHOSEN_METHOD = "pops chosen"
 
 
 def training_settings(config, kind: str) -> dict:
@@ -142,7 +145,7 @@ def check_foreign_operators(config) -> None:
     under OUT/operators/ (one trained by `pops train`, say) is refused unless `config.overwrite`."""
     if config.overwrite:
         return
-    for name in (*config.operators, *([JOINT_FOLDER] if config.joint else [])):
+    for name in (*config.operators, *([JOINT_FOLDER] if config.trains_joint else [])):
         folder = config.out / "operators" / name
         if (folder / OPERATOR_CONFIG_NAME).is_file() and not (folder / TRAIN_RECORD).is_file():
             raise FileExistsError(
@@ -176,6 +179,7 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
     return dict(
         kind=kind,
         fresh=fresh,
+        validation=best_validation(config.out / "operators" / kind),
         guidance=op.guidance_scale,
         sampling=f"{op.sampler} {op.num_inference_steps}",
         table=table.to_dict(),
@@ -187,12 +191,12 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
 # ----- the joint model ----------------------------------------------------------------------------------------------
 def joint_settings(config, kinds) -> dict:
     """The pops.train config of the joint model: the separate operators' recipe and model size, one operator row
-    each, and their steps together (each optimiser step one operator's batch, in turn)."""
+    each, and `config.joint_budget` of their steps together (each optimiser step one operator's batch, in turn)."""
     settings = training_settings(config, kinds[0])
     settings.update(
         data=None,  # the pairs are given in memory, one set per operator
         operators=list(kinds),
-        max_steps=config.steps * len(kinds),
+        max_steps=config.joint_steps(),
         output_dir=str(config.out / "operators" / JOINT_FOLDER),
     )
     return settings
@@ -243,9 +247,31 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
     return dict(
         kind=JOINT_FOLDER,
         fresh=fresh,
+        validation=best_validation(config.out / "operators" / JOINT_FOLDER),
         guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
         sampling={kind: f"{op.sampler} {op.num_inference_steps}" for kind, op in joint.operators.items()},
         table=MetricsTable(rows).to_dict(),
         outputs={f"{row}/joint": out for row, out in outputs.items() if "/" not in row},
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
     )
+
+
+def best_validation(folder) -> float | dict[str, float] | None:
+    """The best validation top-1 a demo-trained folder recorded when its sampling was chosen (the joint model's:
+    one per operator); None without validation classes."""
+    scores = json.loads((folder / TRAIN_RECORD).read_text()).get("validation_top1")
+    if not scores:
+        return None
+    if all(isinstance(v, dict) for v in scores.values()):  # the joint model's: operator -> its scores
+        return {kind: max(v.values()) for kind, v in scores.items()}
+    return max(scores.values())
+
+
+def choose_models(separate: dict[str, float | None], joint: dict[str, float]) -> dict[str, str]:
+    """Per operator, "joint" where the joint model's best validation top-1 beats the separate operator's, else
+    "separate" (a tie, or no validation classes, keeps the separate one). Validation classes are training classes
+    kept out of training, so the choice never sees a test class."""
+    return {
+        kind: "joint" if score is not None and joint.get(kind) is not None and joint[kind] > score else "separate"
+        for kind, score in separate.items()
+    }

@@ -21,7 +21,9 @@ from diffusers.utils import make_image_grid
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image, ImageDraw
 
+from pops.demo.operators import CHOSEN_METHOD, JOINT_METHOD
 from pops.equation import apply as apply_equation
+from pops.evaluation import row_kind
 from pops.files import atomic_write_text
 from pops.registry import REGISTRY
 
@@ -29,11 +31,11 @@ from pops.registry import REGISTRY
 COLOURS = {
     "pops": "#d9480f",
     "pops joint": "#2f9e44",
+    "pops chosen": "#7048e8",
     "averaging": "#1c7ed6",
     "input_a": "#868e96",
     "oracle": "#ced4da",
 }
-JOINT_METHOD = "pops joint"  # the one model for all operators (pops.demo.operators.joint_job)
 # The operator at its other guidance scales ("pops g=s"): lighter oranges, in the table's order.
 OTHER_SCALE_COLOURS = ("#ffd8a8", "#f59f00")
 BASELINES = ("averaging", "input_a", "oracle")
@@ -108,15 +110,17 @@ def _get(table, row: str, method: str):
     return cell if cell.top1 is not None else None
 
 
-def gap_table(table) -> list[dict]:
+def gap_table(table, chosen: dict[str, str] | None = None) -> list[dict]:
     """Per operator row: top-1 of the operator (and of the joint model, None when the demo did not train it), the
-    baselines, and gap closed (pops.evaluation.MetricsTable.gap_closed)."""
+    baselines, and gap closed (pops.evaluation.MetricsTable.gap_closed); with `chosen` (operator -> "separate" or
+    "joint"), the model chosen on validation and its gap closed."""
     rows = []
     for row in table.operators():
         cells = {m: _get(table, row, m) for m in ("pops", JOINT_METHOD, "averaging", "oracle")}
         if any(cells[m] is None for m in ("pops", "averaging", "oracle")):
             continue
         joint = cells[JOINT_METHOD]
+        model = (chosen or {}).get(row_kind(row)) if joint else None
         rows.append(
             {
                 "operator": row,
@@ -126,6 +130,8 @@ def gap_table(table) -> list[dict]:
                 "oracle": cells["oracle"].top1,
                 "gap_separate": table.gap_closed(row),
                 "gap_joint": table.gap_closed(row, JOINT_METHOD) if joint else None,
+                "chosen": model,
+                "gap_chosen": table.gap_closed(row, CHOSEN_METHOD) if model else None,
             }
         )
     return rows
@@ -156,14 +162,17 @@ def render_report(
             f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"
             for k, v in (summary.get("guidance") or {}).items()
         ),
-        gaps=gap_table(table),
+        gaps=gap_table(table, summary.get("chosen")),
         has_joint=JOINT_METHOD in table.methods(),
         errors=summary.get("errors") or {},
         joint_chosen=", ".join(
             f"{k} {v:g} ({(summary.get('joint_sampling') or {}).get(k, 'unclip 25')})"
             for k, v in (summary.get("joint_guidance") or {}).items()
         ),
-        joint_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
+        joint_steps=round(
+            config.get("joint_budget", 1.0) * config.get("steps", 0) * len(summary.get("joint_guidance") or {})
+        ),
+        separate_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
         registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),
         eval_seeds=config.get("eval_seeds", "?"),
         plot=png_data_uri(bar_plot(table)),

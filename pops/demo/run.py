@@ -19,7 +19,14 @@ from pops import evaluation as E
 from pops.cache import EmbeddingCache
 from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
 from pops.demo.data import build_data
-from pops.demo.operators import check_foreign_operators, joint_job, operator_job
+from pops.demo.operators import (
+    CHOSEN_METHOD,
+    JOINT_METHOD,
+    check_foreign_operators,
+    choose_models,
+    joint_job,
+    operator_job,
+)
 from pops.demo.report import chained_equation, example_grids, write_report
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
@@ -47,6 +54,7 @@ class DemoResult:
     guidance: dict[str, float]  # operator -> the guidance scale it was given (chosen on validation classes)
     workers: int = 1
     joint_guidance: dict[str, float] | None = None  # the same for the joint model's operators (when trained)
+    chosen: dict[str, str] | None = None  # operator -> "separate" or "joint", chosen on validation (when joint)
 
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
@@ -164,24 +172,27 @@ def run_demo(config: DemoConfig) -> DemoResult:
         # model are one job each, as long as all the separate operators together: they start first, on one worker
         # each, and whichever is free next takes the separate operators one by one.
         order = sorted(config.operators, key=lambda kind: -get_spec(kind).job_cost)
-        workers = choose_workers(config.workers, len(order) + (2 if config.joint else 1))
+        workers = choose_workers(config.workers, len(order) + (2 if config.trains_joint else 1))
         job_config = replace(config, progress=config.progress and workers == 1)
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
-        if config.joint:
+        if config.trains_joint:
             jobs.insert(0, (joint_job, job_config, data, encoders))
         jobs.insert(0, (decoder_job, job_config, embeds, images, encoder.to_config()))
         fidelity, *results = run_jobs(config, jobs, workers)
-    joint = results.pop(0) if config.joint else None
+    joint = results.pop(0) if config.trains_joint else None
     results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
     with stages("report"):
         table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
         outputs = {k: v for r in results for k, v in r["outputs"].items()}
         guidance = {r["kind"]: r["guidance"] for r in results}
         sampling = {r["kind"]: r["sampling"] for r in results}
+        chosen = None
         if joint is not None:  # the joint model's rows beside each operator's own ("pops joint")
             for row in E.MetricsTable.from_dict(joint["table"]).rows:
                 table.add_row(row)
             outputs.update(joint["outputs"])
+            chosen = choose_models({r["kind"]: r["validation"] for r in results}, joint["validation"] or {})
+            add_chosen_rows(table, data, chosen)
         operators = {}
         for kind in config.operators:
             op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
@@ -202,7 +213,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "trained": trained,
             "guidance": guidance,
             "sampling": sampling,
-            **({"joint_guidance": joint["guidance"], "joint_sampling": joint["sampling"]} if joint else {}),
+            **(
+                {"joint_guidance": joint["guidance"], "joint_sampling": joint["sampling"], "chosen": chosen}
+                if joint
+                else {}
+            ),
             "images_encoded": cache.stats.encoded,
             "cache_hits": cache.stats.hits,
             "decoder_fidelity": fidelity,
@@ -232,4 +247,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
         guidance,
         workers,
         joint_guidance=joint["guidance"] if joint else None,
+        chosen=chosen,
     )
+
+
+def add_chosen_rows(table, data: dict, chosen: dict[str, str]) -> None:
+    """The method "pops chosen": each operator's rows (every test split) from the model chosen for it."""
+    for kind, model in chosen.items():
+        for split in data[kind].tests:
+            row = E.row_name(kind, split)
+            cell = table.get(row, JOINT_METHOD if model == "joint" else "pops")
+            table.add_row(replace(cell, method=CHOSEN_METHOD))

@@ -4,7 +4,7 @@ evaluation data a demo writes and `pops eval` reads (`data`).
 """
 
 from pops.evaluation.data import OperatorData, load_test_data, save_data
-from pops.evaluation.harness import choose_sampling, evaluate_operators, image_inputs, row_name, sample_pairs
+from pops.evaluation.harness import choose_sampling, evaluate_operators, image_inputs, row_kind, row_name, sample_pairs
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
@@ -35,6 +35,7 @@ __all__ = [
     "mean_reciprocal_rank",
     "nearest_classes",
     "oracle_baseline",
+    "row_kind",
     "row_name",
     "sample_pairs",
     "save_data",

@@ -70,7 +70,7 @@ def load_test_data(folder: Path, kinds) -> dict[str, OperatorData]:
                 tests[split] = Pairs.load(path)
                 if tests[split].kind != kind:
                     raise ValueError(f"{path}: pairs of {tests[split].kind!r}, expected {kind!r}")
-                if tests[split].class_ids is None:
+                if tests[split].class_ids is None or (tests[split].class_ids < 0).any():
                     raise ValueError(f"{path}: test pairs need class_ids (the true class of every sample)")
                 if tests[split].target.shape[1] != gallery.shape[1]:
                     raise ValueError(

@@ -88,6 +88,11 @@ def row_name(kind: str, split: str) -> str:
     return kind if split == "test" else f"{kind} ({split.removeprefix('test_')})"
 
 
+def row_kind(row: str) -> str:
+    """The operator of a table row (`row_name`'s inverse): "instruct" for "instruct (synonyms)"."""
+    return row.split(" (")[0]
+
+
 def evaluate_operators(
     operators: dict[str, Operator],
     data: dict[str, OperatorData],
