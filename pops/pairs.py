@@ -6,7 +6,7 @@ One safetensors file per operator and split, tensors (N = number of samples):
   `present`       (N, num_slots) bool — False where a sample has no input in that slot
   `target`        (N, D) float32 raw target embeddings
   `align_text`    (N, D) optional text embeddings in the image space (instruct's alignment term)
-  `class_ids`     (N,) optional int64 ground-truth class index (evaluation)
+  `class_ids`     (N,) optional int64 ground-truth class index (evaluation); -1: a training-only row, no class
 and metadata {"operator": kind, "pops": JSON with anything else (class names, encoder id, …)}.
 
 `assemble_pairs` (and `PairsAssembler`, for data encoded chunk by chunk) turns encoded images and words into

@@ -59,7 +59,7 @@ def test_quick_demo_beats_averaging_on_held_out_combinations(quick_demo):
 
 @pytest.mark.slow
 def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_demo, tmp_path):
-    """One prior for all five operators, trained on all their pairs in the same total steps: every one of its
+    """One prior for all five operators, trained on all their pairs (joint_budget of their steps): every one of its
     operators beats averaging on held-out combinations; its one folder serves `pops apply` and equations."""
     from pops.models_folder import ModelSet
 
@@ -85,8 +85,10 @@ def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_
         method = "pops joint" if expected == "joint" else "pops"
         for row in (kind, *(["instruct (synonyms)"] if kind == "instruct" else [])):
             assert table.get(row, "pops chosen").top1 == table.get(row, method).top1
-    assert json.loads((config.out / "demo.json").read_text())["chosen"] == result.chosen
+    summary = json.loads((config.out / "demo.json").read_text())
+    assert summary["chosen"] == result.chosen and summary["joint_steps"] == record["settings"]["max_steps"]
     page = result.report.read_text()
+    assert f"in turn for {record['settings']['max_steps']} steps" in page
     assert "One model for all operators" in page and "pOps joint · retrieval" in page and "chosen model" in page
     # The models folder keeps the separate operators by name; the joint folder offers its own five.
     assert ModelSet(config.out).where("scene").endswith("scene")

@@ -169,9 +169,7 @@ def render_report(
             f"{k} {v:g} ({(summary.get('joint_sampling') or {}).get(k, 'unclip 25')})"
             for k, v in (summary.get("joint_guidance") or {}).items()
         ),
-        joint_steps=round(
-            config.get("joint_budget", 1.0) * config.get("steps", 0) * len(summary.get("joint_guidance") or {})
-        ),
+        joint_steps=summary.get("joint_steps", 0),
         separate_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
         registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),
         eval_seeds=config.get("eval_seeds", "?"),

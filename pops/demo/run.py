@@ -214,7 +214,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
             "guidance": guidance,
             "sampling": sampling,
             **(
-                {"joint_guidance": joint["guidance"], "joint_sampling": joint["sampling"], "chosen": chosen}
+                {
+                    "joint_guidance": joint["guidance"],
+                    "joint_sampling": joint["sampling"],
+                    "joint_steps": config.joint_steps(),
+                    "chosen": chosen,
+                }
                 if joint
                 else {}
             ),
