@@ -326,16 +326,17 @@ class Operator:
         if isinstance(generator, (list, tuple)) and len(generator) != rows:
             raise checks.BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")
         scheduler = make_sampling_scheduler(self.scheduler_config) if name == "unclip" else None
-        return get_sampler(name)(
-            self.model,
-            cond,
-            guidance_scale=scale,
-            num_inference_steps=num_inference_steps,
-            generator=generator,
-            layout=layout,
-            scheduler=scheduler,
-            progress=progress,
-        )
+        with self.model.sampling_mode():
+            return get_sampler(name)(
+                self.model,
+                cond,
+                guidance_scale=scale,
+                num_inference_steps=num_inference_steps,
+                generator=generator,
+                layout=layout,
+                scheduler=scheduler,
+                progress=progress,
+            )
 
     def sampling(self, sampler: str | None = None, num_inference_steps: int | None = None) -> tuple[str, int]:
         """The (sampler, steps) a call with these arguments uses: the operator's own where None; its own steps go

@@ -18,7 +18,8 @@ Everything public works in *raw* embedding space; conditions and targets are nor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -135,6 +136,17 @@ class PopsPrior(nn.Module):
         self.prior.clip_mean.copy_(mean)
         self.prior.clip_std.copy_(std)
         self._freeze_clip_stats()
+
+    @contextmanager
+    def sampling_mode(self) -> Iterator[None]:
+        """Eval mode for one sampling call (no dropout), the caller's mode restored after: a loaded prior starts in
+        train mode, and the trainer samples its validation mid-training."""
+        training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(training)
 
     def has_clip_stats(self) -> bool:
         return bool((self.prior.clip_std != 0).all())

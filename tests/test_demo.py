@@ -500,6 +500,21 @@ def test_the_model_per_operator_is_chosen_on_validation_scores_only(tmp_path):
     assert best_validation(tmp_path / "joint") == {"union": 0.2, "scene": 0.7}
 
 
+def test_each_operator_trains_with_its_registry_dropout_and_batch_and_the_joint_model_with_neither(tmp_path):
+    from pops.demo.config import DemoConfig
+    from pops.demo.operators import joint_settings, training_settings
+    from pops.registry import REGISTRY
+
+    config = DemoConfig(out=tmp_path, batch_size=32)
+    assert {s.demo_batch_factor for s in REGISTRY.values()} != {1}  # some operator has its own recipe
+    for kind, spec in REGISTRY.items():
+        settings = training_settings(config, kind)
+        assert settings["batch_size"] == 32 * spec.demo_batch_factor
+        assert settings["model"]["dropout"] == spec.demo_dropout
+    joint = joint_settings(config, list(REGISTRY))
+    assert joint["batch_size"] == 32 and joint["model"]["dropout"] == 0.0
+
+
 def test_choose_workers():
     from pops.demo import choose_workers
 

@@ -277,6 +277,31 @@ def test_ema_lags_behind_the_raw_weights(tmp_path):
     assert dist(ema, before) < dist(raw, before)  # ... which trails them on the way from the start
 
 
+def test_dropout_trains_in_the_blocks_and_never_samples(tmp_path):
+    """model.dropout reaches the PriorTransformer's blocks (two training forwards differ) and is off in sampling, even
+    for a prior loaded in train mode, whose mode is restored after the call; the saved operator keeps it."""
+    from pops.operator import Operator
+    from pops.prior import Condition
+    from pops.train import train
+
+    cfg = tiny_config(tmp_path, max_steps=4, model={**tiny_config(tmp_path).model.__dict__, "dropout": 0.5})
+    model = train(cfg, pairs=make_pairs())
+    assert model.prior.config.dropout == 0.5
+    loaded = Operator.from_pretrained(tmp_path / "run")
+    loaded.model.train()
+    x, t = torch.randn(3, DIM), torch.full((3,), 500)
+    cond = Condition(torch.randn(3, 2, DIM), torch.ones(3, 2, dtype=torch.bool))
+    assert not torch.equal(loaded.model(x, t, cond), loaded.model(x, t, cond))  # dropout in training
+    inputs = [torch.randn(3, DIM), torch.randn(3, DIM)]
+    draw = lambda: loaded.sample(inputs, num_inference_steps=3, generator=torch.Generator().manual_seed(1))  # noqa: E731
+    first = draw()
+    assert torch.equal(first, draw()) and loaded.model.training  # no dropout when sampling; train mode restored
+    loaded.model.eval()
+    assert torch.equal(first, draw()) and not loaded.model.training
+    with pytest.raises(ValueError, match="model.dropout"):
+        tiny_config(tmp_path, model={**tiny_config(tmp_path).model.__dict__, "dropout": 1.0})
+
+
 def test_ema_update_rule():
     from pops.train.ema import copy_ema_to, ema_model
 

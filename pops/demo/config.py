@@ -58,6 +58,8 @@ class DemoConfig:
     width: int = 256
     layers: int = 2  # measured: two 256-wide layers generalise as well as four, at half the cost
     # Measured on texturing: a step's fixed cost dominates at this size, so more steps of 64 beat fewer of 256.
+    # An operator's registry entry may multiply it (demo_batch_factor, with its demo_dropout): texturing, scene and
+    # instruct train at 128 with dropout 0.1 (benchmarks/training_recipes.py); the joint model at this size.
     batch_size: int = 64
     steps: int = 500  # optimiser steps per operator (measured: 1500 steps overfit, held-out top-1 drops)
     lr: float = 1e-3
@@ -137,11 +139,9 @@ class DemoConfig:
         for scale in (*self.guidance_candidates, *self.guidance_scales):
             checks.guidance(scale, "guidance")
         tokens = max(get_spec(kind).num_slots for kind in self.operators) + 4 + 8  # instruct: a word's tokens
+        batch = self.batch_size * max(get_spec(kind).demo_batch_factor for kind in self.operators)
         checks.memory(
-            2
-            * checks.transformer_bytes(
-                self.batch_size * self.workers_hint(), tokens, self.width, self.layers, training=True
-            ),
+            2 * checks.transformer_bytes(batch * self.workers_hint(), tokens, self.width, self.layers, training=True),
             f"training with batch_size {self.batch_size}",
             "give a smaller --batch-size",
         )

@@ -26,6 +26,7 @@ from pops.files import tensor_digest
 from pops.joint import JointOperator
 from pops.operator import Operator
 from pops.reference import OPERATOR_CONFIG_NAME
+from pops.registry import get_spec
 from pops.train import Trainer, config_from_dict
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ CHOSEN_METHOD = "pops chosen"
 def training_settings(config, kind: str) -> dict:
     """The pops.train config of one operator: a from-scratch prior whose clip statistics come from the training
     embeddings with one shared std (EfficientNet's sparse features; see ModelConfig.clip_std), trained on recombined
-    pairs. The trainer does not write the folder: the demo saves the operator once, with its chosen guidance."""
+    pairs, with the registry entry's dropout and batch factor. The trainer does not write the folder: the demo saves
+    the operator once, with its chosen guidance."""
+    spec = get_spec(kind)
     return dict(
         operator=kind,
         data="in-memory",
@@ -52,7 +55,7 @@ def training_settings(config, kind: str) -> dict:
         init="scratch",
         seed=config.seed,
         max_steps=config.steps,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * spec.demo_batch_factor,
         recombine=config.recombine,
         mixed_precision="bf16" if config.bf16 else "no",
         progress=config.progress,
@@ -63,6 +66,7 @@ def training_settings(config, kind: str) -> dict:
             num_attention_heads=config.width // 64,
             attention_head_dim=64,
             clip_std="shared",
+            dropout=spec.demo_dropout,
         ),
         optim=dict(lr=config.lr, warmup_steps=config.warmup_steps, schedule="cosine"),
         checkpoint=dict(every=0, at_end=False),
@@ -193,8 +197,10 @@ def joint_settings(config, kinds) -> dict:
     """The pops.train config of the joint model: the separate operators' recipe and model size, one operator row
     each, and `config.joint_budget` of their steps together (each optimiser step one operator's batch, in turn)."""
     settings = training_settings(config, kinds[0])
+    settings["model"]["dropout"] = 0.0  # the shared recipe: no one operator's dropout or batch factor
     settings.update(
         data=None,  # the pairs are given in memory, one set per operator
+        batch_size=config.batch_size,
         operators=list(kinds),
         max_steps=config.joint_steps(),
         output_dir=str(config.out / "operators" / JOINT_FOLDER),

@@ -42,6 +42,8 @@ class ModelConfig:
     # the normalised space a uniformly scaled copy of the raw one, so the MSE objective and cosine retrieval agree
     # (measured in the embedded world: texturing held-out top-1 0.71 -> 0.81 at guidance 3).
     clip_std: str = "per-dim"
+    # Dropout inside the transformer blocks of a scratch prior (PriorTransformer's `dropout`; never in sampling).
+    dropout: float = 0.0
 
 
 @dataclass
@@ -226,6 +228,7 @@ class TrainConfig:
             min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1,
             "model: sizes must be positive",
         )
+        _check(0.0 <= checks.real(m.dropout, "model.dropout") < 1.0, f"model.dropout: in [0, 1), got {m.dropout}")
         return self
 
     def to_dict(self) -> dict:

@@ -61,7 +61,9 @@ def build_model(config: TrainConfig, pairs: Pairs | Sequence[Pairs]) -> PopsPrio
         m = config.model
         if m.embedding_dim != dim:
             raise ValueError(f"model.embedding_dim is {m.embedding_dim} but the training embeddings are {dim}-d")
-        prior = make_prior(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim)
+        prior = make_prior(
+            m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim, dropout=m.dropout
+        )
         model = PopsPrior(prior, text_width=text_width)
         mean, std = embedding_stats(sets)
         if m.clip_std == "shared":  # one std for every dimension (see ModelConfig.clip_std)
