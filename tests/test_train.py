@@ -288,6 +288,7 @@ def test_dropout_trains_in_the_blocks_and_never_samples(tmp_path):
     model = train(cfg, pairs=make_pairs())
     assert model.prior.config.dropout == 0.5
     loaded = Operator.from_pretrained(tmp_path / "run")
+    assert loaded.model.prior.config.dropout == 0.5
     loaded.model.train()
     x, t = torch.randn(3, DIM), torch.full((3,), 500)
     cond = Condition(torch.randn(3, 2, DIM), torch.ones(3, 2, dtype=torch.bool))
