@@ -1,21 +1,20 @@
 """Training recipes of the demo's separate operators, compared side by side over world seeds.
 
     .venv/bin/python -m benchmarks.training_recipes --seeds 0 1 2 3 4 --operators texturing scene \
-        --recipe 'shared={"model": {"dropout": 0.0}, "batch_size": 64}' \
-        --recipe 'dropout, 2x batch={"model": {"dropout": 0.1}, "batch_size": 128}' --data outputs/seeds
+        --recipe shared model.dropout=0 batch_size=64 \
+        --recipe "dropout, batch 128" model.dropout=0.1 batch_size=128 --data outputs/seeds
 
 Per seed, the demo's data (world -> cache -> pairs, `pops.demo.data.build_data`; `--data DIR` reuses the caches of
 `benchmarks.world_seeds`' seed folders DIR/seed<N>), then per operator and recipe: training as the demo trains it
-(`training_settings` with the recipe's keys laid over it), guidance and sampler chosen on validation classes exactly
-as the demo chooses them, and the held-out test scored at that choice. Printed per recipe: the best validation top-1
-(what a choice between recipes may look at) and the held-out gap closed (what it is judged by), mean and worst over
-seeds. Synonyms: top-1.
+(`training_settings` with the recipe's `key=value` overrides, as `pops train --override` takes them), guidance and
+sampler chosen on validation classes exactly as the demo chooses them, and the held-out test scored at that choice.
+Printed per recipe: the best validation top-1 (what a choice between recipes may look at) and the held-out gap closed
+(what it is judged by), mean and worst over seeds. Synonyms: top-1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -28,14 +27,7 @@ from pops.demo.operators import give_sampling, training_settings
 from pops.evaluation import evaluate_operators
 from pops.registry import REGISTRY
 from pops.train import Trainer, config_from_dict
-
-
-def laid_over(base: dict, changes: dict) -> dict:
-    """`base` with `changes` laid over it, nested mappings key by key."""
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = laid_over(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+from pops.train.config import apply_overrides
 
 
 def demo_data(seed: int, folder: Path):
@@ -50,9 +42,9 @@ def demo_data(seed: int, folder: Path):
     return config, build_data(config, World(config.world_config()), cache, MiniLMEncoder(), {})
 
 
-def score(config: DemoConfig, kind: str, data, recipe: dict) -> dict[str, float]:
+def score(config: DemoConfig, kind: str, data, recipe: list[str]) -> dict[str, float]:
     """Validation top-1 and held-out gap closed (synonyms: top-1) of one operator trained with `recipe`."""
-    settings = laid_over(training_settings(config, kind), recipe)
+    settings = apply_overrides(training_settings(config, kind), recipe)
     with sdpa_kernel(SDPBackend.MATH):  # as the demo trains
         trainer = Trainer(config_from_dict(settings), pairs=data.train)
         trainer.run()
@@ -68,16 +60,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--operators", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
-    parser.add_argument("--recipe", action="append", required=True, help="NAME=JSON of training settings")
+    parser.add_argument(
+        "--recipe", action="append", nargs="+", required=True, help="NAME KEY=VALUE ...: one recipe (repeatable)"
+    )
     parser.add_argument("--data", type=Path, default=Path("outputs/seeds"), help="folder of seed<N> demo folders")
     args = parser.parse_args(argv)
-    recipes = {}
-    for item in args.recipe:
-        name, _, text = item.partition("=")
+    recipes = {name: overrides for name, *overrides in args.recipe}
+    for name, overrides in recipes.items():
         try:
-            recipes[name] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"error: --recipe {name!r}: not JSON ({exc})") from None
+            apply_overrides({}, overrides)
+        except ValueError as exc:
+            raise SystemExit(f"error: --recipe {name!r}: {exc}") from None
     torch.set_num_threads(1)  # as the demo's workers
     results: dict = {}  # (recipe, row) -> {"validation": [...], "held-out": [...]}
     for seed in args.seeds:
