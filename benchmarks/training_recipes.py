@@ -66,11 +66,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, default=Path("outputs/seeds"), help="folder of seed<N> demo folders")
     args = parser.parse_args(argv)
     recipes = {name: overrides for name, *overrides in args.recipe}
-    for name, overrides in recipes.items():
-        try:
-            apply_overrides({}, overrides)
-        except ValueError as exc:
-            raise SystemExit(f"error: --recipe {name!r}: {exc}") from None
+    for name, overrides in recipes.items():  # every recipe's whole training config checked before any work
+        for kind in args.operators:
+            try:
+                config_from_dict(apply_overrides(training_settings(DemoConfig(out=args.data), kind), overrides))
+            except ValueError as exc:
+                raise SystemExit(f"error: --recipe {name!r}: {exc}") from None
     torch.set_num_threads(1)  # as the demo's workers
     results: dict = {}  # (recipe, row) -> {"validation": [...], "held-out": [...]}
     for seed in args.seeds:

@@ -42,12 +42,13 @@ JOINT_METHOD = "pops joint"
 CHOSEN_METHOD = "pops chosen"
 
 
-def training_settings(config, kind: str) -> dict:
+def training_settings(config, kind: str, *, own_recipe: bool = True) -> dict:
     """The pops.train config of one operator: a from-scratch prior whose clip statistics come from the training
     embeddings with one shared std (EfficientNet's sparse features; see ModelConfig.clip_std), trained on recombined
-    pairs, with the registry entry's dropout and batch factor. The trainer does not write the folder: the demo saves
-    the operator once, with its chosen guidance."""
+    pairs, with the registry entry's dropout and batch factor (`own_recipe`; else the shared recipe's). The trainer
+    does not write the folder: the demo saves the operator once, with its chosen guidance."""
     spec = get_spec(kind)
+    batch_factor, dropout = (spec.demo_batch_factor, spec.demo_dropout) if own_recipe else (1, 0.0)
     return dict(
         operator=kind,
         data="in-memory",
@@ -55,7 +56,7 @@ def training_settings(config, kind: str) -> dict:
         init="scratch",
         seed=config.seed,
         max_steps=config.steps,
-        batch_size=config.batch_size * spec.demo_batch_factor,
+        batch_size=config.batch_size * batch_factor,
         recombine=config.recombine,
         mixed_precision="bf16" if config.bf16 else "no",
         progress=config.progress,
@@ -66,7 +67,7 @@ def training_settings(config, kind: str) -> dict:
             num_attention_heads=config.width // 64,
             attention_head_dim=64,
             clip_std="shared",
-            dropout=spec.demo_dropout,
+            dropout=dropout,
         ),
         optim=dict(lr=config.lr, warmup_steps=config.warmup_steps, schedule="cosine"),
         checkpoint=dict(every=0, at_end=False),
@@ -196,11 +197,9 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
 def joint_settings(config, kinds) -> dict:
     """The pops.train config of the joint model: the separate operators' recipe and model size, one operator row
     each, and `config.joint_budget` of their steps together (each optimiser step one operator's batch, in turn)."""
-    settings = training_settings(config, kinds[0])
-    settings["model"]["dropout"] = 0.0  # the shared recipe: no one operator's dropout or batch factor
+    settings = training_settings(config, kinds[0], own_recipe=False)  # no one operator's dropout or batch factor
     settings.update(
         data=None,  # the pairs are given in memory, one set per operator
-        batch_size=config.batch_size,
         operators=list(kinds),
         max_steps=config.joint_steps(),
         output_dir=str(config.out / "operators" / JOINT_FOLDER),
