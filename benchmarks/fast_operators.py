@@ -77,6 +77,7 @@ def one_pass_operator(
     if validation.is_file():
         gallery, meta = load_embeddings(data / f"{kind}-gallery.safetensors")
         operator_data = OperatorData(kind, [], None, {}, meta["classes"], gallery, validation=Pairs.load(validation))
-        op.guidance_scale, scores = choose_sampling(op, operator_data, record["guidance_candidates"])[::3]
+        chosen = choose_sampling(op, operator_data, record["guidance_candidates"])
+        op.guidance_scale, scores = chosen.guidance_scale, chosen.scores
         log(f"    {kind} one-pass guidance {op.guidance_scale:g} (validation top-1 {scores})")
     return _keep(op, folder, started, log)

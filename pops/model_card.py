@@ -176,6 +176,8 @@ def operator_card(op: Operator) -> str:
 def sampling_line(op: Operator) -> str:
     """How a call with no settings samples: the operator's own sampler and steps (pops.sampler.SAMPLERS)."""
     steps = f"{op.num_inference_steps} step{'s' if op.num_inference_steps != 1 else ''}"
+    if op.draws > 1:
+        steps += f", each output the mean of {op.draws} samples"
     if op.guidance_folded:
         return f"{op.sampler}, {steps}, guidance {op.guidance_scale:g} (guidance folded into the weights)"
     return f"{op.sampler}, {steps}" + (" (the reference's ancestral loop)" if op.sampler == "unclip" else "")

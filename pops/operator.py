@@ -30,7 +30,9 @@ class Operator:
     `guidance_scale` is this operator's default scale: the registry's (the paper's) unless the operator was given its
     own, e.g. one chosen on validation data for a small operator trained from scratch; it is saved with the operator.
     So are `sampler` and `num_inference_steps`, what `sample` uses when none are named: the reference's (unclip, 25)
-    unless the operator was made for others (a distilled student: ddim, 1 step, guidance 1 — one pass).
+    unless the operator was made for others (a distilled student: ddim, 1 step, guidance 1 — one pass). `draws`:
+    how many samples each output is the mean of (1, the reference: one sample; more estimate the posterior mean, the
+    embedding closest on average to the target, at that many times the cost), also saved.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Operator:
         sampler: str = "unclip",
         num_inference_steps: int = 25,
         source: dict | None = None,
+        draws: int = 1,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -66,6 +69,8 @@ class Operator:
         self.sampler = _sampler_name(sampler)
         # ... and its number of steps (a distilled one-pass student: 1).
         self.num_inference_steps = 25 if num_inference_steps is None else checks.steps(num_inference_steps)
+        # ... and how many samples each output averages (see the class docstring).
+        self.draws = checks.count(draws, "draws")
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -138,6 +143,7 @@ class Operator:
                 sampler=config.get("sampler", "unclip"),
                 num_inference_steps=config.get("num_inference_steps", 25),
                 source=config.get("source"),
+                draws=config.get("draws", 1),
             )
         except (TypeError, ValueError) as exc:  # a value of the config out of range, a scheduler it cannot build
             raise ValueError(f"{Path(where) / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
@@ -152,6 +158,8 @@ class Operator:
             config["sampler"] = self.sampler
         if self.num_inference_steps != 25:
             config["num_inference_steps"] = self.num_inference_steps
+        if self.draws != 1:
+            config["draws"] = self.draws
         return config
 
     def save_pretrained(
@@ -232,16 +240,19 @@ class Operator:
         batch_size: int | None = None,
         progress: bool = False,
         sampler: str | None = None,
+        draws: int | None = None,
     ) -> torch.Tensor:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
         inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
         pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
-        `op.sampler`. Bad arguments raise pops.checks.BadValue (a TypeError and a ValueError) naming the argument;
-        see pops.checks for the ranges (guidance 1 = no guidance)."""
-        self._settings(guidance_scale, num_inference_steps, generator, layout, sampler)  # bad values before any work
+        `op.sampler`; `draws`: samples averaged into each output, default `op.draws`. Bad arguments raise
+        pops.checks.BadValue (a TypeError and a ValueError) naming the argument; see pops.checks for the ranges
+        (guidance 1 = no guidance)."""
+        settings = (guidance_scale, num_inference_steps, generator, layout, sampler, draws)
+        self._settings(*settings)  # bad values before any work
         cond = self.condition(inputs, batch_size)
-        return self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler)
+        return self._sample(cond, *settings, progress)
 
     def sample_batch(
         self,
@@ -254,6 +265,7 @@ class Operator:
         chunk_size: int | None = 512,
         progress: bool = False,
         sampler: str | None = None,
+        draws: int | None = None,
     ) -> torch.Tensor:
         """Sample one raw embedding per sample of a training `Batch` or of `Pairs` (already embeddings: slots as
         `Pairs` holds them; a slot a sample lacks, `present` False, is the null condition); returns (N, D).
@@ -266,15 +278,15 @@ class Operator:
         if size == 0:
             raise ValueError("no samples to sample: the batch is empty")
         step = size if chunk_size is None else checks.count(chunk_size, "chunk_size")
-        self.check_memory(min(step, size), layout)
-        self._settings(guidance_scale, num_inference_steps, generator, layout, sampler)  # bad values before any work
+        settings = (guidance_scale, num_inference_steps, generator, layout, sampler, draws)
+        self.check_memory(min(step, size) * self._settings(*settings)[3], layout)  # bad values before any work
         outs = []
         for start in range(0, size, step):
             index = torch.arange(start, min(start + step, size))
             part = batch.batch(index) if isinstance(batch, Pairs) else batch.select(index)
             drop = None if part.present is None else ~part.present.bool()
             cond = self.model.condition(self.spec, part.slots, drop=drop)
-            outs.append(self._sample(cond, guidance_scale, num_inference_steps, generator, layout, progress, sampler))
+            outs.append(self._sample(cond, *settings, progress))
         return torch.cat(outs)
 
     def condition(self, inputs: Sequence[Any], batch_size: int | None = None) -> Condition:
@@ -303,8 +315,8 @@ class Operator:
             available=checks.device_memory(self.device),
         )
 
-    def _settings(self, guidance_scale, num_inference_steps, generator, layout, sampler):
-        """The checked (guidance scale, sampler name, steps) of one call (None: the operator's own)."""
+    def _settings(self, guidance_scale, num_inference_steps, generator, layout, sampler, draws):
+        """The checked (guidance scale, sampler name, steps, draws) of one call (None: the operator's own)."""
         scale = self.guidance_scale if guidance_scale is None else checks.guidance(guidance_scale)
         if layout not in LAYOUTS:
             raise checks.BadValue(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -312,24 +324,27 @@ class Operator:
         if not all(g is None or isinstance(g, torch.Generator) for g in gens) or (generator is not None and not gens):
             raise checks.BadValue(f"generator must be a torch.Generator or a list of them, got {generator!r:.60}")
         name, steps = self.sampling(sampler, num_inference_steps)
-        return scale, name, steps
+        return scale, name, steps, checks.count(self.draws if draws is None else draws, "draws")
 
     def _sample(
-        self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, progress, sampler
+        self, cond: Condition, guidance_scale, num_inference_steps, generator, layout, sampler, draws, progress
     ) -> torch.Tensor:
-        """The one path from condition rows to samples: the operator's sampler, scheduler and guidance scale."""
-        scale, name, num_inference_steps = self._settings(
-            guidance_scale, num_inference_steps, generator, layout, sampler
+        """The one path from condition rows to samples: the operator's sampler, scheduler and guidance scale; with
+        several draws, each row's samples in a row (each row's generator draws all of its own), then their mean."""
+        scale, name, num_inference_steps, draws = self._settings(
+            guidance_scale, num_inference_steps, generator, layout, sampler, draws
         )
         rows = cond.rows.shape[0]
-        self.check_memory(rows, layout)
-        if isinstance(generator, (list, tuple)) and len(generator) != rows:
-            raise checks.BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")
+        self.check_memory(rows * draws, layout)
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != rows:
+                raise checks.BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")
+            generator = [g for g in generator for _ in range(draws)]
         scheduler = make_sampling_scheduler(self.scheduler_config) if name == "unclip" else None
         with self.model.sampling_mode():
-            return get_sampler(name)(
+            out = get_sampler(name)(
                 self.model,
-                cond,
+                cond.repeat(draws) if draws > 1 else cond,
                 guidance_scale=scale,
                 num_inference_steps=num_inference_steps,
                 generator=generator,
@@ -337,6 +352,7 @@ class Operator:
                 scheduler=scheduler,
                 progress=progress,
             )
+        return out.view(rows, draws, -1).mean(1) if draws > 1 else out
 
     def sampling(self, sampler: str | None = None, num_inference_steps: int | None = None) -> tuple[str, int]:
         """The (sampler, steps) a call with these arguments uses: the operator's own where None; its own steps go

@@ -74,6 +74,10 @@ class Condition:
         rows = torch.cat([self.rows[:, : self.fixed], torch.zeros_like(self.rows[:, self.fixed :])], 1)
         return Condition(rows, self.mask, self.fixed)
 
+    def repeat(self, times: int) -> Condition:
+        """Each sample's rows `times` times in a row (sample 0, 0, …, 1, 1, …)."""
+        return Condition(self.rows.repeat_interleave(times, 0), self.mask.repeat_interleave(times, 0), self.fixed)
+
     @staticmethod
     def cat(conditions: Sequence[Condition]) -> Condition:
         fixed = {c.fixed for c in conditions}

@@ -309,3 +309,29 @@ def test_sample_batch_equals_operator_sample_per_chunk(tiny_operator):
     assert torch.equal(chunked, got)
     with pytest.raises(ValueError, match="chunk_size"):
         op.sample_batch(pairs, chunk_size=0)
+
+
+def test_draws_average_each_rows_own_samples_and_are_saved(tiny_operator, tmp_path):
+    """draws=k: each output is the mean of k samples of its own row (in a row, from the one generator, or each from
+    its row's generator in a list); the operator's own draws are saved with it and used by default."""
+    from pops.operator import Operator
+
+    op = tiny_operator("texturing")
+    x = [torch.randn(2, 32, generator=torch.Generator().manual_seed(1)), torch.randn(2, 32)]
+    settings = dict(guidance_scale=3.0, num_inference_steps=3, sampler="ddim")
+    got = op.sample(x, generator=torch.Generator().manual_seed(4), draws=3, **settings)
+    each = op.sample(
+        [t.repeat_interleave(3, 0) for t in x], generator=torch.Generator().manual_seed(4), draws=1, **settings
+    )
+    assert torch.allclose(got, each.view(2, 3, -1).mean(1), atol=1e-6)
+    assert not torch.allclose(got, each.view(2, 3, -1)[:, 0], atol=1e-4)  # a mean, not one draw
+    generators = [torch.Generator().manual_seed(s) for s in (7, 8)]
+    listed = op.sample(x, generator=generators, draws=2, **settings)
+    first = op.sample([t[:1] for t in x], generator=torch.Generator().manual_seed(7), draws=2, **settings)
+    assert torch.allclose(listed[:1], first, atol=1e-6)  # row 0's two samples both come from its own generator
+    with pytest.raises(ValueError, match="draws"):
+        op.sample(x, draws=0)
+    op.draws = 3
+    assert torch.equal(op.sample(x, generator=torch.Generator().manual_seed(4), **settings), got)
+    op.save_pretrained(tmp_path / "op")
+    assert Operator.from_pretrained(tmp_path / "op").draws == 3

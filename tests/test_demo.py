@@ -134,9 +134,13 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         record = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())
         samplers = (("unclip", config.sampling_steps), *config.fast_samplers)  # each pair tried on validation
         assert set(record["validation_top1"]) == {
-            f"{n} {k} g{g:g}" for n, k in samplers for g in config.guidance_candidates
+            f"{n} {k} g{g:g}" + "".join(f" x{d}" for d in more if d > 1)
+            for n, k, *more in samplers
+            for g in config.guidance_candidates
         }
-        assert summary["sampling"][kind] == f"{op.sampler} {op.num_inference_steps}"  # the chosen one travels too
+        # the chosen one travels too, its draws included
+        draws = f" x{op.draws}" if op.draws > 1 else ""
+        assert summary["sampling"][kind] == f"{op.sampler} {op.num_inference_steps}{draws}"
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)

@@ -61,6 +61,17 @@ def test_targets_start_from_the_noise_the_sampler_draws(tiny_operator, steps):
         torch.testing.assert_close(teacher.model.denormalize(single), own, rtol=1e-5, atol=1e-5)
 
 
+def test_a_teacher_that_averages_draws_still_gives_single_samples_and_a_single_pass_student(tiny_operator):
+    """A teacher whose outputs are means of several draws (op.draws) still regresses the student onto ONE sample per
+    noise (the student maps z to it), and the student samples one call per output."""
+    teacher, pairs = tiny_operator(), _pairs(n=8)
+    single = teacher_targets(teacher, pairs, DistillConfig(noises=2, teacher_steps=2))
+    teacher.draws = 3
+    averaging = teacher_targets(teacher, pairs, DistillConfig(noises=2, teacher_steps=2))
+    assert torch.equal(single.target, averaging.target) and torch.equal(single.noise, averaging.noise)
+    assert distill(teacher, pairs, DistillConfig(steps=2, noises=1, teacher_steps=2)).draws == 1
+
+
 def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny_operator, tmp_path):
     teacher, pairs = tiny_operator(), _pairs()
     assert teacher.guidance_scale > 1

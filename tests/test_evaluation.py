@@ -281,13 +281,15 @@ def test_the_sampling_choice_sees_only_validation_classes(tiny_operator):
         return Pairs("union", slots, present, gallery[ids], class_ids=torch.tensor(ids), info={"classes": classes})
 
     data = OperatorData("union", classes, None, _Untouchable(), classes, gallery, validation=pairs([0, 1, 2, 3]))
-    samplers = (("unclip", 3), ("ddim", 2))
+    samplers = (("unclip", 3), ("ddim", 2), ("ddim", 2, 3))
     chosen = choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0)
-    scale, name, steps, scores = chosen
-    assert scale in (1.0, 3.0, 8.0) and (name, steps) in samplers
-    assert set(scores) == {f"{n} {k} g{s:g}" for n, k in samplers for s in (1, 3, 8)}
+    scale, name, steps, draws, scores = chosen
+    assert scale in (1.0, 3.0, 8.0) and ((name, steps) in samplers or (name, steps, draws) in samplers)
+    assert set(scores) == {f"{n} {k} g{s:g}" + "".join(f" x{d}" for d in m) for n, k, *m in samplers for s in (1, 3, 8)}
     data.tests = {"test": pairs([4, 5, 6, 7])}  # held-out classes present: still the same choice
     assert choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0) == chosen
+    chosen.give(op)
+    assert (op.guidance_scale, op.sampler, op.num_inference_steps, op.draws) == (scale, name, steps, draws)
 
 
 def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator, monkeypatch):
@@ -307,10 +309,13 @@ def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator,
     # every candidate retrieves every class (top-1 and rank 1.0); scale 3 with ddim lies closest to the targets
     tilt = {(1.0, "unclip"): 0.5, (3.0, "unclip"): 0.3, (3.0, "ddim"): 0.1, (8.0, "ddim"): 0.2}
 
-    def fake(op, pairs, guidance_scale, seed, steps, sampler):
-        return target + tilt.get((guidance_scale, sampler), 0.4)
+    def fake(op, pairs, guidance_scale, seed, steps, sampler, draws):
+        return target + tilt.get((guidance_scale, sampler, draws), tilt.get((guidance_scale, sampler), 0.4))
 
     monkeypatch.setattr(harness, "sample_pairs", fake)
     assert choose_sampling(op, data, (1.0, 3.0, 8.0), (("unclip", 25), ("ddim", 4)), seed=0)[:3] == (3.0, "ddim", 4)
+    samplers = (("unclip", 25), ("ddim", 4), ("ddim", 4, 4))  # the last: each output the mean of 4 samples
+    tilt[3.0, "ddim", 4] = 0.05  # more draws, closer still
+    assert choose_sampling(op, data, (1.0, 3.0), samplers, seed=0)[:4] == (3.0, "ddim", 4, 4)
     tilt = {}  # all equal: the reference sampler, then the smaller scale
-    assert choose_sampling(op, data, (1.0, 3.0, 8.0), (("unclip", 25), ("ddim", 4)), seed=0)[:3] == (1.0, "unclip", 25)
+    assert choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0)[:4] == (1.0, "unclip", 25, 1)

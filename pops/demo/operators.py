@@ -114,13 +114,17 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
 
 
 def give_sampling(op, data, config) -> dict:
-    """Give `op` the guidance scale and sampler (the reference's, or one of `config.fast_samplers`) that score best
-    on its validation classes; returns their scores."""
+    """Give `op` the guidance scale and sampler (the reference's, or one of `config.fast_samplers`, with its draws)
+    that score best on its validation classes; returns their scores."""
     samplers = (("unclip", config.sampling_steps), *config.fast_samplers)
-    op.guidance_scale, op.sampler, op.num_inference_steps, scores = choose_sampling(
-        op, data, config.guidance_candidates, samplers, config.seed
-    )
-    return scores
+    chosen = choose_sampling(op, data, config.guidance_candidates, samplers, config.seed)
+    chosen.give(op)
+    return chosen.scores
+
+
+def sampling_name(op) -> str:
+    """How `op` samples, for the demo's record: "SAMPLER STEPS" (+ " xDRAWS" beyond one draw)."""
+    return f"{op.sampler} {op.num_inference_steps}" + (f" x{op.draws}" if op.draws > 1 else "")
 
 
 def _fingerprints(pairs):
@@ -186,7 +190,7 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         fresh=fresh,
         validation=best_validation(config.out / "operators" / kind),
         guidance=op.guidance_scale,
-        sampling=f"{op.sampler} {op.num_inference_steps}",
+        sampling=sampling_name(op),
         table=table.to_dict(),
         outputs=outputs,
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
@@ -254,7 +258,7 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
         fresh=fresh,
         validation=best_validation(config.out / "operators" / JOINT_FOLDER),
         guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
-        sampling={kind: f"{op.sampler} {op.num_inference_steps}" for kind, op in joint.operators.items()},
+        sampling={kind: sampling_name(op) for kind, op in joint.operators.items()},
         table=MetricsTable(rows).to_dict(),
         outputs={f"{row}/joint": out for row, out in outputs.items() if "/" not in row},
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},

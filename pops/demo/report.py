@@ -156,7 +156,8 @@ def render_report(
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
         samplers=", ".join(
-            f"{n} {s}" for n, s in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
+            f"{n} {s}" + "".join(f" x{d}" for d in more)
+            for n, s, *more in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
         ),
         chosen=", ".join(
             f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"

@@ -5,6 +5,7 @@ operator's guidance scale and sampler on validation classes. What `pops demo` an
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -34,41 +35,62 @@ def sample_pairs(
     steps: int | None = None,
     sampler: str | None = None,
     generator_device: str = "cpu",
+    draws: int | None = None,
 ) -> torch.Tensor:
     """The operator's outputs for every sample of `pairs` (absent slots are the null condition), one generator
-    (drawn on `generator_device`: "cuda" draws as the reference does on a GPU)."""
+    (drawn on `generator_device`: "cuda" draws as the reference does on a GPU); `draws` as `Operator.sample`."""
     generator = make_generator(seed, generator_device)
     out = op.sample_batch(
-        pairs, guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator, sampler=sampler
+        pairs,
+        guidance_scale=guidance_scale,
+        num_inference_steps=steps,
+        generator=generator,
+        sampler=sampler,
+        draws=draws,
     )
     return out.float().cpu()  # scored against CPU targets, wherever the operator ran
 
 
-def choose_sampling(
-    op: Operator, data: OperatorData, scales, samplers=((None, None),), seed: int = 0
-) -> tuple[float, str, int, dict]:
-    """The (guidance scale, sampler, steps) whose samples score best on the validation classes, among `scales` ×
-    `samplers` ((name, steps) pairs; (None, None): the operator's own). Validation classes are training classes kept
-    out of training, so this never sees a test class. Ranked by top-1, then mean reciprocal rank, then mean cosine to
-    the target (validation sets are small: several candidates often tie at top-1 1.0), then the earlier sampler, then
-    the smaller scale. Returns (scale, sampler, steps, {"SAMPLER STEPS gSCALE": top-1})."""
+class Sampling(NamedTuple):
+    """How an operator samples (what `choose_sampling` chooses), and the validation top-1 of every candidate."""
+
+    guidance_scale: float
+    sampler: str
+    num_inference_steps: int
+    draws: int
+    scores: dict[str, float]
+
+    def give(self, op: Operator) -> None:
+        """Make these `op`'s own settings (what it samples with, and saves, by default)."""
+        op.guidance_scale, op.sampler, op.num_inference_steps, op.draws = self[:4]
+
+
+def choose_sampling(op: Operator, data: OperatorData, scales, samplers=((None, None),), seed: int = 0) -> Sampling:
+    """The (guidance scale, sampler, steps, draws) whose outputs score best on the validation classes, among `scales`
+    × `samplers` ((name, steps) or (name, steps, draws): draws samples averaged into each output, 1 when not given;
+    (None, None): the operator's own). Validation classes are training classes kept out of training, so this never
+    sees a test class. Ranked by top-1, then mean reciprocal rank, then mean cosine to the target (validation sets
+    are small: several candidates often tie at top-1 1.0), then the earlier sampler, then the smaller scale. Scores
+    are keyed "SAMPLER STEPS gSCALE" (+ " xDRAWS" beyond one draw)."""
     pairs = data.validation
     names, protos = class_prototypes(data.gallery, data.gallery_classes)
     truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
     scores = {}
-    for order, (sampler, steps) in enumerate(samplers):
+    for order, (sampler, steps, *more) in enumerate(samplers):
         name, steps = op.sampling(sampler, steps)
+        draws = more[0] if more else 1
         for scale in sorted(scales):
-            out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps, sampler=name)
-            scores[float(scale), name, steps] = (
+            out = sample_pairs(op, pairs, guidance_scale=scale, seed=seed, steps=steps, sampler=name, draws=draws)
+            scores[float(scale), name, steps, draws] = (
                 top1_accuracy(out, truth, names, protos),
                 mean_reciprocal_rank(out, truth, names, protos),
                 cosine_to_target(out, pairs.target.float()),
                 -order,
                 -scale,
             )
-    scale, name, steps = max(scores, key=scores.get)
-    return scale, name, steps, {f"{n} {k} g{s:g}": round(r[0], 4) for (s, n, k), r in scores.items()}
+    best = max(scores, key=scores.get)
+    named = {f"{n} {k} g{s:g}" + (f" x{d}" if d > 1 else ""): round(r[0], 4) for (s, n, k, d), r in scores.items()}
+    return Sampling(*best, named)
 
 
 def image_inputs(pairs: Pairs) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -87,6 +87,7 @@ def teacher_targets(teacher: Operator, pairs: Pairs, config: DistillConfig) -> T
             generator=torch.Generator().manual_seed(seed),
             chunk_size=None,
             sampler=TEACHER_SAMPLER,
+            draws=1,  # one sample from z, whatever the teacher averages by default: the student maps z to it
         )
         targets.append(teacher.model.normalize(raw))
     return Targets(index, torch.cat(noises), torch.cat(targets))
@@ -156,6 +157,7 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
             log(f"step {step + 1}/{config.steps}  loss {loss.item():.4f}")
     student.model.eval()
     student.guidance_scale, student.sampler, student.num_inference_steps = 1.0, STUDENT_SAMPLER, config.student_steps
+    student.draws = 1  # its call is the few passes it was trained for, whatever its teacher averaged
     student.training = training_record(
         teacher, teacher_name, pairs, config, loss.item(), target_seconds, time.perf_counter() - started
     )
