@@ -111,7 +111,14 @@ apply("config", "guidance_scale", A, B, model="bad/nan-guidance")
 apply("config", "must end in .safetensors", A, B, out="out.txt")
 for value, expect in (("nan", "finite"), ("inf", "finite"), ("0", "[1, 100]"), ("-3", "[1, 100]"), ("1e30", "1e+30")):
     apply("number", expect, A, B, extra=("-g", value))
-for flag, value in (("--seed", "-1"), ("--seed", str(2**64)), ("--steps", "0"), ("--steps", "100000"), ("-n", "0")):
+for flag, value in (
+    ("--seed", "-1"),
+    ("--seed", str(2**64)),
+    ("--steps", "0"),
+    ("--steps", "100000"),
+    ("-n", "0"),
+    ("--draws", "0"),
+):
     apply("number", flag.lstrip("-") if flag != "-n" else "num-samples", A, B, extra=(flag, value))
 apply("memory", "memory", A, B, extra=("-n", "1000000000"))
 apply("type", "valid integer", A, B, extra=("--steps", "2.5"))

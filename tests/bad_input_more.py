@@ -36,6 +36,7 @@ pictures("device", "cuda:99", "good/red.png", "good/blue.png", extra=("--device"
 cli("eval", "empty", "empty file", "eval", "--models", "models-empty-test")
 cli("eval", "slots", "slot1", "eval", "--models", "models-one-slot-test")
 cli("eval", "type", "unknown sampler", "eval", "--models", "models", "--sampler", "euler")
+cli("eval", "number", "--draws", "eval", "--models", "models", "--draws", "0")
 for flag, value, expect in DEVICES:
     cli("eval", "device", expect, "eval", "--models", "models", flag, value)
 

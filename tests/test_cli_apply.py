@@ -181,6 +181,23 @@ def _corrupt(path):
     return path
 
 
+def test_apply_averages_draws_and_records_them(texturing_dir, tmp_path):
+    """--draws N: each output the mean of N samples (recorded in the output's metadata); a bad count is one line."""
+    a, b = _emb(tmp_path / "a.safetensors"), _emb(tmp_path / "b.safetensors", seed=1)
+    base = ["apply", str(a), str(b), "-m", str(texturing_dir), "--sampler", "ddim", "--steps", "2"]
+    outs = {}
+    for draws in ("1", "4"):
+        out = tmp_path / f"draws{draws}.safetensors"
+        result = runner.invoke(app, [*base, "--draws", draws, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        outs[draws], meta = load_embeddings(out)
+        assert meta["draws"] == int(draws)
+    assert not torch.allclose(outs["1"], outs["4"])
+    bad = runner.invoke(app, [*base, "--draws", "0", "-o", str(tmp_path / "bad.safetensors")])
+    assert bad.exit_code != 0 and "--draws" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_apply_takes_a_sampler_by_name(texturing_dir, tmp_path):
     a, b = _emb(tmp_path / "a.safetensors"), _emb(tmp_path / "b.safetensors", seed=1)
     outs = {}

@@ -313,3 +313,28 @@ def test_samplers_by_name_in_equations_and_their_replay(models_dir, files, tmp_p
     replayed = run_equation_cli(None, None, tmp_path / "replay", replay=out / "record.json", render="none")
     assert json.loads((out / "record.json").read_text())["sampler"] == "dpmpp"
     assert torch.equal(first.output, replayed.output)
+
+
+def test_draws_in_equations_enter_the_cache_key_and_the_record(models_dir, files, tmp_path):
+    """`draws=` (samples averaged per output) reaches every operator step, changes its cache key (so does an
+    operator's own draws changed in memory) and the record, and a replay uses it."""
+    folder, _ = files
+    eq = "scene(texture(a.safetensors, b.safetensors), c.safetensors)"
+    runner = EquationRunner(models_dir)
+    one = runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="ddim")
+    three = runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="ddim", draws=3)
+    assert three.num_cached == 0 and not torch.allclose(three.output, one.output)
+    assert three.record["draws"] == 3 and one.record["draws"] is None
+    runner.models.operator("texturing").draws = 3  # the operator's own draws: a new key for its step
+    own = runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="ddim")
+    # texturing's step now has the key of the draws=3 run (same draws, same samples); scene's (1 draw) is new
+    assert own.num_cached == 1 and not torch.allclose(own.output, three.output)
+    assert not torch.allclose(own.output, one.output)
+    runner.models.operator("texturing").draws = 1
+    with pytest.raises(ValueError, match="draws"):
+        runner.run(eq, num_inference_steps=2, base_dir=folder, draws=0)
+    out = tmp_path / "run"
+    first = run_equation_cli(eq, models_dir, out, steps=2, base_dir=folder, render="none", sampler="ddim", draws=2)
+    replayed = run_equation_cli(None, None, tmp_path / "replay", replay=out / "record.json", render="none")
+    assert json.loads((out / "record.json").read_text())["draws"] == 2
+    assert torch.equal(first.output, replayed.output)

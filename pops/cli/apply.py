@@ -69,6 +69,11 @@ def apply(
         help="unclip (the reference's ancestral loop), ddim (deterministic), ddim-linspace (ddim from t 999 to 0, "
         "2+ steps) or dpmpp (DPM-Solver++); few-step samplers take --steps 1-8 (default: the operator's own, unclip).",
     ),
+    draws: int | None = typer.Option(
+        None,
+        help="Samples averaged into each output (an estimate of the posterior mean; default: the operator's own, "
+        "1 unless its folder says).",
+    ),
     out: Path = typer.Option(
         Path("pops_output.safetensors"),
         "--out",
@@ -121,6 +126,8 @@ def apply(
     checked(checks.guidance, guidance_scale, "--guidance-scale")
     checked(checks.steps, steps, "--steps")
     checked(checks.count, num_samples, "--num-samples")
+    if draws is not None:
+        checked(checks.count, draws, "--draws")
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -147,6 +154,7 @@ def apply(
             cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
             generator_device=generator_device,
             overwrite=overwrite,
+            draws=draws,
         )
         return
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")
@@ -166,6 +174,7 @@ def apply(
         out,
         sampler,
         (device, dtype, generator_device or "cpu"),
+        draws,
     )
 
 
@@ -189,7 +198,20 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
 
 
 def _apply(
-    inputs, model, base, checkpoint, kind, seed, guidance_scale, steps, num_samples, layout, out, sampler=None, where=()
+    inputs,
+    model,
+    base,
+    checkpoint,
+    kind,
+    seed,
+    guidance_scale,
+    steps,
+    num_samples,
+    layout,
+    out,
+    sampler=None,
+    where=(),
+    draws=None,
 ):
     from pops.devices import make_generator, place
     from pops.embeddings_io import save_embeddings
@@ -224,6 +246,7 @@ def _apply(
         layout=layout,
         progress=True,
         sampler=sampler,
+        draws=draws,
     )
     meta = dict(
         operator=spec.name,
@@ -235,6 +258,7 @@ def _apply(
         num_samples=num_samples,
         layout=layout,
         sampler=op.sampling(sampler, steps)[0],
+        draws=op.draws if draws is None else draws,
     )
     if generator_device != "cpu":
         meta["generator_device"] = generator_device

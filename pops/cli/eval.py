@@ -45,6 +45,9 @@ def eval_(
         help="unclip (the reference's 25-step ancestral loop), ddim, ddim-linspace or dpmpp (default: each "
         "operator's own).",
     ),
+    draws: int | None = typer.Option(
+        None, help="Samples averaged into each output (default: each operator's own, 1 unless its folder says)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
     threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
     device: str | None = placement.DEVICE,
@@ -57,6 +60,8 @@ def eval_(
     checked(checks.count, seeds, "--seeds")
     checked(checks.steps, steps, "--steps")
     checked(checks.threads, threads, "--threads")
+    if draws is not None:
+        checked(checks.count, draws, "--draws")
     for scale in guidance or ():
         checked(checks.guidance, scale, "--guidance")
     if not models.is_dir():
@@ -70,12 +75,14 @@ def eval_(
     run_or_fail(check_placement, device, dtype, generator_device)
     where = (device, dtype, generator_device)
     table = run_or_fail(
-        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, where
+        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, where, draws
     )
     typer.echo(table.to_text())
 
 
-def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler=None, where=(None, None, "cpu")):
+def _eval(
+    models, operators, data, seeds, guidance, steps, out, threads, sampler=None, where=(None, None, "cpu"), draws=None
+):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
@@ -123,6 +130,7 @@ def _eval(models, operators, data, seeds, guidance, steps, out, threads, sampler
         extra_seeds=seeds,
         sampler=sampler,
         generator_device=where[2],
+        draws=draws,
     )
     if out is not None:
         atomic_write_text(out, table.to_json())

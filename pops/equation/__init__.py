@@ -75,13 +75,15 @@ def apply(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     sampler: str | None = None,
+    draws: int | None = None,
 ):
     """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
     `models`: a models folder (see pops.models_folder), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
     `guidance_scale=None` uses each operator's own default (its registry entry's, unless the operator folder
-    stores its own); so do `sampler=None` and `num_inference_steps=None` (unclip 25 unless the folder says).
+    stores its own); so do `sampler=None` and `num_inference_steps=None` (unclip 25 unless the folder says) and
+    `draws=None` (samples averaged into each output: 1 unless the folder says).
     Relative file paths are resolved against `base_dir` (default: the current folder).
     """
     from pops.equation.runner import EquationRunner
@@ -106,4 +108,5 @@ def apply(
         base_dir=base_dir,
         progress=progress,
         sampler=sampler,
+        draws=draws,
     )

@@ -44,6 +44,7 @@ def run_equation_cli(
     cpu_offload: bool | None = None,
     generator_device: str | None = None,
     overwrite: bool = False,
+    draws: int | None = None,
 ):
     """Run `expr` with the operators under `models_dir`, render it and write everything to `out_dir`.
 
@@ -67,6 +68,7 @@ def run_equation_cli(
             guidance_scale, steps = record["guidance_scale"], record["num_inference_steps"]
             steps = None if steps is None else int(steps)
             num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
+            draws = record.get("draws")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
         base_dir = record.get("base_dir")
@@ -97,6 +99,7 @@ def run_equation_cli(
         progress=True,
         sampler=sampler,
         generator_device=generator_device or "cpu",
+        draws=draws,
     )
     pictures = render_steps(renderer, result, seed, generator_device or "cpu") if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None

@@ -108,10 +108,11 @@ class EquationRunner:
         progress: bool = False,
         sampler: str | None = None,
         generator_device: str = "cpu",
+        draws: int | None = None,
     ) -> EquationResult:
         """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default,
-        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS) and `num_inference_steps=None` its steps
-        (see Operator.sampling). `generator_device`: where the noise is
+        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS), `num_inference_steps=None` its steps
+        (see Operator.sampling) and `draws=None` its draws (Operator.draws). `generator_device`: where the noise is
         drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
@@ -121,6 +122,8 @@ class EquationRunner:
         _check_settings(plan, seed, seeds, num_inference_steps, num_samples, guidance_scale)
         if sampler is not None:
             get_sampler(sampler)
+        if draws is not None:
+            checks.count(draws, "draws")
         for kind in dict.fromkeys(s.operator for s in plan.steps if s.op == "call"):
             # one step's samples must fit before any picture is encoded (and cached into the output folder)
             self.models.operator(kind).check_memory(num_samples, layout)
@@ -150,6 +153,7 @@ class EquationRunner:
                 res.guidance_scale = float(own if guidance_scale is None else guidance_scale)
                 fingerprint = self.models.fingerprint(step.operator)
                 name, steps = self.models.operator(step.operator).sampling(sampler, num_inference_steps)
+                count = self.models.operator(step.operator).draws if draws is None else draws
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(
                     "call",
@@ -162,8 +166,9 @@ class EquationRunner:
                     layout,
                     num_samples,
                     name,
-                    # (keys of CPU noise stay as they were before the option existed)
+                    # (keys of CPU noise and of one draw stay as they were before those options existed)
                     *([generator_device] if generator_device != "cpu" else []),
+                    *([f"draws={count}"] if count != 1 else []),
                 )
                 hit = self.cache.get(res.key, persistent=persistent[step.index])
                 if hit is not None:
@@ -173,7 +178,9 @@ class EquationRunner:
                 else:
                     to_sample.append(step)
             for group in _groups(to_sample, results):
-                self._sample(group, plan, results, num_samples, num_inference_steps, layout, sampler, generator_device)
+                self._sample(
+                    group, plan, results, num_samples, num_inference_steps, layout, sampler, generator_device, draws
+                )
                 for step in group:
                     res = results[step.index]
                     meta = {"step": step.text, "op": step.operator, "seed": res.seed}
@@ -187,6 +194,7 @@ class EquationRunner:
             plan, result, seed, guidance_scale, num_inference_steps, num_samples, layout, base_dir, sampler
         )
         result.record["generator_device"] = generator_device
+        result.record["draws"] = draws
         return result
 
     # ----- leaves --------------------------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ class EquationRunner:
 
     # ----- operator steps ----------------------------------------------------------------------------------------
     def _sample(
-        self, group: list[Step], plan: Plan, results, num_samples: int, steps, layout: str, sampler, gen_device
+        self, group: list[Step], plan: Plan, results, num_samples: int, steps, layout: str, sampler, gen_device, draws
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
@@ -261,6 +269,7 @@ class EquationRunner:
             generator=generators,
             layout=layout,
             sampler=sampler,
+            draws=draws,
         )
         out = out.detach().float().cpu()
         for k, step in enumerate(group):

@@ -126,18 +126,20 @@ def evaluate_operators(
     progress: bool = True,
     sampler: str | None = None,
     generator_device: str = "cpu",
+    draws: int | None = None,
 ):
     """A MetricsTable: per operator and test split (the splits in its data: "test" and the registry's extra test
     splits) the trained operator at its own guidance scale over `seeds` seeds ("pops"), at the registry's scale and
     each of `guidance_scales` over `extra_seeds` ("pops g=s"; none when `extra_seeds` is 0; the registry's scale is
     n/a for a distilled student, whose guidance is in its weights), the averaging baseline, input A only, and the
     oracle.
-    `sampler` names the sampler (pops.sampler.SAMPLERS) and `steps` its steps (None: each operator's own);
+    `sampler` names the sampler (pops.sampler.SAMPLERS), `steps` its steps and `draws` the samples averaged into
+    each output (None: each operator's own);
     `generator_device` where the noise is drawn (pops.devices.make_generator).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}
-    noise = dict(generator_device=generator_device)
+    noise = dict(generator_device=generator_device, draws=draws)
     jobs = [(kind, split) for kind in operators for split in data[kind].tests]
     for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
         op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
