@@ -159,23 +159,12 @@ def apply(
         return
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     _check_operator_options(model, base, checkpoint, out)
-    run_or_fail(
-        _apply,
-        inputs or [],
-        model,
-        base,
-        checkpoint,
-        kind,
-        seed,
-        guidance_scale,
-        steps,
-        num_samples,
-        layout,
-        out,
-        sampler,
-        (device, dtype, generator_device or "cpu"),
-        draws,
+    # How to sample: Operator.sample's settings (None: the operator's own).
+    sampling = dict(
+        guidance_scale=guidance_scale, num_inference_steps=steps, layout=layout, sampler=sampler, draws=draws
     )
+    where = (device, dtype, generator_device or "cpu")
+    run_or_fail(_apply, inputs or [], (model, base, checkpoint, kind), seed, num_samples, out, sampling, where)
 
 
 def _names_operator(text: str) -> bool:
@@ -197,22 +186,9 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(
-    inputs,
-    model,
-    base,
-    checkpoint,
-    kind,
-    seed,
-    guidance_scale,
-    steps,
-    num_samples,
-    layout,
-    out,
-    sampler=None,
-    where=(),
-    draws=None,
-):
+def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
+    """One operator on files: `operator` is (model folder, Kandinsky base, released checkpoint, kind), `sampling`
+    Operator.sample's settings."""
     from pops.devices import make_generator, place
     from pops.embeddings_io import save_embeddings
     from pops.operator import Operator
@@ -221,6 +197,7 @@ def _apply(
 
     # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
     pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
+    model, base, checkpoint, kind = operator
     if model is not None:
         if not model.exists():
             raise FileNotFoundError(f"no such operator folder: {model}")
@@ -234,30 +211,23 @@ def _apply(
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
     values = [read_input(op, slot, text, pictures) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
-    op.check_memory(rows * num_samples, layout)  # before the inputs are repeated for every sample
+    op.check_memory(rows * num_samples, sampling["layout"])  # before the inputs are repeated for every sample
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
-    output = op.sample(
-        values,
-        guidance_scale=guidance_scale,
-        num_inference_steps=steps,
-        batch_size=rows * num_samples,
-        generator=make_generator(seed, generator_device),
-        layout=layout,
-        progress=True,
-        sampler=sampler,
-        draws=draws,
-    )
+    generator = make_generator(seed, generator_device)
+    output = op.sample(values, batch_size=rows * num_samples, generator=generator, progress=True, **sampling)
+    sampler, steps = op.sampling(sampling["sampler"], sampling["num_inference_steps"])
+    guidance, draws = sampling["guidance_scale"], sampling["draws"]
     meta = dict(
         operator=spec.name,
         model=str(model or checkpoint),
         inputs=list(inputs),
         seed=seed,
-        guidance_scale=op.guidance_scale if guidance_scale is None else guidance_scale,
-        steps=op.sampling(sampler, steps)[1],
+        guidance_scale=op.guidance_scale if guidance is None else guidance,
+        steps=steps,
         num_samples=num_samples,
-        layout=layout,
-        sampler=op.sampling(sampler, steps)[0],
+        layout=sampling["layout"],
+        sampler=sampler,
         draws=op.draws if draws is None else draws,
     )
     if generator_device != "cpu":
