@@ -149,16 +149,16 @@ class EquationRunner:
                     done.add(step.index)
                     continue
                 res.seed = int(seeds.get(step.label, seed))
-                own = self.models.operator(step.operator).guidance_scale
-                res.guidance_scale = float(own if guidance_scale is None else guidance_scale)
+                op = self.models.operator(step.operator)
+                res.guidance_scale = float(op.guidance_scale if guidance_scale is None else guidance_scale)
                 fingerprint = self.models.fingerprint(step.operator)
-                name, steps = self.models.operator(step.operator).sampling(sampler, num_inference_steps)
-                count = self.models.operator(step.operator).draws if draws is None else draws
+                name, steps = op.sampling(sampler, num_inference_steps)
+                count = op.draws if draws is None else draws
                 persistent[step.index] &= fingerprint is not None
                 res.key = make_key(
                     "call",
                     step.operator,
-                    fingerprint or f"memory:{id(self.models.operator(step.operator))}",
+                    fingerprint or f"memory:{id(op)}",
                     children,
                     res.seed,
                     res.guidance_scale,
