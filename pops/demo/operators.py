@@ -21,7 +21,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.demo.config import choose_threads
-from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators
+from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators, sampling_label
 from pops.files import tensor_digest
 from pops.joint import JointOperator
 from pops.operator import Operator
@@ -123,8 +123,8 @@ def give_sampling(op, data, config) -> dict:
 
 
 def sampling_name(op) -> str:
-    """How `op` samples, for the demo's record: "SAMPLER STEPS" (+ " xDRAWS" beyond one draw)."""
-    return f"{op.sampler} {op.num_inference_steps}" + (f" x{op.draws}" if op.draws > 1 else "")
+    """How `op` samples, for the demo's record."""
+    return sampling_label(op.sampler, op.num_inference_steps, op.draws)
 
 
 def _fingerprints(pairs):

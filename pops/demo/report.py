@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from pops.demo.operators import CHOSEN_METHOD, JOINT_METHOD
 from pops.equation import apply as apply_equation
-from pops.evaluation import row_kind
+from pops.evaluation import row_kind, sampling_label
 from pops.files import atomic_write_text
 from pops.registry import REGISTRY
 
@@ -156,8 +156,8 @@ def render_report(
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
         samplers=", ".join(
-            f"{n} {s}" + "".join(f" x{d}" for d in more)
-            for n, s, *more in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
+            sampling_label(*sampler)
+            for sampler in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
         ),
         chosen=", ".join(
             f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"

@@ -4,7 +4,15 @@ evaluation data a demo writes and `pops eval` reads (`data`).
 """
 
 from pops.evaluation.data import OperatorData, load_test_data, save_data
-from pops.evaluation.harness import choose_sampling, evaluate_operators, image_inputs, row_kind, row_name, sample_pairs
+from pops.evaluation.harness import (
+    choose_sampling,
+    evaluate_operators,
+    image_inputs,
+    row_kind,
+    row_name,
+    sample_pairs,
+    sampling_label,
+)
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
@@ -38,6 +46,7 @@ __all__ = [
     "row_kind",
     "row_name",
     "sample_pairs",
+    "sampling_label",
     "save_data",
     "top1_accuracy",
 ]

@@ -51,6 +51,11 @@ def sample_pairs(
     return out.float().cpu()  # scored against CPU targets, wherever the operator ran
 
 
+def sampling_label(sampler: str, steps: int, draws: int = 1) -> str:
+    """How a sampler is named in records and reports: "SAMPLER STEPS", + " xDRAWS" beyond one draw."""
+    return f"{sampler} {steps}" + (f" x{draws}" if draws > 1 else "")
+
+
 class Sampling(NamedTuple):
     """How an operator samples (what `choose_sampling` chooses), and the validation top-1 of every candidate."""
 
