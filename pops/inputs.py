@@ -8,6 +8,7 @@ broadcast to the common batch size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ import torch
 
 from pops.embeddings_io import check_embeddings
 from pops.pairs import pad_rows
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pops.operator import Operator
@@ -98,7 +101,9 @@ def _text_rows(op, value, name):
         ):
             if op.text_encoder is None:
                 raise ValueError(f"{name}: a word was given but this operator has no text encoder; pass token rows")
-            value = op.text_encoder.token_rows([value] if isinstance(value, str) else list(value))
+            words = [value] if isinstance(value, str) else list(value)
+            value = op.text_encoder.token_rows(words)
+            _say_unknown_words(op, words, value)
         if isinstance(value, torch.Tensor):
             rows = value[None] if value.ndim == 2 else value
             mask = torch.ones(rows.shape[:2], dtype=torch.bool)
@@ -126,3 +131,17 @@ def _expand(slot, batch):
         rows, mask = slot
         return rows.expand(batch, -1, -1), mask.expand(batch, -1)
     return slot.expand(batch, -1)
+
+
+def _say_unknown_words(op, words: list[str], rows: list[torch.Tensor]) -> None:
+    """Tell the user which words an operator with a vocabulary (pops.vocabulary) reads as another."""
+    if op.vocabulary is None or not rows:
+        return
+    for word, known in zip(words, op.vocabulary.knows(*pad_rows(rows)).tolist()):
+        if not known:
+            log.warning(
+                "%s: %r is not one of the %d words it was trained on; it reads it as the nearest of them",
+                op.spec.name,
+                word,
+                len(op.vocabulary),
+            )

@@ -27,6 +27,7 @@ from pops.model_card import joint_card
 from pops.operator import Operator
 from pops.prior import PopsPrior
 from pops.reference import TRAINING_SCHEDULER_CONFIG, is_joint_config
+from pops.vocabulary import VOCABULARY_FILE
 
 
 class JointOperator:
@@ -89,8 +90,15 @@ class JointOperator:
         )
         if self.training is not None:
             config["training"] = self.training
+        tensors = {k: v for op in self.operators.values() for k, v in op.vocabulary_tensors().items()}
         checkpoints.save_operator_folder(
-            Path(folder), self.model, config, card=joint_card(self), extra_json=extra_json, dtype=dtype
+            Path(folder),
+            self.model,
+            config,
+            card=joint_card(self),
+            extra_json=extra_json,
+            dtype=dtype,
+            extra_tensors={VOCABULARY_FILE: tensors} if tensors else None,
         )
         return Path(folder)
 

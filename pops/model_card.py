@@ -163,7 +163,7 @@ def operator_card(op: Operator) -> str:
         heads=cfg.num_attention_heads,
         head_dim=cfg.attention_head_dim,
         image_encoder=(op.encoder_configs.get("image") or {}).get("type", "none (embeddings in)"),
-        text_encoder=(op.encoder_configs.get("text") or {}).get("type", "none"),
+        text_encoder=text_line(op),
         example=", ".join(s.name for s in spec.slots),
         sampling=sampling_line(op),
         training=(op.training or {}).get("rows") or [],
@@ -171,6 +171,14 @@ def operator_card(op: Operator) -> str:
         training_intro=training_intro(op),
     )
     return str(card)
+
+
+def text_line(op: Operator) -> str:
+    """The text encoder, and whether the operator reads a word it never saw as the nearest it was trained on."""
+    line = (op.encoder_configs.get("text") or {}).get("type", "none")
+    if op.vocabulary is not None:
+        line += f"; a word it never saw is read as the nearest of its {len(op.vocabulary)} training words"
+    return line
 
 
 def sampling_line(op: Operator) -> str:

@@ -15,10 +15,11 @@ from pops.inputs import prepare_inputs
 from pops.model_card import operator_card
 from pops.pairs import Batch, Pairs
 from pops.prior import Condition, PopsPrior
-from pops.readers import reason
+from pops.readers import read_safetensors, reason
 from pops.reference import LAYOUTS, OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
 from pops.registry import OperatorSpec, get_spec
 from pops.sampler import SAMPLERS, get_sampler, make_sampling_scheduler
+from pops.vocabulary import VOCABULARY_FILE, Vocabulary
 
 
 class Operator:
@@ -32,7 +33,8 @@ class Operator:
     So are `sampler` and `num_inference_steps`, what `sample` uses when none are named: the reference's (unclip, 25)
     unless the operator was made for others (a distilled student: ddim, 1 step, guidance 1 — one pass). `draws`:
     how many samples each output is the mean of (1, the reference: one sample; more estimate the posterior mean, the
-    embedding closest on average to the target, at that many times the cost), also saved.
+    embedding closest on average to the target, at that many times the cost), also saved. `vocabulary`: the words
+    of its text slot it was trained on (pops.vocabulary; saved), when it reads every word as the nearest of them.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Operator:
         num_inference_steps: int = 25,
         source: dict | None = None,
         draws: int = 1,
+        vocabulary: Vocabulary | None = None,
     ):
         self.model = model
         self.spec: OperatorSpec = get_spec(kind)
@@ -71,6 +74,8 @@ class Operator:
         self.num_inference_steps = 25 if num_inference_steps is None else checks.steps(num_inference_steps)
         # ... and how many samples each output averages (see the class docstring).
         self.draws = checks.count(draws, "draws")
+        # A text slot's input is read as the nearest word it was trained on (None: as it is).
+        self.vocabulary = vocabulary
 
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -144,6 +149,7 @@ class Operator:
                 num_inference_steps=config.get("num_inference_steps", 25),
                 source=config.get("source"),
                 draws=config.get("draws", 1),
+                vocabulary=_saved_vocabulary(config, where),
             )
         except (TypeError, ValueError) as exc:  # a value of the config out of range, a scheduler it cannot build
             raise ValueError(f"{Path(where) / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
@@ -160,7 +166,13 @@ class Operator:
             config["num_inference_steps"] = self.num_inference_steps
         if self.draws != 1:
             config["draws"] = self.draws
+        if self.vocabulary is not None:
+            config["vocabulary"] = len(self.vocabulary)  # words, in the folder's VOCABULARY_FILE
         return config
+
+    def vocabulary_tensors(self) -> dict[str, torch.Tensor]:
+        """This operator's share of its folder's VOCABULARY_FILE (nothing without a vocabulary)."""
+        return self.vocabulary.tensors(self.spec.name) if self.vocabulary is not None else {}
 
     def save_pretrained(
         self, folder: str | Path, *, extra_json: dict[str, Any] | None = None, dtype: torch.dtype | None = None
@@ -175,8 +187,15 @@ class Operator:
             config["training"] = self.training
         if self.source is not None:
             config["source"] = self.source
+        tensors = self.vocabulary_tensors()
         checkpoints.save_operator_folder(
-            Path(folder), self.model, config, card=self._model_card(), extra_json=extra_json, dtype=dtype
+            Path(folder),
+            self.model,
+            config,
+            card=self._model_card(),
+            extra_json=extra_json,
+            dtype=dtype,
+            extra_tensors={VOCABULARY_FILE: tensors} if tensors else None,
         )
         return Path(folder)
 
@@ -285,7 +304,7 @@ class Operator:
             index = torch.arange(start, min(start + step, size))
             part = batch.batch(index) if isinstance(batch, Pairs) else batch.select(index)
             drop = None if part.present is None else ~part.present.bool()
-            cond = self.model.condition(self.spec, part.slots, drop=drop)
+            cond = self._condition(part.slots, drop)
             outs.append(self._sample(cond, *settings, progress))
         return torch.cat(outs)
 
@@ -294,6 +313,15 @@ class Operator:
         if batch_size is not None:
             batch_size = checks.count(batch_size, "batch_size")
         slots, drop = prepare_inputs(self, inputs, batch_size)
+        return self._condition(slots, drop)
+
+    def _condition(self, slots: Sequence[Any], drop: torch.Tensor | None) -> Condition:
+        """The prior's condition rows of prepared slots, each text input read as its nearest known word first."""
+        if self.vocabulary is not None:
+            slots = [
+                self.vocabulary.nearest(*value) if slot.kind == "text" and value is not None else value
+                for slot, value in zip(self.spec.slots, slots)
+            ]
         return self.model.condition(self.spec, slots, drop=drop)
 
     def sampling_bytes(self, batch: int, layout: str = "compact") -> float:
@@ -371,3 +399,14 @@ def _sampler_name(name) -> str:
         raise checks.BadValue(f"sampler must be a name ({', '.join(SAMPLERS)}), got {name!r:.40}")
     get_sampler(name)
     return name
+
+
+def _saved_vocabulary(config: dict, where: str | Path) -> Vocabulary | None:
+    """The vocabulary a saved config names (its words are in the folder's VOCABULARY_FILE), else None."""
+    if not config.get("vocabulary"):
+        return None
+    tensors, _ = read_safetensors(Path(where) / VOCABULARY_FILE, "operator vocabulary")
+    vocabulary = Vocabulary.from_tensors(tensors, config["kind"])
+    if len(vocabulary) != config["vocabulary"]:
+        raise ValueError(f"{VOCABULARY_FILE} holds {len(vocabulary)} words, the config says {config['vocabulary']}")
+    return vocabulary

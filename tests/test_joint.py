@@ -138,7 +138,7 @@ def joint_folder(world_pairs, tmp_path_factory):
     from pops.train import Trainer, config_from_dict
 
     out = tmp_path_factory.mktemp("joint") / "operators" / "joint"
-    trainer = Trainer(config_from_dict(joint_settings(out, recombine=2)), pairs=world_pairs)
+    trainer = Trainer(config_from_dict(joint_settings(out, recombine=2, vocabulary=True)), pairs=world_pairs)
     trainer.run()
     return out, trainer
 
@@ -201,6 +201,11 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
     card = (out / "README.md").read_text()
     assert "pOps joint operator: texturing, union, scene, instruct, composition" in card and "## Training" in card
     joint = JointOperator.from_pretrained(out)
+    # Instruct keeps the distinct words of its training pairs (the others have no text slot); they travel.
+    said = {tuple(r[m].flatten().tolist()) for r, m in zip(*world_pairs["instruct"].slots[1])}
+    assert config["operators"]["instruct"]["vocabulary"] == len(said) == len(joint["instruct"].vocabulary) > 1
+    assert all(joint[k].vocabulary is None for k in KINDS if k != "instruct")
+    assert torch.equal(joint["instruct"].vocabulary.rows, trainer.operator["instruct"].vocabulary.rows)
     for kind in KINDS:
         op = Operator.from_pretrained(out, kind=kind)
         assert op.spec.name == kind and op.model.operators == KINDS

@@ -58,6 +58,7 @@ def training_settings(config, kind: str, *, own_recipe: bool = True) -> dict:
         max_steps=config.steps,
         batch_size=config.batch_size * batch_factor,
         recombine=config.recombine,
+        vocabulary=config.vocabulary,
         mixed_precision="bf16" if config.bf16 else "no",
         progress=config.progress,
         save_operator=False,

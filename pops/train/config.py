@@ -136,6 +136,9 @@ class TrainConfig:
     progress: bool = True
     # Training pairs per sample: each image input replaced by another encoded input of its class (pops.pairs.recombine).
     recombine: int = 1
+    # Keep the words of the training pairs' text slots with the operator (pops.vocabulary): it then reads a word it
+    # never saw as the nearest of them. For a closed vocabulary (the embedded world's instruct), not an open one.
+    vocabulary: bool = False
     # An output_dir that already holds a trained operator, or checkpoints of an earlier run, is refused unless
     # `resume` continues that run or `overwrite` starts again (removing the earlier checkpoints): a trained operator
     # is never replaced silently (`pops train --overwrite`).

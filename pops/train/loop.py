@@ -44,6 +44,7 @@ from pops.train.data import PairStream, shard_generator
 from pops.train.ema import copy_ema_to, ema_model
 from pops.train.model import build_model, configure_trainable, merge_lora
 from pops.train.monitor import Monitor, Validator
+from pops.vocabulary import training_vocabulary
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "train_summary.json"
@@ -444,6 +445,10 @@ class Trainer:
                 sampler=sampler,
                 num_inference_steps=steps,
             )
+        if self.config.vocabulary:
+            operators = self.operator.operators if self.config.joint else {self.config.operator: self.operator}
+            for name, op in operators.items():
+                op.vocabulary = training_vocabulary(self.pairs[name])
         if accelerator.is_main_process and self.config.save_operator:
             self.operator.save_pretrained(self.output_dir)
             atomic_write_json(self.output_dir / SUMMARY_NAME, summary)
