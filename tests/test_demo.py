@@ -125,6 +125,8 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert op.encoder_configs["image"]["type"] == "efficientnet"
         assert op.model.has_clip_stats()
         assert op.guidance_scale == result.guidance[kind]  # the chosen scale travels with the operator
+        # Instruct keeps the words it was trained on (a new word is read as the nearest); no other has a text slot.
+        assert (op.vocabulary is not None) == (kind == "instruct")
         # Written once, by the demo, after choosing guidance: the card has both the scale and the Training section
         # (the trainer was told not to write the folder, so it left no summary of its own there).
         card = (config.out / "operators" / kind / "README.md").read_text()
@@ -517,6 +519,8 @@ def test_each_operator_trains_with_its_registry_dropout_and_batch_and_the_joint_
         assert settings["model"]["dropout"] == spec.demo_dropout
     joint = joint_settings(config, list(REGISTRY))
     assert joint["batch_size"] == 32 and joint["model"]["dropout"] == 0.0
+    assert settings["vocabulary"] and joint["vocabulary"]  # the demo's default: both keep their training words
+    assert not training_settings(DemoConfig(out=tmp_path, vocabulary=False), "instruct")["vocabulary"]
 
 
 def test_choose_workers():

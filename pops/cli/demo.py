@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pops.cli.app import app, run_or_fail
+from pops.registry import REGISTRY
 
 
 @app.command()
@@ -38,6 +39,12 @@ def demo(
         "joint'), saved as OUT/operators/joint; each operator then runs on whichever of the two scores higher on its "
         "validation classes (method 'pops chosen').",
     ),
+    vocabulary: bool = typer.Option(
+        True,
+        "--vocabulary/--no-vocabulary",
+        help="Instruct (and the joint model's instruct) keep the words they were trained on and read a word they "
+        "never saw, such as a held-out synonym, as the nearest of them.",
+    ),
     retrain: bool = typer.Option(
         False,
         "--retrain",
@@ -47,8 +54,9 @@ def demo(
     batch_size: int | None = typer.Option(None, help="Training batch size (default: 64)."),
     train_per_class: int | None = typer.Option(
         None,
-        help="Training samples per training class, for every operator (default: union 1, instruct 2, texturing and "
-        "scene 3, composition 8).",
+        help="Training samples per training class, for every operator (default: "
+        + ", ".join(f"{kind} {spec.train_per_class}" for kind, spec in REGISTRY.items())
+        + ").",
     ),
     eval_seeds: int | None = typer.Option(
         None, help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."
@@ -82,6 +90,7 @@ def demo(
         seed=seed,
         cache_dir=cache_dir,
         joint=joint,
+        vocabulary=vocabulary,
         retrain=retrain,
         threads=threads,
         workers=workers,
