@@ -47,14 +47,18 @@ class Vocabulary:
     def __len__(self) -> int:
         return self.rows.shape[0]
 
+    def similarity(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, V) cosine of each input to each known word."""
+        return pooled(rows, mask).cpu() @ self.keys.T
+
     def nearest(self, rows: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each input's nearest known word, as its token rows and mask (on the inputs' device)."""
-        pick = (pooled(rows, mask).cpu() @ self.keys.T).argmax(1)
+        pick = self.similarity(rows, mask).argmax(1)
         return self.rows[pick].to(rows.device, rows.dtype), self.mask[pick].to(mask.device)
 
     def knows(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B,) bool: whether each input is one of the known words (its own nearest, up to rounding)."""
-        return (pooled(rows, mask).cpu() @ self.keys.T).amax(1) > 1 - 1e-5
+        return self.similarity(rows, mask).amax(1) > 1 - 1e-5
 
     def tensors(self, kind: str) -> dict[str, torch.Tensor]:
         """The tensors `VOCABULARY_FILE` holds for operator `kind`."""
