@@ -77,6 +77,4 @@ def training_vocabulary(pairs: Pairs) -> Vocabulary | None:
     texts = [pairs.slots[i] for i in pairs.spec.text_slots]
     if not texts:
         return None
-    words = [row[m.bool()] for rows, mask in texts for row, m in zip(rows, mask)]
-    rows, mask = pad_rows(words) if len(texts) > 1 else texts[0]
-    return Vocabulary.from_text(rows, mask)
+    return Vocabulary.from_text(*pad_rows([row[m.bool()] for rows, mask in texts for row, m in zip(rows, mask)]))
