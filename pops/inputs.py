@@ -52,7 +52,7 @@ def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None =
     if len(sizes) > 1:
         raise ValueError(f"inputs have different batch sizes: {sorted(sizes)} (batch-1 inputs broadcast)")
     batch = sizes.pop() if sizes else 1
-    op.check_memory(batch)  # before the condition rows are built for every sample
+    op.check_memory(batch, draws=1)  # before the condition rows are built for every sample (one each)
     slots = [_expand(s, batch) for s in slots]
     drop = torch.zeros(batch, spec.num_slots, dtype=torch.bool)
     for i, d in enumerate(drops):

@@ -298,7 +298,7 @@ class Operator:
             raise ValueError("no samples to sample: the batch is empty")
         step = size if chunk_size is None else checks.count(chunk_size, "chunk_size")
         settings = (guidance_scale, num_inference_steps, generator, layout, sampler, draws)
-        self.check_memory(min(step, size) * self._settings(*settings)[3], layout)  # bad values before any work
+        self.check_memory(min(step, size), layout, self._settings(*settings)[3])  # bad values before any work
         outs = []
         for start in range(0, size, step):
             index = torch.arange(start, min(start + step, size))
@@ -334,8 +334,10 @@ class Operator:
         activations = checks.transformer_bytes(2 * batch, tokens, width, 1)
         return activations + 2 * batch * tokens * self.embedding_dim * 4 * 3  # condition rows, keys/values cached
 
-    def check_memory(self, batch: int, layout: str = "compact") -> None:
-        """Refuse (one line) a call over `batch` rows that cannot fit in the memory this machine has free."""
+    def check_memory(self, batch: int, layout: str = "compact", draws: int | None = None) -> None:
+        """Refuse (one line) a call over `batch` rows, each sampled `draws` times (None: the operator's own draws),
+        that cannot fit in the memory this machine has free."""
+        batch *= self.draws if draws is None else draws
         checks.memory(
             self.sampling_bytes(batch, layout),
             f"sampling {batch} row(s) with the {self.spec.name} operator",
@@ -363,7 +365,7 @@ class Operator:
             guidance_scale, num_inference_steps, generator, layout, sampler, draws
         )
         rows = cond.rows.shape[0]
-        self.check_memory(rows * draws, layout)
+        self.check_memory(rows, layout, draws)
         if isinstance(generator, (list, tuple)):
             if len(generator) != rows:
                 raise checks.BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")

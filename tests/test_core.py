@@ -335,3 +335,19 @@ def test_draws_average_each_rows_own_samples_and_are_saved(tiny_operator, tmp_pa
     assert torch.equal(op.sample(x, generator=torch.Generator().manual_seed(4), **settings), got)
     op.save_pretrained(tmp_path / "op")
     assert Operator.from_pretrained(tmp_path / "op").draws == 3
+
+
+def test_the_memory_check_counts_each_rows_draws(tiny_operator, monkeypatch):
+    """check_memory(batch) counts batch x draws rows (the operator's own draws unless named), as sampling does."""
+    from pops import checks
+
+    op = tiny_operator("texturing")
+    op.draws = 4
+    # Room for 10 rows sampled once, not for 10 rows sampled 4 times.
+    room = (op.sampling_bytes(10) + op.sampling_bytes(40)) / 2 / checks.MEMORY_SHARE
+    monkeypatch.setattr(checks, "available_memory", lambda: room)
+    op.check_memory(10, draws=1)
+    with pytest.raises(ValueError, match="sampling 40 row"):
+        op.check_memory(10)
+    with pytest.raises(ValueError, match="sampling 40 row"):
+        op.sample([torch.randn(10, 32), torch.randn(10, 32)], num_inference_steps=2)

@@ -211,7 +211,8 @@ def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
         raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
     values = [read_input(op, slot, text, pictures) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
-    op.check_memory(rows * num_samples, sampling["layout"])  # before the inputs are repeated for every sample
+    # Before the inputs are repeated for every sample (each sampled `draws` times).
+    op.check_memory(rows * num_samples, sampling["layout"], sampling["draws"])
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
     generator = make_generator(seed, generator_device)

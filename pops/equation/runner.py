@@ -126,7 +126,7 @@ class EquationRunner:
             checks.count(draws, "draws")
         for kind in dict.fromkeys(s.operator for s in plan.steps if s.op == "call"):
             # one step's samples must fit before any picture is encoded (and cached into the output folder)
-            self.models.operator(kind).check_memory(num_samples, layout)
+            self.models.operator(kind).check_memory(num_samples, layout, draws)
         results = [StepResult(s.label, s.text, s.op, s.operator) for s in plan.steps]
         persistent = [True] * len(plan.steps)
 
@@ -247,7 +247,7 @@ class EquationRunner:
     ) -> None:
         """One Operator.sample call for steps of one operator with the same guidance and dropped slots."""
         op = self.models.operator(group[0].operator)
-        op.check_memory(len(group) * num_samples, layout)  # before the inputs are gathered for every sample
+        op.check_memory(len(group) * num_samples, layout, draws)  # before the inputs are gathered for every sample
         spec = op.spec
         inputs: list[Any] = []
         for j, slot in enumerate(spec.slots):
