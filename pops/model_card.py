@@ -135,7 +135,7 @@ def joint_card(joint: JointOperator) -> str:
         heads=cfg.num_attention_heads,
         head_dim=cfg.attention_head_dim,
         image_encoder=next((e["image"]["type"] for e in encoders if e.get("image")), "none (embeddings in)"),
-        text_encoder=next((e["text"]["type"] for e in encoders if e.get("text")), "none"),
+        text_encoder=next((text_line(op) for op in ops if op.spec.text_slots), "none"),
         training=(joint.training or {}).get("rows") or [],
     )
     return str(card)

@@ -200,6 +200,7 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
     assert "kind" not in config
     card = (out / "README.md").read_text()
     assert "pOps joint operator: texturing, union, scene, instruct, composition" in card and "## Training" in card
+    assert "never saw is read as the nearest of its" in card  # instruct's vocabulary
     joint = JointOperator.from_pretrained(out)
     # Instruct keeps the distinct words of its training pairs (the others have no text slot); they travel.
     said = {tuple(r[m].flatten().tolist()) for r, m in zip(*world_pairs["instruct"].slots[1])}
