@@ -142,8 +142,8 @@ def save_operator_folder(
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Write weights, config, model card (and `extra_json`: more JSON files, by name; `extra_tensors`: more
-    safetensors files, by name, such as an operator's vocabulary) as one complete folder: it
-    appears, or changes, only once every file is written (pops.files.write_folder; the config goes in last).
+    safetensors files, by name, such as an operator's vocabulary; an empty one is not written) as one complete
+    folder: it appears, or changes, only once every file is written (pops.files.write_folder; the config goes in last).
     `dtype` stores the floating-point weights in that precision (fp16/bf16 halve the file; loading upcasts to
     float32); the clip statistics stay exact."""
     state = {
@@ -173,7 +173,8 @@ def save_operator_folder(
         for name, value in (extra_json or {}).items():
             atomic_write_json(tmp / name, value)
         for name, tensors in (extra_tensors or {}).items():
-            atomic_write(tmp / name, lambda t, tensors=tensors: save_file(tensors, t, metadata={"format": "pt"}))
+            if tensors:  # nothing to keep (an operator without a vocabulary): no file
+                atomic_write(tmp / name, lambda t, tensors=tensors: save_file(tensors, t, metadata={"format": "pt"}))
         atomic_write_json(tmp / OPERATOR_CONFIG_NAME, config)
 
     write_folder(Path(folder), write, commit=OPERATOR_CONFIG_NAME)

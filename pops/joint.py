@@ -90,7 +90,7 @@ class JointOperator:
         )
         if self.training is not None:
             config["training"] = self.training
-        tensors = {k: v for op in self.operators.values() for k, v in op.vocabulary_tensors().items()}
+        vocabularies = {k: v for op in self.operators.values() for k, v in op.vocabulary_tensors().items()}
         checkpoints.save_operator_folder(
             Path(folder),
             self.model,
@@ -98,7 +98,7 @@ class JointOperator:
             card=joint_card(self),
             extra_json=extra_json,
             dtype=dtype,
-            extra_tensors={VOCABULARY_FILE: tensors} if tensors else None,
+            extra_tensors={VOCABULARY_FILE: vocabularies},
         )
         return Path(folder)
 

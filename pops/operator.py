@@ -187,7 +187,6 @@ class Operator:
             config["training"] = self.training
         if self.source is not None:
             config["source"] = self.source
-        tensors = self.vocabulary_tensors()
         checkpoints.save_operator_folder(
             Path(folder),
             self.model,
@@ -195,7 +194,7 @@ class Operator:
             card=self._model_card(),
             extra_json=extra_json,
             dtype=dtype,
-            extra_tensors={VOCABULARY_FILE: tensors} if tensors else None,
+            extra_tensors={VOCABULARY_FILE: self.vocabulary_tensors()},
         )
         return Path(folder)
 

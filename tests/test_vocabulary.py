@@ -76,6 +76,11 @@ def test_an_unseen_word_is_read_as_its_nearest_known_word_and_a_known_word_as_it
     (tmp_path / "op" / "pops_config.json").write_text(config)
     with pytest.raises(ValueError, match=VOCABULARY_FILE):
         Operator.from_pretrained(tmp_path / "op")
+    # Without a vocabulary, no file: the folder holds what it needs, and loads with none.
+    op.vocabulary = None
+    op.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / VOCABULARY_FILE).exists()
+    assert Operator.from_pretrained(tmp_path / "plain").vocabulary is None
 
 
 def test_a_word_it_never_saw_is_named_in_one_warning(tiny_operator, caplog):
