@@ -237,3 +237,21 @@ def test_apply_takes_a_sampler_by_name(texturing_dir, tmp_path):
     )
     assert bad.exit_code != 0 and "unknown sampler 'euler'" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_warning_during_a_command_prints_on_its_own_line_above_the_progress_bar(capsys):
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from pops.cli.app import run_or_fail
+
+    def work():
+        for i in tqdm(range(2), desc="equation", file=sys.stderr):
+            if i == 1:
+                logging.getLogger("pops.inputs").warning("instruct: 'crimson' is not one of the 3 words")
+
+    run_or_fail(work)
+    # Whatever a carriage return leaves on a line is what the terminal shows: the warning alone, not after a bar.
+    shown = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.splitlines()]
+    assert "instruct: 'crimson' is not one of the 3 words" in shown

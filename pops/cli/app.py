@@ -6,6 +6,7 @@ import sys
 from typing import NoReturn
 
 import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
 from typer.core import TyperGroup
 
 # The click typer runs on (typer vendors its own copy since 0.24; the exception types are its).
@@ -58,10 +59,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn; turn the errors bad input raises (ValueError — pops.checks.BadValue among them —, FileNotFoundError,
-    …) into a one-line CLI error."""
+    """Call fn (its log lines through tqdm); turn the errors bad input raises (ValueError — pops.checks.BadValue
+    among them —, FileNotFoundError, …) into a one-line CLI error."""
     try:
-        return fn(*args, **kwargs)
+        # A log line (a warning mid-sampling) prints above the progress bars, not on a bar's line.
+        with logging_redirect_tqdm():
+            return fn(*args, **kwargs)
     except (ValueError, OSError) as exc:
         fail(reason(exc))
     except MemoryError:
