@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import NoReturn
 
@@ -59,11 +60,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn (its log lines through tqdm); turn the errors bad input raises (ValueError — pops.checks.BadValue
+    """Call fn (pops's log lines through tqdm); turn the errors bad input raises (ValueError — pops.checks.BadValue
     among them —, FileNotFoundError, …) into a one-line CLI error."""
     try:
-        # A log line (a warning mid-sampling) prints above the progress bars, not on a bar's line.
-        with logging_redirect_tqdm():
+        # Our log lines (a warning mid-sampling) print above the progress bars, not on a bar's line. Only pops's:
+        # libraries that log through their own handlers (transformers: to the root too, when CI is set) keep them.
+        with logging_redirect_tqdm([logging.getLogger("pops")]):
             return fn(*args, **kwargs)
     except (ValueError, OSError) as exc:
         fail(reason(exc))
