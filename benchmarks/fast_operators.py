@@ -1,6 +1,6 @@
 """The fast operators that benchmarks/fast_sampling.py sets beside the teacher's samplers, built from a demo models
 folder: students distilled from its operators (`pops distill`, pops.train.distill) and operators trained with the
-one-pass objective (ECLIPSE, pops.objective) on the same data with the same recipe as the demo's.
+one-pass objective (ECLIPSE, pops.core.objective) on the same data with the same recipe as the demo's.
 
 Each is saved under `save/<variant>/operators/<kind>/` when a folder is given, and loaded from there on a later run
 (`pops eval --models SAVE/<variant> --data MODELS/data` then scores it too); otherwise built in memory.
@@ -14,13 +14,13 @@ from pathlib import Path
 
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from pops.base.reference import OPERATOR_CONFIG_NAME
 from pops.demo.operators import TRAIN_RECORD
-from pops.embeddings_io import load_embeddings
+from pops.embeddings.files import load_embeddings
+from pops.embeddings.pairs import Pairs
 from pops.evaluation import OperatorData, choose_sampling
-from pops.models_folder import find_operator_dir
-from pops.operator import Operator
-from pops.pairs import Pairs
-from pops.reference import OPERATOR_CONFIG_NAME
+from pops.models.folder import find_operator_dir
+from pops.operators.operator import Operator
 from pops.train import Trainer, config_from_dict
 from pops.train.distill import DistillConfig, distill
 

@@ -26,11 +26,11 @@ import torch
 
 from benchmarks.fast_operators import one_pass_operator, student
 from benchmarks.sampling import build
+from pops.base.registry import REGISTRY
 from pops.evaluation import class_prototypes, image_inputs, load_test_data, sample_pairs, top1_accuracy
 from pops.evaluation.metrics import averaging_baseline
-from pops.models_folder import find_operator_dir
-from pops.operator import Operator
-from pops.registry import REGISTRY
+from pops.models.folder import find_operator_dir
+from pops.operators.operator import Operator
 from pops.train.distill import DistillConfig
 
 SETTINGS = (
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--skip-kandinsky", action="store_true")
     args = parser.parse_args()
     if args.models is not None:
-        torch.set_num_threads(1)  # small models: one thread (see pops.demo.config.choose_threads)
+        torch.set_num_threads(1)  # small models: one thread (see pops.demo.plan.choose_threads)
         kinds = [k for k in REGISTRY if find_operator_dir(args.models, k)]
         if args.operators:
             kinds = [k for k in kinds if k in args.operators.split(",")]

@@ -59,7 +59,7 @@ def build_operator(dtype: torch.dtype, device: str, smoke: bool):
 
 
 def time_call(op, batch: int, layout: str, repeats: int, device: str, generator_device: str = "cpu") -> float:
-    from pops.devices import make_generator
+    from pops.base.devices import make_generator
 
     dim = op.embedding_dim
     inputs = [torch.randn(batch, dim), torch.randn(batch, dim)]
@@ -76,7 +76,7 @@ def time_call(op, batch: int, layout: str, repeats: int, device: str, generator_
 def generator_check(op, device: str) -> dict:
     """The reference draws its noise with a generator on the GPU (`--generator-device cuda`): the same seed must give
     the same samples, and other numbers than the CPU generator's."""
-    from pops.devices import make_generator
+    from pops.base.devices import make_generator
 
     inputs = [torch.randn(2, op.embedding_dim), torch.randn(2, op.embedding_dim)]
 
@@ -112,8 +112,8 @@ def operator_calls(args, device: str) -> dict:
 def training(args, device: str) -> dict:
     from train_throughput import bf16_matmul_peak, ours, train_step_flops
 
-    from pops.pairs import Pairs
-    from pops.prior import PopsPrior, make_prior
+    from pops.core.prior import PopsPrior, make_prior
+    from pops.embeddings.pairs import Pairs
 
     size = 512 if args.smoke else 8192
     peak = bf16_matmul_peak(size=size, seconds=1.0 if args.smoke else 4.0, device=device)
@@ -271,7 +271,7 @@ def memory(args, device: str) -> dict:
     from diffusers import KandinskyV22Pipeline
     from PIL import Image
 
-    from pops.devices import make_generator
+    from pops.base.devices import make_generator
     from pops.encoders.clip import CLIPImageEncoder
     from pops.renderers.kandinsky import KandinskyRenderer
 

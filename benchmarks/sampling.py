@@ -16,8 +16,8 @@ import time
 import torch
 from accelerate import init_empty_weights
 
-from pops.operator import Operator
-from pops.prior import make_prior
+from pops.core.prior import make_prior
+from pops.operators.operator import Operator
 
 
 def build(dtype: torch.dtype, **sizes) -> Operator:

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pops.objective import make_training_scheduler, training_loss
-from pops.pairs import Batch, Pairs
-from pops.prior import PopsPrior, make_prior
-from pops.registry import get_spec
+from pops.base.registry import get_spec
+from pops.core.objective import make_training_scheduler, training_loss
+from pops.core.prior import PopsPrior, make_prior
+from pops.embeddings.pairs import Batch, Pairs
 
 H100_BF16_DENSE = 989e12
 

@@ -4,8 +4,8 @@
         --recipe shared model.dropout=0 batch_size=64 \
         --recipe "dropout, batch 128" model.dropout=0.1 batch_size=128 --data outputs/seeds
 
-Per seed, the demo's data (world -> cache -> pairs, `pops.demo.data.build_data`; `--data DIR` reuses the caches of
-`benchmarks.world_seeds`' seed folders DIR/seed<N>), then per operator and recipe: training as the demo trains it
+Per seed, the demo's data (world -> cache -> pairs, `pops.demo.world_pairs.build_data`; `--data DIR` reuses the caches
+of `benchmarks.world_seeds`' seed folders DIR/seed<N>), then per operator and recipe: training as the demo trains it
 (`training_settings` with the recipe's `key=value` overrides, as `pops train --override` takes them), guidance and
 sampler chosen on validation classes exactly as the demo chooses them, and the held-out test scored at that choice.
 Printed per recipe: the best validation top-1 (what a choice between recipes may look at) and the held-out gap closed
@@ -22,17 +22,17 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pops.demo.config import DemoConfig
+from pops.base.registry import REGISTRY
 from pops.demo.operators import give_sampling, training_settings
+from pops.demo.plan import DemoConfig
 from pops.evaluation import evaluate_operators
-from pops.registry import REGISTRY
 from pops.train import Trainer, config_from_dict
 from pops.train.config import apply_overrides
 
 
 def demo_data(seed: int, folder: Path):
-    from pops.cache import EmbeddingCache
-    from pops.demo.data import build_data
+    from pops.demo.world_pairs import build_data
+    from pops.embeddings.cache import EmbeddingCache
     from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.encoders.minilm import MiniLMEncoder
     from pops.world import World

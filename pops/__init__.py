@@ -9,15 +9,15 @@ __all__ = ["Operator", "JointOperator", "REGISTRY", "get_spec", "apply"]
 def __getattr__(name):
     # Lazy: `import pops` stays cheap (the CLI imports torch/diffusers only when a command needs them).
     if name == "Operator":
-        from pops.operator import Operator
+        from pops.operators.operator import Operator
 
         return Operator
     if name == "JointOperator":
-        from pops.joint import JointOperator
+        from pops.operators.joint import JointOperator
 
         return JointOperator
     if name in ("REGISTRY", "get_spec"):
-        from pops import registry
+        from pops.base import registry
 
         return getattr(registry, name)
     if name == "apply":

@@ -329,13 +329,13 @@ cli("serve", "unwritable", "not writable", "serve", "--models", "models", "-o", 
 
 
 def _op(world):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     return Operator.from_pretrained(world / OP, load_encoders=False)
 
 
 def _emb(world, name=A):
-    from pops.embeddings_io import load_embeddings
+    from pops.embeddings.files import load_embeddings
 
     return load_embeddings(world / name)[0]
 
@@ -350,19 +350,19 @@ def _sample(**kwargs):
 
 
 def _load(name, **kw):
-    from pops.embeddings_io import load_embeddings
+    from pops.embeddings.files import load_embeddings
 
     return lambda world: load_embeddings(world / name, **kw)
 
 
 def _pretrained(name):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     return lambda world: Operator.from_pretrained(world / name)
 
 
 def _pairs(name):
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
 
     return lambda world: Pairs.load(world / name)
 
@@ -407,7 +407,7 @@ api("api", "unwritable", "blocker", lambda w: _op(w).save_pretrained(w / "blocke
 def _from_prior_paint(world):
     from conftest import tiny_prior
 
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     return Operator.from_prior(tiny_prior(), "paint")
 

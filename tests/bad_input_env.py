@@ -43,7 +43,7 @@ class Verdict:
 def tiny_operator(kind: str = KIND, dim: int = DIM, seed: int = 0):
     from conftest import tiny_prior
 
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     op = Operator.from_prior(tiny_prior(dim=dim, layers=1, heads=2, head_dim=8, seed=seed), kind)
     op.encoder_configs = {"image": {"type": "efficientnet", "resolution": 32, "bf16": False}}
@@ -63,8 +63,8 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
 
 
 def _pairs(kind: str = KIND, n: int = 8, dim: int = DIM, seed: int = 0, **extra):
-    from pops.pairs import Pairs
-    from pops.registry import get_spec
+    from pops.base.registry import get_spec
+    from pops.embeddings.pairs import Pairs
 
     g = torch.Generator().manual_seed(seed)
     spec = get_spec(kind)
@@ -81,7 +81,7 @@ def _truncate(src: Path, dst: Path) -> Path:
 
 
 def _models_folder(root: Path, op, *, classes=("a", "b"), test=None, gallery=None, gallery_meta=None) -> Path:
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
 
     op.save_pretrained(root / "operators" / KIND)
     g = torch.Generator().manual_seed(1)
@@ -102,7 +102,7 @@ def build(root: Path) -> Path:
     """Write the world into `root` (about 25 MB; a few seconds)."""
     from PIL import Image
 
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
     from pops.generate.storage import init_dataset, write_sample
 
     root = Path(root)
@@ -348,7 +348,7 @@ def run_cli(*args: str) -> Outcome:
 
 
 def run_api(call, refusals=(ValueError, TypeError, OSError)) -> Outcome:
-    """Call `call()`; the documented refusals are ValueError (pops.checks.BadValue is also a TypeError), TypeError
+    """Call `call()`; the documented refusals are ValueError (pops.base.checks.BadValue is also a TypeError), TypeError
     and OSError (FileNotFoundError, …)."""
     try:
         call()

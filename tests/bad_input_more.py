@@ -193,7 +193,7 @@ cli("models", "existing", "already exists", "models", "renderer", "renderer-exis
 # ----- the Python API: placing an operator ------------------------------------------------------------------------
 def _to(**placement):
     def call(world):
-        from pops.operator import Operator
+        from pops.operators.operator import Operator
 
         return Operator.from_pretrained(world / OP, load_encoders=False).to(**placement)
 

@@ -31,7 +31,7 @@ def _raw_pairs(pairs, path: Path, drop: tuple[str, ...] = ()) -> Path:
 def _released_state(seed: int, dim: int = 32) -> dict:
     from conftest import tiny_prior
 
-    from pops import checkpoints
+    from pops.operators import folder as checkpoints
 
     state = tiny_prior(dim=dim, seed=seed).state_dict()
     return {k: v for k, v in state.items() if k not in checkpoints.CLIP_STATS}

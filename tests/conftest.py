@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def tiny_prior(dim: int = 32, layers: int = 2, heads: int = 2, head_dim: int = 8, seed: int = 0):
     """A PriorTransformer of the Kandinsky architecture at toy size, with non-trivial random weights and stats."""
-    from pops.prior import make_prior
+    from pops.core.prior import make_prior
 
     torch.manual_seed(seed)
     prior = make_prior(embedding_dim=dim, num_layers=layers, num_attention_heads=heads, attention_head_dim=head_dim)
@@ -35,7 +35,7 @@ def make_tiny_prior():
 
 @pytest.fixture
 def tiny_operator():
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     def build(kind: str = "texturing", dim: int = 32, text_width: int | None = None, seed: int = 0):
         return Operator.from_prior(tiny_prior(dim=dim, seed=seed), kind, text_width=text_width)

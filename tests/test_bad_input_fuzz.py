@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pops import checks
-from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.base import checks
+from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.pairs import Pairs
 from pops.equation import EquationError
 from pops.equation.validate import validate
-from pops.pairs import Pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -89,7 +89,7 @@ def test_any_pairs_file_is_read_or_refused_in_one_line(good_files, tmp_path, dat
 @FAST
 @given(data=st.data())
 def test_any_picture_file_is_decoded_or_refused_in_one_line(good_files, tmp_path, data):
-    from pops.readers import read_image
+    from pops.base.readers import read_image
 
     path = tmp_path / "x.png"
     path.write_bytes(data.draw(mutations(good_files["i.png"])))
@@ -180,7 +180,7 @@ CONFIG_KEYS = st.sampled_from(["kind", "prior_config", "clip_mean", "clip_std", 
 @FAST
 @given(config=st.dictionaries(CONFIG_KEYS, JSONISH, max_size=5))
 def test_any_operator_config_loads_or_is_refused_in_one_line(tiny_operator, tmp_path_factory, config):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     folder = tmp_path_factory.mktemp("op")
     tiny_operator("union").save_pretrained(folder)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pops.cache import EmbeddingCache, image_key
+from pops.embeddings.cache import EmbeddingCache, image_key
 
 
 class CountingEncoder:
@@ -103,7 +103,7 @@ def test_corrupt_shard_is_detected_and_reencoded(tmp_path, caplog, damage):
 
     enc = CountingEncoder()
     cache = EmbeddingCache(tmp_path, enc)
-    with caplog.at_level(logging.WARNING, logger="pops.cache"):
+    with caplog.at_level(logging.WARNING, logger="pops.embeddings.cache"):
         again = cache.encode(imgs, progress=False)
     assert shard.name in caplog.text and "corrupt" in caplog.text
     assert enc.encoded == 5 and cache.stats.discarded_shards == 1

@@ -10,8 +10,8 @@ import torch
 from conftest import tiny_prior
 from safetensors.torch import load_file
 
-from pops import checkpoints
-from pops.operator import Operator
+from pops.operators import folder as checkpoints
+from pops.operators.operator import Operator
 
 
 def test_save_load_round_trip_is_bit_exact(tiny_operator, tmp_path):
@@ -123,7 +123,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("pops.hub._probe", lambda repo: "unreachable")
+    monkeypatch.setattr("pops.base.hub._probe", lambda repo: "unreachable")
     start = time.monotonic()
     with pytest.raises(ValueError, match="cannot be reached"):
         checkpoints.resolve_file("pOpsPaper/operators:models/texturing/learned_prior.pth")

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from pops.cli import COMMANDS, main  # noqa: F401  (registers sub-commands on import of main)
 from pops.cli.app import app
-from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.pairs import Pairs
+from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.pairs import Pairs
 
 runner = CliRunner()
 
@@ -249,7 +249,7 @@ def test_a_warning_during_a_command_prints_on_its_own_line_above_the_progress_ba
     def work():
         for i in tqdm(range(2), desc="equation", file=sys.stderr):
             if i == 1:
-                logging.getLogger("pops.inputs").warning("instruct: 'crimson' is not one of the 3 words")
+                logging.getLogger("pops.operators.inputs").warning("instruct: 'crimson' is not one of the 3 words")
 
     run_or_fail(work)
     # Whatever a carriage return leaves on a line is what the terminal shows: the warning alone, not after a bar.

@@ -8,10 +8,10 @@ from conftest import tiny_prior
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from pops.objective import make_training_scheduler, training_loss
-from pops.pairs import Batch
-from pops.prior import Condition, PopsPrior
-from pops.registry import REGISTRY, get_spec
+from pops.base.registry import REGISTRY, get_spec
+from pops.core.objective import make_training_scheduler, training_loss
+from pops.core.prior import Condition, PopsPrior
+from pops.embeddings.pairs import Batch
 
 
 def reference_sample(prior, cond_rows, guidance_scale, steps, seed):
@@ -213,7 +213,7 @@ def test_instruct_alignment_term_and_absent_slots(tiny_operator):
 
 
 def test_union_swaps_inputs_at_random():
-    from pops.objective import _random_swap
+    from pops.core.objective import _random_swap
 
     a, b = torch.zeros(1000, 4), torch.ones(1000, 4)
     (x, y, *_), _ = _random_swap([a, b], None, torch.Generator().manual_seed(0))
@@ -222,8 +222,8 @@ def test_union_swaps_inputs_at_random():
 
 
 def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
-    from pops.operator import Operator
-    from pops.prior import make_prior
+    from pops.core.prior import make_prior
+    from pops.operators.operator import Operator
 
     with pytest.raises(ValueError, match="clip_std"):
         Operator.from_prior(
@@ -232,7 +232,7 @@ def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
 
 
 def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: int = 0):
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
 
     g = torch.Generator().manual_seed(seed)
     spec = get_spec(kind)
@@ -251,7 +251,7 @@ def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: in
 def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind):
     """sample_batch on Pairs = the path the demo's evaluation took: per chunk, condition with absent slots dropped,
     then the sampler, drawing from ONE generator across the chunks."""
-    from pops.sampler import make_sampling_scheduler, sample_unclip
+    from pops.core.sampler import make_sampling_scheduler, sample_unclip
 
     op = tiny_operator(kind, text_width=12 if kind == "instruct" else None)
     pairs = _tiny_pairs(kind, 7)
@@ -314,7 +314,7 @@ def test_sample_batch_equals_operator_sample_per_chunk(tiny_operator):
 def test_draws_average_each_rows_own_samples_and_are_saved(tiny_operator, tmp_path):
     """draws=k: each output is the mean of k samples of its own row (in a row, from the one generator, or each from
     its row's generator in a list); the operator's own draws are saved with it and used by default."""
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     op = tiny_operator("texturing")
     x = [torch.randn(2, 32, generator=torch.Generator().manual_seed(1)), torch.randn(2, 32)]
@@ -339,7 +339,7 @@ def test_draws_average_each_rows_own_samples_and_are_saved(tiny_operator, tmp_pa
 
 def test_the_memory_check_counts_each_rows_draws(tiny_operator, monkeypatch):
     """check_memory(batch) counts batch x draws rows (the operator's own draws unless named), as sampling does."""
-    from pops import checks
+    from pops.base import checks
 
     op = tiny_operator("texturing")
     op.draws = 4

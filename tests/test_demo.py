@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from pops.base.registry import get_spec
 from pops.cli import COMMANDS, app
-from pops.registry import get_spec
 
 runner = CliRunner()
 
@@ -61,7 +61,7 @@ def test_quick_demo_beats_averaging_on_held_out_combinations(quick_demo):
 def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_demo, tmp_path):
     """One prior for all five operators, trained on all their pairs (joint_budget of their steps): every one of its
     operators beats averaging on held-out combinations; its one folder serves `pops apply` and equations."""
-    from pops.models_folder import ModelSet
+    from pops.models.folder import ModelSet
 
     config, result = quick_demo
     table = result.table
@@ -110,8 +110,8 @@ def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_
 
 @pytest.mark.slow
 def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_demo):
-    from pops.operator import Operator
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
+    from pops.operators.operator import Operator
 
     config, result = quick_demo
     page = result.report.read_text()
@@ -183,7 +183,7 @@ def test_rerun_encodes_nothing_and_reuses_the_operators(quick_demo):
 
 @pytest.mark.slow
 def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
-    from pops.embeddings_io import load_embeddings
+    from pops.embeddings.files import load_embeddings
 
     config, _ = quick_demo
     assets = config.out / "assets"
@@ -245,7 +245,7 @@ def test_distilled_students_beat_averaging_on_the_quick_demo(quick_demo, tmp_pat
     """`pops distill` on quick-demo operators gives one-pass students that beat averaging on held-out combinations
     (scored by `pops eval`, which shows the registry's guidance as n/a for them); their cards name the teacher and
     the call they expect."""
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     config, result = quick_demo
     students = tmp_path / "students"
@@ -371,8 +371,8 @@ def tiny_world():
 
 
 def test_make_pairs_lines_up_inputs_targets_and_classes(tiny_world, tmp_path):
-    from pops.cache import EmbeddingCache
     from pops.demo import make_pairs
+    from pops.embeddings.cache import EmbeddingCache
 
     encoder = ColourEncoder()
     cache = EmbeddingCache(tmp_path, encoder)
@@ -397,9 +397,9 @@ def test_make_pairs_lines_up_inputs_targets_and_classes(tiny_world, tmp_path):
 
 
 def test_recombined_pairs_keep_each_targets_input_classes(tiny_world, tmp_path):
-    from pops.cache import EmbeddingCache
     from pops.demo import make_pairs
-    from pops.pairs import recombine
+    from pops.embeddings.cache import EmbeddingCache
+    from pops.embeddings.pairs import recombine
 
     cache = EmbeddingCache(tmp_path, ColourEncoder())
     pairs = make_pairs(tiny_world, "union", "train", 12, 0, cache, None, progress=False)
@@ -422,8 +422,8 @@ def test_recombined_pairs_keep_each_targets_input_classes(tiny_world, tmp_path):
 
 
 def test_validation_classes_are_kept_out_of_training(tiny_world, tmp_path):
-    from pops.cache import EmbeddingCache
     from pops.demo import make_pairs, split_validation
+    from pops.embeddings.cache import EmbeddingCache
 
     pairs = make_pairs(
         tiny_world, "texturing", "train", 24, 0, EmbeddingCache(tmp_path, ColourEncoder()), None, progress=False
@@ -440,8 +440,8 @@ def test_validation_classes_are_kept_out_of_training(tiny_world, tmp_path):
 
 
 def test_operator_keeps_its_own_guidance_scale(tmp_path):
-    from pops.operator import Operator
-    from pops.prior import PopsPrior, make_prior
+    from pops.core.prior import PopsPrior, make_prior
+    from pops.operators.operator import Operator
 
     prior = make_prior(16, 1, 1, 16)
     model = PopsPrior(prior)
@@ -507,9 +507,9 @@ def test_the_model_per_operator_is_chosen_on_validation_scores_only(tmp_path):
 
 
 def test_each_operator_trains_with_its_registry_dropout_and_batch_and_the_joint_model_with_neither(tmp_path):
-    from pops.demo.config import DemoConfig
+    from pops.base.registry import REGISTRY
     from pops.demo.operators import joint_settings, training_settings
-    from pops.registry import REGISTRY
+    from pops.demo.plan import DemoConfig
 
     config = DemoConfig(out=tmp_path, batch_size=32)
     assert {s.demo_batch_factor for s in REGISTRY.values()} != {1}  # some operator has its own recipe

@@ -1,4 +1,4 @@
-"""--device, --dtype and --generator-device: named once (pops.devices), checked before anything loads — CUDA asked
+"""--device, --dtype and --generator-device: named once (pops.base.devices), checked before anything loads — CUDA asked
 for on this CPU-only machine is one line and a non-zero exit in every command — and honoured where models run."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ NO_CUDA = not torch.cuda.is_available()
 
 
 def test_names_resolve_and_bad_names_are_one_line():
-    from pops.devices import check_placement, dtype_name, make_generator, resolve_device, resolve_dtype
+    from pops.base.devices import check_placement, dtype_name, make_generator, resolve_device, resolve_dtype
 
     assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("fp16") is torch.float16
     assert resolve_dtype("float32") is torch.float32 and resolve_dtype(torch.bfloat16) is torch.bfloat16
@@ -33,7 +33,7 @@ def test_names_resolve_and_bad_names_are_one_line():
 
 @pytest.mark.skipif(not NO_CUDA, reason="this checks the message of a machine without CUDA")
 def test_cuda_on_a_machine_without_it_is_refused_by_the_helper():
-    from pops.devices import check_placement, make_generator, resolve_device
+    from pops.base.devices import check_placement, make_generator, resolve_device
 
     for call in (lambda: resolve_device("cuda"), lambda: make_generator(0, "cuda"), lambda: check_placement("cuda:1")):
         with pytest.raises(ValueError, match="has no CUDA GPU; use --device cpu"):
@@ -41,7 +41,7 @@ def test_cuda_on_a_machine_without_it_is_refused_by_the_helper():
 
 
 def test_noise_on_a_gpu_needs_the_operators_on_a_gpu(monkeypatch):
-    from pops.devices import check_placement
+    from pops.base.devices import check_placement
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine; nothing is placed here
     with pytest.raises(ValueError, match=r"--generator-device cuda draws the noise on the GPU: run there too"):
@@ -74,7 +74,7 @@ def test_every_command_refuses_cuda_in_one_line_before_loading_anything(command,
 
 
 def test_dtype_and_device_reach_the_operators_of_an_equation(tiny_operator, tmp_path):
-    from pops.embeddings_io import load_embeddings, save_embeddings
+    from pops.embeddings.files import load_embeddings, save_embeddings
 
     tiny_operator("union").save_pretrained(tmp_path / "models" / "operators" / "union")
     g = torch.Generator().manual_seed(0)
@@ -92,14 +92,14 @@ def test_dtype_and_device_reach_the_operators_of_an_equation(tiny_operator, tmp_
     assert not torch.equal(outs["fp32"], outs["bf16"])  # the bf16 prior did run …
     assert torch.nn.functional.cosine_similarity(outs["fp32"], outs["bf16"]).min() > 0.95  # … the same function
 
-    from pops.models_folder import ModelSet
+    from pops.models.folder import ModelSet
 
     models = ModelSet(tmp_path / "models", device="cpu", dtype="bf16")
     assert models.operator("union").model.prior.dtype is torch.bfloat16
 
 
 def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp_path):
-    from pops.embeddings_io import load_embeddings, save_embeddings
+    from pops.embeddings.files import load_embeddings, save_embeddings
 
     folder = tiny_operator("texturing").save_pretrained(tmp_path / "op")
     g = torch.Generator().manual_seed(1)
@@ -121,9 +121,9 @@ def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp
 def fake_cuda(monkeypatch):
     """As on a GPU machine, for the plumbing only: "cuda" resolves to the CPU (so the noise is still drawn here) and
     every time it is asked for is recorded — by check_placement and by every make_generator."""
-    import pops.devices
+    import pops.base.devices
 
-    real, asked = pops.devices.resolve_device, []
+    real, asked = pops.base.devices.resolve_device, []
 
     def resolve(device=None):
         if device is not None and torch.device(device).type == "cuda":
@@ -131,13 +131,13 @@ def fake_cuda(monkeypatch):
             return torch.device("cpu")
         return real(device)
 
-    monkeypatch.setattr(pops.devices, "resolve_device", resolve)
+    monkeypatch.setattr(pops.base.devices, "resolve_device", resolve)
     return asked
 
 
 def embeddings_models(tiny_operator, root, with_renderer=True):
     """A models folder with a tiny union operator (and a retrieval renderer), and two embedding inputs."""
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
     from pops.renderers.retrieval import RetrievalRenderer
 
     tiny_operator("union").save_pretrained(root / "models" / "operators" / "union")
@@ -216,7 +216,7 @@ def test_train_takes_device_dtype_and_the_validation_generator_device(fake_cuda,
 
     import pops.cli.train
     import pops.train.monitor
-    from pops.prior import PopsPrior
+    from pops.core.prior import PopsPrior
     from pops.train import train
 
     seen = {}

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from pops.cli import COMMANDS
 from pops.cli.app import app
-from pops.operator import Operator
-from pops.pairs import Pairs
-from pops.sampler import CLIP_RANGE
+from pops.core.sampler import CLIP_RANGE
+from pops.embeddings.pairs import Pairs
+from pops.operators.operator import Operator
 from pops.train.distill import DistillConfig, condition_of, distill, student_output, teacher_targets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import pops
-from pops.embeddings_io import load_embeddings, save_embeddings
+from pops.embeddings.files import load_embeddings, save_embeddings
 from pops.equation import EquationError, EquationRunner, ModelSet
 from pops.equation.cli import run_equation_cli
 
@@ -163,7 +163,7 @@ def test_images_are_encoded_once_in_one_batch_and_words_fill_text_slots(make_tin
 
     from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.encoders.minilm import MiniLMEncoder
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     encoder = EfficientNetEncoder(64)
     calls = []

@@ -258,7 +258,7 @@ def test_keyword_calls_drop_unnamed_slots_and_aliases_resolve(images):
     out = plan.steps[plan.output]
     assert out.operator == "composition" and len(out.inputs) == 12
     named = {i for i, x in enumerate(out.inputs) if x is not None}
-    from pops.registry import REGISTRY
+    from pops.base.registry import REGISTRY
 
     assert {REGISTRY["composition"].slot_names[i] for i in named} == {"hat", "pants"}
 

@@ -20,7 +20,7 @@ from pops.evaluation import (
     oracle_baseline,
     top1_accuracy,
 )
-from pops.evaluation.errors import factor_errors
+from pops.evaluation.factors import factor_errors
 
 
 def random_unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -217,8 +217,8 @@ def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     import sys
     from pathlib import Path
 
-    from pops.embeddings_io import save_embeddings
-    from pops.pairs import Pairs
+    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.pairs import Pairs
 
     tiny_operator("union").save_pretrained(tmp_path / "operators" / "union")
     g = torch.Generator().manual_seed(0)
@@ -265,9 +265,9 @@ class _Untouchable(dict):
 def test_the_sampling_choice_sees_only_validation_classes(tiny_operator):
     """choose_sampling scores the validation pairs (training classes kept out of training) and nothing else: test
     pairs it cannot read, and test pairs present, leave its choice unchanged; it returns a pair it tried."""
+    from pops.embeddings.pairs import Pairs
     from pops.evaluation import choose_sampling
-    from pops.evaluation.data import OperatorData
-    from pops.pairs import Pairs
+    from pops.evaluation.testsets import OperatorData
 
     op = tiny_operator("union", dim=32)
     g = torch.Generator().manual_seed(0)
@@ -295,9 +295,9 @@ def test_the_sampling_choice_sees_only_validation_classes(tiny_operator):
 def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator, monkeypatch):
     """Small validation sets tie at top-1 (often 1.0): the mean reciprocal rank, then the cosine to the target decide,
     and only then the earlier sampler and the smaller scale."""
+    from pops.embeddings.pairs import Pairs
     from pops.evaluation import choose_sampling, harness
-    from pops.evaluation.data import OperatorData
-    from pops.pairs import Pairs
+    from pops.evaluation.testsets import OperatorData
 
     op = tiny_operator("union", dim=32)
     gallery = F.normalize(torch.eye(4, 32), dim=-1)

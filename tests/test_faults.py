@@ -16,9 +16,9 @@ import torch
 from bad_input_env import cli_app
 from typer.testing import CliRunner
 
-from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.files import write_folder
-from pops.pairs import Pairs
+from pops.base.files import write_folder
+from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.pairs import Pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_a_killed_demo_leaves_no_worker_behind_and_a_rerun_completes(tmp_path):
 
 # ----- a damaged demo operator -------------------------------------------------------------------------------------
 def tiny_demo_data(n: int = 16):
-    from pops.evaluation.data import OperatorData
+    from pops.evaluation.testsets import OperatorData
 
     g = torch.Generator().manual_seed(0)
     slots = [torch.randn(n, 1280, generator=g).abs() for _ in range(2)]
@@ -158,7 +158,7 @@ def test_a_full_disk_while_writing_embeddings_is_one_line_and_keeps_the_earlier_
     args = ["apply", str(a), str(a), "-m", str(op), "--steps", "2", "-o", str(out)]
     assert CliRunner().invoke(cli_app(), args).exit_code == 0
     before = files_under(tmp_path)
-    monkeypatch.setattr("pops.embeddings_io.save_file", no_space)
+    monkeypatch.setattr("pops.embeddings.files.save_file", no_space)
     result = CliRunner().invoke(cli_app(), [*args, "--seed", "7", "--overwrite"])
     assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit))
     errors = [line for line in result.output.splitlines() if line.startswith("error")]  # (after the progress bar)
@@ -167,11 +167,11 @@ def test_a_full_disk_while_writing_embeddings_is_one_line_and_keeps_the_earlier_
 
 
 def test_a_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operator, tmp_path, monkeypatch):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     folder = tiny_operator("union", seed=1).save_pretrained(tmp_path / "op")
     before = files_under(tmp_path)
-    monkeypatch.setattr("pops.checkpoints.save_file", no_space)
+    monkeypatch.setattr("pops.operators.folder.save_file", no_space)
     with pytest.raises(OSError, match="No space left on device") as full:
         tiny_operator("union", seed=2).save_pretrained(folder)
     assert "model.safetensors" in str(full.value) and "\n" not in str(full.value)
@@ -183,7 +183,7 @@ def test_a_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operato
 def test_a_full_disk_while_caching_embeddings_keeps_the_earlier_shards(tmp_path, monkeypatch):
     from PIL import Image
 
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
 
     class MeanColour:
         dim, encoder_id = 3, "test-mean-colour"
@@ -221,7 +221,7 @@ def test_a_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, monk
 
 def test_embeddings_written_before_the_fault_still_load(tmp_path, monkeypatch):
     path = save_embeddings(tmp_path / "e.safetensors", torch.ones(2, 4))
-    monkeypatch.setattr("pops.embeddings_io.save_file", no_space)
+    monkeypatch.setattr("pops.embeddings.files.save_file", no_space)
     with pytest.raises(OSError):
         save_embeddings(path, torch.zeros(2, 4))
     monkeypatch.undo()
@@ -274,7 +274,7 @@ def small_disk(tmp_path, monkeypatch):
 def test_a_real_full_disk_while_caching_embeddings_keeps_the_earlier_shards(small_disk):
     from PIL import Image
 
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
 
     class MeanColour:
         dim, encoder_id = 3, "test-mean-colour"
@@ -297,11 +297,11 @@ def test_a_real_full_disk_while_caching_embeddings_keeps_the_earlier_shards(smal
 
 
 def test_a_real_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operator, small_disk):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     folder = tiny_operator("union", seed=1).save_pretrained(small_disk.folder / "op")
     before = small_disk.files()
-    small_disk.fill("pops.checkpoints.save_file")
+    small_disk.fill("pops.operators.folder.save_file")
     with pytest.raises(OSError, match="No space left on device") as full:
         tiny_operator("union", seed=2).save_pretrained(folder)
     assert "\n" not in str(full.value)

@@ -22,9 +22,9 @@ import torch
 from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
+from pops.base.registry import COMPOSITION_SLOTS, get_spec
 from pops.generate import storage
 from pops.generate.models import FOLDERS, Detection, GenerationModels, ModelSettings, load_models
-from pops.registry import COMPOSITION_SLOTS, get_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -516,7 +516,7 @@ def test_rerun_makes_only_what_is_missing_and_ignores_leftover_temp_files(tmp_pa
     d4 = storage.sample_dir(tmp_path, 4)
     os.replace(d4 / "sample.json", d4 / ".sample.json.tmp-999-deadbeef")
     (storage.sample_dir(tmp_path, 5) / ".image.jpg.tmp-999-cafebabe").write_bytes(b"half an image")
-    (d4 / ".tmp-image.jpg.k3x9.part").write_bytes(b"half an image, as pops.files names its temporaries")
+    (d4 / ".tmp-image.jpg.k3x9.part").write_bytes(b"half an image, as pops.base.files names its temporaries")
     assert sorted(m["index"] for m in storage.iter_samples(tmp_path)) == [0, 1, 3, 5]
 
     prompts.clear()
@@ -601,7 +601,7 @@ for argv in (sys.argv[1:sys.argv.index("--then")], sys.argv[sys.argv.index("--th
 
 @pytest.mark.slow
 def test_two_processes_split_the_indices_and_embed_everything(tmp_path, models_dir):
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
     from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.generate import generate
 
@@ -695,7 +695,7 @@ def test_two_processes_split_the_indices_and_embed_everything(tmp_path, models_d
 
 @pytest.mark.slow
 def test_embed_cli_fills_the_cache_skips_undecodable_images_and_resumes(tmp_path):
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
     from pops.generate import generate
 
     data = tmp_path / "data"

@@ -1,6 +1,6 @@
-"""One model for all operators (pops.joint): the operator row in the condition, the null condition and the prefix
-path, joint training on a tiny world, the one folder as each of its operators (Operator.from_pretrained, ModelSet,
-equations, `pops apply`, `pops eval`)."""
+"""One model for all operators (pops.operators.joint): the operator row in the condition, the null condition and the
+prefix path, joint training on a tiny world, the one folder as each of its operators (Operator.from_pretrained,
+ModelSet, equations, `pops apply`, `pops eval`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import tiny_prior
 from test_demo import ColourEncoder, WordRows
 from typer.testing import CliRunner
 
-from pops.prior import Condition, PopsPrior
-from pops.registry import REGISTRY, get_spec
+from pops.base.registry import REGISTRY, get_spec
+from pops.core.prior import Condition, PopsPrior
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +70,7 @@ def test_the_operator_row_leads_the_condition_and_the_null_condition_keeps_it():
 
 @pytest.mark.parametrize("kind", ["texturing", "instruct", "composition"])
 def test_the_prefix_path_equals_the_full_forward_for_a_joint_prior(kind):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     model = joint_prior(layers=3, heads=4, head_dim=8).eval()
     with torch.no_grad():
@@ -114,8 +114,8 @@ def joint_settings(out, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def world_pairs(tmp_path_factory):
-    from pops.cache import EmbeddingCache
     from pops.demo import make_pairs
+    from pops.embeddings.cache import EmbeddingCache
     from pops.world import World, WorldConfig
 
     world = World(
@@ -144,7 +144,7 @@ def joint_folder(world_pairs, tmp_path_factory):
 
 
 def test_joint_training_learns_every_operator_with_one_prior(world_pairs, joint_folder):
-    from pops.objective import make_training_scheduler, training_loss
+    from pops.core.objective import make_training_scheduler, training_loss
     from pops.train import Trainer, config_from_dict
     from pops.train.model import embedding_stats
 
@@ -191,8 +191,8 @@ def test_round_robin_steps_and_exact_resume(world_pairs, tmp_path):
 
 # ----- one folder, every operator ---------------------------------------------------------------------------------
 def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pairs, tmp_path):
-    from pops.joint import JointOperator
-    from pops.operator import Operator
+    from pops.operators.joint import JointOperator
+    from pops.operators.operator import Operator
 
     out, trainer = joint_folder
     config = json.loads((out / "pops_config.json").read_text())
@@ -233,7 +233,7 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
 
 
 def test_serve_checks_a_models_folder_with_a_joint_folder(joint_folder, tmp_path):
-    from pops.models_folder import check_models_folder
+    from pops.models.folder import check_models_folder
 
     models = _models_folder(joint_folder, tmp_path)
     assert sorted(check_models_folder(models)) == sorted(KINDS)  # the separate scene and the joint model's, once each
@@ -246,7 +246,7 @@ def _models_folder(joint_folder, tmp_path):
     """A models folder with the joint model under operators/joint/ and a separate scene operator beside it."""
     import shutil
 
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     out, _ = joint_folder
     models = tmp_path / "models"
@@ -257,9 +257,9 @@ def _models_folder(joint_folder, tmp_path):
 
 
 def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_folder, tmp_path):
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
     from pops.equation import apply
-    from pops.models_folder import ModelSet, find_operator_dir, folder_roots
+    from pops.models.folder import ModelSet, find_operator_dir, folder_roots
 
     models = _models_folder(joint_folder, tmp_path)
     joint_dir = models / "operators" / "joint"
@@ -293,7 +293,7 @@ def test_apply_and_eval_cli_run_the_joint_operators(joint_folder, world_pairs, t
     import importlib
 
     from pops.cli import COMMANDS, app
-    from pops.embeddings_io import load_embeddings, save_embeddings
+    from pops.embeddings.files import load_embeddings, save_embeddings
     from pops.evaluation import OperatorData, save_data
 
     for name in COMMANDS:
@@ -377,7 +377,7 @@ def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, 
 
     from bad_input_env import judge, no_server, run_api, run_cli, run_ui, snapshot
 
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
     from pops.equation import apply
     from pops.ui.app import _settings
     from pops.ui.backend import Backend

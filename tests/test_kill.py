@@ -54,7 +54,7 @@ EMBED = """
 import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from pops.cache import EmbeddingCache
+from pops.embeddings.cache import EmbeddingCache
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.generate.embedding import embed_dataset
 root, dataset, cache = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -81,7 +81,7 @@ def make_dataset(folder: Path, samples: int = 16) -> Path:
 def cache_rows(cache_root: Path) -> tuple[dict[bytes, torch.Tensor], int]:
     """Every cached (key -> embedding) of a cache folder and the number of rows its shards hold (duplicates
     counted); a shard that does not verify fails the test (none may be half-written)."""
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
     from pops.encoders.efficientnet import EfficientNetEncoder
 
     cache = EmbeddingCache(cache_root, EfficientNetEncoder(32, bf16=False))
@@ -96,7 +96,7 @@ def cache_rows(cache_root: Path) -> tuple[dict[bytes, torch.Tensor], int]:
 
 @pytest.mark.slow
 def test_embed_killed_at_a_random_point_then_rerun_caches_every_image_once(tmp_path):
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
     from pops.encoders.efficientnet import EfficientNetEncoder
     from pops.generate.embedding import embed_dataset
 
@@ -168,7 +168,7 @@ def test_an_equation_killed_at_a_random_point_then_rerun_gives_the_uninterrupted
     from bad_input_env import _models_folder, tiny_operator
     from PIL import Image
 
-    from pops.embeddings_io import load_embeddings, save_embeddings
+    from pops.embeddings.files import load_embeddings, save_embeddings
     from pops.equation.cli import run_equation_cli
 
     models = _models_folder(tmp_path / "models", tiny_operator())

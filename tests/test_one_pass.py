@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pops.objective import make_training_scheduler, prior_input
-from pops.operator import Operator
+from pops.core.objective import make_training_scheduler, prior_input
+from pops.operators.operator import Operator
 from tests.test_train import DIM, make_pairs, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

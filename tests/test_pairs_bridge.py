@@ -17,9 +17,9 @@ import torch
 from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
+from pops.base.registry import COMPOSITION_SLOTS
 from pops.generate import storage
 from pops.generate.models import Detection, GenerationModels, UndecodableImage
-from pops.registry import COMPOSITION_SLOTS
 
 D = 32  # the tiny CLIP's embedding width
 SIDE = 64  # generated picture side
@@ -249,8 +249,8 @@ def test_union_scene_and_composition_pairs(built, datasets, encoders):
 
 
 def test_instruct_draws_words_with_rows_and_alignment_text(built, datasets, encoders, tmp_path):
+    from pops.embeddings.pairs import Pairs
     from pops.generate.instruct import sample_instruction
-    from pops.pairs import Pairs
 
     _, all_pairs = built
     pairs = all_pairs["instruct"]
@@ -283,8 +283,8 @@ def test_instruct_draws_words_with_rows_and_alignment_text(built, datasets, enco
 
 @pytest.mark.parametrize("operator", list(COUNTS))
 def test_pairs_train_one_step(built, operator, make_tiny_prior):
-    from pops.objective import make_training_scheduler, training_loss
-    from pops.prior import PopsPrior
+    from pops.core.objective import make_training_scheduler, training_loss
+    from pops.core.prior import PopsPrior
 
     pairs = built[1][operator]
     model = PopsPrior(make_tiny_prior(dim=D))
@@ -332,7 +332,7 @@ def test_undecodable_files_skip_only_their_examples(datasets, encoders, tmp_path
     assert pairs.info["skipped_examples"] == 1
     (skip,) = pairs.info["skipped"]
     assert (skip["index"], skip["example"]) == (manifests[0]["index"], 2) and "render_2.jpg" in skip["reason"]
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
 
     loaded = Pairs.load(pairs.save(tmp_path / "texturing.safetensors"))
     assert torch.equal(loaded.slots[1], pairs.slots[1]) and len(loaded) == 18
@@ -360,11 +360,11 @@ def test_bad_input_raises(datasets, encoders, tmp_path):
 
 
 def test_the_pairs_module_needs_no_diffusers():
-    """Data tools read and write pairs without the model stack: `import pops.pairs` loads no diffusers."""
+    """Data tools read and write pairs without the model stack: `import pops.embeddings.pairs` loads no diffusers."""
     import subprocess
     import sys
 
-    code = "import sys, pops.pairs; assert 'diffusers' not in sys.modules, 'diffusers imported'"
+    code = "import sys, pops.embeddings.pairs; assert 'diffusers' not in sys.modules, 'diffusers imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -389,8 +389,8 @@ def run_cli(*args: str):
 
 @pytest.mark.slow
 def test_cli_reuses_the_embed_cache_and_writes_a_pairs_file(datasets, clip_dir, tmp_path):
+    from pops.embeddings.pairs import Pairs
     from pops.generate import generate
-    from pops.pairs import Pairs
 
     # EfficientNet (the embedded world's encoder): `pops embed` fills the cache, `pops pairs` encodes only patches.
     data, cache = tmp_path / "texturing", tmp_path / "cache"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pops.prior import Condition, PopsPrior
+from pops.core.prior import Condition, PopsPrior
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 12])

@@ -75,7 +75,7 @@ def write_texturing_models(root, parts, kinds=("texturing",)):
     """Tiny operators in bigG's place: the local prior repo's CLIP image encoder (squash to 512, as released)."""
     from conftest import tiny_prior
 
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     for i, kind in enumerate(kinds):
         encoders = {"image": {"type": "clip-image", "repo": str(parts / "prior"), "resize": 512}}
@@ -211,7 +211,7 @@ def test_ipadapter_folders_load_any_local_sdxl_and_the_depth_one_takes_input_a(p
 
 # ----- models folders: equations, pops apply --models, the UI --------------------------------------------------------
 def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(parts, tmp_path):
-    from pops.models_folder import ModelSet
+    from pops.models.folder import ModelSet
     from pops.renderers.kandinsky import KandinskyRenderer
 
     models = tmp_path / "models"
@@ -229,7 +229,7 @@ def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(part
     assert all(p.size == (SIZE, SIZE) for p in pictures)
 
     # The pictures are the Kandinsky pipeline's rendering of the equation's output embeddings.
-    from pops.embeddings_io import load_embeddings
+    from pops.embeddings.files import load_embeddings
 
     output, _ = load_embeddings(out / "output.safetensors")
     renderer = quiet(
@@ -243,7 +243,7 @@ def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(part
 
 
 def test_the_depth_renderer_in_an_equation_gets_input_a_and_refuses_a_step_without_a_picture(parts, tmp_path):
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
     from pops.renderers.settings import write_renderer_folder
 
     models = tmp_path / "models"

@@ -491,7 +491,7 @@ def test_depth_renderer_follows_the_structure_image(depth_renderer, embeds, monk
 
 # ----- the hub helper ------------------------------------------------------------------------------------------------
 def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
-    from pops import hub, reference
+    from pops.base import hub, reference
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for ref in ("nobody-here/no-such-model-xyz", reference.KANDINSKY_DECODER):
@@ -517,7 +517,7 @@ def test_hub_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
 def test_hub_fails_fast_when_unreachable(monkeypatch):
     from huggingface_hub import constants
 
-    from pops import hub
+    from pops.base import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -561,7 +561,7 @@ def run_cli(*args):
 
 @pytest.fixture(scope="module")
 def embeddings_file(tmp_path_factory, embeds):
-    from pops.embeddings_io import save_embeddings
+    from pops.embeddings.files import save_embeddings
 
     return save_embeddings(tmp_path_factory.mktemp("emb") / "outs.safetensors", embeds, {"operator": "texturing"})
 

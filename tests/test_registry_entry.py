@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pops.registry import REGISTRY, DropoutRule, OperatorSpec, Slot
+from pops.base.registry import REGISTRY, DropoutRule, OperatorSpec, Slot
 
 PAIR = OperatorSpec(
     name="pair",
@@ -49,7 +49,7 @@ def test_a_sixth_entry_is_callable_in_equations_by_its_alias(pair_operator):
 @pytest.mark.slow
 def test_a_sixth_entry_trains_samples_and_runs_in_the_quick_demo(pair_operator, tmp_path):
     from pops.demo import quick_config, run_demo
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     # One worker: spawned worker processes would import the registry afresh, without the test's entry.
     config = quick_config(out=tmp_path / "demo", operators=("pair",), workers=1, steps=60, progress=False)

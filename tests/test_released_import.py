@@ -14,8 +14,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_real_stack import SIZE, random_images, run_cli, tiny_kandinsky_decoder, tiny_vision
 
-from pops import checkpoints
-from pops.operator import Operator
+from pops.operators import folder as checkpoints
+from pops.operators.operator import Operator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -194,8 +194,8 @@ def test_pops_models_renderer_writes_a_checked_folder(tmp_path):
 
 def write_union_test_data(folder) -> None:
     """What `pops eval` scores, for union on 32-d embeddings: 6 test pairs of 3 classes and their gallery."""
-    from pops.embeddings_io import save_embeddings
-    from pops.pairs import Pairs
+    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.pairs import Pairs
 
     g = torch.Generator().manual_seed(0)
     classes = ["a", "b", "c"]
@@ -227,7 +227,7 @@ def test_an_operator_name_and_pictures_become_an_equation():
 
 
 def test_apply_an_operator_by_name_offline_is_one_line_naming_the_hub_id(tmp_path, monkeypatch):
-    from pops.models_folder import ModelSet, ReleasedModels
+    from pops.models.folder import ModelSet, ReleasedModels
 
     monkeypatch.chdir(tmp_path)
     for name, image in zip("ab", random_images(2)):
@@ -258,7 +258,7 @@ def test_apply_an_operator_by_name_on_a_models_folder_writes_pictures_and_a_reco
     record = json.loads((out / "record.json").read_text())
     assert record["equation"] == f"texturing({obj}, {texture})" and record["renderer"] == "kandinsky"
     assert record["outputs"]["images"] == ["output_0.png", "output_1.png"]
-    from pops.embeddings_io import load_embeddings
+    from pops.embeddings.files import load_embeddings
 
     assert load_embeddings(out / "output.safetensors")[0].shape == (2, 32)
     again = run_cli("apply", "--replay", out / "record.json", "-o", tmp_path / "again")
@@ -271,7 +271,7 @@ def test_apply_an_operator_by_name_on_a_models_folder_writes_pictures_and_a_reco
 
 def test_released_models_from_local_copies_run_an_equation_and_record_where_they_came_from(hub, tmp_path):
     from pops.equation.runner import EquationRunner
-    from pops.models_folder import ReleasedModels
+    from pops.models.folder import ReleasedModels
 
     models = ReleasedModels(str(hub / "operators"), base=str(hub / "kandinsky-2-2-prior"))
     assert models.available() == ["texturing", "union", "scene", "instruct"]

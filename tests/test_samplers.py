@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pops.prior import Condition, PopsPrior
-from pops.sampler import SAMPLERS, get_sampler
+from pops.core.prior import Condition, PopsPrior
+from pops.core.sampler import SAMPLERS, get_sampler
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_deterministic_samplers_take_one_step_and_draw_only_the_initial_noise(mo
 
 
 def test_ddim_linspace_runs_from_999_to_0_and_equals_ddim_on_those_timesteps(model_and_cond):
-    from pops.sampler import ddim_scheduler
+    from pops.core.sampler import ddim_scheduler
 
     model, cond = model_and_cond
     scheduler = ddim_scheduler("linspace")

@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_prior
 from test_train import DIM, make_pairs, tiny_config
 
-from pops.prior import PopsPrior
+from pops.core.prior import PopsPrior
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

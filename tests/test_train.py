@@ -12,9 +12,9 @@ import torch
 from conftest import tiny_prior
 from safetensors.torch import load_file
 
-from pops.pairs import Pairs
-from pops.prior import PopsPrior
-from pops.registry import get_spec
+from pops.base.registry import get_spec
+from pops.core.prior import PopsPrior
+from pops.embeddings.pairs import Pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -141,7 +141,7 @@ def test_cli_bad_config_is_one_line_error(tmp_path):
 
 # ----- data stream ----------------------------------------------------------------------------------------------
 def test_stream_is_deterministic_resumable_and_shards_partition_the_global_batch():
-    from pops.train.data import PairStream, shard_generator
+    from pops.train.stream import PairStream, shard_generator
 
     pairs = make_pairs(n=10)
     a, b = PairStream(pairs, seed=3), PairStream(pairs, seed=3)
@@ -162,7 +162,7 @@ def test_stream_is_deterministic_resumable_and_shards_partition_the_global_batch
 
 # ----- training ---------------------------------------------------------------------------------------------------
 def test_scratch_training_learns_and_saves_an_operator(tmp_path):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
     from pops.train import train
     from pops.train.model import embedding_stats
 
@@ -203,9 +203,9 @@ def _tensorboard_scalars(files) -> dict[str, list[float]]:
 
 def test_gradient_accumulation_equals_the_large_batch(tmp_path):
     """Two micro-batches of 4 accumulated make exactly the update of their 8 samples in one batch (same draws)."""
-    from pops.objective import make_training_scheduler, training_loss
+    from pops.core.objective import make_training_scheduler, training_loss
     from pops.train import train
-    from pops.train.data import PairStream, shard_generator
+    from pops.train.stream import PairStream, shard_generator
 
     pairs = make_pairs()
     start = PopsPrior(tiny_prior(dim=DIM))
@@ -231,7 +231,7 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path):
 
 
 def test_lora_trains_adapters_only_and_merges_on_save(tmp_path):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
     from pops.train import train
 
     start = PopsPrior(tiny_prior(dim=DIM))
@@ -280,8 +280,8 @@ def test_ema_lags_behind_the_raw_weights(tmp_path):
 def test_dropout_trains_in_the_blocks_and_never_samples(tmp_path):
     """model.dropout reaches the PriorTransformer's blocks (two training forwards differ) and is off in sampling, even
     for a prior loaded in train mode, whose mode is restored after the call; the saved operator keeps it."""
-    from pops.operator import Operator
-    from pops.prior import Condition
+    from pops.core.prior import Condition
+    from pops.operators.operator import Operator
     from pops.train import train
 
     cfg = tiny_config(tmp_path, max_steps=4, model={**tiny_config(tmp_path).model.__dict__, "dropout": 0.5})
@@ -373,7 +373,7 @@ def test_every_operator_kind_trains(tmp_path, kind):
 
 
 def test_init_from_an_operator_folder_and_a_local_kandinsky_folder(tmp_path):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
     from pops.train.model import build_model
 
     pairs = make_pairs("instruct")

@@ -63,7 +63,7 @@ def in_process(config: dict, **changes):
 
 def initial_weights(config: dict) -> dict:
     """The scratch init every run of `config` starts from (the trainer seeds it with config seed)."""
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
     from pops.train import config_from_dict
     from pops.train.model import build_model
 
@@ -180,6 +180,6 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     ddp = final_weights(tmp_path / "ddp")
     assert max_diff(ddp, single.state_dict()) < 1e-5
     assert max_diff(ddp, initial_weights(config)) > 1e-4  # and both moved away from the same seeded scratch init
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     assert torch.equal(Operator.from_pretrained(tmp_path / "ddp").model.prior.clip_std, single.prior.clip_std)

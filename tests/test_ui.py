@@ -73,9 +73,9 @@ def draw_scene(top, bottom, size: int = 64) -> Image.Image:
 
 def build_models(root: Path) -> dict[str, Path]:
     """Write operators/<kind>/ and renderer/ under root, and three input pictures; returns the pictures' paths."""
+    from pops.core.prior import make_prior
     from pops.encoders.efficientnet import EfficientNetEncoder
-    from pops.operator import Operator
-    from pops.prior import make_prior
+    from pops.operators.operator import Operator
     from pops.renderers.retrieval import RetrievalRenderer
 
     encoder = EfficientNetEncoder(RESOLUTION, bf16=False)

@@ -1,13 +1,13 @@
-"""An operator's vocabulary (pops.vocabulary): the distinct words of its training pairs, a word it never saw read as
-the nearest of them, a known word unchanged, saved with the operator."""
+"""An operator's vocabulary (pops.operators.vocabulary): the distinct words of its training pairs, a word it never saw
+read as the nearest of them, a known word unchanged, saved with the operator."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pops.pairs import Pairs, pad_rows
-from pops.vocabulary import VOCABULARY_FILE, Vocabulary, training_vocabulary
+from pops.embeddings.pairs import Pairs, pad_rows
+from pops.operators.vocabulary import VOCABULARY_FILE, Vocabulary, training_vocabulary
 
 WIDTH = 12
 
@@ -38,7 +38,7 @@ def test_the_vocabulary_holds_each_training_word_once():
 
 
 def test_an_unseen_word_is_read_as_its_nearest_known_word_and_a_known_word_as_itself(tiny_operator, tmp_path):
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
     known = words()
     op = tiny_operator("instruct", text_width=WIDTH)
@@ -93,7 +93,7 @@ def test_a_word_it_never_saw_is_named_in_one_warning(tiny_operator, caplog):
     op = tiny_operator("instruct", text_width=WIDTH)
     op.text_encoder = Words()
     op.vocabulary = training_vocabulary(instruct_pairs(list(known.values())))
-    with caplog.at_level("WARNING", logger="pops.inputs"):
+    with caplog.at_level("WARNING", logger="pops.operators.inputs"):
         op.sample([torch.randn(1, 32), "big"], num_inference_steps=2)
         assert not caplog.records
         op.sample([torch.randn(2, 32), ["red", "crimson"]], num_inference_steps=2)

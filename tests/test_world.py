@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pops.registry import COMPOSITION_SLOTS, REGISTRY
+from pops.base.registry import COMPOSITION_SLOTS, REGISTRY
 from pops.world import EDITS, SCENE_NAMES, SHAPE_NAMES, TEXTURE_NAMES, World, WorldConfig
 
 OPERATORS = list(REGISTRY)

@@ -16,7 +16,7 @@ try:
 except ImportError:  # an older typer, on the click package
     from click import exceptions as click_errors
 
-from pops.readers import reason
+from pops.base.readers import reason
 
 
 class OneLineErrors(TyperGroup):
@@ -60,7 +60,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn (pops's log lines through tqdm); turn the errors bad input raises (ValueError — pops.checks.BadValue
+    """Call fn (pops's log lines through tqdm); turn the errors bad input raises (ValueError — pops.base.checks.BadValue
     among them —, FileNotFoundError, …) into a one-line CLI error."""
     try:
         # Our log lines (a warning mid-sampling) print above the progress bars, not on a bar's line. Only pops's:
@@ -74,7 +74,7 @@ def run_or_fail(fn, *args, **kwargs):
 
 
 def checked(check, value, name: str, **kwargs):
-    """`check(value, name)` from pops.checks (the same ranges as the Python API), as a one-line CLI error."""
+    """`check(value, name)` from pops.base.checks (the same ranges as the Python API), as a one-line CLI error."""
     return run_or_fail(check, value, name, **kwargs)
 
 

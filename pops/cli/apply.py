@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
+from pops.base.files import check_output
+from pops.base.reference import RELEASED_OPERATORS
 from pops.cli import placement
 from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
-from pops.files import check_output
-from pops.reference import RELEASED_OPERATORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
@@ -119,7 +119,7 @@ def apply(
 
         inputs = [call_equation(inputs[0], inputs[1:])]
         models = models or Path(RELEASED_OPERATORS)
-    from pops.devices import check_placement
+    from pops.base.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
     checked(checks.seed, seed, "--seed")
@@ -169,7 +169,7 @@ def apply(
 
 def _names_operator(text: str) -> bool:
     """Whether a first input is an operator's name (texturing, texture, …) rather than a file."""
-    from pops.registry import REGISTRY
+    from pops.base.registry import REGISTRY
 
     names = set(REGISTRY) | {alias for spec in REGISTRY.values() for alias in spec.aliases}
     return text in names and not Path(text).exists()
@@ -189,11 +189,11 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
 def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
     """One operator on files: `operator` is (model folder, Kandinsky base, released checkpoint, kind), `sampling`
     Operator.sample's settings."""
-    from pops.devices import make_generator, place
-    from pops.embeddings_io import save_embeddings
-    from pops.operator import Operator
-    from pops.readers import read_image
-    from pops.reference import KANDINSKY_PRIOR
+    from pops.base.devices import make_generator, place
+    from pops.base.readers import read_image
+    from pops.base.reference import KANDINSKY_PRIOR
+    from pops.embeddings.files import save_embeddings
+    from pops.operators.operator import Operator
 
     # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
     pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
@@ -240,7 +240,7 @@ def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
 def read_input(op, slot, text: str, pictures: dict | None = None):
     """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped).
     `pictures`: images already decoded, by input text."""
-    from pops.embeddings_io import EMBEDDING_SUFFIXES, load_embeddings
+    from pops.embeddings.files import EMBEDDING_SUFFIXES, load_embeddings
 
     if text.lower() in DROP:
         return None
@@ -260,7 +260,7 @@ def read_input(op, slot, text: str, pictures: dict | None = None):
         raise ValueError(
             f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image"
         )
-    from pops.readers import read_image
+    from pops.base.readers import read_image
 
     image = pictures[text] if pictures and text in pictures else read_image(path)  # no picture: refused first
     if op.image_encoder is None:

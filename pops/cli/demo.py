@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from pops.base.registry import REGISTRY
 from pops.cli.app import app, run_or_fail
-from pops.registry import REGISTRY
 
 
 @app.command()

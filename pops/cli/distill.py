@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
+from pops.base.files import check_output, write_folder
+from pops.base.reference import OPERATOR_CONFIG_NAME
 from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
-from pops.files import check_output, write_folder
-from pops.reference import OPERATOR_CONFIG_NAME
 
 
 @app.command()
@@ -71,13 +71,13 @@ def _distill(teacher, data, settings: dict, threads):
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
-    from pops.operator import Operator
-    from pops.pairs import Pairs
+    from pops.embeddings.pairs import Pairs
+    from pops.operators.operator import Operator
     from pops.train.distill import DistillConfig, distill
 
     config = DistillConfig(**settings)
     config.check()  # bad numbers fail before anything loads
-    # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
+    # One thread unless asked, as the demo's operators (pops.demo.plan.choose_threads says why).
     torch.set_num_threads(threads or 1)
     # Encoders are named, not built (they build on first use): the student keeps them, so it takes images and words
     # as its teacher does.

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
+from pops.base.files import check_output
+from pops.base.reference import KANDINSKY_PRIOR
 from pops.cli.app import app, checked, fail, run_or_fail
-from pops.files import check_output
-from pops.reference import KANDINSKY_PRIOR
 
 ENCODERS = ("efficientnet", "clip")
 
@@ -69,7 +69,7 @@ MAX_RESOLUTION = 1024
 
 def check_encoder_options(encoder: str, resolution: int | None, batch_size: int, dtype, device) -> None:
     """The encoder options `pops embed` and `pops pairs` share, checked before any model loads (one line each)."""
-    from pops.devices import check_dtype_name, resolve_device
+    from pops.base.devices import check_dtype_name, resolve_device
 
     if encoder not in ENCODERS:
         fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
@@ -85,7 +85,7 @@ def check_encoder_options(encoder: str, resolution: int | None, batch_size: int,
 
 
 def _embed(dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress):
-    from pops.cache import EmbeddingCache
+    from pops.embeddings.cache import EmbeddingCache
     from pops.generate.embedding import embed_dataset
     from pops.generate.storage import read_dataset_info
 

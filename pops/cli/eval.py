@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
+from pops.base.files import check_output
 from pops.cli import placement
 from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
-from pops.files import check_output
 
 
 @app.command(name="eval")
@@ -70,7 +70,7 @@ def eval_(
         if out.suffix != ".json":
             fail(f"--out must end in .json, got {out}")
         run_or_fail(check_output, out, overwrite=overwrite, what="--out")
-    from pops.devices import check_placement
+    from pops.base.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
     where = (device, dtype, generator_device)
@@ -87,18 +87,18 @@ def _eval(
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
+    from pops.base.files import atomic_write_text
+    from pops.base.registry import get_spec
+    from pops.core.sampler import get_sampler
     from pops.evaluation import evaluate_operators, load_test_data
-    from pops.files import atomic_write_text
-    from pops.models_folder import ModelSet, folder_roots
-    from pops.registry import get_spec
-    from pops.sampler import get_sampler
+    from pops.models.folder import ModelSet, folder_roots
 
     if sampler is not None:
         get_sampler(sampler)  # an unknown name fails before anything loads
 
-    # One thread unless asked, as the demo's operators (pops.demo.config.choose_threads says why).
+    # One thread unless asked, as the demo's operators (pops.demo.plan.choose_threads says why).
     torch.set_num_threads(threads or 1)
-    # Each kind resolves as in equations and the UI (pops.models_folder: its own folder, else a joint one).
+    # Each kind resolves as in equations and the UI (pops.models.folder: its own folder, else a joint one).
     model_set = ModelSet(models, load_encoders=False, device=where[0], dtype=where[1])
     kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
     for kind in kinds:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
 from pops.cli.app import app, checked, fail, run_or_fail
 
 
@@ -68,7 +68,7 @@ def generate(
         checked(checks.image_side, value, name)
     checked(checks.guidance, depth_guidance, "--depth-guidance")
     checked(checks.guidance, inpaint_guidance, "--inpaint-guidance")
-    from pops.devices import check_dtype_name, resolve_device
+    from pops.base.devices import check_dtype_name, resolve_device
 
     run_or_fail(check_dtype_name, dtype)
     if device is not None:
@@ -123,7 +123,7 @@ def _print_summary(operator: str, out: Path, summary) -> None:
 def _check_resumable(out: Path, operator: str, seed: int) -> None:
     """An existing --out is resumed only when it is a dataset of the same operator and seed (the rest of its identity
     is checked when generation starts)."""
-    from pops.files import check_output
+    from pops.base.files import check_output
     from pops.generate.storage import DATASET_FILE, read_dataset_info
 
     if out.exists() and not out.is_dir():

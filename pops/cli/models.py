@@ -1,5 +1,5 @@
 """`pops models`: make models folders of the paper's real models — import released operators, write renderer
-folders, or the whole folder at once (pops.released, pops.renderers.settings)."""
+folders, or the whole folder at once (pops.models.released, pops.renderers.settings)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from pops.base.files import check_output
+from pops.base.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
 from pops.cli.app import OVERWRITE_HELP, app, fail, run_or_fail
-from pops.files import check_output
-from pops.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
 
 models_app = typer.Typer(
     help="Make models folders of the paper's real models: import released operators, write renderer folders.",
@@ -44,7 +44,7 @@ def parse_settings(items: list[str] | None) -> dict:
 
 
 def _check_dtype(dtype: str | None) -> None:
-    from pops.devices import check_dtype_name
+    from pops.base.devices import check_dtype_name
 
     run_or_fail(check_dtype_name, dtype)
 
@@ -66,7 +66,7 @@ def import_(
     """Import a released pOps operator into an operator folder (safetensors, CLIP encoder config, model card)."""
     _check_dtype(dtype)
     run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # new or empty: atomic_folder says
-    from pops.released import import_operator, released_checkpoint
+    from pops.models.released import import_operator, released_checkpoint
 
     if checkpoint in RELEASED_KINDS and not Path(checkpoint).exists():
         kind, checkpoint = kind or checkpoint, released_checkpoint(checkpoint)
@@ -95,7 +95,7 @@ def real(
     run_or_fail(check_output, out, overwrite=True, folder=True, what="OUT")  # new or empty: atomic_folder says
     if render not in REAL_RENDERERS:
         fail(f"--render must be one of {', '.join(REAL_RENDERERS)}, got {render!r}")
-    from pops.released import write_real_models
+    from pops.models.released import write_real_models
 
     values = run_or_fail(parse_settings, settings)
     kinds = list(operators or RELEASED_KINDS)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
+from pops.base import checks
+from pops.base.files import check_output
+from pops.base.reference import KANDINSKY_PRIOR
 from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
-from pops.files import check_output
-from pops.reference import KANDINSKY_PRIOR
 
 
 @app.command()
@@ -61,8 +61,9 @@ def pairs(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Write an operator's training pairs (pops.pairs.Pairs) from a generated dataset: every image embedded through
-    the cache (run `pops embed` first to reuse its work), texture patches cut, instruct words drawn and encoded."""
+    """Write an operator's training pairs (pops.embeddings.pairs.Pairs) from a generated dataset: every image embedded
+    through the cache (run `pops embed` first to reuse its work), texture patches cut, instruct words drawn and
+    encoded."""
     from pops.cli.embed import check_encoder_options
 
     check_encoder_options(encoder, resolution, batch_size, dtype, device)
@@ -115,9 +116,9 @@ def _pairs(
     batch_size,
     progress,
 ):
+    from pops.base.registry import get_spec
     from pops.generate.pairs import build_pairs
     from pops.generate.storage import read_dataset_info
-    from pops.registry import get_spec
 
     operator = read_dataset_info(dataset_dir).get("operator")  # a clear error before any model is loaded
     spec = get_spec(operator)

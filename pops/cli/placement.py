@@ -1,6 +1,6 @@
 """The options that place models, shared by `pops apply`, `serve`, `eval` and `render` (`pops train` has its own
 shortcuts for its config keys); all checked by
-pops.devices.check_placement: CUDA asked for on a machine without it is a one-line error)."""
+pops.base.devices.check_placement: CUDA asked for on a machine without it is a one-line error)."""
 
 from __future__ import annotations
 

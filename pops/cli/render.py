@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from pops import checks
-from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
-from pops.files import check_output
-from pops.reference import (
+from pops.base import checks
+from pops.base.files import check_output
+from pops.base.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
     FP16_FIX_VAE,
@@ -20,6 +18,8 @@ from pops.reference import (
     KANDINSKY_PRIOR,
     SDXL_BASE,
 )
+from pops.cli import placement
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
 
 RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
 
@@ -74,7 +74,7 @@ def render(
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
         fail(f"--render must be one of {', '.join(RENDERERS)}, got {renderer!r}")
-    from pops.devices import check_placement
+    from pops.base.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
     checked(checks.count, batch_size, "--batch-size")
@@ -132,15 +132,15 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
 def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, place):
     from tqdm.auto import tqdm
 
-    from pops.embeddings_io import load_embeddings
-    from pops.files import atomic_write
+    from pops.base.files import atomic_write
+    from pops.embeddings.files import load_embeddings
     from pops.renderers.pipelines import seeded_generators
 
     device, dtype, cpu_offload, generator_device = place
     embeds, _ = load_embeddings(embeddings)  # the inputs are read (and refused) before any model loads
     extra = {}
     if structure is not None and renderer == "ipadapter-depth":
-        from pops.readers import read_image
+        from pops.base.readers import read_image
 
         extra["structure"] = read_image(structure, "structure image")
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from pops.base.reference import RELEASED_OPERATORS
 from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
-from pops.reference import RELEASED_OPERATORS
 
 # Gradio's units (FileSize: powers of 1024).
 SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
@@ -55,7 +55,7 @@ def serve(
     generator_device: str = placement.GENERATOR_DEVICE,
 ) -> None:
     """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
-    from pops.models_folder import RENDERER_CHOICES
+    from pops.models.folder import RENDERER_CHOICES
 
     if renderer not in RENDERER_CHOICES:
         fail(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_CHOICES)}")
@@ -68,7 +68,7 @@ def serve(
         fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
     if limit < MIN_FILE_SIZE:
         fail(f"--max-file-size {max_file_size} is smaller than any picture; give at least 1kb")
-    from pops.models_folder import check_models_folder
+    from pops.models.folder import check_models_folder
 
     for folder in models or []:
         if folder.exists() and not folder.is_dir():
@@ -81,10 +81,10 @@ def serve(
                 fail(f"--out {out} and the models folder {folder} overlap; the server serves OUT's files: give another")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder")
-    from pops.files import check_output
+    from pops.base.files import check_output
 
     run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
-    from pops.devices import check_placement
+    from pops.base.devices import check_placement
 
     run_or_fail(check_placement, device, dtype, generator_device)
     models = list(models or [Path("outputs/demo")])

@@ -67,7 +67,7 @@ def train(
         overrides.append(f"output_dir={output_dir}")
     if overwrite:
         overrides.append("overwrite=true")
-    from pops.devices import check_placement, dtype_name, resolve_dtype
+    from pops.base.devices import check_placement, dtype_name, resolve_dtype
 
     run_or_fail(check_placement, device, dtype, generator_device)  # one line when CUDA is asked for and absent
     if device is not None:
@@ -80,7 +80,7 @@ def train(
     run_or_fail(_train, cfg, progress)
 
 
-# --dtype (pops.devices' names) -> the config's mixed_precision (accelerate's names).
+# --dtype (pops.base.devices' names) -> the config's mixed_precision (accelerate's names).
 MIXED_PRECISION_OF = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
 

@@ -1,10 +1,10 @@
 """The embedded demo: the whole system, offline on a CPU, measured against ground truth (`pops demo`).
 
-    world (pops.world) -> images encoded once through the embedding cache (pops.cache) -> training / validation /
-    test pairs per operator (pops.demo.data) -> five small operators trained from scratch, each given the guidance
-    scale that does best on its validation classes, evaluated on held-out combinations against the paper's averaging
-    baseline (pops.demo.operators, two at a time in worker processes) -> rendered (retrieval and decoder) ->
-    report.html (pops.demo.report)
+    world (pops.world) -> images encoded once through the embedding cache (pops.embeddings.cache) -> training /
+    validation / test pairs per operator (pops.demo.world_pairs) -> five small operators trained from scratch, each
+    given the guidance scale that does best on its validation classes, evaluated on held-out combinations against the
+    paper's averaging baseline (pops.demo.operators, two at a time in worker processes) -> rendered (retrieval and
+    decoder) -> report.html (pops.demo.report)
 
 The output folder is a models folder that `pops apply --model/--models`, `pops eval` and the UI read:
 
@@ -18,10 +18,10 @@ The output folder is a models folder that `pops apply --model/--models`, `pops e
     demo.json, metrics.json, report.html
 """
 
-from pops.demo.config import DemoConfig, choose_threads, choose_workers, format_seconds, quick_config
-from pops.demo.data import build_data, make_pairs, split_validation
 from pops.demo.operators import train_operator
+from pops.demo.plan import DemoConfig, choose_threads, choose_workers, format_seconds, quick_config
 from pops.demo.run import DemoResult, run_demo
+from pops.demo.world_pairs import build_data, make_pairs, split_validation
 
 __all__ = [
     "DemoConfig",

@@ -2,11 +2,11 @@
 held-out combinations against the baselines (both through pops.evaluation's harness, which `pops eval` shares).
 
 `operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run). `joint_job`
-does them for the joint model (pops.joint; `pops demo` trains it unless `--no-joint`): one prior with a learned
-operator row, trained on every operator's pairs in turn for `joint_budget` of the separate operators' steps together,
-saved as ONE folder `<out>/operators/joint`, its guidance chosen per operator on that operator's validation classes
-and scored on the same test pairs, as the method "pops joint". `choose_models` then picks, per operator, whichever
-of the two scored higher on its validation classes ("pops chosen").
+does them for the joint model (pops.operators.joint; `pops demo` trains it unless `--no-joint`): one prior with a
+learned operator row, trained on every operator's pairs in turn for `joint_budget` of the separate operators' steps
+together, saved as ONE folder `<out>/operators/joint`, its guidance chosen per operator on that operator's validation
+classes and scored on the same test pairs, as the method "pops joint". `choose_models` then picks, per operator,
+whichever of the two scored higher on its validation classes ("pops chosen").
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from dataclasses import replace
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pops.demo.config import choose_threads
+from pops.base.files import tensor_digest
+from pops.base.reference import OPERATOR_CONFIG_NAME
+from pops.base.registry import get_spec
+from pops.demo.plan import choose_threads
 from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators, sampling_label
-from pops.files import tensor_digest
-from pops.joint import JointOperator
-from pops.operator import Operator
-from pops.reference import OPERATOR_CONFIG_NAME
-from pops.registry import get_spec
+from pops.operators.joint import JointOperator
+from pops.operators.operator import Operator
 from pops.train import Trainer, config_from_dict
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Sections: the metrics table (pops.evaluation.MetricsTable), a bar plot of the operators against the baselines,
 gap closed per operator (the joint model beside the separate operators, when the demo trained it) and the held-out
-errors by factor (pops.evaluation.errors), example grids (inputs | pOps | pOps joint |
+errors by factor (pops.evaluation.factors), example grids (inputs | pOps | pOps joint |
 averaging | ground truth, each embedding drawn by every renderer), one chained equation with its intermediate results,
 and stage timings. The page is templates/report.html.j2 (Jinja2, every
 value escaped); `example_grids` and `chained_equation` make the pictures.
@@ -21,11 +21,11 @@ from diffusers.utils import make_image_grid
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image, ImageDraw
 
+from pops.base.files import atomic_write_text
+from pops.base.registry import REGISTRY
 from pops.demo.operators import CHOSEN_METHOD, JOINT_METHOD
 from pops.equation import apply as apply_equation
 from pops.evaluation import row_kind, sampling_label
-from pops.files import atomic_write_text
-from pops.registry import REGISTRY
 
 # Bar colours per method (the trained operator stands out; the oracle is the ceiling, drawn pale).
 COLOURS = {

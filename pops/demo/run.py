@@ -16,9 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pops import evaluation as E
-from pops.cache import EmbeddingCache
-from pops.demo.config import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
-from pops.demo.data import build_data
+from pops.base.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
+from pops.base.registry import get_spec
 from pops.demo.operators import (
     CHOSEN_METHOD,
     JOINT_METHOD,
@@ -27,15 +26,16 @@ from pops.demo.operators import (
     joint_job,
     operator_job,
 )
+from pops.demo.plan import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
+from pops.demo.processes import die_with_parent
 from pops.demo.report import chained_equation, example_grids, write_report
+from pops.demo.world_pairs import build_data
+from pops.embeddings.cache import EmbeddingCache
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.evaluation import save_data
-from pops.evaluation.errors import operator_errors
-from pops.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
-from pops.operator import Operator
-from pops.processes import die_with_parent
-from pops.registry import get_spec
+from pops.evaluation.factors import operator_errors
+from pops.operators.operator import Operator
 from pops.renderers import RENDERER_CONFIG_NAME, load_renderer
 from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
 from pops.renderers.retrieval import RetrievalRenderer
@@ -118,8 +118,8 @@ def check_out_folder(config: DemoConfig) -> None:
     """OUT must be new, or a folder the demo may write into: not another pops product (an operator folder, a
     generated dataset), and nothing of the wrong kind where the demo puts its folders and files — refused before any
     work, not after minutes of training."""
+    from pops.base.reference import OPERATOR_CONFIG_NAME
     from pops.generate.storage import DATASET_FILE
-    from pops.reference import OPERATOR_CONFIG_NAME
 
     out = config.out
     for name, what in ((OPERATOR_CONFIG_NAME, "an operator folder"), (DATASET_FILE, "a generated dataset")):

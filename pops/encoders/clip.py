@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pops.devices import resolve_device, resolve_dtype
-from pops.hub import resolve_model
-from pops.readers import read_image
-from pops.reference import KANDINSKY_PRIOR
+from pops.base.devices import resolve_device, resolve_dtype
+from pops.base.hub import resolve_model
+from pops.base.readers import read_image
+from pops.base.reference import KANDINSKY_PRIOR
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

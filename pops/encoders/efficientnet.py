@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pops.readers import read_image
+from pops.base.readers import read_image
 
 MODEL_NAME = "efficientnet-lite0"
 PIXEL_MEAN = 127.0

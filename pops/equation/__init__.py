@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pops.equation.ast import Call, Drop, File, Let, Node, Program, Text, Var, WeightedSum
-from pops.equation.errors import EquationError, EquationFileError
+from pops.equation.diagnostics import EquationError, EquationFileError
 from pops.equation.parser import parse
 from pops.equation.printer import format_equation
 
@@ -51,7 +51,7 @@ def __getattr__(name):
 
         return getattr(runner, name)
     if name == "ModelSet":
-        from pops.models_folder import ModelSet
+        from pops.models.folder import ModelSet
 
         return ModelSet
     if name == "validate":
@@ -79,7 +79,7 @@ def apply(
 ):
     """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
-    `models`: a models folder (see pops.models_folder), a `ModelSet`, or operators in memory (an `Operator`, a
+    `models`: a models folder (see pops.models.folder), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
     `guidance_scale=None` uses each operator's own default (its registry entry's, unless the operator folder
     stores its own); so do `sampler=None` and `num_inference_steps=None` (unclip 25 unless the folder says) and

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pops.base.files import check_output
 from pops.equation.record import (
     check_inputs_unchanged,
     check_renderable,
@@ -18,8 +19,7 @@ from pops.equation.record import (
     write_result,
 )
 from pops.equation.runner import EquationRunner
-from pops.files import check_output
-from pops.models_folder import ModelSet, check_renderer_choice
+from pops.models.folder import ModelSet, check_renderer_choice
 
 
 def run_equation_cli(
@@ -50,7 +50,7 @@ def run_equation_cli(
 
     `replay`: a record.json from an earlier run; its equation, seeds and settings are used (`expr` must be None),
     `models_dir` may point the run at a moved models folder. Bad input raises ValueError / FileNotFoundError (the
-    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models_folder);
+    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models.folder);
     `generator_device` draws the noise there (a replay keeps its record's). An `out_dir` holding an earlier result
     is refused unless `overwrite` (its OUT/.cache is reused either way). Returns the EquationResult.
     """
@@ -122,10 +122,10 @@ DROP_WORDS = ("-", "none", "_")
 def call_equation(name: str, inputs: list[str]) -> str:
     """`pops apply texturing a.jpg b.jpg` as an equation: `texturing(a.jpg, b.jpg)` (paths quoted as needed; a
     text slot's input is a word, '-'/'none'/'_' drops a slot). `name` is an operator or one of its short names."""
+    from pops.base.registry import get_spec
     from pops.equation.ast import Call, Drop, File, Text
     from pops.equation.printer import format_node
     from pops.equation.validate import operator_names
-    from pops.registry import get_spec
 
     spec = get_spec(operator_names()[name])
     args = []

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from pops.equation.ast import Call, Drop, File, Let, Node, Pos, Program, Text, Var, WeightedSum
-from pops.equation.errors import EquationError
+from pops.equation.diagnostics import EquationError
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")

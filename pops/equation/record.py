@@ -17,11 +17,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from pops.devices import make_generator
-from pops.embeddings_io import save_embeddings
+from pops.base.devices import make_generator
+from pops.base.files import atomic_write, atomic_write_text, file_digest
+from pops.base.readers import read_json
+from pops.embeddings.files import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
-from pops.files import atomic_write, atomic_write_text, file_digest
-from pops.readers import read_json
 
 
 def output_folder(out_dir: str | Path) -> Path:
@@ -114,7 +114,7 @@ def check_renderable(renderer, plan) -> None:
 
 def render_steps(renderer, result, seed: int, generator_device: str = "cpu") -> dict[str, list]:
     """label -> PIL images of every computed step (each step rendered alone, so pictures do not depend on batching);
-    the renderer's noise is drawn on `generator_device`, as the operators' (pops.devices.make_generator)."""
+    the renderer's noise is drawn on `generator_device`, as the operators' (pops.base.devices.make_generator)."""
     structures = structure_pictures(result.plan) if takes_structure(renderer) else {}
     if structures:
         check_renderable(renderer, result.plan)

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pops import checks
-from pops.devices import make_generator
-from pops.embeddings_io import load_embeddings
-from pops.equation.cache import StepCache, make_key
-from pops.equation.errors import EquationError
+from pops.base import checks
+from pops.base.devices import make_generator
+from pops.base.files import file_digest
+from pops.base.readers import read_image, reason
+from pops.core.sampler import get_sampler
+from pops.embeddings.files import load_embeddings
+from pops.equation.diagnostics import EquationError
 from pops.equation.printer import format_equation
+from pops.equation.step_cache import StepCache, make_key
 from pops.equation.validate import Plan, Step, validate
-from pops.files import file_digest
-from pops.models_folder import ModelSet
-from pops.readers import read_image, reason
-from pops.sampler import get_sampler
+from pops.models.folder import ModelSet
 
 RECORD_FORMAT = "pops-equation/1"
 
@@ -111,9 +111,9 @@ class EquationRunner:
         draws: int | None = None,
     ) -> EquationResult:
         """Run an equation (text, Program or Plan). `guidance_scale=None` uses each operator's own default,
-        `sampler=None` each operator's own sampler (pops.sampler.SAMPLERS), `num_inference_steps=None` its steps
+        `sampler=None` each operator's own sampler (pops.core.sampler.SAMPLERS), `num_inference_steps=None` its steps
         (see Operator.sampling) and `draws=None` its draws (Operator.draws). `generator_device`: where the noise is
-        drawn (pops.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
+        drawn (pops.base.devices.make_generator; "cuda" gives the reference's numbers on a GPU)."""
         started = time.perf_counter()
         plan = self.validate(equation, base_dir=base_dir)
         if seeds is not None and not isinstance(seeds, dict):
@@ -327,7 +327,7 @@ def _open_image(step: Step):
 
 
 def _check_settings(plan: Plan, seed, seeds, steps, num_samples, guidance_scale) -> None:
-    """The run's numbers, with the same checks (and ranges) as Operator.sample and the CLI (pops.checks)."""
+    """The run's numbers, with the same checks (and ranges) as Operator.sample and the CLI (pops.base.checks)."""
     checks.seed(seed, "seed")
     labels = [s.label for s in plan.steps if s.op == "call"]
     for label, value in seeds.items():

@@ -12,12 +12,12 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pops.base.registry import REGISTRY
 from pops.equation.ast import Call, Drop, File, Node, Pos, Program, Text, Var, WeightedSum
-from pops.equation.errors import EquationError, EquationFileError
+from pops.equation.diagnostics import EquationError, EquationFileError
 from pops.equation.parser import parse
 from pops.equation.printer import format_equation, format_node
-from pops.models_folder import ASSET_SUFFIXES
-from pops.registry import REGISTRY
+from pops.models.folder import ASSET_SUFFIXES
 
 MEAN = "mean"
 

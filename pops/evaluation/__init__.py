@@ -3,7 +3,6 @@ the harness that samples operators on test pairs and chooses guidance on validat
 evaluation data a demo writes and `pops eval` reads (`data`).
 """
 
-from pops.evaluation.data import OperatorData, load_test_data, save_data
 from pops.evaluation.harness import (
     choose_sampling,
     evaluate_operators,
@@ -25,6 +24,7 @@ from pops.evaluation.metrics import (
     top1_accuracy,
 )
 from pops.evaluation.table import METHOD_ORDER, MetricRow, MetricsTable
+from pops.evaluation.testsets import OperatorData, load_test_data, save_data
 
 __all__ = [
     "METHOD_ORDER",

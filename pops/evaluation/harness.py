@@ -10,8 +10,8 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from pops.devices import make_generator
-from pops.evaluation.data import OperatorData
+from pops.base.devices import make_generator
+from pops.embeddings.pairs import Pairs
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
@@ -22,8 +22,8 @@ from pops.evaluation.metrics import (
     top1_accuracy,
 )
 from pops.evaluation.table import MetricsTable
-from pops.operator import Operator
-from pops.pairs import Pairs
+from pops.evaluation.testsets import OperatorData
+from pops.operators.operator import Operator
 
 
 def sample_pairs(
@@ -138,9 +138,9 @@ def evaluate_operators(
     each of `guidance_scales` over `extra_seeds` ("pops g=s"; none when `extra_seeds` is 0; the registry's scale is
     n/a for a distilled student, whose guidance is in its weights), the averaging baseline, input A only, and the
     oracle.
-    `sampler` names the sampler (pops.sampler.SAMPLERS), `steps` its steps and `draws` the samples averaged into
+    `sampler` names the sampler (pops.core.sampler.SAMPLERS), `steps` its steps and `draws` the samples averaged into
     each output (None: each operator's own);
-    `generator_device` where the noise is drawn (pops.devices.make_generator).
+    `generator_device` where the noise is drawn (pops.base.devices.make_generator).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
     table, outputs = MetricsTable(), {}

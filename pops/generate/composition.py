@@ -13,10 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from pops.base.registry import COMPOSITION_SLOTS
 from pops.generate.imaging import crop_by_mask, pad_to_square, paste_on_white
 from pops.generate.models import UndecodableImage
 from pops.generate.recipe import Rejected, Sample, SampleContext
-from pops.registry import COMPOSITION_SLOTS
 
 NAME = "composition"
 REQUIRES = ("human_parsing",)

@@ -9,9 +9,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
+from pops.base.readers import read_image
 from pops.generate.sharding import current_shard, gather
 from pops.generate.storage import image_paths, iter_samples
-from pops.readers import read_image
 
 
 @dataclass
@@ -35,12 +35,12 @@ def dataset_images(dataset_dir: str | Path) -> list[tuple[int, str, Path]]:
 
 def open_rgb(path: Path) -> Image.Image:
     """The image as RGB: the pixels the cache is keyed on (open the file the same way to look it up later); a
-    damaged file, or a decompression bomb, is a ValueError (pops.readers.read_image)."""
+    damaged file, or a decompression bomb, is a ValueError (pops.base.readers.read_image)."""
     return read_image(path)
 
 
 def embed_dataset(dataset_dir: str | Path, cache, *, chunk_size: int = 256, progress: bool = True) -> EmbedSummary:
-    """Put the embedding of every image of `dataset_dir` into `cache` (a pops.cache.EmbeddingCache).
+    """Put the embedding of every image of `dataset_dir` into `cache` (a pops.embeddings.cache.EmbeddingCache).
 
     Each rank encodes its slice of the image list; the cache writes uniquely named shards, so ranks never clash.
     A file that cannot be decoded is skipped and reported. Returns the totals over all ranks.

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pops.base.registry import get_spec
 from pops.generate.recipe import Sample, SampleContext, prompt_join
 from pops.generate.words import load_words
-from pops.registry import get_spec
 
 NAME = "instruct"
 REQUIRES = ("text_to_image",)

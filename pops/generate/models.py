@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pops.base.hub import resolve_model
 from pops.generate.sharding import state
-from pops.hub import resolve_model
 
 HUB_IDS = {
     "text_to_image": "stabilityai/sdxl-turbo",

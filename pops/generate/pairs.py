@@ -1,4 +1,5 @@
-"""From a generated dataset (`pops generate`) to training pairs (`pops.pairs.Pairs`), through the embedding cache.
+"""From a generated dataset (`pops generate`) to training pairs (`pops.embeddings.pairs.Pairs`), through the embedding
+cache.
 
 Every example of every manifest (docs/DATA_FORMAT.md) becomes one or more pairs, slot by slot in registry order:
 
@@ -31,13 +32,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pops.cache import EmbeddingCache
+from pops.base.registry import OperatorSpec, get_spec
+from pops.embeddings.cache import EmbeddingCache
+from pops.embeddings.pairs import PairRow, Pairs, PairsAssembler
 from pops.generate.embedding import open_rgb
 from pops.generate.instruct import sample_instruction
 from pops.generate.storage import iter_samples, read_dataset_info, sample_file
 from pops.generate.texturing import INSIDE, cut_texture_patch
-from pops.pairs import PairRow, Pairs, PairsAssembler
-from pops.registry import OperatorSpec, get_spec
 
 logger = logging.getLogger(__name__)
 

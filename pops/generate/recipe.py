@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pops.config import from_mapping
+from pops.base.schema import from_mapping
 from pops.generate.models import GenerationModels
 
 
@@ -62,7 +62,7 @@ def prompt_join(*parts: str) -> str:
 
 def config_from_options(config_cls, options: dict[str, str]):
     """A recipe Config with KEY=VALUE overrides (strings from the CLI), each coerced to its field's type by
-    `pops.config.from_mapping` ("a,b" for a tuple field; true/false, yes/no, 1/0 for a bool)."""
+    `pops.base.schema.from_mapping` ("a,b" for a tuple field; true/false, yes/no, 1/0 for a bool)."""
     tuples = {f.name for f in fields(config_cls) if isinstance(f.default, tuple)}
     values = {key: text.split(",") if key in tuples else text for key, text in options.items()}
     return from_mapping(config_cls, values, what="recipe option")

@@ -12,11 +12,11 @@ from types import ModuleType
 
 from tqdm.auto import tqdm
 
+from pops.base.registry import REGISTRY, get_spec
 from pops.generate import storage
 from pops.generate.models import GenerationModels, UndecodableImage
 from pops.generate.recipe import Rejected, SampleContext
 from pops.generate.sharding import current_shard, gather
-from pops.registry import REGISTRY, get_spec
 
 # The generator modules (pops.generate.<name>), as the registry names them.
 RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))

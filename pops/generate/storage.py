@@ -8,7 +8,7 @@
         rejected.json                         instead of sample.json when the recipe rejected this index
     OUT/logs/rank-0.jsonl                     one line per rejected / failed sample, with the reason
 
-Every file is written with `pops.files.atomic_write` (a hidden temporary in the same folder, moved into place), so
+Every file is written with `pops.base.files.atomic_write` (a hidden temporary in the same folder, moved into place), so
 a killed run leaves either a complete file or a temporary one, which readers ignore and the next run removes.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from pops.files import atomic_write_bytes, atomic_write_json, is_temporary
-from pops.readers import read_json, reason
+from pops.base.files import atomic_write_bytes, atomic_write_json, is_temporary
+from pops.base.readers import read_json, reason
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"
@@ -53,7 +53,7 @@ def atomic_save_image(image: Image.Image, path: str | Path, image_format: str | 
 
 
 def _is_temporary(path: Path) -> bool:
-    """A temporary of `pops.files.atomic_write`, or one an earlier version left behind."""
+    """A temporary of `pops.base.files.atomic_write`, or one an earlier version left behind."""
     return is_temporary(path) or (path.name.startswith(".") and LEGACY_TEMP_MARK in path.name)
 
 
@@ -105,7 +105,7 @@ def read_dataset_info(root: str | Path) -> dict:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dataset description written by `pops generate` (format {FORMAT})")
     if "operator" in info:
-        from pops.registry import get_spec
+        from pops.base.registry import get_spec
 
         try:
             get_spec(info["operator"])

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from PIL import Image
 
-from pops.files import atomic_write_json
+from pops.base.files import atomic_write_json
 
 RENDERER_CONFIG_NAME = "renderer.json"
 # Older folders may name their config otherwise; read, never written.

@@ -36,9 +36,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from pops.config import from_mapping, to_mapping
+from pops.base.files import atomic_write_bytes
+from pops.base.schema import from_mapping, to_mapping
 from pops.encoders.efficientnet import PIXEL_MEAN, PIXEL_STD, cpu_has_fast_bf16
-from pops.files import atomic_write_bytes
 from pops.renderers import RENDERER_CONFIG_NAME, read_renderer_config, write_renderer_config
 
 WEIGHTS_NAME = "decoder.safetensors"

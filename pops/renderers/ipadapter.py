@@ -14,9 +14,9 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
+from pops.base.hub import looks_like_hub_id, resolve_file, resolve_model
+from pops.base.reference import IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
 from pops.encoders.clip import default_device, default_dtype
-from pops.hub import looks_like_hub_id, resolve_file, resolve_model
-from pops.reference import IP_ADAPTER_REPO, IP_ADAPTER_WEIGHT, SDXL_BASE
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
 
 NEGATIVE_PROMPT = "deformed, ugly, wrong proportion, low res, bad anatomy, worst quality, low quality"

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pops.encoders.clip import as_rgb, default_device, default_dtype
-from pops.hub import looks_like_hub_id, resolve_file, resolve_model
-from pops.reference import (
+from pops.base.hub import looks_like_hub_id, resolve_file, resolve_model
+from pops.base.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
     FP16_FIX_VAE,
@@ -24,6 +23,7 @@ from pops.reference import (
     IP_ADAPTER_WEIGHT,
     SDXL_BASE,
 )
+from pops.encoders.clip import as_rgb, default_device, default_dtype
 from pops.renderers.ipadapter import IPAdapterRenderer, load_ip_adapter, per_prompt_ip_adapter, sdxl_load_kwargs
 from pops.renderers.pipelines import dtype_kwarg, prepare_pipeline
 

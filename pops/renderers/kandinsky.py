@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from pops.base.hub import resolve_model
+from pops.base.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR
 from pops.encoders.clip import CLIPImageEncoder, default_device, default_dtype
-from pops.hub import resolve_model
-from pops.reference import KANDINSKY_DECODER, KANDINSKY_PRIOR
 from pops.renderers.pipelines import check_embeds, check_generator, check_size, dtype_kwarg, prepare_pipeline
 
 

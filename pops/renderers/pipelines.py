@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pops.checks import offset_seed
-from pops.devices import make_generator
+from pops.base.checks import offset_seed
+from pops.base.devices import make_generator
 from pops.encoders.clip import default_device, default_dtype
 
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.files import atomic_write
+from pops.base.files import atomic_write
+from pops.embeddings.files import load_embeddings, save_embeddings
 from pops.renderers import write_renderer_config
 
 RENDERER_TYPE = "retrieval"

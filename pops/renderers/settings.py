@@ -7,7 +7,7 @@
 A source is a hub id or a local folder; a relative folder is read relative to the renderer folder first, so a
 models folder that carries its own copies can be moved. The weights are not copied into the folder: they stay in
 the hub cache or in the folders named. Every setting has the reference's value as default; an unknown key is a
-one-line error (pops.config.from_mapping). This module imports nothing heavy: the models folder and the CLI write
+one-line error (pops.base.schema.from_mapping). This module imports nothing heavy: the models folder and the CLI write
 and read these files without diffusers.
 """
 
@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pops import checks
-from pops.config import from_mapping, to_mapping
-from pops.devices import check_device_name, check_dtype_name
-from pops.reference import (
+from pops.base import checks
+from pops.base.devices import check_device_name, check_dtype_name
+from pops.base.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
     FP16_FIX_VAE,
@@ -30,6 +29,7 @@ from pops.reference import (
     KANDINSKY_PRIOR,
     SDXL_BASE,
 )
+from pops.base.schema import from_mapping, to_mapping
 
 
 @dataclass

@@ -29,8 +29,8 @@ from pathlib import Path
 from accelerate.utils import load
 from safetensors.torch import load_model, save_model
 
-from pops.files import atomic_write_json
-from pops.readers import read_json, reason
+from pops.base.files import atomic_write_json
+from pops.base.readers import read_json, reason
 
 MARKER = "pops_checkpoint.json"
 TRAIN_STATE = "train_state.json"

@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
-from pops import checks
-from pops.config import from_mapping, to_mapping
-from pops.readers import read_text
-from pops.reference import KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
-from pops.registry import REGISTRY
+from pops.base import checks
+from pops.base.readers import read_text
+from pops.base.reference import KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
+from pops.base.registry import REGISTRY
+from pops.base.schema import from_mapping, to_mapping
 
 CLIP_STD = ("per-dim", "shared")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -109,14 +109,16 @@ class ValidationOptions:
 @dataclass
 class TrainConfig:
     operator: str = "texturing"
-    data: str | dict[str, str] | None = None  # a Pairs file (pops.pairs) of cached embeddings; joint: kind -> file
-    # A joint run (pops.joint): ONE prior with a learned operator row for each of these operators, trained on all
-    # their pairs; each optimiser step takes one batch of one operator, in turn (`operator` is then not used).
+    data: str | dict[str, str] | None = (
+        None  # a Pairs file (pops.embeddings.pairs) of cached embeddings; joint: kind -> file
+    )
+    # A joint run (pops.operators.joint): ONE prior with a learned operator row for each of these operators, trained on
+    # all their pairs; each optimiser step takes one batch of one operator, in turn (`operator` is then not used).
     operators: tuple[str, ...] = ()
     output_dir: str = "runs/train"
     init: str = "kandinsky"  # kandinsky | operator:<folder> | scratch
     # diffusion (the reference's x0 objective over 1000 timesteps) | one-pass (ECLIPSE: noise + condition to the
-    # target in one pass; the operator is then sampled as ddim with 1 step). See pops.objective.
+    # target in one pass; the operator is then sampled as ddim with 1 step). See pops.core.objective.
     objective: str = "diffusion"
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
     resume: str | None = None  # auto | <checkpoint folder>; None = start fresh
@@ -134,10 +136,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     progress: bool = True
-    # Training pairs per sample: each image input replaced by another encoded input of its class (pops.pairs.recombine).
+    # Training pairs per sample: each image input replaced by another encoded input of its class
+    # (pops.embeddings.pairs.recombine).
     recombine: int = 1
-    # Keep the words of the training pairs' text slots with the operator (pops.vocabulary): it then reads a word it
-    # never saw as the nearest of them. For a closed vocabulary (the embedded world's instruct), not an open one.
+    # Keep the words of the training pairs' text slots with the operator (pops.operators.vocabulary): it then reads a
+    # word it never saw as the nearest of them. For a closed vocabulary (the embedded world's instruct), not an open
+    # one.
     vocabulary: bool = False
     # An output_dir that already holds a trained operator, or checkpoints of an earlier run, is refused unless
     # `resume` continues that run or `overwrite` starts again (removing the earlier checkpoints): a trained operator

@@ -3,8 +3,8 @@ generative models"): the student learns, in one (or k) forward passes, where the
 sampler ends.
 
 1. Targets, once: for every training condition (its dropped slots kept: the null conditions the pairs hold; with
-   `recombine`, also the pairs recombined within their input classes, pops.pairs.recombine) and `noises` initial
-   noises z, the teacher's guided DDIM sample from z (`teacher_steps` steps, the teacher's own guidance scale) —
+   `recombine`, also the pairs recombined within their input classes, pops.embeddings.pairs.recombine) and `noises`
+   initial noises z, the teacher's guided DDIM sample from z (`teacher_steps` steps, the teacher's own guidance scale) —
    deterministic, so z alone decides it.
 2. Regression: the student, a copy of the teacher, runs its own call from z and the condition alone — `ddim` with
    `student_steps` steps at guidance 1 (no unconditional pass: the guidance is folded into its weights), the chain
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pops import checks
-from pops.operator import Operator
-from pops.pairs import Pairs, recombine
-from pops.prior import Condition
-from pops.sampler import CLIP_RANGE, ddim_scheduler
+from pops.base import checks
+from pops.core.prior import Condition
+from pops.core.sampler import CLIP_RANGE, ddim_scheduler
+from pops.embeddings.pairs import Pairs, recombine
+from pops.operators.operator import Operator
 
-STUDENT_SAMPLER = "ddim"  # with 1 step: one pass of the prior at t = 999 (pops.sampler.sample_ddim)
+STUDENT_SAMPLER = "ddim"  # with 1 step: one pass of the prior at t = 999 (pops.core.sampler.sample_ddim)
 TEACHER_SAMPLER = "ddim"  # deterministic: the target is a function of the initial noise
 TARGET_CHUNK = 512  # conditions per teacher sampling call: bounds its memory
 

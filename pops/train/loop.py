@@ -3,11 +3,11 @@
 
 Exact resume: model, optimiser, lr scheduler, the train state (step, samples consumed), EMA and every process's RNG are
 in each checkpoint (none of it a pickle that could run code: pops.train.checkpointing), and each shard's randomness is
-a function of (seed, step, shard) — see pops.train.data.
+a function of (seed, step, shard) — see pops.train.stream.
 
-A joint run (`operators: [...]`, pops.joint) trains one prior for several operators: step s takes its batch from
-operator s mod n (round-robin, so each operator gets the steps a separate run of max_steps / n would), each with its
-own stream position and its registry entry's rules (dropout, swaps, text alignment) in the same objective.
+A joint run (`operators: [...]`, pops.operators.joint) trains one prior for several operators: step s takes its batch
+from operator s mod n (round-robin, so each operator gets the steps a separate run of max_steps / n would), each with
+its own stream position and its registry entry's rules (dropout, swaps, text alignment) in the same objective.
 """
 
 from __future__ import annotations
@@ -28,23 +28,23 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from pops import checks
-from pops.devices import check_placement
-from pops.files import atomic_write_json
-from pops.joint import JointOperator
-from pops.objective import make_training_scheduler, training_loss
-from pops.operator import Operator
-from pops.pairs import Pairs, recombine
-from pops.prior import PopsPrior
-from pops.reference import OBJECTIVE_SAMPLING, OPERATOR_CONFIG_NAME
-from pops.registry import get_spec
+from pops.base import checks
+from pops.base.devices import check_placement
+from pops.base.files import atomic_write_json
+from pops.base.reference import OBJECTIVE_SAMPLING, OPERATOR_CONFIG_NAME
+from pops.base.registry import get_spec
+from pops.core.objective import make_training_scheduler, training_loss
+from pops.core.prior import PopsPrior
+from pops.embeddings.pairs import Pairs, recombine
+from pops.operators.joint import JointOperator
+from pops.operators.operator import Operator
+from pops.operators.vocabulary import training_vocabulary
 from pops.train import checkpointing
 from pops.train.config import TrainConfig
-from pops.train.data import PairStream, shard_generator
 from pops.train.ema import copy_ema_to, ema_model
 from pops.train.model import build_model, configure_trainable, merge_lora
 from pops.train.monitor import Monitor, Validator
-from pops.vocabulary import training_vocabulary
+from pops.train.stream import PairStream, shard_generator
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "train_summary.json"
@@ -487,7 +487,9 @@ def _training_pairs(config: TrainConfig, pairs) -> dict[str, Pairs]:
     kinds = config.kinds
     if pairs is None:
         if not config.data:
-            raise ValueError("data: give the training pairs file (a .safetensors of cached embeddings, pops.pairs)")
+            raise ValueError(
+                "data: give the training pairs file (a .safetensors of cached embeddings, pops.embeddings.pairs)"
+            )
         files = config.data if isinstance(config.data, dict) else {kinds[0]: config.data}
         pairs = {kind: Pairs.load(files[kind]) for kind in kinds}
     elif isinstance(pairs, Pairs):

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from pops import checkpoints
-from pops.pairs import Pairs
-from pops.prior import PopsPrior, make_prior
+from pops.core.prior import PopsPrior, make_prior
+from pops.embeddings.pairs import Pairs
+from pops.operators import folder as checkpoints
 from pops.train.config import TrainConfig
 
 log = logging.getLogger(__name__)

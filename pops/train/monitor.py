@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pops.devices import make_generator
-from pops.files import atomic_write
-from pops.operator import Operator
-from pops.pairs import Pairs
-from pops.reference import NUM_TRAIN_TIMESTEPS, OBJECTIVE_SAMPLING
-from pops.registry import OperatorSpec
+from pops.base.devices import make_generator
+from pops.base.files import atomic_write
+from pops.base.reference import NUM_TRAIN_TIMESTEPS, OBJECTIVE_SAMPLING
+from pops.base.registry import OperatorSpec
+from pops.embeddings.pairs import Pairs
+from pops.operators.operator import Operator
 from pops.renderers import load_renderer
 from pops.train.config import TrainConfig
 

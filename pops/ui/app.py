@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pops.models_folder import RENDERER_CHOICES
-from pops.registry import REGISTRY
-from pops.sampler import SAMPLERS
+from pops.base.registry import REGISTRY
+from pops.core.sampler import SAMPLERS
+from pops.models.folder import RENDERER_CHOICES
 from pops.ui.backend import Backend, RunOutput, Settings
 
 OWN_SAMPLER = "operator's own"  # each operator's saved sampler (unclip unless it was made for another)

@@ -21,16 +21,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pops import checks
+from pops.base import checks
+from pops.base.readers import reason
+from pops.base.registry import REGISTRY
 from pops.equation.ast import File, children
-from pops.equation.errors import EquationError
+from pops.equation.diagnostics import EquationError
 from pops.equation.parser import parse
 from pops.equation.printer import quote
 from pops.equation.record import check_renderable, render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
-from pops.models_folder import RENDERER_CHOICES, ModelSet
-from pops.readers import reason
-from pops.registry import REGISTRY
+from pops.models.folder import RENDERER_CHOICES, ModelSet
 
 logger = logging.getLogger(__name__)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -48,10 +48,10 @@ class Settings:
     guidance_scale: float | None = None  # None (or 0, the page's slider at its left end): each operator's own
     steps: int = 25
     num_samples: int = 1
-    sampler: str | None = None  # None: each operator's own (pops.sampler.SAMPLERS)
+    sampler: str | None = None  # None: each operator's own (pops.core.sampler.SAMPLERS)
 
     def checked(self) -> Settings:
-        """The settings with the ranges of the CLI and the Python API (pops.checks); BadValue names the first bad
+        """The settings with the ranges of the CLI and the Python API (pops.base.checks); BadValue names the first bad
         one. Whole floats count as integers (a slider sends 25.0)."""
         guidance = self.guidance_scale
         if guidance is not None and not isinstance(guidance, bool) and guidance == 0:
@@ -117,7 +117,7 @@ class Backend:
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
         self.placement = dict(placement or {})  # device, dtype, cpu_offload of every folder's models
-        self.generator_device = generator_device  # where every run draws its noise (pops.devices.make_generator)
+        self.generator_device = generator_device  # where every run draws its noise (pops.base.devices.make_generator)
 
     # ----- models ---------------------------------------------------------------------------------------------------
     def runner(self, models_dir: str | None) -> EquationRunner:

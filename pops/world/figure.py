@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pops.registry import COMPOSITION_SLOTS
+from pops.base.registry import COMPOSITION_SLOTS
 from pops.world.raster import Part, Poly, circle, ellipse, rect
 from pops.world.shapes import heart_outline
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from pops.registry import COMPOSITION_SLOTS
+from pops.base.registry import COMPOSITION_SLOTS
 from pops.world import render as R
 from pops.world.edits import EDITS, SYNONYMS, TRAINING_WORDS, synonyms_of, training_words_of
 from pops.world.figure import GARMENTS, outfit_class, random_outfit

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pops.config import from_mapping
-from pops.registry import REGISTRY, get_spec
+from pops.base.registry import REGISTRY, get_spec
+from pops.base.schema import from_mapping
 from pops.world import render as R
 from pops.world.edits import EDITS, WordEdit, instruct_words
 from pops.world.figure import GARMENTS, max_garments

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pops import checks
+from pops.base import checks
+from pops.base.registry import REGISTRY, get_spec
+from pops.core.sampler import get_sampler
 from pops.encoders.efficientnet import cpu_has_fast_bf16
-from pops.registry import REGISTRY, get_spec
 from pops.renderers.decoder import DecoderConfig
-from pops.sampler import get_sampler
 from pops.world import WorldConfig
 
 
@@ -38,7 +38,7 @@ class DemoConfig:
     image_size: int = 128  # the world draws at this size ...
     encoder_resolution: int = 128  # ... and EfficientNet sees it at this size (encoding is the slowest stage)
     train_per_class: dict = field(default_factory=dict)  # operator -> samples per class; default: the registry's
-    recombine: int = 16  # training pairs per encoded sample (see pops.pairs.recombine)
+    recombine: int = 16  # training pairs per encoded sample (see pops.embeddings.pairs.recombine)
     test_per_class: int = 2  # test samples per held-out class
     gallery_per_class: int = 2  # class-gallery renderings per candidate class (top-1 prototypes, retrieval)
     # Share of the TRAINING classes kept out of training to choose each operator's guidance scale (never the test
@@ -59,8 +59,8 @@ class DemoConfig:
     # 0.607 -> 0.614, lower on no seed; (unclip, 25) x4 as well scored the same for 5x its validation cost.
     fast_samplers: tuple[tuple, ...] = (("ddim", 4), ("ddim", 4, 4))
     # Operators with a text slot (instruct) keep the words they were trained on and read a word they never saw as
-    # the nearest of them (pops.vocabulary). Decided on validation words (one training word per edit held out of
-    # instruct's training, world seeds 0-4): their top-1 0.372 -> 0.449 mean, higher on 3 seeds, equal on 2 (README).
+    # the nearest of them (pops.operators.vocabulary). Decided on validation words (one training word per edit held out
+    # of instruct's training, world seeds 0-4): their top-1 0.372 -> 0.449 mean, higher on 3 seeds, equal on 2 (README).
     vocabulary: bool = True
     # The operator network: a PriorTransformer in the compact layout, `width` = heads x 64.
     width: int = 256
@@ -87,9 +87,9 @@ class DemoConfig:
     decoder_stem: int = 12
     decoder_embedding_batch: int = 16  # decoded pictures per step that go through the encoder
     grid_rows: int = 4  # examples per operator in the report
-    # Also train ONE model for all operators (pops.joint: a learned operator row, trained on every operator's pairs
-    # in turn) and show it beside them ("pops joint"); it saves as <out>/operators/joint. Each operator then runs on
-    # whichever of the two scores higher on its validation classes ("pops chosen"; a tie keeps the separate one).
+    # Also train ONE model for all operators (pops.operators.joint: a learned operator row, trained on every operator's
+    # pairs in turn) and show it beside them ("pops joint"); it saves as <out>/operators/joint. Each operator then runs
+    # on whichever of the two scores higher on its validation classes ("pops chosen"; a tie keeps the separate one).
     # Measured, world seeds 0-4: validation chose the joint model for instruct on every seed (held-out gap closed
     # 0.45 -> 0.62 mean, worst 0.38 -> 0.52); it loses union, scene and texturing. Off with fewer than two operators.
     joint: bool = True

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from huggingface_hub import ModelCard, ModelCardData
 
 if TYPE_CHECKING:
-    from pops.joint import JointOperator
-    from pops.operator import Operator
+    from pops.operators.joint import JointOperator
+    from pops.operators.operator import Operator
 
 TEMPLATE = """---
 {{ card_data }}
@@ -182,7 +182,7 @@ def text_line(op: Operator) -> str:
 
 
 def sampling_line(op: Operator) -> str:
-    """How a call with no settings samples: the operator's own sampler and steps (pops.sampler.SAMPLERS)."""
+    """How a call with no settings samples: the operator's own sampler and steps (pops.core.sampler.SAMPLERS)."""
     steps = f"{op.num_inference_steps} step{'s' if op.num_inference_steps != 1 else ''}"
     if op.draws > 1:
         steps += f", each output the mean of {op.draws} samples"

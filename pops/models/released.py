@@ -13,7 +13,7 @@ checkpoint=...)`), bit for bit in fp32.
     OUT/renderers/<type>/       a renderer folder (renderer.json: hub ids or local folders, pops.renderers.settings)
     OUT/README.md               where everything came from
 
-Every folder is written whole or not at all (pops.files.atomic_folder): a wrong checkpoint leaves nothing behind.
+Every folder is written whole or not at all (pops.base.files.atomic_folder): a wrong checkpoint leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pops.checkpoints import check_kind
-from pops.files import atomic_folder, atomic_write_text, file_digest
-from pops.hub import looks_like_hub_id, resolve_model
-from pops.readers import check_file
-from pops.reference import (
+from pops.base.files import atomic_folder, atomic_write_text, file_digest
+from pops.base.hub import looks_like_hub_id, resolve_model
+from pops.base.readers import check_file
+from pops.base.reference import (
     KANDINSKY_LICENSE,
     KANDINSKY_PRIOR,
     PAPER,
@@ -35,7 +34,8 @@ from pops.reference import (
     RELEASED_LICENSE,
     RELEASED_OPERATORS,
 )
-from pops.registry import get_spec
+from pops.base.registry import get_spec
+from pops.operators.folder import check_kind
 
 CHECKPOINT_NAME = "learned_prior.pth"
 
@@ -71,8 +71,8 @@ def load_released(
     """The released operator as an `Operator` (fp32), with its provenance in `op.source` (`checksum`: with the
     file's sha256, some seconds for 4 GB — what an imported folder records). Hub ids are settled first (a one-line
     error, at once, when one cannot be had)."""
-    from pops import checkpoints
-    from pops.operator import Operator
+    from pops.operators import folder as checkpoints
+    from pops.operators.operator import Operator
 
     kind = check_kind(checkpoint, kind)
     base = str(base)
@@ -105,7 +105,7 @@ def import_operator(
     dtype: str | None = None,
 ):
     """Import one released checkpoint into the operator folder `out` (new or empty); returns the Operator."""
-    from pops.devices import dtype_name, resolve_dtype
+    from pops.base.devices import dtype_name, resolve_dtype
 
     weights_dtype = resolve_dtype(dtype) if dtype is not None else None
     with atomic_folder(out) as tmp:

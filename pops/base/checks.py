@@ -18,7 +18,7 @@ The meanings, once:
 * counts (samples, batch sizes): positive integers whose memory estimate fits the memory this machine has free.
 * learning rates: finite and positive.
 
-This module imports only the standard library and pops.reference, so every room may use it.
+This module imports only the standard library and pops.base.reference, so every room may use it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numbers
 import operator
 import os
 
-from pops.reference import NUM_TRAIN_TIMESTEPS
+from pops.base.reference import NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 2**64 - 1
 MAX_TRAINING_SEED = 2**32 - 1

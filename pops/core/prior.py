@@ -7,8 +7,8 @@
   the positional embeddings (and causal mask) of the kept positions computes the same thing with ~(81 / (k + 4))×
   fewer FLOPs.
 
-A joint prior (`operators` given: one prior for several operators, pops.joint) holds a learned (num_operators, D)
-table of operator rows; each operator's condition starts with its own row, which classifier-free guidance's null
+A joint prior (`operators` given: one prior for several operators, pops.operators.joint) holds a learned (num_operators,
+D) table of operator rows; each operator's condition starts with its own row, which classifier-free guidance's null
 condition keeps (it zeroes only the slot rows), so the unconditional prediction is still that operator's.
 
 Everything public works in *raw* embedding space; conditions and targets are normalised with the prior's own
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import PriorTransformer
 from torch import nn
 
-from pops.registry import OperatorSpec
+from pops.base.registry import OperatorSpec
 
 LAYOUTS = ("compact", "padded")
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pops.embeddings_io import check_embeddings
-from pops.pairs import pad_rows
+from pops.embeddings.files import check_embeddings
+from pops.embeddings.pairs import pad_rows
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from pops.operator import Operator
+    from pops.operators.operator import Operator
 
 
 def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None = None):
@@ -134,7 +134,7 @@ def _expand(slot, batch):
 
 
 def _say_unknown_words(op, words: list[str], rows: list[torch.Tensor]) -> None:
-    """Tell the user which words an operator with a vocabulary (pops.vocabulary) reads as another."""
+    """Tell the user which words an operator with a vocabulary (pops.operators.vocabulary) reads as another."""
     if op.vocabulary is None or not rows:
         return
     for word, known in zip(words, op.vocabulary.knows(*pad_rows(rows)).tolist()):

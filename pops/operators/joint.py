@@ -10,7 +10,7 @@ use it as any operator:
     scene = joint["scene"]                      # an Operator; the same as
     scene = Operator.from_pretrained("outputs/demo/operators/joint", kind="scene")
 
-It saves as ONE folder (pops.checkpoints' format: the shared weights and operator rows, and an `operators` entry
+It saves as ONE folder (pops.operators.folder' format: the shared weights and operator rows, and an `operators` entry
 with each operator's settings).
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from pops import checkpoints
-from pops.model_card import joint_card
-from pops.operator import Operator
-from pops.prior import PopsPrior
-from pops.reference import TRAINING_SCHEDULER_CONFIG, is_joint_config
-from pops.vocabulary import VOCABULARY_FILE
+from pops.base.reference import TRAINING_SCHEDULER_CONFIG, is_joint_config
+from pops.core.prior import PopsPrior
+from pops.operators import folder as checkpoints
+from pops.operators.card import joint_card
+from pops.operators.operator import Operator
+from pops.operators.vocabulary import VOCABULARY_FILE
 
 
 class JointOperator:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pops.files import atomic_write
-from pops.readers import read_safetensors
-from pops.registry import OperatorSpec, get_spec
+from pops.base.files import atomic_write
+from pops.base.readers import read_safetensors
+from pops.base.registry import OperatorSpec, get_spec
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pops.files import atomic_write
-from pops.readers import load_torch, read_safetensors
+from pops.base.files import atomic_write
+from pops.base.readers import load_torch, read_safetensors
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
 

@@ -4,8 +4,8 @@ Our format is a folder: `model.safetensors` (the prior and the text projection, 
 `pops_config.json` (format version, operator kind, the PriorTransformer config, the clip statistics, the sampling and
 training scheduler configs, the text width, the encoders to rebuild) and a model card `README.md`.
 
-A joint folder (pops.joint: one prior for several operators) is the same, its weights holding the operator rows too
-(`operator_table` names them), with `operators` — each operator's own settings (guidance scale, sampler, steps,
+A joint folder (pops.operators.joint: one prior for several operators) is the same, its weights holding the operator
+rows too (`operator_table` names them), with `operators` — each operator's own settings (guidance scale, sampler, steps,
 encoders) — instead of one `kind`. `operator_config` turns either into the config of one operator.
 """
 
@@ -19,18 +19,18 @@ import torch
 from diffusers import PriorTransformer
 from safetensors.torch import save_file
 
-from pops import hub
-from pops.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
-from pops.prior import PopsPrior
-from pops.readers import load_torch, read_json, read_safetensors, read_safetensors_shapes, reason
-from pops.reference import (
+from pops.base import hub
+from pops.base.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
+from pops.base.readers import load_torch, read_json, read_safetensors, read_safetensors_shapes, reason
+from pops.base.reference import (
     KANDINSKY_PRIOR,
     OPERATOR_CONFIG_NAME,
     OPERATOR_WEIGHTS_NAME,
     RELEASED_KINDS,
     is_joint_config,
 )
-from pops.registry import REGISTRY, get_spec
+from pops.base.registry import REGISTRY, get_spec
+from pops.core.prior import PopsPrior
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ def save_operator_folder(
 ) -> None:
     """Write weights, config, model card (and `extra_json`: more JSON files, by name; `extra_tensors`: more
     safetensors files, by name, such as an operator's vocabulary; an empty one is not written) as one complete
-    folder: it appears, or changes, only once every file is written (pops.files.write_folder; the config goes in last).
-    `dtype` stores the floating-point weights in that precision (fp16/bf16 halve the file; loading upcasts to
+    folder: it appears, or changes, only once every file is written (pops.base.files.write_folder; the config goes in
+    last). `dtype` stores the floating-point weights in that precision (fp16/bf16 halve the file; loading upcasts to
     float32); the clip statistics stay exact."""
     state = {
         k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
@@ -195,8 +195,8 @@ def read_operator_config(folder: Path) -> tuple[dict, PopsPrior]:
         raise ValueError(f"{config_path}: not an operator config (a JSON object)")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{config_path}: unsupported format_version {config.get('format_version')!r}")
-    # An ordinary folder names one `kind`; a joint one its `operators` (pops.joint). `operator_table` names the
-    # prior's operator rows: a joint folder's, or those of one operator saved from a joint prior.
+    # An ordinary folder names one `kind`; a joint one its `operators` (pops.operators.joint). `operator_table` names
+    # the prior's operator rows: a joint folder's, or those of one operator saved from a joint prior.
     joint = is_joint_config(config)
     needed = ("operators", dict) if joint else ("kind", str)
     for key, kind in (needed, ("prior_config", dict), ("clip_mean", list), ("clip_std", list)):

@@ -25,8 +25,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UnCLIPSchedule
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from pops.prior import Condition, PopsPrior
-from pops.reference import NUM_TRAIN_TIMESTEPS, SAMPLING_SCHEDULER_CONFIG
+from pops.base.reference import NUM_TRAIN_TIMESTEPS, SAMPLING_SCHEDULER_CONFIG
+from pops.core.prior import Condition, PopsPrior
 
 # The x0 range the reference clips to (UnCLIPScheduler's clip_sample_range), applied by every sampler.
 CLIP_RANGE = SAMPLING_SCHEDULER_CONFIG["clip_sample_range"]

@@ -25,9 +25,10 @@ PAPER = "pOps: Photo-Inspired Diffusion Operators (Richardson, Alaluf, Mahdavi-A
 LAYOUTS = ("compact", "padded")
 
 NUM_TRAIN_TIMESTEPS = 1000
-# The training objectives (pops.objective): the reference's diffusion x0 objective, or ECLIPSE's one-pass regression;
-# and the call each trains for — the sampler (pops.sampler.SAMPLERS) and steps its operator uses by default. `ddim`
-# with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step returns the prediction.
+# The training objectives (pops.core.objective): the reference's diffusion x0 objective, or ECLIPSE's one-pass
+# regression; and the call each trains for — the sampler (pops.core.sampler.SAMPLERS) and steps its operator uses by
+# default. `ddim` with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step
+# returns the prediction.
 OBJECTIVES = ("diffusion", "one-pass")
 OBJECTIVE_SAMPLING = {"diffusion": ("unclip", 25), "one-pass": ("ddim", 1)}
 # DDPMScheduler of the objective: x0-prediction, cosine schedule.
@@ -50,6 +51,6 @@ OPERATOR_WEIGHTS_NAME = "model.safetensors"
 
 
 def is_joint_config(config: dict) -> bool:
-    """True for the config of a joint folder (one prior for several operators, pops.joint): its `operators` entry
-    maps each operator it holds to that operator's settings, where an ordinary folder names one `kind`."""
+    """True for the config of a joint folder (one prior for several operators, pops.operators.joint): its `operators`
+    entry maps each operator it holds to that operator's settings, where an ordinary folder names one `kind`."""
     return isinstance(config.get("operators"), dict)

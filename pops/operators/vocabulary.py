@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pops.pairs import Pairs, pad_rows
+from pops.embeddings.pairs import Pairs, pad_rows
 
 # The file of an operator folder that holds its vocabularies: "<kind>.rows" (V, T, W) and "<kind>.mask" (V, T).
 VOCABULARY_FILE = "vocabulary.safetensors"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pops.pairs import Batch, Pairs
+from pops.embeddings.pairs import Batch, Pairs
 
 
 class PairStream:

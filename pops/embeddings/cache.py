@@ -29,7 +29,7 @@ from PIL import Image
 from safetensors.torch import load, save
 from tqdm.auto import tqdm
 
-from pops.files import atomic_write_bytes, check_writable, tensor_digest
+from pops.base.files import atomic_write_bytes, check_writable, tensor_digest
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ FORMAT = "pops-embedding-cache/1"
 SHARD_GLOB = "shard-*.safetensors"
 
 
-# image_key and namespace_dir hash with hashlib directly (not pops.files.digest, which hashes JSON): they name what
+# image_key and namespace_dir hash with hashlib directly (not pops.base.files.digest, which hashes JSON): they name what
 # existing caches hold, so their bytes must never change.
 def image_key(img: Image.Image) -> str:
     """sha256 hex digest of an image's content: mode, size, raw pixels (and the palette of a "P" image)."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from pops.base.registry import get_spec
+from pops.embeddings.pairs import PairRow, assemble_pairs
 from pops.evaluation import OperatorData
-from pops.pairs import PairRow, assemble_pairs
-from pops.registry import get_spec
 
 
 def make_pairs(world, kind: str, split: str, n: int, seed: int, cache, text_encoder, *, progress: bool = True):

@@ -9,17 +9,18 @@ from typing import Any
 import torch
 from diffusers import PriorTransformer, UnCLIPScheduler
 
-from pops import checkpoints, checks
+from pops.base import checks
+from pops.base.readers import read_safetensors, reason
+from pops.base.reference import LAYOUTS, OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
+from pops.base.registry import OperatorSpec, get_spec
+from pops.core.prior import Condition, PopsPrior
+from pops.core.sampler import SAMPLERS, get_sampler, make_sampling_scheduler
+from pops.embeddings.pairs import Batch, Pairs
 from pops.encoders import load_encoder
-from pops.inputs import prepare_inputs
-from pops.model_card import operator_card
-from pops.pairs import Batch, Pairs
-from pops.prior import Condition, PopsPrior
-from pops.readers import read_safetensors, reason
-from pops.reference import LAYOUTS, OPERATOR_CONFIG_NAME, SAMPLING_SCHEDULER_CONFIG, TRAINING_SCHEDULER_CONFIG
-from pops.registry import OperatorSpec, get_spec
-from pops.sampler import SAMPLERS, get_sampler, make_sampling_scheduler
-from pops.vocabulary import VOCABULARY_FILE, Vocabulary
+from pops.operators import folder as checkpoints
+from pops.operators.card import operator_card
+from pops.operators.inputs import prepare_inputs
+from pops.operators.vocabulary import VOCABULARY_FILE, Vocabulary
 
 
 class Operator:
@@ -34,7 +35,8 @@ class Operator:
     unless the operator was made for others (a distilled student: ddim, 1 step, guidance 1 — one pass). `draws`:
     how many samples each output is the mean of (1, the reference: one sample; more estimate the posterior mean, the
     embedding closest on average to the target, at that many times the cost), also saved. `vocabulary`: the words
-    of its text slot it was trained on (pops.vocabulary; saved), when it reads every word as the nearest of them.
+    of its text slot it was trained on (pops.operators.vocabulary; saved), when it reads every word as the nearest of
+    them.
     """
 
     def __init__(
@@ -64,10 +66,10 @@ class Operator:
         # How it was trained ({"rows": [[label, value], ...], "summary": {...}}, from pops.train): saved with the
         # operator and shown in its model card, so every later save keeps it.
         self.training = training
-        # Where imported weights came from ({"checkpoint", "base", "license", "paper", …}, pops.released): saved with
-        # the operator and shown in its model card.
+        # Where imported weights came from ({"checkpoint", "base", "license", "paper", …}, pops.models.released): saved
+        # with the operator and shown in its model card.
         self.source = source
-        # The sampler `sample` uses when none is named (pops.sampler.SAMPLERS): the reference's unless the operator
+        # The sampler `sample` uses when none is named (pops.core.sampler.SAMPLERS): the reference's unless the operator
         # was made for another (saved with it).
         self.sampler = _sampler_name(sampler)
         # ... and its number of steps (a distilled one-pass student: 1).
@@ -101,8 +103,8 @@ class Operator:
         """Load our format (a folder written by `save_pretrained`), or a Kandinsky 2.2 prior (hub id or local folder)
         with a released pOps checkpoint on top (`checkpoint="pOpsPaper/operators:models/texturing/learned_prior.pth"`
         or a local .pth; the operator kind is read from the path when `kind` is not given). A joint folder (one prior
-        for several operators, pops.joint) gives the operator `kind` names, with that operator's own settings; for
-        an ordinary folder `kind`, when given, must be its kind. Encoders are built on first use;
+        for several operators, pops.operators.joint) gives the operator `kind` names, with that operator's own settings;
+        for an ordinary folder `kind`, when given, must be its kind. Encoders are built on first use;
         `load_encoders=False` never builds them (the operator then takes embeddings only)."""
         if checkpoint is None and (Path(path) / OPERATOR_CONFIG_NAME).is_file():
             model, config = checkpoints.load_operator_folder(Path(path))
@@ -135,7 +137,7 @@ class Operator:
     @classmethod
     def from_config(cls, model: PopsPrior, config: dict, *, where: str | Path) -> Operator:
         """The operator a saved config describes (what `save_pretrained` writes, or a joint folder's entry for one
-        operator: pops.checkpoints.operator_config), on `model`; a bad value is one ValueError naming the config
+        operator: pops.operators.folder.operator_config), on `model`; a bad value is one ValueError naming the config
         file of the folder `where`."""
         try:
             return cls(
@@ -200,9 +202,9 @@ class Operator:
 
     def to(self, device=None, dtype=None) -> Operator:
         """Move the prior; encoders built after this (from `encoder_configs`) are placed there too. `device` and
-        `dtype` are checked as the CLI's --device/--dtype (pops.devices): one line for a device this machine lacks or
-        an unknown precision."""
-        from pops.devices import resolve_device, resolve_dtype
+        `dtype` are checked as the CLI's --device/--dtype (pops.base.devices): one line for a device this machine lacks
+        or an unknown precision."""
+        from pops.base.devices import resolve_device, resolve_dtype
 
         device = resolve_device(device) if device is not None else None
         dtype = resolve_dtype(dtype) if dtype is not None else None
@@ -263,10 +265,10 @@ class Operator:
         """Sample (B, D) raw embeddings. `inputs` holds one entry per slot (see docs/ARCHITECTURE.md); None drops it.
         `guidance_scale` and `num_inference_steps` default to the operator's own (see the class docstring); batch-1
         inputs broadcast to `batch_size` (e.g. several samples of one input). `sampler`: a name of
-        pops.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
+        pops.core.sampler.SAMPLERS (`unclip`, the reference's ancestral loop; `ddim`; `ddim-linspace`; `dpmpp`), default
         `op.sampler`; `draws`: samples averaged into each output, default `op.draws`. Bad arguments raise
-        pops.checks.BadValue (a TypeError and a ValueError) naming the argument; see pops.checks for the ranges
-        (guidance 1 = no guidance)."""
+        pops.base.checks.BadValue (a TypeError and a ValueError) naming the argument; see pops.base.checks for the
+        ranges (guidance 1 = no guidance)."""
         settings = (guidance_scale, num_inference_steps, generator, layout, sampler, draws)
         self._settings(*settings)  # bad values before any work
         cond = self.condition(inputs, batch_size)

@@ -33,11 +33,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pops.base.files import digest
+from pops.base.readers import read_json, reason
+from pops.base.reference import (
+    KANDINSKY_PRIOR,
+    OPERATOR_CONFIG_NAME,
+    RELEASED_KINDS,
+    RELEASED_OPERATORS,
+    is_joint_config,
+)
+from pops.base.registry import REGISTRY
 from pops.encoders import load_encoder
-from pops.files import digest
-from pops.readers import read_json, reason
-from pops.reference import KANDINSKY_PRIOR, OPERATOR_CONFIG_NAME, RELEASED_KINDS, RELEASED_OPERATORS, is_joint_config
-from pops.registry import REGISTRY
 from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
@@ -133,10 +139,10 @@ def find_operator_dir(models_dir: Path, kind: str) -> Path | None:
 
 def check_models_folder(models_dir: Path) -> list[str]:
     """The operators a models folder offers, each checked as loading it would check it but without reading a weight
-    (pops.checkpoints.check_operator_folder: config, kind, guidance scale, the weights' header): a damaged operator
+    (pops.operators.folder.check_operator_folder: config, kind, guidance scale, the weights' header): a damaged operator
     is one ValueError naming its file now, not an error on every request later. An operator folder given where a
     models folder goes is refused too (a joint folder is a models folder of its operators)."""
-    from pops.checkpoints import check_operator_folder
+    from pops.operators.folder import check_operator_folder
 
     models_dir = Path(models_dir)
     if (models_dir / OPERATOR_CONFIG_NAME).is_file():
@@ -159,9 +165,9 @@ def check_models_folder(models_dir: Path) -> list[str]:
 
 def _checked_operators(folder: Path) -> list[str]:
     """The kinds an operator folder (or a joint folder) provides, its config and weights' header checked."""
-    from pops import checks
-    from pops.checkpoints import check_operator_folder, operator_config
-    from pops.registry import get_spec
+    from pops.base import checks
+    from pops.base.registry import get_spec
+    from pops.operators.folder import check_operator_folder, operator_config
 
     config = check_operator_folder(folder)
     kinds = list(config["operators"]) if is_joint_config(config) else [config["kind"]]
@@ -285,8 +291,8 @@ class ModelSet:
         if folder is None:
             raise FileNotFoundError(self.missing_message(kind))
         # diffusers: only once an operator is actually loaded
-        from pops.joint import JointOperator
-        from pops.operator import Operator
+        from pops.operators.joint import JointOperator
+        from pops.operators.operator import Operator
 
         if not joint_kinds(folder):
             return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
@@ -298,7 +304,7 @@ class ModelSet:
         if kind not in self._operators:
             op = self._load_operator(kind)
             if self.device is not None or self.dtype is not None:
-                from pops.devices import resolve_device, resolve_dtype
+                from pops.base.devices import resolve_device, resolve_dtype
 
                 device = resolve_device(self.device)
                 op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
@@ -415,7 +421,7 @@ class ReleasedModels(ModelSet):
         self.repo, self.base = repo, base
 
     def where(self, kind: str) -> str:
-        from pops.released import released_checkpoint
+        from pops.models.released import released_checkpoint
 
         return "memory" if kind in self._memory else released_checkpoint(kind, self.repo)
 
@@ -426,7 +432,7 @@ class ReleasedModels(ModelSet):
         return f"the paper released no {kind!r} operator (released: {', '.join(RELEASED_KINDS)})"
 
     def _load_operator(self, kind: str):
-        from pops.released import load_released
+        from pops.models.released import load_released
 
         if kind not in RELEASED_KINDS:
             raise FileNotFoundError(self.missing_message(kind))
@@ -436,7 +442,7 @@ class ReleasedModels(ModelSet):
         """The released file (as cached: path, size, time) on its base: a new upload is a new identity."""
         if kind in self._memory:
             return None
-        from pops.checkpoints import resolve_file
+        from pops.operators.folder import resolve_file
 
         path = resolve_file(self.where(kind))  # downloads it now if needed (it is about to be loaded anyway)
         stat = path.stat()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.files import digest
+from pops.base.files import digest
+from pops.embeddings.files import load_embeddings, save_embeddings
 
 
 def make_key(*parts) -> str:

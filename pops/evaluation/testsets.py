@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from pops.embeddings_io import load_embeddings, save_embeddings
-from pops.pairs import Pairs
-from pops.registry import get_spec
+from pops.base.registry import get_spec
+from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.pairs import Pairs
 
 
 @dataclass

@@ -3,7 +3,7 @@
 * `diffusion` (the reference's): x0-prediction (DDPM with `prediction_type="sample"`, cosine schedule, t uniform over
   1000 steps), MSE to the normalised target.
 * `one-pass` (ECLIPSE's): the same network maps pure noise and the condition to the target in one pass (see
-  `prior_input`); sampled as `ddim` with 1 step (pops.reference.OBJECTIVE_SAMPLING).
+  `prior_input`); sampled as `ddim` with 1 step (pops.base.reference.OBJECTIVE_SAMPLING).
 
 Per-operator rules come from the registry and hold for both: condition dropout (the null condition that guidance and
 dropped inputs need), random A/B swaps for symmetric operators, and instruct's text-alignment term
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from pops.pairs import Batch
-from pops.prior import PopsPrior
-from pops.reference import OBJECTIVES
-from pops.registry import OperatorSpec
+from pops.base.reference import OBJECTIVES
+from pops.base.registry import OperatorSpec
+from pops.core.prior import PopsPrior
+from pops.embeddings.pairs import Batch
 
 TRAINING_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
 
