@@ -19,7 +19,7 @@ from pops.demo.operators import TRAIN_RECORD
 from pops.embeddings.files import load_embeddings
 from pops.embeddings.pairs import Pairs
 from pops.evaluation import OperatorData, choose_sampling
-from pops.models.folder import find_operator_dir
+from pops.models.layout import find_operator_dir
 from pops.operators.operator import Operator
 from pops.train import Trainer, config_from_dict
 from pops.train.distill import DistillConfig, distill
@@ -78,6 +78,6 @@ def one_pass_operator(
         gallery, meta = load_embeddings(data / f"{kind}-gallery.safetensors")
         operator_data = OperatorData(kind, [], None, {}, meta["classes"], gallery, validation=Pairs.load(validation))
         chosen = choose_sampling(op, operator_data, record["guidance_candidates"])
-        op.guidance_scale, scores = chosen.guidance_scale, chosen.scores
+        op.guidance_scale, scores = chosen.sampling.guidance_scale, chosen.scores
         log(f"    {kind} one-pass guidance {op.guidance_scale:g} (validation top-1 {scores})")
     return _keep(op, folder, started, log)

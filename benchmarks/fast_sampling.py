@@ -27,9 +27,10 @@ import torch
 from benchmarks.fast_operators import one_pass_operator, student
 from benchmarks.sampling import build
 from pops.base.registry import REGISTRY
+from pops.core.sampling import SamplingConfig
 from pops.evaluation import class_prototypes, image_inputs, load_test_data, sample_pairs, top1_accuracy
 from pops.evaluation.metrics import averaging_baseline
-from pops.models.folder import find_operator_dir
+from pops.models.layout import find_operator_dir
 from pops.operators.operator import Operator
 from pops.train.distill import DistillConfig
 
@@ -75,8 +76,7 @@ def quality(models: Path, seeds: int, rows) -> dict[str, dict[str, tuple[float, 
         for label, _, ops in rows:
             op, sampler, steps = ops[kind]
             outs = [
-                sample_pairs(op, pairs, guidance_scale=op.guidance_scale, seed=s, steps=steps, sampler=sampler)
-                for s in range(seeds)
+                sample_pairs(op, pairs, SamplingConfig(sampler, steps, op.guidance_scale), seed=s) for s in range(seeds)
             ]
             top1 = sum(top1_accuracy(out, truth, names, protos) for out in outs) / seeds
             table[kind][label] = (top1, (top1 - averaging) / max(oracle - averaging, 1e-9))

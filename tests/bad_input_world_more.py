@@ -31,10 +31,10 @@ def _raw_pairs(pairs, path: Path, drop: tuple[str, ...] = ()) -> Path:
 def _released_state(seed: int, dim: int = 32) -> dict:
     from conftest import tiny_prior
 
-    from pops.operators import folder as checkpoints
+    from pops.operators import checkpoint
 
     state = tiny_prior(dim=dim, seed=seed).state_dict()
-    return {k: v for k, v in state.items() if k not in checkpoints.CLIP_STATS}
+    return {k: v for k, v in state.items() if k not in checkpoint.CLIP_STATS}
 
 
 def _dataset_with_picture(root: Path, name: str, write) -> None:

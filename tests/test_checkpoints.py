@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_prior
 from safetensors.torch import load_file
 
-from pops.operators import folder as checkpoints
+from pops.base import hub
+from pops.operators import checkpoint, folder
 from pops.operators.operator import Operator
 
 
@@ -49,7 +50,7 @@ def test_released_checkpoint_with_kandinsky_key_names_loads_on_a_base(tmp_path):
         got["transformer_blocks.0.attn1.to_q.weight"], trained.state_dict()["transformer_blocks.0.attn1.to_q.weight"]
     )
     assert torch.equal(got["clip_mean"], base.clip_mean.detach())  # statistics come from the base
-    assert op.spec.name == "texturing"
+    assert op.spec.kind == "texturing"
     assert op.encoder_configs["image"]["resize"] == 512  # pictures squashed to 512² first, as the reference does
 
 
@@ -59,7 +60,7 @@ def test_kind_is_read_from_the_checkpoint_path(tmp_path):
     (tmp_path / "models" / "scene").mkdir(parents=True)
     torch.save(tiny_prior(seed=2).state_dict(), tmp_path / "models" / "scene" / "learned_prior.pth")
     op = Operator.from_pretrained(tmp_path / "base", checkpoint=tmp_path / "models" / "scene" / "learned_prior.pth")
-    assert op.spec.name == "scene"
+    assert op.spec.kind == "scene"
 
 
 def test_missing_and_unexpected_keys_are_refused_and_the_base_is_untouched():
@@ -68,53 +69,53 @@ def test_missing_and_unexpected_keys_are_refused_and_the_base_is_untouched():
     state = tiny_prior(seed=3).state_dict()
     del state["proj_in.weight"]
     with pytest.raises(ValueError, match=r"1 missing \(proj_in.weight\) keys"):
-        checkpoints.apply_pops_checkpoint(prior, state)
+        checkpoint.apply_pops_checkpoint(prior, state)
     state = tiny_prior(seed=3).state_dict()
     state["extra.weight"] = torch.zeros(2)
     with pytest.raises(ValueError, match=r"1 unexpected \(extra.weight\) keys"):
-        checkpoints.apply_pops_checkpoint(prior, state)
+        checkpoint.apply_pops_checkpoint(prior, state)
     assert all(torch.equal(before[k], v) for k, v in prior.state_dict().items())
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
 def test_keys_of_ddp_and_compiled_models_load_as_the_plain_keys(prefix):
     prior, trained = tiny_prior(), tiny_prior(seed=4)
-    state = {prefix + k: v for k, v in trained.state_dict().items() if k not in checkpoints.CLIP_STATS}
-    checkpoints.apply_pops_checkpoint(prior, state)
+    state = {prefix + k: v for k, v in trained.state_dict().items() if k not in checkpoint.CLIP_STATS}
+    checkpoint.apply_pops_checkpoint(prior, state)
     got = prior.state_dict()
-    assert all(torch.equal(got[k], v) for k, v in trained.state_dict().items() if k not in checkpoints.CLIP_STATS)
+    assert all(torch.equal(got[k], v) for k, v in trained.state_dict().items() if k not in checkpoint.CLIP_STATS)
 
 
 def test_checkpoint_for_a_different_size_is_refused_naming_both_shapes(tmp_path):
     torch.save(tiny_prior(dim=48).state_dict(), tmp_path / "big.pth")
     with pytest.raises(ValueError, match=r"\(16, 48\) in the checkpoint, \(16, 32\) in the base"):
-        checkpoints.apply_pops_checkpoint(tiny_prior(dim=32), checkpoints.load_state_dict_file(tmp_path / "big.pth"))
+        checkpoint.apply_pops_checkpoint(tiny_prior(dim=32), checkpoint.load_state_dict_file(tmp_path / "big.pth"))
 
 
 def test_a_pickle_that_is_not_a_plain_state_dict_is_refused(tmp_path):
     torch.save(tiny_prior(), tmp_path / "module.pth")  # a whole pickled module: weights_only refuses it
     with pytest.raises(ValueError, match="not a plain state dict"):
-        checkpoints.load_state_dict_file(tmp_path / "module.pth")
+        checkpoint.load_state_dict_file(tmp_path / "module.pth")
     torch.save({"weights": [1, 2, 3]}, tmp_path / "list.pth")
     with pytest.raises(ValueError, match="not a plain state dict"):
-        checkpoints.load_state_dict_file(tmp_path / "list.pth")
+        checkpoint.load_state_dict_file(tmp_path / "list.pth")
 
 
 def test_missing_files_and_folders(tmp_path):
     with pytest.raises(FileNotFoundError):
-        checkpoints.load_state_dict_file(tmp_path / "nope.pth")
+        checkpoint.load_state_dict_file(tmp_path / "nope.pth")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        checkpoints.load_kandinsky_prior(tmp_path / "empty")
+        checkpoint.load_kandinsky_prior(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="not a pops operator folder"):
-        checkpoints.load_operator_folder(tmp_path / "empty")
+        folder.load_operator_folder(tmp_path / "empty")
 
 
 def test_offline_hub_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(ValueError, match="kandinsky-community/kandinsky-2-2-prior.*--local-dir DIR.*pass DIR instead"):
-        checkpoints.load_kandinsky_prior("kandinsky-community/kandinsky-2-2-prior")
+        checkpoint.load_kandinsky_prior("kandinsky-community/kandinsky-2-2-prior")
     assert time.monotonic() - start < 2.0
 
 
@@ -126,7 +127,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.setattr("pops.base.hub._probe", lambda repo: "unreachable")
     start = time.monotonic()
     with pytest.raises(ValueError, match="cannot be reached"):
-        checkpoints.resolve_file("pOpsPaper/operators:models/texturing/learned_prior.pth")
+        hub.resolve_file_ref("pOpsPaper/operators:models/texturing/learned_prior.pth")
     assert time.monotonic() - start < 5.0
 
 

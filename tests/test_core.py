@@ -269,7 +269,7 @@ def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind
                 guidance_scale=3.0,
                 num_inference_steps=4,
                 generator=generator,
-                scheduler=make_sampling_scheduler(op.scheduler_config),
+                scheduler=make_sampling_scheduler(op.config.sampling_scheduler),
             )
         )
     assert torch.equal(got, torch.cat(expected))

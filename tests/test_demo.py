@@ -257,7 +257,7 @@ def test_distilled_students_beat_averaging_on_the_quick_demo(quick_demo, tmp_pat
         cli = runner.invoke(_cli(), ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "40"])
         assert cli.exit_code == 0, cli.output
         op = Operator.from_pretrained(out, load_encoders=False)
-        assert op.sampling() == ("ddim", 1) and op.guidance_folded
+        assert (op.sampler, op.num_inference_steps) == ("ddim", 1) and op.guidance_folded
         card = (out / "README.md").read_text()
         assert f"Distilled with `pops distill` from the teacher `{teacher}`" in card
         assert "| default sampling | ddim, 1 step, guidance 1 (guidance folded into the weights) |" in card

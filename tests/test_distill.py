@@ -81,7 +81,8 @@ def test_student_one_pass_is_closer_to_the_guided_teacher_than_its_one_step(tiny
         assert torch.equal(value, before[key]), f"the teacher changed: {key}"
     loaded = Operator.from_pretrained(student.save_pretrained(tmp_path / "student"))
     assert (loaded.sampler, loaded.guidance_scale, loaded.num_inference_steps) == ("ddim", 1.0, 1)
-    assert loaded.sampling() == ("ddim", 1) and loaded.sampling("unclip") == ("unclip", 25)
+    assert (loaded.sampler, loaded.num_inference_steps) == ("ddim", 1)
+    assert loaded.call_config(sampler="unclip").num_inference_steps == 25  # its own steps go with its own sampler
     assert loaded.training["summary"]["teacher"] == "tiny-teacher"
     assert "tiny-teacher" in (tmp_path / "student" / "README.md").read_text()
     goal = _ddim(teacher, pairs, steps=25)  # the teacher's guided 25-step samples from the training noises
@@ -107,7 +108,7 @@ def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
     args = ["distill", str(teacher), "--data", str(data), "-o", str(two), "--steps", "2", "--student-steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "samples in 2 passes" in result.output, result.output
-    assert Operator.from_pretrained(two).sampling() == ("ddim", 2)
+    assert Operator.from_pretrained(two).sampling.label == "ddim 2 g1"
     card = (two / "README.md").read_text()
     assert "in 2 pass(es)" in card and "| default sampling | ddim, 2 steps, guidance 1" in card
     assert f"from the teacher `{teacher}`" in card

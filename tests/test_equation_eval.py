@@ -239,7 +239,7 @@ def test_cli_writes_pictures_embeddings_and_a_record_that_replays(models_dir, fi
         models_dir,
         out,
         seed=4,
-        steps=STEPS,
+        num_inference_steps=STEPS,
         num_samples=2,
         base_dir=folder,
         step_seeds=["output=11"],
@@ -309,7 +309,9 @@ def test_samplers_by_name_in_equations_and_their_replay(models_dir, files, tmp_p
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         runner.run(eq, num_inference_steps=2, base_dir=folder, sampler="euler")
     out = tmp_path / "run"
-    first = run_equation_cli(eq, models_dir, out, steps=2, base_dir=folder, render="none", sampler="dpmpp")
+    first = run_equation_cli(
+        eq, models_dir, out, num_inference_steps=2, base_dir=folder, render="none", sampler="dpmpp"
+    )
     replayed = run_equation_cli(None, None, tmp_path / "replay", replay=out / "record.json", render="none")
     assert json.loads((out / "record.json").read_text())["sampler"] == "dpmpp"
     assert torch.equal(first.output, replayed.output)
@@ -334,7 +336,9 @@ def test_draws_in_equations_enter_the_cache_key_and_the_record(models_dir, files
     with pytest.raises(ValueError, match="draws"):
         runner.run(eq, num_inference_steps=2, base_dir=folder, draws=0)
     out = tmp_path / "run"
-    first = run_equation_cli(eq, models_dir, out, steps=2, base_dir=folder, render="none", sampler="ddim", draws=2)
+    first = run_equation_cli(
+        eq, models_dir, out, num_inference_steps=2, base_dir=folder, render="none", sampler="ddim", draws=2
+    )
     replayed = run_equation_cli(None, None, tmp_path / "replay", replay=out / "record.json", render="none")
     assert json.loads((out / "record.json").read_text())["draws"] == 2
     assert torch.equal(first.output, replayed.output)

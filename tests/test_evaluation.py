@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pops.core.sampling import SamplingConfig
 from pops.evaluation import (
     MetricsTable,
     averaging_baseline,
@@ -239,8 +241,9 @@ def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     )
     script = (
         "import sys\nfrom pathlib import Path\nimport pops.cli.eval as cli\n"
-        f"table = cli._eval(Path({str(tmp_path)!r}), ['union'], None, 1, (), 2, Path({str(tmp_path / 't.json')!r}), "
-        "None)\n"
+        "from pops.core.sampling import SamplingConfig\n"
+        f"table = cli._eval(Path({str(tmp_path)!r}), ['union'], None, 1, (), SamplingConfig(num_inference_steps=2), "
+        f"Path({str(tmp_path / 't.json')!r}), None)\n"
         "print(sorted(m for m in sys.modules if m.startswith('pops.demo')), table.get('union', 'pops').n)\n"
     )
     root = str(Path(__file__).resolve().parents[1])  # this checkout first, as the test process sees it
@@ -281,15 +284,25 @@ def test_the_sampling_choice_sees_only_validation_classes(tiny_operator):
         return Pairs("union", slots, present, gallery[ids], class_ids=torch.tensor(ids), info={"classes": classes})
 
     data = OperatorData("union", classes, None, _Untouchable(), classes, gallery, validation=pairs([0, 1, 2, 3]))
-    samplers = (("unclip", 3), ("ddim", 2), ("ddim", 2, 3))
+    samplers = (
+        SamplingConfig("unclip", 3, draws=1),
+        SamplingConfig("ddim", 2, draws=1),
+        SamplingConfig("ddim", 2, draws=3),
+    )
     chosen = choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0)
-    scale, name, steps, draws, scores = chosen
-    assert scale in (1.0, 3.0, 8.0) and ((name, steps) in samplers or (name, steps, draws) in samplers)
-    assert set(scores) == {f"{n} {k} g{s:g}" + "".join(f" x{d}" for d in m) for n, k, *m in samplers for s in (1, 3, 8)}
+    best, scores = chosen.sampling, chosen.scores
+    assert best.guidance_scale in (1.0, 3.0, 8.0) and replace(best, guidance_scale=None) in samplers
+    assert set(scores) == {replace(c, guidance_scale=s).label for c in samplers for s in (1, 3, 8)}
+    assert "ddim 2 x3 g8" in scores  # the one label format: sampler, steps, draws beyond one, scale
     data.tests = {"test": pairs([4, 5, 6, 7])}  # held-out classes present: still the same choice
     assert choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0) == chosen
-    chosen.give(op)
-    assert (op.guidance_scale, op.sampler, op.num_inference_steps, op.draws) == (scale, name, steps, draws)
+    op.sampling = chosen.sampling
+    assert (op.guidance_scale, op.sampler, op.num_inference_steps, op.draws) == (
+        best.guidance_scale,
+        best.sampler,
+        best.num_inference_steps,
+        best.draws,
+    )
 
 
 def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator, monkeypatch):
@@ -309,13 +322,20 @@ def test_the_sampling_choice_breaks_top1_ties_by_rank_then_cosine(tiny_operator,
     # every candidate retrieves every class (top-1 and rank 1.0); scale 3 with ddim lies closest to the targets
     tilt = {(1.0, "unclip"): 0.5, (3.0, "unclip"): 0.3, (3.0, "ddim"): 0.1, (8.0, "ddim"): 0.2}
 
-    def fake(op, pairs, guidance_scale, seed, steps, sampler, draws):
-        return target + tilt.get((guidance_scale, sampler, draws), tilt.get((guidance_scale, sampler), 0.4))
+    def fake(op, pairs, sampling, seed):
+        key = (sampling.guidance_scale, sampling.sampler)
+        return target + tilt.get((*key, sampling.draws), tilt.get(key, 0.4))
+
+    def chosen(samplers, scales=(1.0, 3.0, 8.0)):
+        best = choose_sampling(
+            op, data, scales, [SamplingConfig(*c[:2], draws=c[2] if len(c) > 2 else 1) for c in samplers]
+        ).sampling
+        return best.guidance_scale, best.sampler, best.num_inference_steps, best.draws
 
     monkeypatch.setattr(harness, "sample_pairs", fake)
-    assert choose_sampling(op, data, (1.0, 3.0, 8.0), (("unclip", 25), ("ddim", 4)), seed=0)[:3] == (3.0, "ddim", 4)
+    assert chosen((("unclip", 25), ("ddim", 4)))[:3] == (3.0, "ddim", 4)
     samplers = (("unclip", 25), ("ddim", 4), ("ddim", 4, 4))  # the last: each output the mean of 4 samples
     tilt[3.0, "ddim", 4] = 0.05  # more draws, closer still
-    assert choose_sampling(op, data, (1.0, 3.0), samplers, seed=0)[:4] == (3.0, "ddim", 4, 4)
+    assert chosen(samplers, (1.0, 3.0)) == (3.0, "ddim", 4, 4)
     tilt = {}  # all equal: the reference sampler, then the smaller scale
-    assert choose_sampling(op, data, (1.0, 3.0, 8.0), samplers, seed=0)[:4] == (1.0, "unclip", 25, 1)
+    assert chosen(samplers) == (1.0, "unclip", 25, 1)

@@ -177,7 +177,7 @@ def test_a_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_operato
     assert "model.safetensors" in str(full.value) and "\n" not in str(full.value)
     assert files_under(tmp_path) == before
     monkeypatch.undo()
-    assert Operator.from_pretrained(folder).spec.name == "union"
+    assert Operator.from_pretrained(folder).spec.kind == "union"
 
 
 def test_a_full_disk_while_caching_embeddings_keeps_the_earlier_shards(tmp_path, monkeypatch):
@@ -307,7 +307,7 @@ def test_a_real_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_op
     assert "\n" not in str(full.value)
     assert small_disk.files() == before
     small_disk.monkeypatch.undo()
-    assert Operator.from_pretrained(folder).spec.name == "union"
+    assert Operator.from_pretrained(folder).spec.kind == "union"
 
 
 def test_a_real_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, small_disk):

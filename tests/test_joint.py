@@ -209,7 +209,7 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
     assert torch.equal(joint["instruct"].vocabulary.rows, trainer.operator["instruct"].vocabulary.rows)
     for kind in KINDS:
         op = Operator.from_pretrained(out, kind=kind)
-        assert op.spec.name == kind and op.model.operators == KINDS
+        assert op.spec.kind == kind and op.model.operators == KINDS
         sample = lambda o, k=kind: o.sample_batch(  # noqa: E731
             world_pairs[k], num_inference_steps=3, generator=torch.Generator().manual_seed(1)
         )
@@ -227,13 +227,13 @@ def test_the_joint_folder_loads_as_each_of_its_operators(joint_folder, world_pai
     assert (again["union"].sampler, again["union"].num_inference_steps) == ("ddim", 4)
     assert again["union"].model is again["scene"].model  # the weights once for all
     single = Operator.from_pretrained(joint["scene"].save_pretrained(tmp_path / "scene"))  # one operator, joint weights
-    assert single.spec.name == "scene" and single.model.operators == KINDS
+    assert single.spec.kind == "scene" and single.model.operators == KINDS
     with pytest.raises(ValueError, match="is a scene operator, not union"):
         Operator.from_pretrained(tmp_path / "scene", kind="union")
 
 
 def test_serve_checks_a_models_folder_with_a_joint_folder(joint_folder, tmp_path):
-    from pops.models.folder import check_models_folder
+    from pops.models.layout import check_models_folder
 
     models = _models_folder(joint_folder, tmp_path)
     assert sorted(check_models_folder(models)) == sorted(KINDS)  # the separate scene and the joint model's, once each
@@ -259,7 +259,8 @@ def _models_folder(joint_folder, tmp_path):
 def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_folder, tmp_path):
     from pops.embeddings.files import save_embeddings
     from pops.equation import apply
-    from pops.models.folder import ModelSet, find_operator_dir, folder_roots
+    from pops.models.folder import ModelSet
+    from pops.models.layout import find_operator_dir, folder_roots
 
     models = _models_folder(joint_folder, tmp_path)
     joint_dir = models / "operators" / "joint"

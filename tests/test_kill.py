@@ -158,7 +158,7 @@ from pops.equation.cli import run_equation_cli
 root, models, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 equation = "texture(texture(good/red.png, good/blue.png), good/b.safetensors)"
 (root / "started").touch()
-run_equation_cli(equation, models, out, steps=25, num_samples=8, render="none", base_dir=str(root),
+run_equation_cli(equation, models, out, num_inference_steps=25, num_samples=8, render="none", base_dir=str(root),
                  echo=lambda line: None, overwrite=True)
 """
 
@@ -181,7 +181,9 @@ def test_an_equation_killed_at_a_random_point_then_rerun_gives_the_uninterrupted
     why = f"seed {seed}, killed {delay:.2f} s in"
     killed = tmp_path / "killed"
     equation = "texture(texture(good/red.png, good/blue.png), good/b.safetensors)"
-    settings = dict(steps=25, num_samples=8, render="none", base_dir=str(tmp_path), echo=lambda line: None)
+    settings = dict(
+        num_inference_steps=25, num_samples=8, render="none", base_dir=str(tmp_path), echo=lambda line: None
+    )
     run_equation_cli(equation, models, killed, overwrite=True, **settings)  # its cache (killed/.cache) is reused
     run_equation_cli(equation, models, tmp_path / "whole", **settings)
     record = json.loads((killed / "record.json").read_text())

@@ -42,7 +42,7 @@ def test_one_pass_training_saves_a_one_pass_operator(tmp_path):
     )
     train(config, pairs=pairs)
     op = Operator.from_pretrained(tmp_path / "run")
-    assert op.sampling() == ("ddim", 1) and op.training["summary"]["objective"] == "one-pass"
+    assert (op.sampler, op.num_inference_steps) == ("ddim", 1) and op.training["summary"]["objective"] == "one-pass"
     card = (tmp_path / "run" / "README.md").read_text()
     assert "one-pass prior" in card and "ECLIPSE" in card and "| default sampling | ddim, 1 step |" in card
     # It learned the map in one pass: far closer to the targets than the same prior untrained.

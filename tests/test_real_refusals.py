@@ -127,8 +127,8 @@ def test_a_photo_that_is_no_picture_is_refused_before_any_model_loads(world, tmp
 
     # Loading the real stack takes minutes: a bad picture must be found first.
     monkeypatch.setattr(pops.models.folder, "load_renderer", no_loading)
-    monkeypatch.setattr(pops.operators.operator.checkpoints, "load_kandinsky_prior", no_loading)
-    monkeypatch.setattr(pops.operators.operator.checkpoints, "load_operator_folder", no_loading)
+    monkeypatch.setattr(pops.operators.operator.checkpoint, "load_kandinsky_prior", no_loading)
+    monkeypatch.setattr(pops.operators.operator, "load_operator_folder", no_loading)
     junk, out = world / "junk.png", tmp_path / "out"
     not_a_picture = "junk.png: not a readable image"
     models = ["--models", world / "real", "-o", out]

@@ -10,7 +10,7 @@ import torch
 from pops.base.registry import REGISTRY, DropoutRule, OperatorSpec, Slot
 
 PAIR = OperatorSpec(
-    name="pair",
+    kind="pair",
     description="two objects side by side (a test-only entry)",
     slots=(Slot("left", help="one object"), Slot("right", help="another object")),
     dropout=DropoutRule(joint=0.2),
@@ -18,13 +18,12 @@ PAIR = OperatorSpec(
     recipe="union",
     stream_id=99,
     aliases=("duo",),
-    job_cost=0.5,
 )
 
 
 @pytest.fixture
 def pair_operator(monkeypatch):
-    monkeypatch.setitem(REGISTRY, PAIR.name, PAIR)
+    monkeypatch.setitem(REGISTRY, PAIR.kind, PAIR)
     return PAIR
 
 
@@ -58,7 +57,7 @@ def test_a_sixth_entry_trains_samples_and_runs_in_the_quick_demo(pair_operator, 
     assert pops.n > 0 and pops.top1 > input_a.top1  # it learned to hold both objects, on held-out pairs
     assert result.trained == ["pair"] and result.guidance["pair"] in config.guidance_candidates
     op = Operator.from_pretrained(config.out / "operators" / "pair")
-    assert op.spec.name == "pair" and op.guidance_scale == result.guidance["pair"]
+    assert op.spec.kind == "pair" and op.guidance_scale == result.guidance["pair"]
     left, right = torch.randn(3, op.embedding_dim), torch.randn(3, op.embedding_dim)
     out = op.sample([left, right], num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     assert out.shape == (3, op.embedding_dim) and torch.isfinite(out).all()

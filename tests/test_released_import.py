@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_real_stack import SIZE, random_images, run_cli, tiny_kandinsky_decoder, tiny_vision
 
-from pops.operators import folder as checkpoints
+from pops.operators import checkpoint
 from pops.operators.operator import Operator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def released_state(seed: int, prefix: str = "", dim: int = 32) -> dict:
     """A released checkpoint's contents: the PriorTransformer state dict without the clip statistics."""
     state = tiny_prior(dim=dim, seed=seed).state_dict()
-    return {prefix + k: v for k, v in state.items() if k not in checkpoints.CLIP_STATS}
+    return {prefix + k: v for k, v in state.items() if k not in checkpoint.CLIP_STATS}
 
 
 def write_hub(root):
@@ -67,7 +67,7 @@ def test_an_imported_operator_samples_exactly_as_the_checkpoint_loaded_directly(
 
     imported = Operator.from_pretrained(folder)
     direct = Operator.from_pretrained(base, checkpoint=pth, kind="texturing")
-    assert imported.spec.name == "texturing"  # read from the path
+    assert imported.spec.kind == "texturing"  # read from the path
     assert torch.equal(sample(imported), sample(direct))
     stats = imported.model.prior
     assert torch.equal(stats.clip_mean, tiny_prior(seed=0).clip_mean.detach())  # the base's statistics

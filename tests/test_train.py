@@ -179,7 +179,7 @@ def test_scratch_training_learns_and_saves_an_operator(tmp_path):
     assert event_files, "no TensorBoard log"
     loaded = Operator.from_pretrained(tmp_path / "run")
     card = (tmp_path / "run" / "README.md").read_text()
-    assert loaded.spec.name == "texturing" and "pOps operator: texturing" in card
+    assert loaded.spec.kind == "texturing" and "pOps operator: texturing" in card
     assert "## Training" in card and "| steps / samples seen | 60 / 960 |" in card
     assert max_diff(weights(loaded.model), weights(model)) == 0
     # It learned: the training loss fell from its first logged value (logged per timestep bucket too).

@@ -28,6 +28,7 @@ import numbers
 import operator
 import os
 
+from pops.base.errors import BadValue
 from pops.base.reference import NUM_TRAIN_TIMESTEPS
 
 MAX_SEED = 2**64 - 1
@@ -36,10 +37,6 @@ MAX_TRAINING_SEED = 2**32 - 1
 MAX_GUIDANCE = 100.0
 # The share of the free memory one call may plan to use: the estimates below count the big tensors only.
 MEMORY_SHARE = 0.8
-
-
-class BadValue(TypeError, ValueError):
-    """A value of the wrong type or out of range (one line naming the argument)."""
 
 
 def integer(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -144,3 +144,14 @@ def split_file_ref(spec: str) -> tuple[str, str]:
         if looks_like_hub_id(repo) and filename:
             return repo, filename
     return spec, ""
+
+
+def resolve_file_ref(ref: str | os.PathLike, *, what: str = "weights") -> Path:
+    """A local file, or `owner/repo:path/in/repo` downloaded from the hub (e.g. `pOpsPaper/operators:models/…`)."""
+    if Path(ref).exists():
+        return Path(ref)
+    ref = str(ref)
+    if ":" not in ref or ref.count("/") < 2:
+        raise FileNotFoundError(f"no such file: {ref} (hub files are written owner/repo:path/in/repo)")
+    repo, filename = split_file_ref(ref)
+    return Path(resolve_file(repo, filename, what=what))

@@ -15,26 +15,17 @@ This module imports only the standard library until a reader runs (torch, safete
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
+
+from pops.base.errors import reason
 
 # 64 megapixels: far above the 512-1024 px pictures any encoder here sees, far below what exhausts memory
 # (PIL's own bomb limit is 89 M pixels as a warning, 179 M as an error).
 MAX_IMAGE_PIXELS = 64_000_000
 # Smaller pictures hold nothing to encode (and some image processors cannot tell their channel axis).
 MIN_IMAGE_SIDE = 8
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def reason(exc: BaseException) -> str:
-    """The first line of an exception's message (terminal colour codes removed), or its type name when it is empty."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is None and exc.errno is not None:
-        text = str(exc.strerror)  # OSError(errno, message): the message, without "[Errno N]"
-    else:
-        text = _ANSI.sub("", str(exc)).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _a(what: str) -> str:

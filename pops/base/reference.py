@@ -30,7 +30,11 @@ NUM_TRAIN_TIMESTEPS = 1000
 # default. `ddim` with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step
 # returns the prediction.
 OBJECTIVES = ("diffusion", "one-pass")
-OBJECTIVE_SAMPLING = {"diffusion": ("unclip", 25), "one-pass": ("ddim", 1)}
+# The reference's sampling call (its prior pipeline): the UnCLIP ancestral loop, 25 steps. An operator samples this way
+# unless it was made for another call (a distilled student, a one-pass operator) or told otherwise.
+DEFAULT_SAMPLER = "unclip"
+DEFAULT_STEPS = 25
+OBJECTIVE_SAMPLING = {"diffusion": (DEFAULT_SAMPLER, DEFAULT_STEPS), "one-pass": ("ddim", 1)}
 # DDPMScheduler of the objective: x0-prediction, cosine schedule.
 TRAINING_SCHEDULER_CONFIG = dict(
     num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample"

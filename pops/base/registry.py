@@ -7,9 +7,10 @@ the prior, the objective, the sampler, the CLI and the embedded world all read t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SlotKind = Literal["image", "text"]
 
@@ -39,6 +40,8 @@ class DropoutRule:
 
     def sample(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A (batch_size, num_slots) bool mask, True where the slot is dropped."""
+        import torch  # here, not at the top: `pops --help` reads the registry, and torch takes a second to import
+
         drop = torch.rand(batch_size, num_slots, generator=generator) < self.independent
         joint = torch.rand(batch_size, 1, generator=generator) < self.joint
         return drop | joint
@@ -67,7 +70,15 @@ COMPOSITION_SLOTS = (
 
 @dataclass(frozen=True)
 class OperatorSpec:
-    name: str
+    """One operator, as the paper defines it (DESIGN §1-2), plus where its data comes from.
+
+    Everything a run of the operator needs to know about it — how many inputs and of what kind, how they are dropped
+    in training, the default guidance, the symmetric swap, the text-alignment term — and the names of its data
+    recipes. How the embedded demo trains it (samples per class, dropout, batch) is the demo's choice and lives there
+    (pops.demo.plan.DEMO_RECIPES).
+    """
+
+    kind: str
     description: str
     slots: tuple[Slot, ...]
     dropout: DropoutRule
@@ -88,18 +99,6 @@ class OperatorSpec:
     aliases: tuple[str, ...] = ()
     # Test splits beyond "test" (held-out combinations) that the world draws and the evaluation scores.
     extra_test_splits: tuple[str, ...] = ()
-    # The demo: training samples per training class (full and --quick), and the relative cost of training and
-    # evaluating the operator (the costliest start first, so worker processes finish together).
-    train_per_class: int = 1
-    quick_train_per_class: int = 1
-    # ... and how many training-only combinations its world adds (procedural objects, further outfits; see
-    # pops.world.WorldConfig.training_only); --quick draws a quarter of them.
-    training_only: int = 0
-    # ... and its training beyond the demo's shared recipe: dropout inside the transformer blocks, and a factor on
-    # the batch size (both regularise the small operators against memorising their training combinations).
-    demo_dropout: float = 0.0
-    demo_batch_factor: int = 1
-    job_cost: float = 1.0
 
     @property
     def num_slots(self) -> int:
@@ -119,10 +118,10 @@ class OperatorSpec:
 
 
 REGISTRY: dict[str, OperatorSpec] = {
-    spec.name: spec
+    spec.kind: spec
     for spec in (
         OperatorSpec(
-            name="texturing",
+            kind="texturing",
             description="paint an object with the texture of a patch",
             slots=(Slot("object", help="the object to re-texture"), Slot("texture", help="a patch of the texture")),
             dropout=DropoutRule(independent=0.25),
@@ -131,18 +130,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="texturing",
             stream_id=1,
             aliases=("texture",),
-            # measured: held-out top-1 0.78 -> 0.87 from 1 to 3 samples per class; one sample per combination plus
-            # 576 procedural objects (same encoding cost) scored 0.81: more objects, less jitter per class, hurt here
-            train_per_class=3,
-            # measured, world seeds 0-4 (validation top-1 / held-out gap closed, mean): 0.908 / 0.842 with the shared
-            # recipe, 0.862 / 0.798 with dropout 0.1, 0.938 / 0.889 (worst seed 0.783 -> 0.867) with dropout 0.1 at
-            # twice the batch
-            demo_dropout=0.1,
-            demo_batch_factor=2,
-            job_cost=6.0,
         ),
         OperatorSpec(
-            name="union",
+            kind="union",
             description="one embedding holding both objects",
             slots=(Slot("object_a", help="first object"), Slot("object_b", help="second object")),
             dropout=DropoutRule(joint=0.2),
@@ -151,10 +141,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             recipe="union",
             generator="union",
             stream_id=2,
-            job_cost=1.0,
         ),
         OperatorSpec(
-            name="scene",
+            kind="scene",
             description="place an object in a scene",
             slots=(Slot("object", help="the object, on white"), Slot("scene", help="the empty scene")),
             dropout=DropoutRule(joint=0.1),
@@ -162,18 +151,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             recipe="scene",
             generator="scene",
             stream_id=3,
-            # the object input shares the target's jitter: more samples per class
-            # (measured: 1 sample per combination + 320 procedural objects, same cost: 0.78 against 0.82)
-            train_per_class=3,
-            quick_train_per_class=2,
-            # measured as texturing: 0.896 / 0.629 shared, 0.896 / 0.693 with dropout 0.1, 0.929 / 0.694 (worst seed
-            # 0.455 -> 0.561) with dropout 0.1 at twice the batch (union and composition: lower validation top-1)
-            demo_dropout=0.1,
-            demo_batch_factor=2,
-            job_cost=5.5,
         ),
         OperatorSpec(
-            name="instruct",
+            kind="instruct",
             description="change an object by one word (an adjective or an art style)",
             slots=(Slot("object", help="the object image"), Slot("word", kind="text", help="one word")),
             dropout=DropoutRule(joint=0.2),
@@ -185,27 +165,9 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="instruct",
             stream_id=4,
             extra_test_splits=("test_synonyms",),
-            # measured, seed 0: words from TRAINING_WORDS (every training sample) lift held-out synonyms 0.31 -> 0.48;
-            # said by half the samples (the default), quick world validation top-1 0.19 -> 0.38; 240 procedural
-            # objects instead of the second sample per combination gave 0.53 / 0.41 (within noise on combinations).
-            # Seeds 0-4, the separate operator (validation top-1 / held-out gap closed mean / worst): 2 samples per
-            # combination 0.492 / 0.477 / 0.448, 6 samples 0.519 / 0.544 / 0.435, 10 samples 0.519 / 0.601 / 0.523
-            # (its validation set 3x and 5x larger, so less flattered by the best of the candidates, and no lower):
-            # 6, the cheaper of the two that tie on validation (the full demo at 10, seeds 0-4: the separate
-            # instruct 0.551 -> 0.594 held-out, but a changed joint model took union and scene on seed 4, 0.79 ->
-            # 0.58 and 0.57 -> 0.47); 960 procedural objects added to 2 samples: 0.41 held-out (synonyms 0.45 ->
-            # 0.24). Each further sample per combination costs ~480 encoded images (~1.3 s).
-            train_per_class=6,
-            quick_train_per_class=2,
-            # measured as texturing: 0.446 / 0.431 shared, 0.421 / 0.472 with dropout 0.1, 0.492 / 0.477 (synonyms'
-            # gap closed 0.433 -> 0.454) with dropout 0.1 at twice the batch
-            demo_dropout=0.1,
-            demo_batch_factor=2,
-            # two test sets
-            job_cost=8.0,
         ),
         OperatorSpec(
-            name="composition",
+            kind="composition",
             description="a person wearing up to 12 garments, one fixed slot per clothing category",
             slots=tuple(
                 Slot(name, help=f"crop of the {name.replace('_', ' ')} on white") for name in COMPOSITION_SLOTS
@@ -216,14 +178,6 @@ REGISTRY: dict[str, OperatorSpec] = {
             generator="composition",
             stream_id=5,
             aliases=("compose", "clothes"),
-            # few classes, many inputs
-            # one sample per candidate training outfit and 672 further outfits (the cost of 8 per outfit); measured,
-            # seed 0: held-out top-1 0.60 -> 0.875 (oracle 0.81)
-            train_per_class=1,
-            training_only=672,
-            quick_train_per_class=2,
-            # 16 tokens
-            job_cost=4.0,
         ),
     )
 }

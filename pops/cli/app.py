@@ -16,7 +16,8 @@ try:
 except ImportError:  # an older typer, on the click package
     from click import exceptions as click_errors
 
-from pops.base.readers import reason
+from pops.base.errors import reason
+from pops.core.sampling import SamplingConfig
 
 
 class OneLineErrors(TyperGroup):
@@ -60,7 +61,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def run_or_fail(fn, *args, **kwargs):
-    """Call fn (pops's log lines through tqdm); turn the errors bad input raises (ValueError — pops.base.checks.BadValue
+    """Call fn (pops's log lines through tqdm); turn the errors bad input raises (ValueError — pops.base.errors.BadValue
     among them —, FileNotFoundError, …) into a one-line CLI error."""
     try:
         # Our log lines (a warning mid-sampling) print above the progress bars, not on a bar's line. Only pops's:
@@ -71,6 +72,16 @@ def run_or_fail(fn, *args, **kwargs):
         fail(reason(exc))
     except MemoryError:
         fail("out of memory: ask for fewer samples or a smaller batch")
+
+
+# How the commands name the values of a SamplingConfig in their one-line errors.
+SAMPLING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "draws": "--draws"}
+
+
+def sampling_options(**values) -> SamplingConfig:
+    """A command's sampling options (guidance_scale, num_inference_steps, sampler, draws, layout) as the one
+    SamplingConfig it carries, checked once here: a bad value is one `error:` line naming its flag."""
+    return run_or_fail(SamplingConfig, **values, names=SAMPLING_FLAGS)
 
 
 def checked(check, value, name: str, **kwargs):

@@ -10,7 +10,7 @@ from pops.base import checks
 from pops.base.files import check_output
 from pops.base.reference import RELEASED_OPERATORS
 from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail, sampling_options
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
@@ -123,11 +123,10 @@ def apply(
 
     run_or_fail(check_placement, device, dtype, generator_device)
     checked(checks.seed, seed, "--seed")
-    checked(checks.guidance, guidance_scale, "--guidance-scale")
-    checked(checks.steps, steps, "--steps")
+    sampling = sampling_options(
+        guidance_scale=guidance_scale, num_inference_steps=steps, sampler=sampler, draws=draws, layout=layout
+    )
     checked(checks.count, num_samples, "--num-samples")
-    if draws is not None:
-        checked(checks.count, draws, "--draws")
     if models is not None or replay is not None:
         if model is not None or base is not None:
             fail("--models (equations) cannot be combined with --model/--base")
@@ -141,12 +140,9 @@ def apply(
             models_dir=models,
             out_dir=out,
             seed=seed,
-            guidance_scale=guidance_scale,
-            steps=steps,
+            sampling=sampling,
             num_samples=num_samples,
             render=render,
-            layout=layout,
-            sampler=sampler,
             step_seeds=step_seed,
             replay=replay,
             device=device,
@@ -154,15 +150,10 @@ def apply(
             cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
             generator_device=generator_device,
             overwrite=overwrite,
-            draws=draws,
         )
         return
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     _check_operator_options(model, base, checkpoint, out)
-    # How to sample: Operator.sample's settings (None: the operator's own).
-    sampling = dict(
-        guidance_scale=guidance_scale, num_inference_steps=steps, layout=layout, sampler=sampler, draws=draws
-    )
     where = (device, dtype, generator_device or "cpu")
     run_or_fail(_apply, inputs or [], (model, base, checkpoint, kind), seed, num_samples, out, sampling, where)
 
@@ -186,9 +177,9 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
         fail(f"--out must end in .safetensors, got {out}")
 
 
-def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
+def _apply(inputs, operator, seed, num_samples, out, sampling, where=()):
     """One operator on files: `operator` is (model folder, Kandinsky base, released checkpoint, kind), `sampling`
-    Operator.sample's settings."""
+    the command's SamplingConfig (None values: the operator's own)."""
     from pops.base.devices import make_generator, place
     from pops.base.readers import read_image
     from pops.base.reference import KANDINSKY_PRIOR
@@ -208,33 +199,32 @@ def _apply(inputs, operator, seed, num_samples, out, sampling: dict, where=()):
     place(op, device, dtype)
     spec = op.spec
     if len(inputs) != spec.num_slots:
-        raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
+        raise ValueError(f"{spec.kind} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(inputs)}")
     values = [read_input(op, slot, text, pictures) for slot, text in zip(spec.slots, inputs)]
     rows = max([v.shape[0] for v in values if v is not None], default=1)
     # Before the inputs are repeated for every sample (each sampled `draws` times).
-    op.check_memory(rows * num_samples, sampling["layout"], sampling["draws"])
+    op.check_memory(rows * num_samples, sampling.layout, sampling.draws)
     # n samples per input row: repeat every row n times (batch-1 inputs broadcast inside sample()).
     values = [None if v is None else v.repeat_interleave(num_samples, 0) if v.shape[0] > 1 else v for v in values]
     generator = make_generator(seed, generator_device)
-    output = op.sample(values, batch_size=rows * num_samples, generator=generator, progress=True, **sampling)
-    sampler, steps = op.sampling(sampling["sampler"], sampling["num_inference_steps"])
-    guidance, draws = sampling["guidance_scale"], sampling["draws"]
+    output = op.sample(values, batch_size=rows * num_samples, generator=generator, progress=True, sampling=sampling)
+    config = op.call_config(sampling)  # what it sampled with: the record of the output file
     meta = dict(
-        operator=spec.name,
+        operator=spec.kind,
         model=str(model or checkpoint),
         inputs=list(inputs),
         seed=seed,
-        guidance_scale=op.guidance_scale if guidance is None else guidance,
-        steps=steps,
+        guidance_scale=config.guidance_scale,
+        steps=config.num_inference_steps,
         num_samples=num_samples,
-        layout=sampling["layout"],
-        sampler=sampler,
-        draws=op.draws if draws is None else draws,
+        layout=config.layout,
+        sampler=config.sampler,
+        draws=config.draws,
     )
     if generator_device != "cpu":
         meta["generator_device"] = generator_device
     save_embeddings(out, output.float().cpu(), meta)
-    typer.echo(f"wrote {tuple(output.shape)} {spec.name} embeddings to {out}")
+    typer.echo(f"wrote {tuple(output.shape)} {spec.kind} embeddings to {out}")
 
 
 def read_input(op, slot, text: str, pictures: dict | None = None):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from pops.base.registry import REGISTRY
 from pops.cli.app import app, run_or_fail
+from pops.demo.recipes import default_train_per_class
 
 
 @app.command()
@@ -55,7 +55,7 @@ def demo(
     train_per_class: int | None = typer.Option(
         None,
         help="Training samples per training class, for every operator (default: "
-        + ", ".join(f"{kind} {spec.train_per_class}" for kind, spec in REGISTRY.items())
+        + ", ".join(f"{kind} {n}" for kind, n in default_train_per_class().items())
         + ").",
     ),
     eval_seeds: int | None = typer.Option(

@@ -9,7 +9,7 @@ import typer
 from pops.base import checks
 from pops.base.files import check_output
 from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail, sampling_options
 
 
 @app.command(name="eval")
@@ -58,10 +58,8 @@ def eval_(
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
     checked(checks.count, seeds, "--seeds")
-    checked(checks.steps, steps, "--steps")
+    sampling = sampling_options(num_inference_steps=steps, sampler=sampler, draws=draws)
     checked(checks.threads, threads, "--threads")
-    if draws is not None:
-        checked(checks.count, draws, "--draws")
     for scale in guidance or ():
         checked(checks.guidance, scale, "--guidance")
     if not models.is_dir():
@@ -74,27 +72,20 @@ def eval_(
 
     run_or_fail(check_placement, device, dtype, generator_device)
     where = (device, dtype, generator_device)
-    table = run_or_fail(
-        _eval, models, operators, data, seeds, tuple(guidance or ()), steps, out, threads, sampler, where, draws
-    )
+    table = run_or_fail(_eval, models, operators, data, seeds, tuple(guidance or ()), sampling, out, threads, where)
     typer.echo(table.to_text())
 
 
-def _eval(
-    models, operators, data, seeds, guidance, steps, out, threads, sampler=None, where=(None, None, "cpu"), draws=None
-):
+def _eval(models, operators, data, seeds, guidance, sampling, out, threads, where=(None, None, "cpu")):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
     # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
     import torch
 
     from pops.base.files import atomic_write_text
     from pops.base.registry import get_spec
-    from pops.core.sampler import get_sampler
     from pops.evaluation import evaluate_operators, load_test_data
-    from pops.models.folder import ModelSet, folder_roots
-
-    if sampler is not None:
-        get_sampler(sampler)  # an unknown name fails before anything loads
+    from pops.models.folder import ModelSet
+    from pops.models.layout import folder_roots
 
     # One thread unless asked, as the demo's operators (pops.demo.plan.choose_threads says why).
     torch.set_num_threads(threads or 1)
@@ -126,11 +117,9 @@ def _eval(
         test_data,
         seeds=seeds,
         guidance_scales=guidance,
-        steps=steps,
         extra_seeds=seeds,
-        sampler=sampler,
+        sampling=sampling,
         generator_device=where[2],
-        draws=draws,
     )
     if out is not None:
         atomic_write_text(out, table.to_json())

@@ -71,7 +71,7 @@ def import_(
     if checkpoint in RELEASED_KINDS and not Path(checkpoint).exists():
         kind, checkpoint = kind or checkpoint, released_checkpoint(checkpoint)
     op = run_or_fail(import_operator, checkpoint, out, kind=kind, base=base, dtype=dtype)
-    typer.echo(f"wrote the {op.spec.name} operator ({op.source['weights_dtype']}) to {out}")
+    typer.echo(f"wrote the {op.spec.kind} operator ({op.source['weights_dtype']}) to {out}")
 
 
 @models_app.command(name="real")

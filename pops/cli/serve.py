@@ -68,7 +68,7 @@ def serve(
         fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
     if limit < MIN_FILE_SIZE:
         fail(f"--max-file-size {max_file_size} is smaller than any picture; give at least 1kb")
-    from pops.models.folder import check_models_folder
+    from pops.models.layout import check_models_folder
 
     for folder in models or []:
         if folder.exists() and not folder.is_dir():

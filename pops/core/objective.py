@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from pops.base.reference import OBJECTIVES
+from pops.base.reference import OBJECTIVES, TRAINING_SCHEDULER_CONFIG
 from pops.base.registry import OperatorSpec
 from pops.core.prior import PopsPrior
 from pops.embeddings.pairs import Batch
-
-TRAINING_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
 
 
 def make_training_scheduler(config: dict | None = None) -> DDPMScheduler:

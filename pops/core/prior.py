@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from diffusers import PriorTransformer
 from torch import nn
 
+from pops.base.reference import LAYOUTS
 from pops.base.registry import OperatorSpec
-
-LAYOUTS = ("compact", "padded")
 
 # A text slot's input: (B, T, W) token rows and their (B, T) bool mask.
 TextRows = tuple[torch.Tensor, torch.Tensor]
@@ -184,7 +183,7 @@ class PopsPrior(nn.Module):
         """
         if len(slots) != spec.num_slots:
             raise ValueError(
-                f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(slots)}"
+                f"{spec.kind} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {len(slots)}"
             )
         batch = _batch_size(slots, drop)
         device, dtype = self.prior.clip_mean.device, torch.float32
@@ -211,9 +210,9 @@ class PopsPrior(nn.Module):
             masks.append(m.expand(batch, -1))
         fixed = 0
         if self.operators:
-            if spec.name not in self.operators:
-                raise ValueError(f"this joint prior holds the operators {', '.join(self.operators)}, not {spec.name!r}")
-            row = self.operator_rows[self.operators.index(spec.name)].to(device, dtype)
+            if spec.kind not in self.operators:
+                raise ValueError(f"this joint prior holds the operators {', '.join(self.operators)}, not {spec.kind!r}")
+            row = self.operator_rows[self.operators.index(spec.kind)].to(device, dtype)
             rows.insert(0, row.expand(batch, 1, -1))
             masks.insert(0, torch.ones(batch, 1, dtype=torch.bool, device=device))
             fixed = 1

@@ -14,6 +14,9 @@ predictions (batched together, unconditional first) when the guidance scale is a
 (un-normalised) embeddings. In the compact layout the condition's keys and values are computed once per call
 (`PopsPrior.prefix`): under the causal mask they do not depend on the step. `pops.Operator` is the one caller
 (its `sample` and `sample_batch` share one path to these functions).
+
+How one call samples — which of these samplers, its steps, the guidance scale, draws and layout — is one
+`pops.core.sampling.SamplingConfig`, checked where a value enters pops and carried as it is.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UnCLIPSchedule
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from pops.base.reference import NUM_TRAIN_TIMESTEPS, SAMPLING_SCHEDULER_CONFIG
+from pops.base.reference import (
+    DEFAULT_STEPS,
+    NUM_TRAIN_TIMESTEPS,
+    SAMPLING_SCHEDULER_CONFIG,
+    TRAINING_SCHEDULER_CONFIG,
+)
 from pops.core.prior import Condition, PopsPrior
+from pops.core.sampling import sampler_name
 
 # The x0 range the reference clips to (UnCLIPScheduler's clip_sample_range), applied by every sampler.
 CLIP_RANGE = SAMPLING_SCHEDULER_CONFIG["clip_sample_range"]
-_SCHEDULE = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
 
 
 def make_sampling_scheduler(config: dict | None = None) -> UnCLIPScheduler:
@@ -73,7 +81,7 @@ def sample_unclip(
     cond: Condition,
     *,
     guidance_scale: float,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_STEPS,
     generator: torch.Generator | None = None,
     layout: str = "compact",
     scheduler: UnCLIPScheduler | None = None,
@@ -99,7 +107,7 @@ def sample_ddim(
     cond: Condition,
     *,
     guidance_scale: float,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_STEPS,
     generator: torch.Generator | None = None,
     layout: str = "compact",
     scheduler=None,
@@ -117,7 +125,7 @@ def sample_ddim_linspace(
     cond: Condition,
     *,
     guidance_scale: float,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_STEPS,
     generator: torch.Generator | None = None,
     layout: str = "compact",
     scheduler=None,
@@ -136,7 +144,7 @@ def ddim_scheduler(timestep_spacing: str = "trailing") -> DDIMScheduler:
     itself), the final step to ᾱ = 1, x0 clipped to the reference's range. pops.train.distill runs its steps too.
     `"linspace"`: `ddim-linspace`'s, from t = 999 to t = 0."""
     return DDIMScheduler(
-        **_SCHEDULE,
+        **TRAINING_SCHEDULER_CONFIG,
         clip_sample=True,
         clip_sample_range=CLIP_RANGE,
         set_alpha_to_one=True,
@@ -150,7 +158,7 @@ def sample_dpmpp(
     cond: Condition,
     *,
     guidance_scale: float,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_STEPS,
     generator: torch.Generator | None = None,
     layout: str = "compact",
     scheduler=None,
@@ -159,7 +167,7 @@ def sample_dpmpp(
     """DPM-Solver++ (second order multistep, first order on the last step) on the x0 prediction; only the initial
     noise is drawn (`scheduler` as in `sample_ddim`)."""
     scheduler = DPMSolverMultistepScheduler(
-        **_SCHEDULE,
+        **TRAINING_SCHEDULER_CONFIG,
         algorithm_type="dpmsolver++",
         solver_order=2,
         timestep_spacing="trailing",
@@ -182,7 +190,8 @@ def _deterministic_loop(
     return model.denormalize(latents)
 
 
-# Sampler names, as `Operator.sample(..., sampler=NAME)`, `pops apply --sampler` and `pops eval --sampler` take them.
+# Sampler names (pops.core.sampling.SAMPLER_NAMES), as `Operator.sample(..., sampler=NAME)`, `pops apply --sampler`
+# and `pops eval --sampler` take them.
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "unclip": sample_unclip,
     "ddim": sample_ddim,
@@ -192,9 +201,4 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
-    if not isinstance(name, str):
-        raise ValueError(f"sampler must be a name ({', '.join(SAMPLERS)}), got {name!r:.40}")
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
+    return SAMPLERS[sampler_name(name)]

@@ -18,21 +18,26 @@ The output folder is a models folder that `pops apply --model/--models`, `pops e
     demo.json, metrics.json, report.html
 """
 
-from pops.demo.operators import train_operator
-from pops.demo.plan import DemoConfig, choose_threads, choose_workers, format_seconds, quick_config
-from pops.demo.run import DemoResult, run_demo
-from pops.demo.world_pairs import build_data, make_pairs, split_validation
+# Lazy: `pops demo --help` reads pops.demo.recipes without importing torch (every name below loads on first use).
+_EXPORTS = {
+    "DemoConfig": "plan",
+    "choose_threads": "plan",
+    "choose_workers": "plan",
+    "format_seconds": "plan",
+    "quick_config": "plan",
+    "build_data": "world_pairs",
+    "make_pairs": "world_pairs",
+    "split_validation": "world_pairs",
+    "train_operator": "operators",
+    "DemoResult": "run",
+    "run_demo": "run",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "DemoConfig",
-    "DemoResult",
-    "build_data",
-    "choose_threads",
-    "choose_workers",
-    "format_seconds",
-    "make_pairs",
-    "quick_config",
-    "run_demo",
-    "split_validation",
-    "train_operator",
-]
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pops.demo' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"pops.demo.{_EXPORTS[name]}"), name)

@@ -22,9 +22,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.base.files import tensor_digest
 from pops.base.reference import OPERATOR_CONFIG_NAME
-from pops.base.registry import get_spec
 from pops.demo.plan import choose_threads
-from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators, sampling_label
+from pops.demo.recipes import DemoRecipe, demo_recipe
+from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators
 from pops.operators.joint import JointOperator
 from pops.operators.operator import Operator
 from pops.train import Trainer, config_from_dict
@@ -47,8 +47,8 @@ def training_settings(config, kind: str, *, own_recipe: bool = True) -> dict:
     embeddings with one shared std (EfficientNet's sparse features; see ModelConfig.clip_std), trained on recombined
     pairs, with the registry entry's dropout and batch factor (`own_recipe`; else the shared recipe's). The trainer
     does not write the folder: the demo saves the operator once, with its chosen guidance."""
-    spec = get_spec(kind)
-    batch_factor, dropout = (spec.demo_batch_factor, spec.demo_dropout) if own_recipe else (1, 0.0)
+    recipe = demo_recipe(kind) if own_recipe else DemoRecipe()
+    batch_factor, dropout = recipe.batch_factor, recipe.dropout
     return dict(
         operator=kind,
         data="in-memory",
@@ -117,15 +117,9 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
 def give_sampling(op, data, config) -> dict:
     """Give `op` the guidance scale and sampler (the reference's, or one of `config.fast_samplers`, with its draws)
     that score best on its validation classes; returns their scores."""
-    samplers = (("unclip", config.sampling_steps), *config.fast_samplers)
-    chosen = choose_sampling(op, data, config.guidance_candidates, samplers, config.seed)
-    chosen.give(op)
+    chosen = choose_sampling(op, data, config.guidance_candidates, config.sampling_candidates(), config.seed)
+    op.sampling = chosen.sampling
     return chosen.scores
-
-
-def sampling_name(op) -> str:
-    """How `op` samples, for the demo's record."""
-    return sampling_label(op.sampler, op.num_inference_steps, op.draws)
 
 
 def _fingerprints(pairs):
@@ -191,7 +185,7 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         fresh=fresh,
         validation=best_validation(config.out / "operators" / kind),
         guidance=op.guidance_scale,
-        sampling=sampling_name(op),
+        sampling=op.sampling.label,
         table=table.to_dict(),
         outputs=outputs,
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
@@ -259,7 +253,7 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
         fresh=fresh,
         validation=best_validation(config.out / "operators" / JOINT_FOLDER),
         guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
-        sampling={kind: sampling_name(op) for kind, op in joint.operators.items()},
+        sampling={kind: op.sampling.label for kind, op in joint.operators.items()},
         table=MetricsTable(rows).to_dict(),
         outputs={f"{row}/joint": out for row, out in outputs.items() if "/" not in row},
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},

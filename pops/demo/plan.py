@@ -9,21 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pops.base import checks
+from pops.base.reference import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pops.base.registry import REGISTRY, get_spec
-from pops.core.sampler import get_sampler
+from pops.core.sampling import SamplingConfig
+from pops.demo.recipes import default_train_per_class, default_training_only, demo_recipe
 from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.renderers.decoder import DecoderConfig
 from pops.world import WorldConfig
-
-
-def default_train_per_class(quick: bool = False) -> dict[str, int]:
-    """Training samples per training class (each a fresh jitter), per operator, from its registry entry."""
-    return {k: s.quick_train_per_class if quick else s.train_per_class for k, s in REGISTRY.items()}
-
-
-def default_training_only(quick: bool = False) -> dict[str, int]:
-    """Training-only combinations per operator (procedural objects, further outfits), from its registry entry."""
-    return {k: s.training_only // 4 if quick else s.training_only for k, s in REGISTRY.items() if s.training_only}
 
 
 @dataclass
@@ -141,16 +133,11 @@ class DemoConfig:
         checks.threads(self.workers, "workers")
         checks.learning_rate(self.lr, "lr")
         checks.steps(self.sampling_steps, "sampling_steps", minimum=2)
-        for name, steps, *draws in self.fast_samplers:
-            get_sampler(name)  # an unknown name is one line naming the known ones
-            checks.steps(steps, f"fast_samplers {name} steps")
-            if len(draws) > 1:
-                raise ValueError(f"a fast sampler is (name, steps[, draws]), got {(name, steps, *draws)}")
-            checks.count(draws[0] if draws else 1, f"fast_samplers {name} draws")
+        self.sampling_candidates()  # an unknown sampler, a bad number of steps or draws: one line now
         for scale in (*self.guidance_candidates, *self.guidance_scales):
             checks.guidance(scale, "guidance")
         tokens = max(get_spec(kind).num_slots for kind in self.operators) + 4 + 8  # instruct: a word's tokens
-        batch = self.batch_size * max(get_spec(kind).demo_batch_factor for kind in self.operators)
+        batch = self.batch_size * max(demo_recipe(kind).batch_factor for kind in self.operators)
         checks.memory(
             2 * checks.transformer_bytes(batch * self.workers_hint(), tokens, self.width, self.layers, training=True),
             f"training with batch_size {self.batch_size}",
@@ -162,8 +149,6 @@ class DemoConfig:
             raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
         if self.encoder_resolution < 32 or self.encoder_resolution % 32:
             raise ValueError(f"encoder_resolution must be a multiple of 32, got {self.encoder_resolution}")
-        if self.sampling_steps < 2:
-            raise ValueError("sampling_steps must be at least 2")
         if not 0.0 < self.joint_budget <= 4.0:
             raise ValueError(f"joint_budget must be in (0, 4], got {self.joint_budget}")
         if not 0.0 <= self.validation_fraction < 0.5:
@@ -189,6 +174,11 @@ class DemoConfig:
         world["training_only"] = {**default_training_only(self.quick), **world.get("training_only", {})}
         # from_dict: an unknown key is one line naming it (as in a YAML world config), not a constructor TypeError
         return WorldConfig.from_dict(dict(seed=self.seed, image_size=self.image_size, **world))
+
+    def sampling_candidates(self) -> list[SamplingConfig]:
+        """The calls each operator's guidance scale is chosen with on validation classes
+        (pops.evaluation.choose_sampling): the reference's, then `fast_samplers`."""
+        return sampling_candidates(self.sampling_steps, self.fast_samplers)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -295,3 +285,15 @@ def format_seconds(seconds: dict[str, float]) -> str:
     """The per-stage timing summary printed at the end of a run."""
     lines = [f"  {name:<28}{sec:8.1f} s" for name, sec in seconds.items()]
     return "\n".join(["stage timings:", *lines, f"  {'total':<28}{sum(seconds.values()):8.1f} s"])
+
+
+def sampling_candidates(steps: int | None, fast_samplers) -> list[SamplingConfig]:
+    """The reference's call at `steps` (default 25), then each (name, steps[, draws]) of `fast_samplers`, as
+    SamplingConfigs without a guidance scale (one draw unless a third number says)."""
+    candidates = [SamplingConfig(DEFAULT_SAMPLER, steps or DEFAULT_STEPS, draws=1)]
+    for name, count, *draws in fast_samplers or ():
+        if len(draws) > 1:
+            raise ValueError(f"a fast sampler is (name, steps[, draws]), got {(name, count, *draws)}")
+        names = {"num_inference_steps": f"fast_samplers {name} steps", "draws": f"fast_samplers {name} draws"}
+        candidates.append(SamplingConfig(name, count, draws=draws[0] if draws else 1, names=names))
+    return candidates

@@ -24,8 +24,9 @@ from PIL import Image, ImageDraw
 from pops.base.files import atomic_write_text
 from pops.base.registry import REGISTRY
 from pops.demo.operators import CHOSEN_METHOD, JOINT_METHOD
+from pops.demo.plan import sampling_candidates
 from pops.equation import apply as apply_equation
-from pops.evaluation import row_kind, sampling_label
+from pops.evaluation import row_kind
 
 # Bar colours per method (the trained operator stands out; the oracle is the ceiling, drawn pale).
 COLOURS = {
@@ -156,20 +157,13 @@ def render_report(
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
         samplers=", ".join(
-            sampling_label(*sampler)
-            for sampler in [("unclip", config.get("sampling_steps", 25)), *config.get("fast_samplers", ())]
+            c.label for c in sampling_candidates(config.get("sampling_steps"), config.get("fast_samplers"))
         ),
-        chosen=", ".join(
-            f"{k} {v:g} ({(summary.get('sampling') or {}).get(k, 'unclip 25')})"
-            for k, v in (summary.get("guidance") or {}).items()
-        ),
+        chosen=", ".join(f"{k}: {label}" for k, label in (summary.get("sampling") or {}).items()),
         gaps=gap_table(table, summary.get("chosen")),
         has_joint=JOINT_METHOD in table.methods(),
         errors=summary.get("errors") or {},
-        joint_chosen=", ".join(
-            f"{k} {v:g} ({(summary.get('joint_sampling') or {}).get(k, 'unclip 25')})"
-            for k, v in (summary.get("joint_guidance") or {}).items()
-        ),
+        joint_chosen=", ".join(f"{k}: {label}" for k, label in (summary.get("joint_sampling") or {}).items()),
         joint_steps=summary.get("joint_steps", 0),
         separate_steps=config.get("steps", 0) * len(summary.get("joint_guidance") or {}),
         registry_scales=", ".join(f"{k} {REGISTRY[k].guidance_scale:g}" for k in table.operators() if k in REGISTRY),

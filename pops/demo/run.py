@@ -26,8 +26,15 @@ from pops.demo.operators import (
     joint_job,
     operator_job,
 )
-from pops.demo.plan import DemoConfig, Stages, choose_encoder_threads, choose_threads, choose_workers
+from pops.demo.plan import (
+    DemoConfig,
+    Stages,
+    choose_encoder_threads,
+    choose_threads,
+    choose_workers,
+)
 from pops.demo.processes import die_with_parent
+from pops.demo.recipes import demo_recipe
 from pops.demo.report import chained_equation, example_grids, write_report
 from pops.demo.world_pairs import build_data
 from pops.embeddings.cache import EmbeddingCache
@@ -171,7 +178,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         # The costliest first (the registry's job cost), so two workers finish together. The decoder and the joint
         # model are one job each, as long as all the separate operators together: they start first, on one worker
         # each, and whichever is free next takes the separate operators one by one.
-        order = sorted(config.operators, key=lambda kind: -get_spec(kind).job_cost)
+        order = sorted(config.operators, key=lambda kind: -demo_recipe(kind).job_cost)
         workers = choose_workers(config.workers, len(order) + (2 if config.trains_joint else 1))
         job_config = replace(config, progress=config.progress and workers == 1)
         jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]

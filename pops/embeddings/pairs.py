@@ -244,7 +244,7 @@ class PairsAssembler:
         self.target[at] = table[torch.tensor([r.target for r in rows], dtype=torch.long)]
         for i, words in self.words.items():
             if any(r.inputs[i] is None for r in rows):
-                raise ValueError(f"{self.spec.name}: every pair needs a word in text slot {self.spec.slots[i].name!r}")
+                raise ValueError(f"{self.spec.kind}: every pair needs a word in text slot {self.spec.slots[i].name!r}")
             words.extend(r.inputs[i] for r in rows)
         self.count += len(rows)
 
@@ -263,12 +263,12 @@ class PairsAssembler:
         for i, slot in enumerate(self.spec.slots):
             if slot.kind == "text":
                 if encode_words is None:
-                    raise ValueError(f"{self.spec.name} has a text slot: pass encode_words")
+                    raise ValueError(f"{self.spec.kind} has a text slot: pass encode_words")
                 slots.append(pad_rows(encode_words(self.words[i])))
             else:
                 slots.append(self.images[i][:n])  # rows never filled (skipped examples) are left out
         return Pairs(
-            self.spec.name,
+            self.spec.kind,
             slots,
             self.present[:n],
             self.target[:n],

@@ -67,23 +67,20 @@ def apply(
     *,
     seed: int = 0,
     seeds: dict[str, int] | None = None,
-    guidance_scale: float | None = None,
-    num_inference_steps: int | None = None,
     num_samples: int = 1,
-    layout: str = "compact",
     base_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = False,
-    sampler: str | None = None,
-    draws: int | None = None,
+    sampling=None,
+    **values,
 ):
     """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
     `models`: a models folder (see pops.models.folder), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
-    `guidance_scale=None` uses each operator's own default (its registry entry's, unless the operator folder
-    stores its own); so do `sampler=None` and `num_inference_steps=None` (unclip 25 unless the folder says) and
-    `draws=None` (samples averaged into each output: 1 unless the folder says).
+    How each step samples: `sampling` (a pops.core.sampling.SamplingConfig) or its values as keywords —
+    `guidance_scale`, `num_inference_steps`, `sampler`, `draws`, `layout` — each None the operator's own (its
+    registry entry's guidance, the reference's unclip 25 and one draw, unless its folder stores others).
     Relative file paths are resolved against `base_dir` (default: the current folder).
     """
     from pops.equation.runner import EquationRunner
@@ -97,16 +94,5 @@ def apply(
         runner = _RUNNERS[key]
     else:
         runner = EquationRunner(models, cache_dir=cache_dir)
-    return runner.run(
-        equation,
-        seed=seed,
-        seeds=seeds,
-        guidance_scale=guidance_scale,
-        num_inference_steps=num_inference_steps,
-        num_samples=num_samples,
-        layout=layout,
-        base_dir=base_dir,
-        progress=progress,
-        sampler=sampler,
-        draws=draws,
-    )
+    run = dict(seed=seed, seeds=seeds, num_samples=num_samples, base_dir=base_dir, progress=progress)
+    return runner.run(equation, sampling=sampling, **run, **values)

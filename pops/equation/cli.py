@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pops.base.files import check_output
+from pops.core.sampling import SamplingConfig, call_sampling
 from pops.equation.record import (
     check_inputs_unchanged,
     check_renderable,
@@ -27,13 +28,10 @@ def run_equation_cli(
     models_dir: str | Path | None,
     out_dir: str | Path,
     seed: int = 0,
-    guidance_scale: float | None = None,
-    steps: int | None = None,
+    sampling: SamplingConfig | None = None,
     num_samples: int = 1,
     render: str = "auto",
     *,
-    layout: str = "compact",
-    sampler: str | None = None,
     step_seeds: list[str] | dict | None = None,
     replay: str | Path | None = None,
     cache_dir: str | Path | None = None,
@@ -44,9 +42,11 @@ def run_equation_cli(
     cpu_offload: bool | None = None,
     generator_device: str | None = None,
     overwrite: bool = False,
-    draws: int | None = None,
+    **values,
 ):
-    """Run `expr` with the operators under `models_dir`, render it and write everything to `out_dir`.
+    """Run `expr` with the operators under `models_dir` (each step sampling as `sampling`, or its values as keywords,
+    says: pops.core.sampling.call_sampling; None values the operator's own), render it and write everything to
+    `out_dir`.
 
     `replay`: a record.json from an earlier run; its equation, seeds and settings are used (`expr` must be None),
     `models_dir` may point the run at a moved models folder. Bad input raises ValueError / FileNotFoundError (the
@@ -57,6 +57,7 @@ def run_equation_cli(
     echo = echo or _echo
     check_renderer_choice(render)
     seeds = parse_step_seeds(step_seeds)
+    sampling = call_sampling(sampling, **values)
     if replay is not None:
         if expr:
             raise ValueError("give either an equation or --replay RECORD, not both")
@@ -65,10 +66,14 @@ def run_equation_cli(
         try:
             expr = str(record["equation"])
             seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
-            guidance_scale, steps = record["guidance_scale"], record["num_inference_steps"]
-            steps = None if steps is None else int(steps)
-            num_samples, layout, sampler = int(record["num_samples"]), record["layout"], record.get("sampler")
-            draws = record.get("draws")
+            num_samples = int(record["num_samples"])
+            sampling = SamplingConfig(
+                record.get("sampler"),
+                record["num_inference_steps"],
+                record["guidance_scale"],
+                record.get("draws"),
+                record["layout"],
+            )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
         base_dir = record.get("base_dir")
@@ -89,17 +94,13 @@ def run_equation_cli(
     renderer = runner.models.renderer(render)
     result = runner.run(
         plan,
+        sampling=sampling,
         seed=seed,
         seeds=seeds,
-        guidance_scale=guidance_scale,
-        num_inference_steps=steps,
         num_samples=num_samples,
-        layout=layout,
         base_dir=base_dir,
         progress=True,
-        sampler=sampler,
         generator_device=generator_device or "cpu",
-        draws=draws,
     )
     pictures = render_steps(renderer, result, seed, generator_device or "cpu") if renderer is not None else None
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None

@@ -1,16 +1,16 @@
 """Evaluation against ground truth (one room): the metrics on embeddings (`metrics`), the results table (`table`),
 the harness that samples operators on test pairs and chooses guidance on validation classes (`harness`), and the
-evaluation data a demo writes and `pops eval` reads (`data`).
+evaluation data a demo writes and `pops eval` reads (`testsets`), the errors broken down by factor (`factors`).
 """
 
 from pops.evaluation.harness import (
+    Choice,
     choose_sampling,
     evaluate_operators,
     image_inputs,
     row_kind,
     row_name,
     sample_pairs,
-    sampling_label,
 )
 from pops.evaluation.metrics import (
     averaging_baseline,
@@ -27,6 +27,7 @@ from pops.evaluation.table import METHOD_ORDER, MetricRow, MetricsTable
 from pops.evaluation.testsets import OperatorData, load_test_data, save_data
 
 __all__ = [
+    "Choice",
     "METHOD_ORDER",
     "MetricRow",
     "MetricsTable",
@@ -46,7 +47,6 @@ __all__ = [
     "row_kind",
     "row_name",
     "sample_pairs",
-    "sampling_label",
     "save_data",
     "top1_accuracy",
 ]

@@ -140,7 +140,7 @@ class _PairBuilder:
         inputs = example.get("inputs", {})
         unknown = set(inputs) - set(self.spec.slot_names)
         if unknown:
-            raise SkipExample(f"inputs {sorted(unknown)} are not slots of {self.spec.name}")
+            raise SkipExample(f"inputs {sorted(unknown)} are not slots of {self.spec.kind}")
         draws = []
         for _ in range(self.draw_count(example)):
             images, word, text = [], None, None

@@ -26,7 +26,7 @@ def get_recipe(operator: str) -> ModuleType:
     """The generator module of an operator (ValueError for an unknown one, or one without a generator)."""
     spec = get_spec(operator)
     if not spec.generator:
-        with_one = ", ".join(s.name for s in REGISTRY.values() if s.generator)
+        with_one = ", ".join(s.kind for s in REGISTRY.values() if s.generator)
         raise ValueError(f"operator {operator!r} has no data recipe; recipes exist for: {with_one}")
     return importlib.import_module(f"pops.generate.{spec.generator}")
 

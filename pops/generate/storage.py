@@ -21,8 +21,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from pops.base.errors import reason
 from pops.base.files import atomic_write_bytes, atomic_write_json, is_temporary
-from pops.base.readers import read_json, reason
+from pops.base.readers import read_json
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"

@@ -29,22 +29,33 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pops.base.devices import resolve_device, resolve_dtype
+from pops.base.errors import reason
 from pops.base.files import digest
-from pops.base.readers import read_json, reason
+from pops.base.hub import resolve_file_ref
 from pops.base.reference import (
     KANDINSKY_PRIOR,
     OPERATOR_CONFIG_NAME,
     RELEASED_KINDS,
     RELEASED_OPERATORS,
-    is_joint_config,
 )
 from pops.base.registry import REGISTRY
 from pops.encoders import load_encoder
-from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer, renderer_type
+from pops.models.layout import (
+    find_operator_dir,
+    find_renderers,
+    folder_fingerprint,
+    folder_roots,
+    joint_kinds,
+    unreadable_configs,
+)
+from pops.models.released import load_released, released_checkpoint
+from pops.operators.joint import JointOperator
+from pops.operators.operator import Operator
+from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
 # `auto` prefers renderers that draw new pictures: the real stack's (a folder that holds one is a real models
@@ -52,146 +63,6 @@ ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
 # to be a picture, so it comes last.
 AUTO_ORDER = ("kandinsky", "ipadapter", "decoder", "retrieval", "ipadapter-depth")
 RENDERER_CHOICES = ("auto", *RENDERER_TYPES, "none")
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Cheap identity of a saved model folder: names, sizes and modification times of its files."""
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = path.stat()
-        files.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
-    return digest(str(folder.resolve()), files, length=16)
-
-
-def folder_roots(models_dir: Path) -> list[Path]:
-    """The folder itself, and the models folder it sits in: the parent of an `operators/` folder, the grandparent of
-    a joint folder inside one."""
-    models_dir = Path(models_dir)
-    if models_dir.name == "operators":
-        return [models_dir, models_dir.parent]
-    if models_dir.parent.name == "operators" and joint_kinds(models_dir):
-        return [models_dir, models_dir.parent.parent]
-    return [models_dir]
-
-
-def joint_kinds(folder: Path) -> tuple[str, ...]:
-    """The operators a joint folder holds (empty for an ordinary operator folder or anything else)."""
-    path = Path(folder) / OPERATOR_CONFIG_NAME
-    try:
-        return _joint_kinds(str(path.resolve()), path.stat().st_mtime_ns)
-    except OSError:
-        return ()
-
-
-@lru_cache(maxsize=64)
-def _joint_kinds(path: str, mtime_ns: int) -> tuple[str, ...]:
-    # Keyed by modification time: a folder written again is read again.
-    try:
-        config = read_json(path, "operator config")
-    except (OSError, ValueError):
-        return ()  # unreadable: offers nothing (`unreadable_configs` says why when a kind is then missing)
-    if not isinstance(config, dict) or not is_joint_config(config):
-        return ()
-    return tuple(k for k in config["operators"] if k in REGISTRY)
-
-
-def unreadable_configs(models_dir: Path) -> list[str]:
-    """'path: reason' for each operator config a models folder holds (itself, operators/*, */) that cannot be read:
-    a damaged joint folder offers no operator, so a missing kind's message names these."""
-    models_dir = Path(models_dir)
-    found = []
-    for folder in (models_dir, *(p for d in (models_dir / "operators", models_dir) if d.is_dir() for p in d.iterdir())):
-        path = folder / OPERATOR_CONFIG_NAME
-        if path.is_file():
-            try:
-                config = read_json(path, "operator config")
-            except (OSError, ValueError) as exc:
-                found.append(reason(exc))
-                continue
-            if not isinstance(config, dict):
-                found.append(f"{path}: not an operator config (a JSON object)")
-    return sorted(dict.fromkeys(found))
-
-
-def joint_dirs(models_dir: Path) -> list[Path]:
-    """The joint folders a models folder offers: itself when it is one, else those under operators/ (or directly
-    inside it), by name."""
-    models_dir = Path(models_dir)
-    if joint_kinds(models_dir):
-        return [models_dir]
-    found = []
-    for parent in (models_dir / "operators", models_dir):
-        if parent.is_dir():
-            found += [p for p in sorted(parent.iterdir()) if p.is_dir() and joint_kinds(p)]
-    return found
-
-
-def find_operator_dir(models_dir: Path, kind: str) -> Path | None:
-    """The folder `kind` loads from: its own (operators/<kind>/ or <kind>/), else the first joint folder holding it
-    (see the module docstring)."""
-    models_dir = Path(models_dir)
-    if not joint_kinds(models_dir):
-        for candidate in (models_dir / "operators" / kind, models_dir / kind):
-            if (candidate / OPERATOR_CONFIG_NAME).is_file():
-                return candidate
-    return next((folder for folder in joint_dirs(models_dir) if kind in joint_kinds(folder)), None)
-
-
-def check_models_folder(models_dir: Path) -> list[str]:
-    """The operators a models folder offers, each checked as loading it would check it but without reading a weight
-    (pops.operators.folder.check_operator_folder: config, kind, guidance scale, the weights' header): a damaged operator
-    is one ValueError naming its file now, not an error on every request later. An operator folder given where a
-    models folder goes is refused too (a joint folder is a models folder of its operators)."""
-    from pops.operators.folder import check_operator_folder
-
-    models_dir = Path(models_dir)
-    if (models_dir / OPERATOR_CONFIG_NAME).is_file():
-        if not is_joint_config(check_operator_folder(models_dir)):
-            raise ValueError(
-                f"{models_dir} is an operator folder; a models folder holds operators/<kind>/ (give its parent, or "
-                "`pops apply --model` for one operator)"
-            )
-        return _checked_operators(models_dir)
-    found = []
-    candidates = [p.parent for p in models_dir.glob(f"*/{OPERATOR_CONFIG_NAME}")]
-    candidates += [p.parent for p in models_dir.glob(f"operators/*/{OPERATOR_CONFIG_NAME}")]
-    # (hidden folders are the temporaries of a write still running, or of a killed one: not offered)
-    candidates += [p for p in models_dir.glob("operators/*") if p.is_dir() and not p.name.startswith(".")]
-    candidates = [p for p in candidates if not p.name.startswith(".") and any(p.iterdir())]
-    for folder in dict.fromkeys(candidates):
-        found += _checked_operators(folder)
-    return list(dict.fromkeys(found))
-
-
-def _checked_operators(folder: Path) -> list[str]:
-    """The kinds an operator folder (or a joint folder) provides, its config and weights' header checked."""
-    from pops.base import checks
-    from pops.base.registry import get_spec
-    from pops.operators.folder import check_operator_folder, operator_config
-
-    config = check_operator_folder(folder)
-    kinds = list(config["operators"]) if is_joint_config(config) else [config["kind"]]
-    for kind in kinds:
-        try:
-            get_spec(kind)
-            checks.guidance(operator_config(config, kind, folder).get("guidance_scale"))
-        except ValueError as exc:
-            raise ValueError(f"{folder / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
-    return kinds
-
-
-def find_renderers(models_dir: Path) -> dict[str, Path]:
-    """Renderer folders present under a models folder, by type name."""
-    found: dict[str, Path] = {}
-    for root in folder_roots(Path(models_dir)):
-        for parent in (root / "renderer", root / "renderers"):
-            if not parent.is_dir():
-                continue
-            for folder in (parent, *sorted(p for p in parent.iterdir() if p.is_dir())):
-                type_name = renderer_type(folder)
-                if type_name:
-                    found.setdefault(type_name, folder)
-    return found
 
 
 def check_renderer_choice(name: str) -> None:
@@ -247,13 +118,13 @@ class ModelSet:
         if isinstance(models, dict):
             return cls(operators=models)
         if hasattr(models, "spec") and hasattr(models, "sample"):
-            return cls(operators={models.spec.name: models})
+            return cls(operators={models.spec.kind: models})
         if hasattr(models, "kinds") and isinstance(getattr(models, "operators", None), dict):  # a JointOperator
             return cls(operators=dict(models.operators))
         if isinstance(models, Iterable):
             ops = list(models)
             if all(hasattr(op, "spec") for op in ops):
-                return cls(operators={op.spec.name: op for op in ops})
+                return cls(operators={op.spec.kind: op for op in ops})
         raise ValueError(f"models: expected a models folder, operators or a ModelSet, got {type(models).__name__}")
 
     # ----- operators -------------------------------------------------------------------------------------------
@@ -291,9 +162,6 @@ class ModelSet:
         if folder is None:
             raise FileNotFoundError(self.missing_message(kind))
         # diffusers: only once an operator is actually loaded
-        from pops.operators.joint import JointOperator
-        from pops.operators.operator import Operator
-
         if not joint_kinds(folder):
             return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
         if folder not in self._joints:  # one copy of the weights for all the operators it holds
@@ -304,8 +172,6 @@ class ModelSet:
         if kind not in self._operators:
             op = self._load_operator(kind)
             if self.device is not None or self.dtype is not None:
-                from pops.base.devices import resolve_device, resolve_dtype
-
                 device = resolve_device(self.device)
                 op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
@@ -421,8 +287,6 @@ class ReleasedModels(ModelSet):
         self.repo, self.base = repo, base
 
     def where(self, kind: str) -> str:
-        from pops.models.released import released_checkpoint
-
         return "memory" if kind in self._memory else released_checkpoint(kind, self.repo)
 
     def available(self) -> list[str]:
@@ -432,8 +296,6 @@ class ReleasedModels(ModelSet):
         return f"the paper released no {kind!r} operator (released: {', '.join(RELEASED_KINDS)})"
 
     def _load_operator(self, kind: str):
-        from pops.models.released import load_released
-
         if kind not in RELEASED_KINDS:
             raise FileNotFoundError(self.missing_message(kind))
         return load_released(self.where(kind), kind=kind, base=self.base, checksum=False)  # nothing is saved
@@ -442,9 +304,9 @@ class ReleasedModels(ModelSet):
         """The released file (as cached: path, size, time) on its base: a new upload is a new identity."""
         if kind in self._memory:
             return None
-        from pops.operators.folder import resolve_file
-
-        path = resolve_file(self.where(kind))  # downloads it now if needed (it is about to be loaded anyway)
+        path = resolve_file_ref(
+            self.where(kind), what="pOps checkpoint"
+        )  # downloads it now if needed (it is about to be loaded anyway)
         stat = path.stat()
         return digest(self.repo, kind, self.base, str(path), stat.st_size, stat.st_mtime_ns, length=16)
 

@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pops.base.devices import dtype_name, resolve_dtype
 from pops.base.files import atomic_folder, atomic_write_text, file_digest
-from pops.base.hub import looks_like_hub_id, resolve_model
+from pops.base.hub import looks_like_hub_id, resolve_file_ref, resolve_model
 from pops.base.readers import check_file
 from pops.base.reference import (
     KANDINSKY_LICENSE,
@@ -35,7 +36,9 @@ from pops.base.reference import (
     RELEASED_OPERATORS,
 )
 from pops.base.registry import get_spec
-from pops.operators.folder import check_kind
+from pops.operators.checkpoint import apply_pops_checkpoint, check_kind, load_kandinsky_prior, load_state_dict_file
+from pops.operators.operator import Operator
+from pops.renderers.settings import make_settings, write_renderer_folder
 
 CHECKPOINT_NAME = "learned_prior.pth"
 
@@ -71,15 +74,12 @@ def load_released(
     """The released operator as an `Operator` (fp32), with its provenance in `op.source` (`checksum`: with the
     file's sha256, some seconds for 4 GB — what an imported folder records). Hub ids are settled first (a one-line
     error, at once, when one cannot be had)."""
-    from pops.operators import folder as checkpoints
-    from pops.operators.operator import Operator
-
     kind = check_kind(checkpoint, kind)
     base = str(base)
     resolve_model(base, what="Kandinsky 2.2 prior")  # fails fast offline, before the checkpoint downloads
-    path = check_file(checkpoints.resolve_file(checkpoint), "checkpoint file")
-    prior = checkpoints.load_kandinsky_prior(base)
-    checkpoints.apply_pops_checkpoint(prior, checkpoints.load_state_dict_file(path))
+    path = check_file(resolve_file_ref(checkpoint, what="pOps checkpoint"), "checkpoint file")
+    prior = load_kandinsky_prior(base)
+    apply_pops_checkpoint(prior, load_state_dict_file(path))
     repo = _encoder_repo(base)
     encoders = {"image": {"type": "clip-image", "repo": repo, "resize": 512}}
     if get_spec(kind).text_slots:  # instruct's word
@@ -105,8 +105,6 @@ def import_operator(
     dtype: str | None = None,
 ):
     """Import one released checkpoint into the operator folder `out` (new or empty); returns the Operator."""
-    from pops.base.devices import dtype_name, resolve_dtype
-
     weights_dtype = resolve_dtype(dtype) if dtype is not None else None
     with atomic_folder(out) as tmp:
         op = load_released(checkpoint, kind=kind, base=base)
@@ -140,8 +138,6 @@ def write_real_models(
 ) -> Path:
     """A complete real models folder: the released operators `kinds` (from the hub repo or a local copy of it) on
     `base`, and one renderer folder of type `renderer` with `renderer_settings` (pops.renderers.settings)."""
-    from pops.renderers.settings import make_settings, write_renderer_folder
-
     kinds = list(dict.fromkeys(kinds))
     if not kinds:
         raise ValueError("name at least one operator")

@@ -112,11 +112,11 @@ def joint_card(joint: JointOperator) -> str:
     cfg = joint.model.prior.config
     ops = list(joint.operators.values())
     data = ModelCardData(
-        library_name="pops", tags=["pops", "diffusion-prior", "pops-joint", *(f"pops-{op.spec.name}" for op in ops)]
+        library_name="pops", tags=["pops", "diffusion-prior", "pops-joint", *(f"pops-{op.spec.kind}" for op in ops)]
     )
     rows = [
         dict(
-            kind=op.spec.name,
+            kind=op.spec.kind,
             slots=", ".join(f"{s.name} ({s.kind})" for s in op.spec.slots),
             guidance=f"{op.guidance_scale:g}",
             sampler=sampling_line(op),
@@ -128,7 +128,7 @@ def joint_card(joint: JointOperator) -> str:
     card = ModelCard.from_template(
         data,
         template_str=JOINT_TEMPLATE,
-        kinds=[op.spec.name for op in ops],
+        kinds=[op.spec.kind for op in ops],
         operators=rows,
         dim=cfg.embedding_dim,
         layers=cfg.num_layers,
@@ -147,14 +147,14 @@ def operator_card(op: Operator) -> str:
     source = op.source or {}
     data = ModelCardData(
         library_name="pops",
-        tags=["pops", "diffusion-prior", f"pops-{spec.name}"],
+        tags=["pops", "diffusion-prior", f"pops-{spec.kind}"],
         license=source.get("license"),
         base_model=source.get("base") if source.get("base_is_hub_id") else None,
     )
     card = ModelCard.from_template(
         data,
         template_str=TEMPLATE,
-        kind=spec.name,
+        kind=spec.kind,
         description=spec.description[0].upper() + spec.description[1:] + ".",
         dim=cfg.embedding_dim,
         slots=", ".join(f"{s.name} ({s.kind})" for s in spec.slots),

@@ -1,8 +1,9 @@
-"""Weights in and out: the Kandinsky 2.2 prior, released pOps `learned_prior.pth` files, and our own format.
+"""The operator folder, our format: what `Operator.save_pretrained` writes and `Operator.from_pretrained` reads.
 
-Our format is a folder: `model.safetensors` (the prior and the text projection, without the clip statistics),
-`pops_config.json` (format version, operator kind, the PriorTransformer config, the clip statistics, the sampling and
-training scheduler configs, the text width, the encoders to rebuild) and a model card `README.md`.
+A folder holds `model.safetensors` (the prior and the text projection, without the clip statistics),
+`pops_config.json` (the operator's `OperatorConfig`, plus the format version, the PriorTransformer config, the clip
+statistics, the training scheduler config and the text width), a model card `README.md` and, for an operator that
+keeps its training words, `vocabulary.safetensors`.
 
 A joint folder (pops.operators.joint: one prior for several operators) is the same, its weights holding the operator
 rows too (`operator_table` names them), with `operators` — each operator's own settings (guidance scale, sampler, steps,
@@ -11,7 +12,7 @@ encoders) — instead of one `kind`. `operator_config` turns either into the con
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,115 +20,131 @@ import torch
 from diffusers import PriorTransformer
 from safetensors.torch import save_file
 
-from pops.base import hub
+from pops.base.errors import reason
 from pops.base.files import atomic_write, atomic_write_json, atomic_write_text, write_folder
-from pops.base.readers import load_torch, read_json, read_safetensors, read_safetensors_shapes, reason
+from pops.base.readers import read_json, read_safetensors, read_safetensors_shapes
 from pops.base.reference import (
-    KANDINSKY_PRIOR,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     OPERATOR_CONFIG_NAME,
     OPERATOR_WEIGHTS_NAME,
-    RELEASED_KINDS,
+    SAMPLING_SCHEDULER_CONFIG,
+    TRAINING_SCHEDULER_CONFIG,
     is_joint_config,
 )
-from pops.base.registry import REGISTRY, get_spec
+from pops.base.registry import get_spec
 from pops.core.prior import PopsPrior
-
-log = logging.getLogger(__name__)
+from pops.core.sampler import make_sampling_scheduler
+from pops.core.sampling import SamplingConfig
+from pops.operators.checkpoint import CLIP_STATS
+from pops.operators.vocabulary import VOCABULARY_FILE, Vocabulary
 
 FORMAT_VERSION = 1
-CLIP_STATS = ("clip_mean", "clip_std")
 
 
-def is_local(ref: str | Path) -> bool:
-    return Path(ref).exists()
+@dataclass(frozen=True)
+class OperatorConfig:
+    """One operator's settings — the arguments of `Operator(model, kind, **settings)` and what its folder's
+    pops_config.json holds of it (the one owner of that format: `to_dict` / `from_dict`).
 
+    `sampling`: how a call samples when it names nothing (its own guidance scale, sampler, steps and draws: the
+    registry's guidance and the reference's call unless it was given others, e.g. a scale chosen on validation data,
+    or a distilled student's one pass). `sampling_scheduler`: the UnCLIPScheduler config of the `unclip` sampler.
+    `encoder_configs`: the encoders to build on first use ({"image": {"type": …}, "text": …}), so a loaded operator
+    takes pictures and words. `training`: how it was trained (pops.train's record, shown in its card). `source`:
+    where imported weights came from (pops.models.released)."""
 
-# ----- the Kandinsky 2.2 prior -----------------------------------------------------------------------------------
-def load_kandinsky_prior(
-    repo_or_path: str | Path = KANDINSKY_PRIOR, *, subfolder: str = "prior", torch_dtype: torch.dtype | None = None
-) -> PriorTransformer:
-    """The Kandinsky 2.2 prior's PriorTransformer (clip statistics included) from the hub or a local folder."""
-    if is_local(repo_or_path):
-        folder = Path(repo_or_path)
-        if (folder / subfolder / "config.json").is_file():
-            folder = folder / subfolder
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{repo_or_path}: no PriorTransformer config.json (looked in ./ and ./{subfolder})")
-        return PriorTransformer.from_pretrained(folder, torch_dtype=torch_dtype)
-    resolved = hub.resolve_model(str(repo_or_path), what="Kandinsky 2.2 prior")  # fails at once when unreachable
-    return PriorTransformer.from_pretrained(resolved, subfolder=subfolder, torch_dtype=torch_dtype)
+    kind: str
+    sampling: SamplingConfig
+    sampling_scheduler: dict = field(default_factory=lambda: dict(SAMPLING_SCHEDULER_CONFIG))
+    encoder_configs: dict = field(default_factory=dict)
+    training: dict | None = None
+    source: dict | None = None
 
+    def __post_init__(self) -> None:
+        get_spec(self.kind)  # an unknown operator is one line naming the known ones
+        own = self.sampling
+        if None in (own.sampler, own.num_inference_steps, own.guidance_scale, own.draws):
+            raise ValueError(f"an operator's own sampling names every value, got {own}")
 
-# ----- released pOps checkpoints -------------------------------------------------------------------------------
-def resolve_file(ref: str | Path) -> Path:
-    """A local file, or `owner/repo:path/in/repo` downloaded from the hub (e.g. `pOpsPaper/operators:models/…`)."""
-    if is_local(ref):
-        return Path(ref)
-    ref = str(ref)
-    if ":" not in ref or ref.count("/") < 2:
-        raise FileNotFoundError(f"no such file: {ref} (hub files are written owner/repo:path/in/repo)")
-    repo, filename = hub.split_file_ref(ref)
-    return Path(hub.resolve_file(repo, filename, what="pOps checkpoint"))
+    @classmethod
+    def create(
+        cls,
+        kind: str,
+        *,
+        guidance_scale: float | None = None,
+        sampler: str = DEFAULT_SAMPLER,
+        num_inference_steps: int | None = DEFAULT_STEPS,
+        draws: int = 1,
+        sampling_scheduler: dict | None = None,
+        encoder_configs: dict | None = None,
+        training: dict | None = None,
+        source: dict | None = None,
+    ) -> OperatorConfig:
+        """The config of `Operator`'s keyword arguments, each checked (guidance None: the registry's scale)."""
+        spec = get_spec(kind)
+        scale = spec.guidance_scale if guidance_scale is None else guidance_scale
+        steps = DEFAULT_STEPS if num_inference_steps is None else num_inference_steps
+        scheduler = dict(SAMPLING_SCHEDULER_CONFIG)
+        if sampling_scheduler is not None:  # one it cannot take is refused now, not when it samples
+            scheduler = dict(make_sampling_scheduler(sampling_scheduler).config)
+        sampling = SamplingConfig(sampler, steps, scale, draws)
+        return cls(kind, sampling, scheduler, encoder_configs or {}, training, source)
 
-
-def load_state_dict_file(ref: str | Path) -> dict[str, torch.Tensor]:
-    """A plain {name: tensor} state dict from a `.pth` (loaded with weights_only=True) or `.safetensors` file."""
-    path = resolve_file(ref)
-    if path.suffix == ".safetensors":
-        return read_safetensors(path, "checkpoint")[0]
-    state = load_torch(path, "state dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise ValueError(f"{path}: not a plain state dict of tensors")
-    return state
-
-
-# Prefixes a wrapped model writes before every key: DDP / accelerate (`module.`), torch.compile (`_orig_mod.`).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict with the prefixes of DDP and torch.compile wrappers removed (repeatedly: both may stack)."""
-    out = {}
-    for key, value in state.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix) :], True
-        out[key] = value
-    return out
-
-
-def apply_pops_checkpoint(prior: PriorTransformer, state: dict[str, torch.Tensor]) -> None:
-    """Load released pOps weights on top of a base prior; the clip statistics stay the base's.
-
-    Keys written by a DDP or torch.compile wrapper (`module.`, `_orig_mod.`) are read as the plain keys. Anything
-    else that does not match the base is refused with a ValueError naming the keys: a tensor of another shape, a
-    missing key other than the clip statistics, or an unexpected key (loading would otherwise keep the base
-    prior's weights silently).
-    """
-    state = {k: v for k, v in strip_wrapper_prefixes(state).items() if k not in CLIP_STATS}
-    own = prior.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise ValueError(
-                f"checkpoint does not fit the base prior: {key} has shape {tuple(value.shape)} in the checkpoint, "
-                f"{tuple(own[key].shape)} in the base"
-            )
-    damaged = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if damaged is not None:
-        raise ValueError(f"checkpoint holds NaN or inf values (in {damaged}): a damaged file")
-    missing = [k for k in own if k not in state and k not in CLIP_STATS]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing ({', '.join(missing[:4])})" if missing else ""]
-        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])})" if unexpected else "")
-        raise ValueError(
-            f"checkpoint does not match the base prior: {'; '.join(p for p in parts if p)} keys "
-            "(a checkpoint of another operator layout or model?)"
+    def settings(self) -> dict:
+        """How it samples and reads its inputs, as saved (a joint folder keeps one such entry per operator); the
+        reference's sampler, steps and one draw are not written."""
+        config = dict(
+            guidance_scale=self.sampling.guidance_scale,
+            sampling_scheduler=self.sampling_scheduler,
+            encoders=self.encoder_configs,
         )
-    prior.load_state_dict(state, strict=False)
+        if self.sampling.sampler != DEFAULT_SAMPLER:
+            config["sampler"] = self.sampling.sampler
+        if self.sampling.num_inference_steps != DEFAULT_STEPS:
+            config["num_inference_steps"] = self.sampling.num_inference_steps
+        if self.sampling.draws != 1:
+            config["draws"] = self.sampling.draws
+        return config
+
+    def to_dict(self) -> dict:
+        """The operator's entries of pops_config.json."""
+        config = dict(kind=self.kind, **self.settings(), training_scheduler=dict(TRAINING_SCHEDULER_CONFIG))
+        if self.training is not None:
+            config["training"] = self.training
+        if self.source is not None:
+            config["source"] = self.source
+        return config
+
+    @classmethod
+    def from_dict(cls, config: dict, *, where: str | Path) -> OperatorConfig:
+        """The config a saved pops_config.json describes (or a joint folder's entry for one operator, from
+        `operator_config`); a bad value is one ValueError naming the config file of the folder `where`."""
+        try:
+            return cls.create(
+                config["kind"],
+                guidance_scale=config.get("guidance_scale"),
+                sampler=config.get("sampler", DEFAULT_SAMPLER),
+                num_inference_steps=config.get("num_inference_steps", DEFAULT_STEPS),
+                draws=config.get("draws", 1),
+                sampling_scheduler=config.get("sampling_scheduler"),
+                encoder_configs=config.get("encoders"),
+                training=config.get("training"),
+                source=config.get("source"),
+            )
+        except (TypeError, ValueError) as exc:  # a value out of range, a scheduler config it cannot build
+            raise ValueError(f"{Path(where) / OPERATOR_CONFIG_NAME}: {reason(exc)}") from None
+
+
+def saved_vocabulary(config: dict, where: str | Path) -> Vocabulary | None:
+    """The vocabulary a saved config names (its words are in the folder's VOCABULARY_FILE), else None."""
+    if not config.get("vocabulary"):
+        return None
+    tensors, _ = read_safetensors(Path(where) / VOCABULARY_FILE, "operator vocabulary")
+    vocabulary = Vocabulary.from_tensors(tensors, config["kind"])
+    if len(vocabulary) != config["vocabulary"]:
+        raise ValueError(f"{VOCABULARY_FILE} holds {len(vocabulary)} words, the config says {config['vocabulary']}")
+    return vocabulary
 
 
 # ----- our format ------------------------------------------------------------------------------------------------
@@ -291,23 +308,3 @@ def operator_config(config: dict, kind: str | None, where: str | Path) -> dict:
         raise ValueError(f"{where} holds the operators {', '.join(held)}, not {kind!r}")
     shared = {k: v for k, v in config.items() if k != "operators"}
     return {**shared, **config["operators"][kind], "kind": kind}
-
-
-def kind_named_by(ref: str | Path) -> str | None:
-    """The operator kind a checkpoint's path names (`…/models/union/learned_prior.pth` → "union"), if any."""
-    parts = str(ref).replace(":", "/").replace("\\", "/").split("/")
-    return next((p for p in reversed(parts[:-1]) if p in REGISTRY), None)
-
-
-def check_kind(checkpoint: str | Path, kind: str | None) -> str:
-    """The operator a checkpoint is imported as: `kind`, else the one its path names; a path naming another
-    operator than `kind` is refused (the four released operators share one architecture: only the path tells)."""
-    named = kind_named_by(checkpoint)
-    if kind is None:
-        if named is None:
-            raise ValueError(f"cannot tell which operator {checkpoint} is; give its kind ({', '.join(RELEASED_KINDS)})")
-        kind = named
-    get_spec(kind)
-    if named is not None and named != kind:
-        raise ValueError(f"{checkpoint} is the released {named!r} operator, not {kind!r}")
-    return kind

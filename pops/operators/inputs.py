@@ -27,10 +27,10 @@ def prepare_inputs(op: Operator, inputs: Sequence[Any], batch_size: int | None =
     """(slots, drop): slot inputs with a common batch size B and a (B, num_slots) per-sample drop mask."""
     spec = op.spec
     if not isinstance(inputs, Sequence) and not isinstance(inputs, torch.Tensor):
-        raise ValueError(f"{spec.name} takes a list of {spec.num_slots} inputs, got {type(inputs).__name__}")
+        raise ValueError(f"{spec.kind} takes a list of {spec.num_slots} inputs, got {type(inputs).__name__}")
     if isinstance(inputs, (torch.Tensor, str)) or len(inputs) != spec.num_slots:
         n = 1 if isinstance(inputs, (torch.Tensor, str)) else len(inputs)
-        raise ValueError(f"{spec.name} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {n}")
+        raise ValueError(f"{spec.kind} takes {spec.num_slots} inputs ({', '.join(spec.slot_names)}), got {n}")
     slots, drops = [], []
     for slot, value in zip(spec.slots, inputs):
         name = f"input {slot.name!r}"
@@ -141,7 +141,7 @@ def _say_unknown_words(op, words: list[str], rows: list[torch.Tensor]) -> None:
         if not known:
             log.warning(
                 "%s: %r is not one of the %d words it was trained on; it reads it as the nearest of them",
-                op.spec.name,
+                op.spec.kind,
                 word,
                 len(op.vocabulary),
             )

@@ -24,8 +24,8 @@ import torch
 
 from pops.base.reference import TRAINING_SCHEDULER_CONFIG, is_joint_config
 from pops.core.prior import PopsPrior
-from pops.operators import folder as checkpoints
 from pops.operators.card import joint_card
+from pops.operators.folder import load_operator_folder, operator_config, save_operator_folder
 from pops.operators.operator import Operator
 from pops.operators.vocabulary import VOCABULARY_FILE
 
@@ -65,12 +65,12 @@ class JointOperator:
         cls, folder: str | Path, *, load_encoders: bool = True, torch_dtype: torch.dtype | None = None
     ) -> JointOperator:
         """Load a joint folder written by `save_pretrained`: the weights once, every operator on them."""
-        model, config = checkpoints.load_operator_folder(Path(folder))
+        model, config = load_operator_folder(Path(folder))
         if not is_joint_config(config):
             raise ValueError(f"{folder} is a single {config.get('kind')} operator, not a joint folder")
         operators = {}
         for kind in config["operators"]:
-            op = Operator.from_config(model, checkpoints.operator_config(config, kind, folder), where=folder)
+            op = Operator.from_folder_config(model, operator_config(config, kind, folder), where=folder)
             op.training = None  # the record belongs to the shared prior (`JointOperator.training`)
             if not load_encoders:
                 op.encoder_configs = {}
@@ -91,7 +91,7 @@ class JointOperator:
         if self.training is not None:
             config["training"] = self.training
         vocabularies = {k: v for op in self.operators.values() for k, v in op.vocabulary_tensors().items()}
-        checkpoints.save_operator_folder(
+        save_operator_folder(
             Path(folder),
             self.model,
             config,

@@ -29,8 +29,9 @@ from pathlib import Path
 from accelerate.utils import load
 from safetensors.torch import load_model, save_model
 
+from pops.base.errors import reason
 from pops.base.files import atomic_write_json
-from pops.base.readers import read_json, reason
+from pops.base.readers import read_json
 
 MARKER = "pops_checkpoint.json"
 TRAIN_STATE = "train_state.json"

@@ -114,8 +114,8 @@ def condition_of(op: Operator, pairs: Pairs, index: torch.Tensor) -> Condition:
 def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_name: str = "", log=None) -> Operator:
     """A one-pass student of `teacher`, trained on the conditions of `pairs` (the teacher is left as it was)."""
     config.check()
-    if pairs.kind != teacher.spec.name:
-        raise ValueError(f"the pairs are for {pairs.kind!r}, the teacher is a {teacher.spec.name!r} operator")
+    if pairs.kind != teacher.spec.kind:
+        raise ValueError(f"the pairs are for {pairs.kind!r}, the teacher is a {teacher.spec.kind!r} operator")
     if len(pairs) == 0:
         raise ValueError("the pairs file holds no samples")
     if pairs.target.shape[1] != teacher.embedding_dim:

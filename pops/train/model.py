@@ -19,7 +19,8 @@ from torch.utils.checkpoint import checkpoint
 
 from pops.core.prior import PopsPrior, make_prior
 from pops.embeddings.pairs import Pairs
-from pops.operators import folder as checkpoints
+from pops.operators.checkpoint import load_kandinsky_prior
+from pops.operators.folder import load_operator_folder
 from pops.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def build_model(config: TrainConfig, pairs: Pairs | Sequence[Pairs]) -> PopsPrio
             std = torch.full_like(std, float(std.pow(2).mean().sqrt()))
         model.set_clip_stats(mean, std)
     elif config.init == "kandinsky":
-        model = PopsPrior(checkpoints.load_kandinsky_prior(config.kandinsky_prior), text_width=text_width)
+        model = PopsPrior(load_kandinsky_prior(config.kandinsky_prior), text_width=text_width)
     else:
         folder = Path(config.init.split(":", 1)[1])
-        model, saved = checkpoints.load_operator_folder(folder)
+        model, saved = load_operator_folder(folder)
         if saved.get("kind") != config.operator:
             log.info("initialising %s from a %s operator (%s)", config.operator, saved.get("kind"), folder)
         if text_width is not None and model.text_width != text_width:

@@ -131,8 +131,8 @@ class Validator:
         v = config.validation
         self.accelerator, self.config, self.spec, self.tag = accelerator, config, spec, tag
         pairs = Pairs.load(v.data) if v.data else train_pairs
-        if pairs.kind != spec.name:
-            raise ValueError(f"validation.data holds {pairs.kind!r} pairs, the run trains {spec.name!r}")
+        if pairs.kind != spec.kind:
+            raise ValueError(f"validation.data holds {pairs.kind!r} pairs, the run trains {spec.kind!r}")
         count = min(v.num_samples, len(pairs))
         self.batch = pairs.batch(torch.arange(count))
         if renderer is None and v.renderer:
@@ -153,7 +153,7 @@ class Validator:
             # One chunk: the whole validation set in one sampling loop (chunks would change the random draws).
             # The call the objective trained for: the configured steps of the reference sampler, or one pass.
             sampler, steps = OBJECTIVE_SAMPLING[self.config.objective]
-            out = Operator(model, self.spec.name, sampler=sampler).sample_batch(
+            out = Operator(model, self.spec.kind, sampler=sampler).sample_batch(
                 self.batch,
                 guidance_scale=v.guidance_scale,
                 num_inference_steps=v.num_inference_steps if self.config.objective == "diffusion" else steps,

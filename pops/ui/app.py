@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from pops.base.reference import DEFAULT_STEPS
 from pops.base.registry import REGISTRY
-from pops.core.sampler import SAMPLERS
+from pops.core.sampling import SAMPLER_NAMES
 from pops.models.folder import RENDERER_CHOICES
 from pops.ui.backend import Backend, RunOutput, Settings
 
@@ -217,13 +218,13 @@ def _settings_panel(backend: Backend, default_renderer: str):
         info="0 = each operator's own (the scale stored with it; else the registry's); 1 = no guidance",
     )
     sampler = gr.Dropdown(
-        [OWN_SAMPLER, *SAMPLERS],
+        [OWN_SAMPLER, *SAMPLER_NAMES],
         value=OWN_SAMPLER,
         label="Sampler",
         info="unclip: the reference (25 steps); ddim / dpmpp: deterministic, 2-8 steps",
         elem_id="sampler",
     )
-    steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps")
+    steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Sampling steps")
     samples = gr.Slider(1, 8, value=1, step=1, label="Samples")
     return models, info, renderer, seed, guidance, sampler, steps, samples
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pops.base import checks
-from pops.base.readers import reason
+from pops.base.errors import reason
+from pops.base.reference import DEFAULT_STEPS
 from pops.base.registry import REGISTRY
+from pops.core.sampling import SamplingConfig
 from pops.equation.ast import File, children
 from pops.equation.diagnostics import EquationError
 from pops.equation.parser import parse
@@ -38,17 +40,23 @@ NOT_OFFERED = "this server does not offer that models folder; choose one of the 
 MAX_SAMPLES = 64  # per run: the page offers 1-8; one visitor's request must not take the server's memory
 
 
+# How the page names the values of a SamplingConfig in its one-line errors.
+SAMPLING_LABELS = {"guidance_scale": "guidance scale", "num_inference_steps": "sampling steps"}
+
+
 @dataclass
 class Settings:
-    """A run's settings as the page (or an HTTP client) sent them; `checked()` is what a run uses."""
+    """A run's settings as the page (or an HTTP client) sent them; `checked()` is what a run uses: the same values in
+    their canonical types, and `sampling`, the one SamplingConfig the run carries."""
 
     models_dir: str
     renderer: str = "auto"
     seed: int = 0
     guidance_scale: float | None = None  # None (or 0, the page's slider at its left end): each operator's own
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     num_samples: int = 1
-    sampler: str | None = None  # None: each operator's own (pops.core.sampler.SAMPLERS)
+    sampler: str | None = None  # None: each operator's own (pops.core.sampling.SAMPLER_NAMES)
+    sampling: SamplingConfig | None = field(default=None, repr=False)  # made by `checked()`
 
     def checked(self) -> Settings:
         """The settings with the ranges of the CLI and the Python API (pops.base.checks); BadValue names the first bad
@@ -56,15 +64,15 @@ class Settings:
         guidance = self.guidance_scale
         if guidance is not None and not isinstance(guidance, bool) and guidance == 0:
             guidance = None
-        return Settings(
-            models_dir=self.models_dir,
-            renderer=self.renderer,
-            seed=checks.seed(_whole(self.seed), "seed"),
-            guidance_scale=checks.guidance(guidance, "guidance scale"),
-            steps=checks.steps(_whole(self.steps), "sampling steps"),
-            num_samples=checks.integer(_whole(self.num_samples), "samples", 1, MAX_SAMPLES),
-            sampler=self.sampler,
-        )
+        seed = checks.seed(_whole(self.seed), "seed")
+        sampling = SamplingConfig(self.sampler, _whole(self.steps), guidance, names=SAMPLING_LABELS)
+        samples = checks.integer(_whole(self.num_samples), "samples", 1, MAX_SAMPLES)
+        guidance, steps = sampling.guidance_scale, sampling.num_inference_steps
+        return Settings(self.models_dir, self.renderer, seed, guidance, steps, samples, self.sampler, sampling)
+
+    def to_dict(self) -> dict:
+        """The page's values (what a replay starts from)."""
+        return {k: v for k, v in self.__dict__.items() if k != "sampling"}
 
 
 def _whole(value):
@@ -244,14 +252,12 @@ class Backend:
             renderer = runner.models.renderer(settings.renderer)
             result = runner.run(
                 plan,
-                seed=int(settings.seed),
+                sampling=settings.sampling,
+                seed=settings.seed,
                 seeds=seeds,
-                guidance_scale=settings.guidance_scale,
-                num_inference_steps=int(settings.steps),
-                num_samples=int(settings.num_samples),
+                num_samples=settings.num_samples,
                 base_dir=inputs,
                 progress=progress,
-                sampler=settings.sampler,
                 generator_device=self.generator_device,
             )
         except EquationError as exc:
@@ -302,7 +308,7 @@ class Backend:
             "inputs": str(inputs),
             "seed": int(settings.seed),
             "seeds": record["seeds"],
-            "settings": settings.__dict__.copy(),
+            "settings": settings.to_dict(),
         }
         return out
 

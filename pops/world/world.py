@@ -43,9 +43,9 @@ def _operator_stream_ids() -> dict[str, int]:
     for spec in REGISTRY.values():
         if spec.stream_id in ids:
             raise ValueError(
-                f"operators {ids[spec.stream_id]!r} and {spec.name!r} share the world stream id {spec.stream_id}"
+                f"operators {ids[spec.stream_id]!r} and {spec.kind!r} share the world stream id {spec.stream_id}"
             )
-        ids[spec.stream_id] = spec.name
+        ids[spec.stream_id] = spec.kind
     return {name: stream_id for stream_id, name in ids.items()}
 
 
@@ -140,22 +140,22 @@ class World:
         for spec in REGISTRY.values():
             if spec.recipe not in RECIPES:  # a new registry entry needs a world recipe too
                 raise ValueError(
-                    f"operator {spec.name!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}"
+                    f"operator {spec.kind!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}"
                 )
-            recipe = RECIPES[spec.recipe](spec.name, c, partial(self._rng, spec.name))
+            recipe = RECIPES[spec.recipe](spec.kind, c, partial(self._rng, spec.kind))
             combos = recipe.combos()
             held = choose_holdout(
-                combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.name, "holdout"), spec.name
+                combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.kind, "holdout"), spec.kind
             )
             splits = {
                 "all": combos,
                 "train": [k for k in combos if k not in held]
-                + recipe.training_only(c.training_only.get(spec.name, 0), self._rng(spec.name, "training_only")),
+                + recipe.training_only(c.training_only.get(spec.kind, 0), self._rng(spec.kind, "training_only")),
                 "test": [k for k in combos if k in held],
             }
             for split in spec.extra_test_splits:
                 splits[split] = recipe.extra_split(split, combos)
-            self._recipes[spec.name], self._splits[spec.name] = recipe, splits
+            self._recipes[spec.kind], self._splits[spec.kind] = recipe, splits
 
     # ----------------------------------------------------------------------------------------------- randomness
     def _rng(self, operator: str, stream: str, *more: int) -> np.random.Generator:
