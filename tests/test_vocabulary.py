@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pops.embeddings.pairs import Pairs, pad_rows
+from pops.embeddings.pairs import Pairs
+from pops.encoders import pad_rows
 from pops.operators.vocabulary import VOCABULARY_FILE, Vocabulary, training_vocabulary
 
 WIDTH = 12

@@ -168,7 +168,7 @@ def device_memory(device) -> int | None:
     """Free bytes of a CUDA device (None for the CPU: `memory` then reads this machine's)."""
     if getattr(device, "type", str(device)) != "cuda":
         return None
-    import torch
+    import torch  # here, not at the top: this module is read by `pops --help`, which loads no torch
 
     return torch.cuda.mem_get_info(device)[0]
 

@@ -10,6 +10,8 @@ Resolution rules:
   returned and the libraries download what they need;
 * offline or unreachable, a copy in the local hub cache is used (its snapshot folder, so the libraries never
   touch the network); with no cached copy, a `ValueError` says what to do.
+
+huggingface_hub is imported where a hub id is resolved: commands import this module before they check their options.
 """
 
 from __future__ import annotations

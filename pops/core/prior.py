@@ -246,9 +246,7 @@ class PopsPrior(nn.Module):
     def _padded_forward(self, x_t, t, rows, mask):
         prior = self.prior
         batch, k, dim = rows.shape
-        num_rows = prior.config.num_embeddings
-        if k > num_rows:
-            raise ValueError(f"{k} condition rows do not fit the prior's {num_rows} positions")
+        num_rows = self._check_rows(k)
         hidden = rows.new_zeros(batch, num_rows, dim)
         hidden[:, :k] = rows
         full_mask = mask.new_zeros(batch, num_rows)
@@ -258,112 +256,110 @@ class PopsPrior(nn.Module):
             x_t, t, proj_embedding=proj, encoder_hidden_states=hidden, attention_mask=full_mask
         ).predicted_image_embedding
 
-    def _compact_forward(self, x_t, t, rows, mask):
-        prior = self.prior
-        batch, k, dim = rows.shape
-        num_rows = prior.config.num_embeddings
+    # ----- the compact layout: the condition tokens (rows, proj) then the step tokens (time, x_t, prd) -------------
+    # Its sequence keeps the positions [0, k) of the condition rows and the 4 additional positions at the end of the
+    # 81-long table (proj, time, x_t, prd). Under the prior's causal mask the condition tokens attend only to each
+    # other: their keys and values are the same at every step and for every x_t, so a sampling call computes them
+    # once (`prefix`) and each step runs only the step tokens against them (`_suffix_forward`).
+    def _check_rows(self, k: int) -> int:
+        num_rows = self.prior.config.num_embeddings
         if k > num_rows:
             raise ValueError(f"{k} condition rows do not fit the prior's {num_rows} positions")
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(batch)
-        time = prior.time_embedding(prior.time_proj(t).to(x_t.dtype))
-        proj = x_t.new_zeros(batch, dim)
+        return num_rows
+
+    def _condition_tokens(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, positions) of the condition rows and the constant zero proj_embedding token."""
+        prior = self.prior
+        batch, k, dim = rows.shape
+        num_rows = self._check_rows(k)
+        proj = rows.new_zeros(batch, dim)
         if prior.embedding_proj_norm is not None:
             proj = prior.embedding_proj_norm(proj)
-        tokens = [prior.encoder_hidden_states_proj(rows), prior.embedding_proj(proj)[:, None], time[:, None]]
-        tokens.append(prior.proj_in(x_t)[:, None])
-        tokens.append(prior.prd_embedding.to(x_t.dtype).expand(batch, -1, -1))
-        hidden = torch.cat(tokens, 1)
-        # Keep positions [0, k) and the 4 additional positions at the end of the 81-long table.
-        keep = torch.cat([torch.arange(k), torch.arange(num_rows, num_rows + prior.additional_embeddings)]).to(
-            x_t.device
-        )
-        hidden = hidden + prior.positional_embedding[:, keep].to(hidden.dtype)
-        bias = (1 - mask.to(hidden.dtype)) * -10000.0
-        bias = F.pad(bias, (0, prior.additional_embeddings), value=0.0)
-        causal = prior.causal_attention_mask[:, keep][:, :, keep]
-        bias = (bias[:, None, :] + causal).to(hidden.dtype)
+        tokens = torch.cat([prior.encoder_hidden_states_proj(rows), prior.embedding_proj(proj)[:, None]], 1)
+        return tokens, torch.cat([torch.arange(k), torch.tensor([num_rows])]).to(rows.device)
+
+    def _step_tokens(self, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, positions) of the timestep, x_t and the prd token (whose output is the prediction)."""
+        prior = self.prior
+        batch, num_rows = x_t.shape[0], prior.config.num_embeddings
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(batch)
+        time = prior.time_embedding(prior.time_proj(t).to(x_t.dtype))
+        prd = prior.prd_embedding.to(x_t.dtype).expand(batch, -1, -1)
+        tokens = torch.cat([time[:, None], prior.proj_in(x_t)[:, None], prd], 1)
+        return tokens, torch.arange(num_rows + 1, num_rows + prior.additional_embeddings, device=x_t.device)
+
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Tokens with the positional embeddings of their positions (and the prior's input norm, if any)."""
+        # (the prior's own precision: under autocast, bf16 tokens plus float32 positions add in float32)
+        hidden = tokens + self.prior.positional_embedding[:, positions].to(self.prior.dtype)
+        return self.prior.norm_in(hidden) if self.prior.norm_in is not None else hidden
+
+    def _bias(self, mask: torch.Tensor, query: torch.Tensor, key: torch.Tensor, extra: int) -> torch.Tensor:
+        """The attention bias of queries at positions `query` over keys at `key`: the causal mask, and -10000 on the
+        masked condition rows (`mask`, (B, k)); `extra` unmasked keys follow the condition rows."""
+        dtype = self.prior.dtype
+        key_bias = F.pad((1 - mask.to(dtype)) * -10000.0, (0, extra), value=0.0)
+        causal = self.prior.causal_attention_mask[:, query][:, :, key].to(dtype)
+        return key_bias[:, None, :] + causal
+
+    def _compact_forward(self, x_t, t, rows, mask):
+        prior = self.prior
+        cond, cond_positions = self._condition_tokens(rows)
+        step, step_positions = self._step_tokens(x_t, t)
+        positions = torch.cat([cond_positions, step_positions])
+        hidden = self._embed(torch.cat([cond, step], 1), positions)
+        bias = self._bias(mask, positions, positions, extra=len(positions) - mask.shape[1])
         bias = bias.repeat_interleave(prior.config.num_attention_heads, dim=0)
-        if prior.norm_in is not None:
-            hidden = prior.norm_in(hidden)
         for block in prior.transformer_blocks:
             hidden = block(hidden, attention_mask=bias)
-        hidden = prior.norm_out(hidden)
-        return prior.proj_to_clip_embeddings(hidden[:, -1])
+        return prior.proj_to_clip_embeddings(prior.norm_out(hidden)[:, -1])
 
-    # ----- the condition prefix, computed once per sampling call --------------------------------------------------
-    # Under the prior's causal mask the condition rows and the (constant, zero) proj_embedding token attend only to
-    # each other: their hidden states, keys and values are the same at every timestep and for every x_t. A sampling
-    # call computes them once (`prefix`) and each step runs only the time, x_t and prd tokens against them.
     def supports_prefix(self) -> bool:
         """True when every block is the plain pre-norm self-attention block the prefix path re-implements."""
         return all(_plain_block(block) for block in self.prior.transformer_blocks)
 
     @torch.no_grad()
     def prefix(self, cond: Condition) -> Prefix:
-        prior = self.prior
-        dtype = prior.dtype
-        rows = cond.rows.to(dtype)
-        batch, k, dim = rows.shape
-        if k > prior.config.num_embeddings:
-            raise ValueError(f"{k} condition rows do not fit the prior's {prior.config.num_embeddings} positions")
-        proj = rows.new_zeros(batch, dim)
-        if prior.embedding_proj_norm is not None:
-            proj = prior.embedding_proj_norm(proj)
-        hidden = torch.cat([prior.encoder_hidden_states_proj(rows), prior.embedding_proj(proj)[:, None]], 1)
-        # Positions [0, k) and the proj token's position (the first additional one, after the 77 rows).
-        positions = torch.cat([torch.arange(k), torch.tensor([prior.config.num_embeddings])]).to(rows.device)
-        hidden = hidden + prior.positional_embedding[:, positions].to(dtype)
-        if prior.norm_in is not None:
-            hidden = prior.norm_in(hidden)
-        # The prefix's own keys: the condition mask, and 0 for the proj_embedding token.
-        key_bias = F.pad((1 - cond.mask.to(dtype)) * -10000.0, (0, 1), value=0.0)
-        causal = prior.causal_attention_mask[:, positions][:, :, positions].to(dtype)
+        """The condition tokens' keys and values in every block (computed once for every step of a sampling call)."""
+        tokens, positions = self._condition_tokens(cond.rows.to(self.prior.dtype))
+        hidden = self._embed(tokens, positions)
+        bias = self._bias(cond.mask, positions, positions, extra=1)[:, None]
         keys, values = [], []
-        for block in prior.transformer_blocks:
-            hidden, key, value = _attend(block, hidden, None, None, key_bias[:, None, None, :] + causal[:, None])
+        for block in self.prior.transformer_blocks:
+            hidden, key, value = _attend(block, hidden, None, None, bias)
             keys.append(key)
             values.append(value)
-        return Prefix(keys, values, key_bias, k)
+        return Prefix(keys, values, cond.mask, positions)
 
     def _suffix_forward(self, x_t, t, prefix: Prefix):
         prior = self.prior
-        batch, k = x_t.shape[0], prefix.num_rows
-        if prefix.keys[0].shape[0] != batch:
-            raise ValueError(f"the prefix holds {prefix.keys[0].shape[0]} conditions, x_t {batch} rows")
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(batch)
-        time = prior.time_embedding(prior.time_proj(t).to(x_t.dtype))
-        tokens = [time[:, None], prior.proj_in(x_t)[:, None], prior.prd_embedding.to(x_t.dtype).expand(batch, -1, -1)]
-        hidden = torch.cat(tokens, 1)
-        num_rows = prior.config.num_embeddings
-        suffix = torch.arange(num_rows + 1, num_rows + prior.additional_embeddings, device=x_t.device)
-        hidden = hidden + prior.positional_embedding[:, suffix].to(hidden.dtype)
-        if prior.norm_in is not None:
-            hidden = prior.norm_in(hidden)
-        keep = torch.cat([torch.arange(k, device=x_t.device), torch.tensor([num_rows], device=x_t.device), suffix])
-        causal = prior.causal_attention_mask[:, suffix][:, :, keep].to(hidden.dtype)
-        bias = F.pad(prefix.key_bias, (0, len(suffix)), value=0.0)[:, None, None, :] + causal[:, None]
+        if prefix.keys[0].shape[0] != x_t.shape[0]:
+            raise ValueError(f"the prefix holds {prefix.keys[0].shape[0]} conditions, x_t {x_t.shape[0]} rows")
+        tokens, positions = self._step_tokens(x_t, t)
+        hidden = self._embed(tokens, positions)
+        keys = torch.cat([prefix.positions, positions])
+        bias = self._bias(prefix.mask, positions, keys, extra=len(keys) - prefix.mask.shape[1])[:, None]
         for block, key, value in zip(prior.transformer_blocks, prefix.keys, prefix.values):
             hidden, _, _ = _attend(block, hidden, key, value, bias)
-        hidden = prior.norm_out(hidden)
-        return prior.proj_to_clip_embeddings(hidden[:, -1])
+        return prior.proj_to_clip_embeddings(prior.norm_out(hidden)[:, -1])
 
 
 @dataclass
 class Prefix:
-    """Per transformer block, the keys and values (B, rows, inner) of the condition rows and the proj token; the key
-    bias (B, rows) of the condition mask; the number of condition rows."""
+    """Per transformer block, the keys and values (B, rows, inner) of the condition tokens (the condition rows and
+    the proj token); the condition mask (B, k) and the tokens' positions."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    key_bias: torch.Tensor
-    num_rows: int
+    mask: torch.Tensor
+    positions: torch.Tensor
 
     def cat(self, other: Prefix) -> Prefix:
         return Prefix(
             [torch.cat(p) for p in zip(self.keys, other.keys)],
             [torch.cat(p) for p in zip(self.values, other.values)],
-            torch.cat([self.key_bias, other.key_bias]),
-            self.num_rows,
+            torch.cat([self.mask, other.mask]),
+            self.positions,
         )
 
 

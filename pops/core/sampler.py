@@ -5,8 +5,8 @@
 * `ddim` — deterministic DDIM (Song et al. 2021, η = 0), `DDIMScheduler` with trailing timesteps so that one step
   starts from t = 999 and returns the prediction itself.
 * `ddim-linspace` — the same DDIM on evenly spaced timesteps from t = 999 down to t = 0 (diffusers' "linspace"
-  spacing), 2 steps or more: the last pass predicts x0 from an almost clean latent, a refinement. Measured on the
-  full demo at 4 steps it is the closest few-step setting to the reference (benchmarks/fast_sampling.py).
+  spacing), 2 steps or more: the last pass predicts x0 from an almost clean latent, a refinement (docs/EXPERIMENTS.md,
+  "Fast sampling").
 * `dpmpp` — DPM-Solver++ (Lu et al. 2022), second order multistep on the x0 prediction, `DPMSolverMultistepScheduler`.
 
 Every sampler starts from `randn((B, D), generator) * init_noise_sigma`, mixes the unconditional and conditional

@@ -88,7 +88,7 @@ def train_operator(config, kind: str, data, encoders: dict):
     if reused is not None:
         return reused, False
     # The CPU flash-attention kernel's backward is pathologically slow on these 6-16 token sequences with a float
-    # mask (measured: instruct 86 -> 39 ms per step with the plain math kernel); sampling keeps the default.
+    # mask (docs/EXPERIMENTS.md, "Threads, workers and kernels"); sampling keeps the default.
     with sdpa_kernel(SDPBackend.MATH):
         trainer = Trainer(config_from_dict(settings), pairs=data.train)
         trainer.run()

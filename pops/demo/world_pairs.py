@@ -87,8 +87,7 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict
         train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
         if validation is not None and config.validation_per_class:
             # With one training sample per class, the validation classes' own samples are too few to choose a
-            # guidance scale on (measured: composition's choice swung between 3 and 8 across world seeds): draw
-            # more of those classes, from their own stream.
+            # guidance scale on: draw more of those classes, from their own stream.
             names = [validation.info["classes"][i] for i in validation.class_ids.unique().tolist()]
             samples = world.class_samples(
                 kind, names, config.validation_per_class, config.seed, progress=config.progress

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from pops.base.files import atomic_write
 from pops.base.readers import read_safetensors
 from pops.base.registry import OperatorSpec, get_spec
+from pops.encoders import pad_rows
 
 
 @dataclass
@@ -192,16 +193,6 @@ class Pairs:
                     f"got {tuple(self.class_ids.shape)}"
                 )
         return self
-
-
-def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
-    length = max(r.shape[0] for r in rows)
-    out = torch.zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-    return out, mask
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Encoders: images and words to embeddings. The embedded world and the real CLIP stack implement the same protocols."""
+"""Encoders: images and words to embeddings. The embedded world and the real CLIP stack implement the same protocols.
+
+Each encoder imports its network's library (transformers, the EfficientNet wheels) when it is built, not when its
+module is: an operator loaded to sample embeddings, or a models folder listed, never pays for them."""
 
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ class TextEncoder(Encoder, Protocol):
     width: int
 
     def token_rows(self, texts: Sequence[str]) -> list[torch.Tensor]: ...
+
+
+def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, W) token rows → zero-padded (N, T, W) rows and the (N, T) mask (False on the padding)."""
+    length = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+    return out, mask
 
 
 # Encoders an operator folder can name in its config ({"type": ..., **options}); each class has

@@ -22,6 +22,7 @@ from pops.base.files import atomic_write, atomic_write_text, file_digest
 from pops.base.readers import read_json
 from pops.embeddings.files import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
+from pops.renderers import RENDERER_TYPES, renderer_class
 
 
 def output_folder(out_dir: str | Path) -> Path:
@@ -93,8 +94,6 @@ def structure_pictures(plan) -> dict[str, Path | None]:
 def takes_structure(renderer) -> bool:
     """Whether a renderer (an object, or a type name of pops.renderers.RENDERER_TYPES) takes input A's picture."""
     if isinstance(renderer, str):
-        from pops.renderers import RENDERER_TYPES, renderer_class
-
         return renderer in RENDERER_TYPES and getattr(renderer_class(renderer), "takes_structure", False)
     return getattr(renderer, "takes_structure", False)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pops.embeddings.files import check_embeddings
-from pops.embeddings.pairs import pad_rows
+from pops.encoders import pad_rows
 
 log = logging.getLogger(__name__)
 

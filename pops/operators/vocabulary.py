@@ -3,8 +3,8 @@
 A prior trained on a closed vocabulary (the embedded world's instruct: 60 words for 15 edits) has never seen the
 region of the text encoder's space where a new word lands, so its answer there is arbitrary. Reading the new word as
 the known word nearest to it (cosine of the mean-pooled token rows: MiniLM's own sentence embedding) keeps the input
-where the operator was trained. Measured, world seeds 0-4, one training word per edit held out of instruct's training
-as validation words: their top-1 0.372 -> 0.449 mean (README, "Reading words it never saw").
+where the operator was trained (docs/EXPERIMENTS.md, "Reading unseen words", has how it was decided on validation
+words).
 
 A known word is its own nearest word, so the operator's answer to it does not change.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from pops.embeddings.pairs import Pairs, pad_rows
+from pops.embeddings.pairs import Pairs
+from pops.encoders import pad_rows
 
 # The file of an operator folder that holds its vocabularies: "<kind>.rows" (V, T, W) and "<kind>.mask" (V, T).
 VOCABULARY_FILE = "vocabulary.safetensors"

@@ -2,7 +2,9 @@
 
 A saved renderer is a folder whose `renderer.json` names its type ({"type": "decoder", ...settings}). The table
 `RENDERER_TYPES` maps each type to its class, by dotted path so that loading one type never imports another's
-dependencies (a retrieval renderer does not pull in diffusers). `load_renderer(folder)` reads a folder by its type:
+dependencies (a retrieval renderer does not pull in diffusers), and each real renderer imports its diffusers
+pipeline only when it is built (reading its class, e.g. `takes_structure`, loads nothing). `load_renderer(folder)`
+reads a folder by its type:
 
 * the embedded world's types (retrieval, decoder) hold their weights in the folder: `save_pretrained(folder)` and
   `from_pretrained(folder)`;
@@ -19,14 +21,31 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
 
-from pops.base.files import atomic_write_json
+from pops.renderers.settings import (
+    RENDERER_CONFIG_NAME,
+    make_settings,
+    read_renderer_config,
+    read_renderer_folder,
+    write_renderer_config,
+)
 
-RENDERER_CONFIG_NAME = "renderer.json"
+__all__ = [
+    "RENDERER_CONFIG_NAME",
+    "RENDERER_TYPES",
+    "Renderer",
+    "build_renderer",
+    "load_renderer",
+    "read_renderer_config",
+    "renderer_class",
+    "renderer_type",
+    "write_renderer_config",
+]
+
 # Older folders may name their config otherwise; read, never written.
 _CONFIG_NAMES = (RENDERER_CONFIG_NAME, "config.json", "pops_renderer.json")
 
@@ -57,25 +76,6 @@ def renderer_class(type_name: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def write_renderer_config(folder: str | Path, type_name: str, settings: dict[str, Any] | None = None) -> Path:
-    """Write `folder`/renderer.json: {"type": type_name, **settings} (what `renderer_type` reads back)."""
-    return atomic_write_json(Path(folder) / RENDERER_CONFIG_NAME, {"type": type_name, **(settings or {})})
-
-
-def read_renderer_config(folder: str | Path, type_name: str) -> dict[str, Any]:
-    """The settings of a saved renderer of `type_name` (its renderer.json without "type"); ValueError otherwise."""
-    path = Path(folder) / RENDERER_CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {RENDERER_CONFIG_NAME} in {folder} (not a saved renderer)")
-    try:
-        raw = json.loads(path.read_text())
-        if not isinstance(raw, dict) or raw.pop("type", None) != type_name:
-            raise TypeError(f'"type" is not "{type_name}"')
-    except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"bad {RENDERER_CONFIG_NAME} in {folder}: {exc}") from None
-    return raw
-
-
 def renderer_type(folder: str | Path) -> str | None:
     """The renderer type a folder holds: its config's "type", else (embedded types only) the folder's own name; None
     if neither is known."""
@@ -98,8 +98,6 @@ def renderer_type(folder: str | Path) -> str | None:
 def build_renderer(type_name: str, **settings) -> Renderer:
     """A real-stack renderer (kandinsky, ipadapter, ipadapter-depth) from settings alone (the reference's hub ids and
     values where not given; pops.renderers.settings) — what a renderer folder holds, without the folder."""
-    from pops.renderers.settings import make_settings
-
     checked = make_settings(type_name, {k: v for k, v in settings.items() if v is not None}, what=type_name)
     return renderer_class(type_name).from_settings(checked)
 
@@ -116,8 +114,6 @@ def load_renderer(folder: str | Path, *, device=None, dtype=None, cpu_offload: b
         )
     cls = renderer_class(type_name)
     if hasattr(cls, "from_settings"):  # the real stack's types: settings in renderer.json, weights from their sources
-        from pops.renderers.settings import read_renderer_folder
-
         return cls.from_settings(
             read_renderer_folder(folder, type_name, device=device, dtype=dtype, cpu_offload=cpu_offload)
         )

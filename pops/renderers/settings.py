@@ -1,4 +1,5 @@
-"""Renderer folders of the real stack: a `renderer.json` that names where the models come from and how to run them.
+"""Renderer folders: a `renderer.json` that names the renderer's type (every saved renderer has one) and, for the real
+stack, where the models come from and how to run them.
 
     {"type": "kandinsky", "decoder": "kandinsky-community/kandinsky-2-2-decoder",
      "prior": "kandinsky-community/kandinsky-2-2-prior", "num_inference_steps": 50, "guidance_scale": 4.0,
@@ -13,12 +14,14 @@ and read these files without diffusers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pops.base import checks
 from pops.base.devices import check_device_name, check_dtype_name
+from pops.base.files import atomic_write_json
 from pops.base.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
@@ -30,6 +33,28 @@ from pops.base.reference import (
     SDXL_BASE,
 )
 from pops.base.schema import from_mapping, to_mapping
+
+# Every saved renderer folder holds this file: {"type": <a type of pops.renderers.RENDERER_TYPES>, ...settings}.
+RENDERER_CONFIG_NAME = "renderer.json"
+
+
+def write_renderer_config(folder: str | Path, type_name: str, settings: dict[str, Any] | None = None) -> Path:
+    """Write `folder`/renderer.json: {"type": type_name, **settings} (what `renderer_type` reads back)."""
+    return atomic_write_json(Path(folder) / RENDERER_CONFIG_NAME, {"type": type_name, **(settings or {})})
+
+
+def read_renderer_config(folder: str | Path, type_name: str) -> dict[str, Any]:
+    """The settings of a saved renderer of `type_name` (its renderer.json without "type"); ValueError otherwise."""
+    path = Path(folder) / RENDERER_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RENDERER_CONFIG_NAME} in {folder} (not a saved renderer)")
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict) or raw.pop("type", None) != type_name:
+            raise TypeError(f'"type" is not "{type_name}"')
+    except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad {RENDERER_CONFIG_NAME} in {folder}: {exc}") from None
+    return raw
 
 
 @dataclass
@@ -114,8 +139,6 @@ def make_settings(type_name: str, values: dict[str, Any] | None = None, *, what:
 
 def write_renderer_folder(folder: str | Path, type_name: str, **values) -> Path:
     """Write `folder`/renderer.json for a real-stack renderer: every setting, the reference's where not given."""
-    from pops.renderers import write_renderer_config
-
     settings = make_settings(type_name, values, what=f"{type_name} renderer")
     return write_renderer_config(folder, type_name, to_mapping(settings))
 
@@ -123,8 +146,6 @@ def write_renderer_folder(folder: str | Path, type_name: str, **values) -> Path:
 def read_renderer_folder(folder: str | Path, type_name: str, **overrides) -> PipelineSettings:
     """The settings saved in `folder` (renderer.json of `type_name`), `overrides` that are not None on top, and
     every source that names a folder beside the renderer resolved to that folder."""
-    from pops.renderers import RENDERER_CONFIG_NAME, read_renderer_config
-
     folder = Path(folder)
     raw = read_renderer_config(folder, type_name)
     raw.update({k: v for k, v in overrides.items() if v is not None})
