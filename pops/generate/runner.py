@@ -19,7 +19,7 @@ from pops.generate.recipe import Rejected, SampleContext
 from pops.generate.sharding import current_shard, gather
 
 # The generator modules (pops.generate.<name>), as the registry names them.
-RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))
+GENERATOR_RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))
 
 
 def get_recipe(operator: str) -> ModuleType:

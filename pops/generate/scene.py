@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pops.generate.imaging import composite, dilate, mask_array, mask_image
-from pops.generate.recipe import Rejected, Sample, SampleContext
+from pops.generate.recipe import GeneratedSample, Rejected, SampleContext
 from pops.generate.words import load_words, place_of
 
 NAME = "scene"
@@ -28,7 +28,7 @@ class Config:
     max_object_fraction: float = 0.9
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample | Rejected:
     m = ctx.models
     obj = ctx.choice(load_words("objects"))
     placements = load_words("placements")
@@ -68,4 +68,4 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
         {"inputs": {"object": "object_on_white", "scene": "background"}, "target": "target"},
         {"inputs": {"object": "object_on_background", "scene": "background"}, "target": "target"},
     ]
-    return Sample(images=images, assets=assets, meta=meta, examples=examples)
+    return GeneratedSample(images=images, assets=assets, meta=meta, examples=examples)
