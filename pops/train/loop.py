@@ -15,8 +15,6 @@ pops.train.record.
 
 from __future__ import annotations
 
-import logging
-import shutil
 import signal
 import threading
 from contextlib import contextmanager
@@ -42,19 +40,17 @@ from pops.train.record import SUMMARY_NAME, Stopwatch, run_record, run_summary, 
 from pops.train.setup import (
     LossModel,
     Run,
-    TrainState,
     check_fresh_output,
     check_memory,
     make_accelerator,
     make_optimizer,
     pair_streams,
     release_accelerate_state,
+    train_state,
     trainable_parameters,
     training_pairs,
 )
 from pops.train.stream import shard_generator
-
-log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -165,7 +161,7 @@ class Trainer:
         optimizer, schedule = make_optimizer(c, params)
         prepared, optimizer = accelerator.prepare(plain, optimizer)  # `plain` stays the module inside any wrapper
         ema = ema_model(plain, c.ema.decay, c.ema.update_after_step).to(accelerator.device) if c.ema.enabled else None
-        state = self._resume(accelerator, schedule, ema)
+        state = train_state(c, self.output_dir, accelerator, schedule, ema)
         return Run(
             accelerator=accelerator,
             plain=plain,
@@ -255,21 +251,6 @@ class Trainer:
         return model
 
     # ----- checkpoints -------------------------------------------------------------------------------------------
-    def _resume(self, accelerator, schedule, ema) -> TrainState:
-        """The train state: fresh, or loaded with accelerate's state (RNG included), the scheduler and the EMA from
-        the checkpoint `config.resume` names. A fresh run with `overwrite` first removes the earlier run's."""
-        state = TrainState()
-        if accelerator.is_main_process:
-            checkpointing.remove_stale_temporaries(self.output_dir)
-            if self.config.overwrite and self.config.resume is None:  # starting again: the earlier run's go
-                shutil.rmtree(checkpointing.checkpoint_root(self.output_dir), ignore_errors=True)
-        accelerator.wait_for_everyone()
-        resume_from = checkpointing.resolve_resume(self.config.resume, self.output_dir)
-        if resume_from is not None:
-            state.load_state_dict(checkpointing.load_checkpoint(accelerator, resume_from, schedule, ema))
-            log.info("resumed from %s at step %d", resume_from, state.step)
-        return state
-
     def _save(self, run: Run) -> Path:
         state = run.state
         info = {

@@ -5,7 +5,9 @@ stream per operator.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from pops.train import checkpointing
 from pops.train.config import TrainConfig
 from pops.train.model import configure_trainable
 from pops.train.stream import PairStream
+
+log = logging.getLogger(__name__)
 
 # ----- before any work ------------------------------------------------------------------------------------------
 
@@ -177,6 +181,22 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
         self.operator_samples = {k: int(v) for k, v in state.get("operator_samples", {}).items()}
+
+
+def train_state(config: TrainConfig, output_dir: Path, accelerator, schedule, ema) -> TrainState:
+    """Where the run starts: fresh, or loaded with accelerate's state (RNG included), the schedule and the EMA from the
+    checkpoint `config.resume` names. A fresh run with `overwrite` first removes the earlier run's checkpoints."""
+    state = TrainState()
+    if accelerator.is_main_process:
+        checkpointing.remove_stale_temporaries(output_dir)
+        if config.overwrite and config.resume is None:  # starting again: the earlier run's go
+            shutil.rmtree(checkpointing.checkpoint_root(output_dir), ignore_errors=True)
+    accelerator.wait_for_everyone()
+    resume_from = checkpointing.resolve_resume(config.resume, output_dir)
+    if resume_from is not None:
+        state.load_state_dict(checkpointing.load_checkpoint(accelerator, resume_from, schedule, ema))
+        log.info("resumed from %s at step %d", resume_from, state.step)
+    return state
 
 
 class LossModel:
