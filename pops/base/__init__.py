@@ -8,4 +8,5 @@
 * `readers` / `files` — every file read from a user, and every file written (atomically).
 * `schema` — the one config mechanism (dataclasses checked by pydantic).
 * `hub` / `devices` — hub ids or local folders; devices, precisions and generators.
+* `images` — image operations on arrays that several rooms share (grey-level erosion and dilation).
 """

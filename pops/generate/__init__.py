@@ -6,12 +6,12 @@ so any of them can be replaced. Output format: docs/DATA_FORMAT.md.
 """
 
 from pops.generate.models import Detection, GenerationModels, ModelSettings, load_models
-from pops.generate.runner import RECIPES, GenerationSummary, generate, get_recipe
+from pops.generate.runner import GENERATOR_RECIPES, GenerationSummary, generate, get_recipe
 from pops.generate.storage import image_paths, iter_rejections, iter_samples, read_dataset_info
 from pops.generate.texturing import cut_texture_patch
 
 __all__ = [
-    "RECIPES",
+    "GENERATOR_RECIPES",
     "Detection",
     "GenerationModels",
     "GenerationSummary",

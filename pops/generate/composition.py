@@ -16,7 +16,7 @@ import numpy as np
 from pops.base.registry import COMPOSITION_SLOTS
 from pops.generate.imaging import crop_by_mask, pad_to_square, paste_on_white
 from pops.generate.models import UndecodableImage
-from pops.generate.recipe import Rejected, Sample, SampleContext
+from pops.generate.recipe import GeneratedSample, Rejected, SampleContext
 
 NAME = "composition"
 REQUIRES = ("human_parsing",)
@@ -44,7 +44,7 @@ def check(models, num_samples: int, cfg: Config) -> None:
         raise ValueError(f"the human parsing dataset has {rows} rows; --num-samples must be at most that")
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample | Rejected:
     row = int(row_order(ctx.seed, len(ctx.models.human_parsing))[ctx.index])
     meta = {"row": row}
     try:
@@ -72,4 +72,4 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
     meta["garments"] = present
     if not present:
         return Rejected(f"row {row}: no clothing label large enough", meta)
-    return Sample(images=images, meta=meta, examples=[{"inputs": inputs, "target": "target"}])
+    return GeneratedSample(images=images, meta=meta, examples=[{"inputs": inputs, "target": "target"}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 WHITE = (255, 255, 255)
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), pixels, x1/y1 exclusive
@@ -57,7 +57,7 @@ def cutout(image: Image.Image, mask) -> Image.Image:
     return rgba
 
 
-def composite(image: Image.Image, mask, background: Image.Image | None = None) -> Image.Image:
+def on_background(image: Image.Image, mask, background: Image.Image | None = None) -> Image.Image:
     """`image` where the mask is on, `background` (white when None) elsewhere; same position and size."""
     bg = Image.new("RGB", image.size, WHITE) if background is None else background.convert("RGB").resize(image.size)
     return Image.composite(image.convert("RGB"), bg, mask_image(mask).resize(image.size))
@@ -81,13 +81,6 @@ def paste_on_white(
     out = Image.new("RGB", canvas, WHITE)
     out.paste(resized, (x, y), resized if resized.mode == "RGBA" else None)
     return out
-
-
-def dilate(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary dilation with a square of side `size` (made odd), via PIL's max filter."""
-    size = max(3, size | 1)
-    img = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255, mode="L")
-    return np.asarray(img.filter(ImageFilter.MaxFilter(size))) > 0
 
 
 def crop_by_mask(image: Image.Image, region: np.ndarray) -> tuple[Image.Image, np.ndarray]:

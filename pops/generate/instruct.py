@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pops.base.registry import get_spec
-from pops.generate.recipe import Sample, SampleContext, prompt_join
+from pops.generate.recipe import GeneratedSample, SampleContext, prompt_join
 from pops.generate.words import load_words
 
 NAME = "instruct"
@@ -23,14 +23,14 @@ class Config:
     placement_probability: float = 0.5
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample:
     obj = ctx.choice(load_words("objects"))
     placement = ctx.choice(load_words("placements")) if ctx.rng.random() < cfg.placement_probability else ""
     prompt = prompt_join(f"A photo of a {obj}", placement)
     image = ctx.models.text_to_image(prompt, ctx.generator(0)).convert("RGB")
     meta = {"object": obj, "placement": placement, "prompt": prompt}
     examples = [{"inputs": {"object": "image", "word": None}, "target": "image"}]
-    return Sample(images={"image": image}, meta=meta, examples=examples)
+    return GeneratedSample(images={"image": image}, meta=meta, examples=examples)
 
 
 def sample_instruction(object_name: str, rng: np.random.Generator, placement: str = "") -> tuple[str, str]:

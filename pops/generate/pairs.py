@@ -284,17 +284,9 @@ def build_pairs(
     dataset, the encoders, the settings, the skipped examples and the cache statistics of this run.
     """
     spec = get_spec(operator)
-    dataset = read_dataset_info(dataset_dir)
-    if dataset.get("operator") != operator:
-        raise ValueError(f"{dataset_dir} holds a {dataset.get('operator')!r} dataset, not {operator!r}")
-    if min(patches_per_sample, words_per_image, batch_size, chunk_images) < 1:
-        raise ValueError("patches_per_sample, words_per_image, batch_size and chunk_images must be at least 1")
-    if spec.text_slots and text_encoder is None:
-        raise ValueError(f"{operator} has a text slot: pass a text_encoder")
-    manifests = list(iter_samples(dataset_dir))
-    if not manifests:
-        raise ValueError(f"{dataset_dir} holds no samples yet; run `pops generate` first")
-
+    dataset, manifests = _checked_dataset(
+        dataset_dir, operator, spec, text_encoder, (patches_per_sample, words_per_image, batch_size, chunk_images)
+    )
     with _cache(cache_root, image_encoder, batch_size) as cache:
         builder = _PairBuilder(
             spec,
@@ -309,8 +301,8 @@ def build_pairs(
             builder.add_sample(manifest)
         builder.flush()
         stats = cache.stats
-    out, n = builder.out, builder.out.count
-    if n == 0:
+    out = builder.out
+    if out.count == 0:
         raise ValueError(f"{dataset_dir}: no example could be read ({builder.skip_count} skipped)")
     align = _align_text(text_encoder, builder.texts, int(image_encoder.dim)) if spec.text_slots else None
     info = {
@@ -320,13 +312,36 @@ def build_pairs(
         "patches_per_sample": patches_per_sample,
         "words_per_image": words_per_image,
         "seed": seed,
-        "samples": len(manifests),
-        "pairs": n,
-        "skipped_examples": builder.skip_count,
-        "skipped": builder.skipped,
-        "cache": {"hits": stats.hits, "misses": stats.misses, "encoded": stats.encoded},
+        **_run_counts(manifests, builder, stats),
     }
     if spec.text_slots:
         info["words"] = out.words[spec.text_slots[0]]  # the drawn word of each pair (the rows are its encoding)
     encode_words = _word_rows(text_encoder) if spec.text_slots else None
     return out.pairs(encode_words, align_text=align, info=info)
+
+
+def _checked_dataset(dataset_dir, operator: str, spec: OperatorSpec, text_encoder, counts) -> tuple[dict, list[dict]]:
+    """The dataset's description and its sample manifests, once the request is checked against them: the dataset is
+    `operator`'s, the counts are at least 1, a text slot has a text encoder, and there are samples."""
+    dataset = read_dataset_info(dataset_dir)
+    if dataset.get("operator") != operator:
+        raise ValueError(f"{dataset_dir} holds a {dataset.get('operator')!r} dataset, not {operator!r}")
+    if min(counts) < 1:
+        raise ValueError("patches_per_sample, words_per_image, batch_size and chunk_images must be at least 1")
+    if spec.text_slots and text_encoder is None:
+        raise ValueError(f"{operator} has a text slot: pass a text_encoder")
+    manifests = list(iter_samples(dataset_dir))
+    if not manifests:
+        raise ValueError(f"{dataset_dir} holds no samples yet; run `pops generate` first")
+    return dataset, manifests
+
+
+def _run_counts(manifests: list[dict], builder: _PairBuilder, stats) -> dict:
+    """What this run read, made, skipped and encoded (the last part of the pairs' `info`)."""
+    return {
+        "samples": len(manifests),
+        "pairs": builder.out.count,
+        "skipped_examples": builder.skip_count,
+        "skipped": builder.skipped,
+        "cache": {"hits": stats.hits, "misses": stats.misses, "encoded": stats.encoded},
+    }

@@ -1,7 +1,8 @@
 """What every recipe module shares: the per-sample context (seeded from (seed, index) only) and its results.
 
 A recipe module defines NAME, REQUIRES (the GenerationModels fields it calls), a `Config` dataclass and
-`make_sample(ctx, cfg) -> Sample | Rejected`; optionally `check(models, num_samples, cfg)` to validate up front.
+`make_sample(ctx, cfg) -> GeneratedSample | Rejected`; optionally `check(models, num_samples, cfg)` to validate up
+front.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class SampleContext:
 
 
 @dataclass
-class Sample:
+class GeneratedSample:
     images: dict[str, Image.Image]  # RGB images, encoded by `pops embed`
     assets: dict[str, Image.Image] = field(default_factory=dict)  # masks and cut-outs (PNG, not encoded)
     meta: dict[str, Any] = field(default_factory=dict)  # prompts, words, boxes ...

@@ -19,7 +19,7 @@ from pops.generate.recipe import Rejected, SampleContext
 from pops.generate.sharding import current_shard, gather
 
 # The generator modules (pops.generate.<name>), as the registry names them.
-RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))
+GENERATOR_RECIPES = tuple(dict.fromkeys(spec.generator for spec in REGISTRY.values() if spec.generator))
 
 
 def get_recipe(operator: str) -> ModuleType:
@@ -102,16 +102,7 @@ def generate(
     a run with a larger `num_samples` extends the dataset. Returns the totals over all ranks.
     """
     recipe = get_recipe(operator)
-    cfg = config if config is not None else recipe.Config()
-    if not isinstance(cfg, recipe.Config):
-        raise ValueError(f"config for {operator} must be a pops.generate.{recipe.NAME}.Config")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    if image_format not in storage.IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {', '.join(storage.IMAGE_FORMATS)}, got {image_format!r}")
-    models.require(recipe.REQUIRES, operator)
-    if hasattr(recipe, "check"):
-        recipe.check(models, num_samples, cfg)
+    cfg = _checked_config(recipe, config, operator, num_samples, image_format, models)
     out_dir = Path(out_dir)
     storage.init_dataset(
         out_dir,
@@ -123,7 +114,6 @@ def generate(
             **(info or {}),
         },
     )
-
     shard = current_shard(range(num_samples))
     mine = GenerationSummary()
     bar = tqdm(
@@ -141,7 +131,27 @@ def generate(
             _make_one(recipe, cfg, operator, index, seed, models, out_dir, image_format, shard.rank, mine)
         bar.set_postfix(made=mine.made, rejected=mine.rejected, skipped=mine.skipped, refresh=False)
     bar.close()
+    return _totals(shard, mine)
 
+
+def _checked_config(recipe, config, operator: str, num_samples: int, image_format: str, models: GenerationModels):
+    """The recipe's Config (its defaults when `config` is None), once the request is checked: the config is the
+    recipe's, the counts and the format are valid, and `models` has what the recipe calls."""
+    cfg = config if config is not None else recipe.Config()
+    if not isinstance(cfg, recipe.Config):
+        raise ValueError(f"config for {operator} must be a pops.generate.{recipe.NAME}.Config")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if image_format not in storage.IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {', '.join(storage.IMAGE_FORMATS)}, got {image_format!r}")
+    models.require(recipe.REQUIRES, operator)
+    if hasattr(recipe, "check"):
+        recipe.check(models, num_samples, cfg)
+    return cfg
+
+
+def _totals(shard, mine: GenerationSummary) -> GenerationSummary:
+    """The totals over all ranks (each rank's own counts in `ranks`)."""
     per_rank = gather(
         {"rank": shard.rank, "indices": len(shard.indices), **{k: v for k, v in asdict(mine).items() if k != "ranks"}}
     )

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pops.generate.imaging import composite, dilate, mask_array, mask_image
-from pops.generate.recipe import Rejected, Sample, SampleContext
+from pops.base.images import dilate
+from pops.generate.imaging import mask_array, mask_image, on_background
+from pops.generate.recipe import GeneratedSample, Rejected, SampleContext
 from pops.generate.words import load_words, place_of
 
 NAME = "scene"
@@ -28,7 +29,7 @@ class Config:
     max_object_fraction: float = 0.9
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample | Rejected:
     m = ctx.models
     obj = ctx.choice(load_words("objects"))
     placements = load_words("placements")
@@ -48,8 +49,8 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
     if fraction > cfg.max_object_fraction:
         return Rejected(f"the object fills the frame ({fraction:.0%} of the image)", meta)
 
-    size = round(cfg.dilation_px_at_512 * max(image.size) / 512)
-    hole = dilate(matte > cfg.matte_level, size)
+    side = round(cfg.dilation_px_at_512 * max(image.size) / 512)  # of the dilation's square: made odd, at least 3
+    hole = dilate((matte > cfg.matte_level).astype(np.float32), max(3, side | 1) // 2) > 0
     background_prompt = f"A photo of empty {place}"
     background = m.inpainter(image, mask_image(hole).convert("RGB"), background_prompt, ctx.generator(1))
     background = background.convert("RGB").resize(image.size)
@@ -60,12 +61,12 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
     images = {
         "target": image,
         "background": background,
-        "object_on_white": composite(image, matte),
-        "object_on_background": composite(image, matte, random_background),
+        "object_on_white": on_background(image, matte),
+        "object_on_background": on_background(image, matte, random_background),
     }
     assets = {"mask": mask_image(matte), "inpaint_mask": mask_image(hole.astype(np.float32))}
     examples = [
         {"inputs": {"object": "object_on_white", "scene": "background"}, "target": "target"},
         {"inputs": {"object": "object_on_background", "scene": "background"}, "target": "target"},
     ]
-    return Sample(images=images, assets=assets, meta=meta, examples=examples)
+    return GeneratedSample(images=images, assets=assets, meta=meta, examples=examples)

@@ -30,7 +30,7 @@ class Shard:
 
 def state():
     """accelerate's process state; on a machine without an accelerator (or under `--cpu`) a CPU (gloo) one."""
-    # accelerate is imported on first use: `pops generate --help` and the dataset readers stay light
+    # accelerate is imported on first use, so `import pops.generate` (the dataset readers, `pops pairs`) goes without it
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -48,7 +48,7 @@ def current_shard(indices: Sequence[int]) -> Shard:
 
 def gather(obj) -> list:
     """One entry per rank (just [obj] in a single process)."""
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object  # on first use, as in `state`
 
     if state().num_processes == 1:
         return [obj]

@@ -24,6 +24,7 @@ from PIL import Image
 from pops.base.errors import reason
 from pops.base.files import atomic_write_bytes, atomic_write_json, is_temporary
 from pops.base.readers import read_json
+from pops.base.registry import get_spec
 
 FORMAT = "pops-generate/1"
 DATASET_FILE = "dataset.json"
@@ -106,8 +107,6 @@ def read_dataset_info(root: str | Path) -> dict:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dataset description written by `pops generate` (format {FORMAT})")
     if "operator" in info:
-        from pops.base.registry import get_spec
-
         try:
             get_spec(info["operator"])
         except (KeyError, ValueError, TypeError) as exc:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pops.generate.imaging import clip_box, mask_array, mask_image
-from pops.generate.recipe import Rejected, Sample, SampleContext, prompt_join
+from pops.generate.recipe import GeneratedSample, Rejected, SampleContext, prompt_join
 from pops.generate.words import load_words
 
 NAME = "texturing"
@@ -32,7 +32,7 @@ class Config:
     mask_threshold: float = INSIDE
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample | Rejected:
     m, rng = ctx.models, ctx.rng
     obj = ctx.choice(load_words("objects"))
     placement = ctx.choice(load_words("placements")) if rng.random() < cfg.placement_probability else ""
@@ -65,7 +65,7 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
         {"inputs": {"object": "base", "texture": {"patch_of": r["image"], "mask": "mask"}}, "target": r["image"]}
         for r in renders
     ]
-    return Sample(images=images, assets={"mask": mask_image(mask)}, meta=meta, examples=examples)
+    return GeneratedSample(images=images, assets={"mask": mask_image(mask)}, meta=meta, examples=examples)
 
 
 def cut_texture_patch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pops.generate.imaging import box_area, box_iou, clip_box, cutout, mask_array, paste_on_white
-from pops.generate.recipe import Rejected, Sample, SampleContext, prompt_join
+from pops.generate.recipe import GeneratedSample, Rejected, SampleContext, prompt_join
 from pops.generate.words import load_words
 
 NAME = "union"
@@ -30,7 +30,7 @@ class Config:
     paste_scale: tuple[float, float] = (0.8, 0.95)
 
 
-def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
+def make_sample(ctx: SampleContext, cfg: Config) -> GeneratedSample | Rejected:
     m, rng = ctx.models, ctx.rng
     objects = load_words("objects")
     names = [str(objects[i]) for i in rng.choice(len(objects), size=2, replace=False)]
@@ -64,4 +64,4 @@ def make_sample(ctx: SampleContext, cfg: Config) -> Sample | Rejected:
         assets[f"{role}_cutout"] = cut
         images[role] = paste_on_white(cut, image.size, rng, cfg.paste_scale)
     examples = [{"inputs": {"object_a": "object_a", "object_b": "object_b"}, "target": "target"}]
-    return Sample(images=images, assets=assets, meta=meta, examples=examples)
+    return GeneratedSample(images=images, assets=assets, meta=meta, examples=examples)

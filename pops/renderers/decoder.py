@@ -226,12 +226,7 @@ def train_decoder(
     """
     if bf16 is None:
         bf16 = cpu_has_fast_bf16()
-    if embeds.ndim != 2 or embeds.shape[0] != len(images):
-        raise ValueError(f"need (N, D) embeddings for N images; got {tuple(embeds.shape)} for {len(images)} images")
-    if len(images) == 0 or steps < 1 or batch_size < 1:
-        raise ValueError("train_decoder needs at least one image, steps >= 1 and batch_size >= 1")
-    if embedding_weight < 0 or embedding_batch < 0:
-        raise ValueError("embedding_weight and embedding_batch must be non-negative")
+    _check_training_set(embeds, images, steps, batch_size, embedding_weight, embedding_batch)
     config = config or DecoderConfig(embed_dim=embeds.shape[1])
     if config.embed_dim != embeds.shape[1]:
         raise ValueError(f"config.embed_dim {config.embed_dim} != embedding width {embeds.shape[1]}")
@@ -239,12 +234,8 @@ def train_decoder(
     if use_encoder and getattr(encoder, "dim", embeds.shape[1]) != embeds.shape[1]:
         raise ValueError(f"the encoder makes {encoder.dim}-d embeddings, the decoder is given {embeds.shape[1]}-d")
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the layers' initialisation
-    model = ConvDecoder(config)
     x = embeds.detach().float()
-    model.embed_mean.copy_(x.mean(0))
-    # Clamp: features that are (almost) constant over the training set would otherwise blow up.
-    model.embed_std.copy_(x.std(0, unbiased=False).clamp(min=1e-2 * float(x.std()) + 1e-6))
+    model = _new_decoder(config, x, seed)
     target = images_to_tensor(images, config.image_size)
     sources = F.normalize(x, dim=-1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=True)
@@ -259,8 +250,7 @@ def train_decoder(
         loss = F.l1_loss(pred, target[idx]) + F.mse_loss(pred, target[idx])
         if use_encoder:
             k = min(embedding_batch, len(idx))
-            re_encoded = F.normalize(encoder_embeds(encoder, pred[:k]), dim=-1)
-            loss = loss + embedding_weight * (1.0 - (re_encoded * sources[idx[:k]]).sum(-1)).mean()
+            loss = loss + embedding_weight * _embedding_loss(encoder, pred[:k], sources[idx[:k]])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -269,6 +259,31 @@ def train_decoder(
     renderer = DecoderRenderer(model)
     renderer.losses = losses
     return renderer
+
+
+def _check_training_set(embeds, images, steps: int, batch_size: int, embedding_weight, embedding_batch) -> None:
+    if embeds.ndim != 2 or embeds.shape[0] != len(images):
+        raise ValueError(f"need (N, D) embeddings for N images; got {tuple(embeds.shape)} for {len(images)} images")
+    if len(images) == 0 or steps < 1 or batch_size < 1:
+        raise ValueError("train_decoder needs at least one image, steps >= 1 and batch_size >= 1")
+    if embedding_weight < 0 or embedding_batch < 0:
+        raise ValueError("embedding_weight and embedding_batch must be non-negative")
+
+
+def _new_decoder(config: DecoderConfig, x: torch.Tensor, seed: int) -> ConvDecoder:
+    """A freshly initialised decoder (from `seed`) that standardises embeddings with the statistics of `x`."""
+    torch.manual_seed(seed)  # the layers' initialisation
+    model = ConvDecoder(config)
+    model.embed_mean.copy_(x.mean(0))
+    # Clamp: features that are (almost) constant over the training set would otherwise blow up.
+    model.embed_std.copy_(x.std(0, unbiased=False).clamp(min=1e-2 * float(x.std()) + 1e-6))
+    return model
+
+
+def _embedding_loss(encoder, pictures: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between the re-encoded `pictures` and their (unit) source embeddings, averaged."""
+    re_encoded = F.normalize(encoder_embeds(encoder, pictures), dim=-1)
+    return (1.0 - (re_encoded * sources).sum(-1)).mean()
 
 
 @torch.inference_mode()

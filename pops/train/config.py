@@ -169,6 +169,16 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise a one-line ValueError on the first inconsistent value; return self."""
+        self._check_operators_and_data()
+        self._check_run()
+        self._check_optimiser()
+        self._check_extras()
+        self._check_validation()
+        self._check_model()
+        return self
+
+    def _check_operators_and_data(self) -> None:
+        """What the run trains, on which pairs, from which start, to which objective."""
         for kind in self.kinds:
             _check(kind in REGISTRY, f"operator: unknown {kind!r}; known: {', '.join(REGISTRY)}")
         _check(len(set(self.kinds)) == len(self.kinds), f"operators: each operator once, got {list(self.operators)}")
@@ -188,6 +198,9 @@ class TrainConfig:
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
         _check(self.objective in OBJECTIVES, f"objective: one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+
+    def _check_run(self) -> None:
+        """Steps, batches, precision, device, layout and which weights train."""
         _check(self.max_steps >= 1, "max_steps must be at least 1")
         _check(self.batch_size >= 1, "batch_size must be at least 1")
         _check(self.recombine >= 1, "recombine must be at least 1")
@@ -198,6 +211,9 @@ class TrainConfig:
         _check(self.layout in LAYOUTS, f"layout: one of {', '.join(LAYOUTS)}")
         _check(self.train_blocks is None or self.train_blocks >= 1, "train_blocks must be at least 1 (or null)")
         _check(not (self.lora.enabled and self.train_blocks), "lora and train_blocks cannot be combined")
+
+    def _check_optimiser(self) -> None:
+        """The optimiser, its schedule, and the seed of the run's random draws."""
         o = self.optim
         checks.learning_rate(o.lr, "optim.lr")
         checks.learning_rate(o.eps, "optim.eps")
@@ -207,6 +223,9 @@ class TrainConfig:
         checks.real(o.max_grad_norm, "optim.max_grad_norm (0 = no clipping)", 0.0)
         _check(o.schedule in SCHEDULES, f"optim.schedule: one of {', '.join(SCHEDULES)}")
         _check(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+
+    def _check_extras(self) -> None:
+        """LoRA, EMA, checkpoints and logging."""
         _check(self.lora.rank >= 1 and checks.real(self.lora.alpha, "lora.alpha") > 0, "lora: rank >= 1 and alpha > 0")
         _check(0 < self.ema.decay < 1, "ema.decay must be in (0, 1)")
         _check(
@@ -215,6 +234,8 @@ class TrainConfig:
         _check(
             self.logging.every >= 0 and self.logging.timestep_buckets >= 1, "logging: every >= 0, timestep_buckets >= 1"
         )
+
+    def _check_validation(self) -> None:
         v = self.validation
         _check(
             v.generator_device in ("cpu", "cuda"),
@@ -230,13 +251,15 @@ class TrainConfig:
             v.every >= 0 and v.num_samples >= 1 and v.num_inference_steps >= 2,
             "validation: every >= 0, num_samples >= 1, num_inference_steps >= 2",
         )
+
+    def _check_model(self) -> None:
+        """The size of a scratch prior."""
         m = self.model
         _check(
             min(m.embedding_dim, m.num_layers, m.num_attention_heads, m.attention_head_dim) >= 1,
             "model: sizes must be positive",
         )
         _check(0.0 <= checks.real(m.dropout, "model.dropout") < 1.0, f"model.dropout: in [0, 1), got {m.dropout}")
-        return self
 
     def to_dict(self) -> dict:
         return to_mapping(self)

@@ -29,6 +29,7 @@ from pops.core.prior import Condition
 from pops.core.sampler import CLIP_RANGE, ddim_scheduler
 from pops.embeddings.pairs import Pairs, recombine
 from pops.operators.operator import Operator
+from pops.train.record import training_record
 
 STUDENT_SAMPLER = "ddim"  # with 1 step: one pass of the prior at t = 999 (pops.core.sampler.sample_ddim)
 TEACHER_SAMPLER = "ddim"  # deterministic: the target is a function of the initial noise
@@ -158,13 +159,13 @@ def distill(teacher: Operator, pairs: Pairs, config: DistillConfig, *, teacher_n
     student.model.eval()
     student.guidance_scale, student.sampler, student.num_inference_steps = 1.0, STUDENT_SAMPLER, config.student_steps
     student.draws = 1  # its call is the few passes it was trained for, whatever its teacher averaged
-    student.training = training_record(
+    student.training = student_record(
         teacher, teacher_name, pairs, config, loss.item(), target_seconds, time.perf_counter() - started
     )
     return student
 
 
-def training_record(teacher, teacher_name, pairs, config, final_loss, target_seconds, seconds) -> dict:
+def student_record(teacher, teacher_name, pairs, config, final_loss, target_seconds, seconds) -> dict:
     """The student's model-card rows and summary: its teacher, the method, how it must be called."""
     teacher_sampling = f"{TEACHER_SAMPLER}, {config.teacher_steps} steps, guidance {teacher.guidance_scale:g}"
     passes = "1 step (one pass)" if config.student_steps == 1 else f"{config.student_steps} steps (passes)"
@@ -199,4 +200,4 @@ def training_record(teacher, teacher_name, pairs, config, final_loss, target_sec
         "seed": config.seed,
         "final_loss": round(final_loss, 6),
     }
-    return {"rows": [[label, value] for label, value in rows], "summary": summary}
+    return training_record(rows, summary)

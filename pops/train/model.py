@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from peft import LoraConfig
 from torch.utils.checkpoint import checkpoint
 
 from pops.core.prior import PopsPrior, make_prior
@@ -97,8 +98,6 @@ def build_model(config: TrainConfig, pairs: Pairs | Sequence[Pairs]) -> PopsPrio
 def add_lora(model: PopsPrior, rank: int, alpha: float, dropout: float, target_modules) -> None:
     """Inject LoRA adapters (peft) into the prior's attention projections; everything else is frozen except a fresh
     text projection (it has no pretrained value to keep)."""
-    from peft import LoraConfig  # peft: only for runs that ask for LoRA
-
     lora = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), init_lora_weights=True
     )

@@ -2,7 +2,7 @@
 
     from pops.world import World, WorldConfig
     world = World(WorldConfig(seed=0, image_size=224, holdout=0.2))
-    train = world.samples("texturing", "train", n=256)      # Sample(inputs, target, target_class, recipe, …)
+    train = world.samples("texturing", "train", n=256)      # WorldSample(inputs, target, target_class, recipe, …)
     inputs, target = world.render(train[0].recipe)          # pixel-identical re-rendering
     gallery = world.class_gallery("texturing", n_per_class=2, seed=0)
 
@@ -15,12 +15,12 @@ from pops.world.figure import GARMENTS
 from pops.world.scenes import SCENE_NAMES
 from pops.world.shapes import SHAPE_NAMES
 from pops.world.textures import TEXTURE_NAMES
-from pops.world.world import SPLITS, Sample, World, WorldConfig
+from pops.world.world import SPLITS, World, WorldConfig, WorldSample
 
 __all__ = [
     "World",
     "WorldConfig",
-    "Sample",
+    "WorldSample",
     "SPLITS",
     "WordEdit",
     "SHAPE_NAMES",

@@ -84,6 +84,7 @@ BODY: tuple[Part, ...] = (
 
 
 def _garments() -> dict[str, dict[str, tuple[Part, ...]]]:
+    """The garments, a data table: slot -> variant -> its parts in the figure frame."""
     g: dict[str, dict[str, tuple[Part, ...]]] = {slot: {} for slot in COMPOSITION_SLOTS}
     white = (245, 245, 250)
     g["hat"]["cap"] = (

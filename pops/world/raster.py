@@ -13,6 +13,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from pops.base.images import erode
+
 # Super-sampling factor: 4x4 samples per pixel keeps thin features (rings, brims, stripes) smooth at 128 px.
 SUPERSAMPLE = 4
 
@@ -102,29 +104,9 @@ def to_float(mask: Image.Image) -> np.ndarray:
     return np.asarray(mask, dtype=np.float32) * (1.0 / 255.0)
 
 
-def erode(a: np.ndarray, radius: int) -> np.ndarray:
-    """Grey-level erosion: the min over a (2r+1)^2 square (separable; the border only sees pixels inside)."""
-    out = a.copy()
-    for axis in (0, 1):
-        src = out.copy()
-        for k in range(1, radius + 1):
-            if axis == 0:
-                np.minimum(out[k:], src[:-k], out=out[k:])
-                np.minimum(out[:-k], src[k:], out=out[:-k])
-            else:
-                np.minimum(out[:, k:], src[:, :-k], out=out[:, k:])
-                np.minimum(out[:, :-k], src[:, k:], out=out[:, :-k])
-    return out
-
-
 def edge_radius(size: int) -> int:
     """Outline half-width in pixels: one pixel up to ~270 px images, growing with the image."""
     return max(1, round(size / 180))
-
-
-def dilate(a: np.ndarray, radius: int) -> np.ndarray:
-    """Grey-level dilation (max over a (2r+1)^2 square)."""
-    return -erode(-a, radius)
 
 
 def blur(a: np.ndarray, radius: float) -> np.ndarray:
@@ -133,7 +115,7 @@ def blur(a: np.ndarray, radius: float) -> np.ndarray:
     return to_float(image.filter(ImageFilter.GaussianBlur(radius)))
 
 
-def composite(canvas: np.ndarray, fill: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def composite_in_place(canvas: np.ndarray, fill: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Over-composite `fill` ((3,), or (H, W, 3)) onto `canvas` (H, W, 3) with coverage `alpha` (H, W); in place."""
     canvas += (fill - canvas) * alpha[..., None]
     return canvas
@@ -256,7 +238,8 @@ def draw_parts(canvas: np.ndarray, parts, m: np.ndarray, fill: tuple | None = No
         if lit:
             colour = colour * shading[window]
         view = canvas[window]
-        composite(view, colour, alpha)  # lighting may push a colour a little over 1: to_image clips once at the end
+        # Lighting may push a colour a little over 1: to_image clips once at the end.
+        composite_in_place(view, colour, alpha)
         if part.outline:
             view *= (1.0 - OUTLINE_STRENGTH * (alpha - erode(alpha, r)))[..., None]
         np.maximum(union[window], alpha, out=union[window])

@@ -1,6 +1,6 @@
 """The world's recipes: combinations (the target classes), how a sample is drawn, and how it is rendered.
 
-`RECIPES` maps a registry entry's `recipe` name to its class; the world makes one instance per entry, so two
+`WORLD_RECIPES` maps a registry entry's `recipe` name to its class; the world makes one instance per entry, so two
 entries may share a recipe (each with its own operator name and random streams). A recipe dict holds every choice
 (names and jitter) as plain JSON values; rendering it is a pure function, so a stored recipe re-renders
 pixel-identically. Jitter (pose, crop offsets) never changes the target class.
@@ -375,7 +375,7 @@ def make_outfits(
 
 
 # Registry `recipe` name -> recipe class.
-RECIPES: dict[str, type[Recipe]] = {
+WORLD_RECIPES: dict[str, type[Recipe]] = {
     "texturing": Texturing,
     "union": Union,
     "scene": Scene,

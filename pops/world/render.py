@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
+from pops.base.images import dilate
 from pops.world.edits import EDITS
 from pops.world.figure import BODY, GARMENTS, LAYERS, garment_bbox
 from pops.world.raster import (
     WHITE,
     affine,
     blur,
-    composite,
-    dilate,
+    composite_in_place,
     draw_parts,
     polys_mask,
     rgb,
@@ -83,11 +83,11 @@ def edited_object(shape: str, pose: Pose, edit: str, size: int) -> Image.Image:
     canvas = white(size)
     if e.kind == "glow":
         halo = blur(dilate(object_mask(shape, pose, size), max(1, round(0.03 * size))), 0.04 * size)
-        composite(canvas, rgb(e.value), np.clip(2.0 * halo, 0.0, 1.0))
+        composite_in_place(canvas, rgb(e.value), np.clip(2.0 * halo, 0.0, 1.0))
     mask = draw_object(canvas, shape, pose, fill)
     if e.kind == "outline":
         ring = dilate(mask, max(1, round(float(e.value) * size))) - mask
-        composite(canvas, np.zeros(3, np.float32), np.clip(ring, 0.0, 1.0))
+        composite_in_place(canvas, np.zeros(3, np.float32), np.clip(ring, 0.0, 1.0))
     elif e.kind == "pale":
         canvas = canvas * (1.0 - float(e.value)) + WHITE * float(e.value)
     image = to_image(canvas)

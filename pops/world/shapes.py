@@ -56,7 +56,8 @@ def _rotated_ellipse(cx, cy, rx, ry, angle_deg, n=40) -> np.ndarray:
     return pts @ rot.T + [cx, cy]
 
 
-def _build() -> dict[str, tuple[Part, ...]]:
+def _named_shapes() -> dict[str, tuple[Part, ...]]:
+    """The named objects, a data table: each name's parts in canonical coordinates."""
     s: dict[str, tuple[Part, ...]] = {}
     s["circle"] = (_part("body", (245, 140, 40), circle(0, 0, 0.95, 96)),)
     s["square"] = (_part("body", (50, 110, 220), rect(-0.78, -0.78, 0.78, 0.78)),)
@@ -203,5 +204,5 @@ def _procedural_index(name) -> int | None:
     return None
 
 
-SHAPES: ShapeTable = ShapeTable(_build())
+SHAPES: ShapeTable = ShapeTable(_named_shapes())
 SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)

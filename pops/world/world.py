@@ -15,7 +15,7 @@ from pops.base.schema import from_mapping
 from pops.world import render as R
 from pops.world.edits import EDITS, WordEdit, instruct_words
 from pops.world.figure import GARMENTS, max_garments
-from pops.world.recipes import RECIPES, Recipe, random_pose
+from pops.world.recipes import WORLD_RECIPES, Recipe, random_pose
 from pops.world.scenes import SCENE_NAMES
 from pops.world.shapes import SHAPE_NAMES
 from pops.world.splits import choose_holdout
@@ -116,7 +116,7 @@ class WorldConfig:
 
 
 @dataclass
-class Sample:
+class WorldSample:
     """One (inputs, target) pair with its ground truth. `recipe` re-renders it exactly with World.render."""
 
     operator: str
@@ -138,11 +138,12 @@ class World:
         self._recipes: dict[str, Recipe] = {}
         self._splits: dict[str, dict[str, list]] = {}
         for spec in REGISTRY.values():
-            if spec.recipe not in RECIPES:  # a new registry entry needs a world recipe too
+            if spec.recipe not in WORLD_RECIPES:  # a new registry entry needs a world recipe too
                 raise ValueError(
-                    f"operator {spec.kind!r}: the world has no recipe {spec.recipe!r}; known: {', '.join(RECIPES)}"
+                    f"operator {spec.kind!r}: the world has no recipe {spec.recipe!r}; "
+                    f"known: {', '.join(WORLD_RECIPES)}"
                 )
-            recipe = RECIPES[spec.recipe](spec.kind, c, partial(self._rng, spec.kind))
+            recipe = WORLD_RECIPES[spec.recipe](spec.kind, c, partial(self._rng, spec.kind))
             combos = recipe.combos()
             held = choose_holdout(
                 combos, [recipe.components(k) for k in combos], c.holdout, self._rng(spec.kind, "holdout"), spec.kind
@@ -234,14 +235,14 @@ class World:
             out.append(recipe.make(combos[order[k]], self._rng(operator, split, seed, i), split))
         return out
 
-    def samples(self, operator: str, split: str, n: int, seed: int = 0, *, progress: bool = False) -> list[Sample]:
+    def samples(self, operator: str, split: str, n: int, seed: int = 0, *, progress: bool = False) -> list[WorldSample]:
         """n rendered samples of a split; deterministic in (world seed, operator, split, n, seed)."""
         recipes = self.sample_recipes(operator, split, n, seed)
         return [self._sample(r, split) for r in tqdm(recipes, desc=f"render {operator} {split}", disable=not progress)]
 
     def class_samples(
         self, operator: str, classes: list[str], n_per_class: int, seed: int = 0, *, progress: bool = False
-    ) -> list[Sample]:
+    ) -> list[WorldSample]:
         """n_per_class fresh samples of each of the given candidate classes, from their own random stream (split
         "validation"): e.g. more samples of the training classes a demo keeps aside to choose guidance on."""
         recipe = self._recipe(operator)
@@ -259,10 +260,10 @@ class World:
             for r in tqdm(recipes, desc=f"render {operator} validation", disable=not progress)
         ]
 
-    def _sample(self, recipe: dict, split: str) -> Sample:
+    def _sample(self, recipe: dict, split: str) -> WorldSample:
         inputs, target = self.render(recipe)
         rec = self._recipes[recipe["operator"]]
-        return Sample(
+        return WorldSample(
             recipe["operator"], inputs, target, self.target_class(recipe), rec.input_classes(recipe), recipe, split
         )
 
