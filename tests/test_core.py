@@ -15,6 +15,7 @@ from tests.helpers.pairs import make_pairs
 from tests.helpers.priors import tiny_prior
 
 
+# ----- sampling: the reference loop in both layouts, batches, seeds, text rows ----------------------------------------
 def reference_sample(prior, cond_rows, guidance_scale, steps, seed):
     """The reference procedure written out step by step, on diffusers' own (padded) forward: (B=1) only."""
     scheduler = UnCLIPScheduler(
@@ -137,6 +138,7 @@ def test_instruct_text_rows_with_projection(tiny_operator):
         op.sample([image, torch.randn(3, 32)], num_inference_steps=3)
 
 
+# ----- registry rules -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
 def test_condition_dropout_frequencies_match_registry(kind):
     spec = get_spec(kind)
@@ -165,6 +167,7 @@ def test_registry_defaults():
         get_spec("paint")
 
 
+# ----- the training objective -----------------------------------------------------------------------------------------
 def test_training_loss_backward_and_frozen_stats(tiny_operator):
     op = tiny_operator("union")
     model = op.model
@@ -222,6 +225,7 @@ def test_union_swaps_inputs_at_random():
     assert 0.45 < swapped < 0.55 and torch.equal(x + y, torch.ones(1000, 4))
 
 
+# ----- the operator: its stats, sample_batch, draws, the memory check -------------------------------------------------
 def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
     from pops.core.prior import make_prior
     from pops.operators.operator import Operator
