@@ -1,37 +1,30 @@
-"""The systematic bad-input suite: every case of tests/bad_input_cases.py (entry points x kinds of bad input) must be
-a clean refusal — a non-zero exit (or the documented exception, or the UI's error status) with ONE line naming the
-problem, no traceback, and no file new or changed. `python tests/bad_input_table.py` prints the table."""
+"""The systematic bad-input suite: every case of THE table, tests/helpers/bad_input/cases.py (entry points x kinds of
+bad input), must be a clean refusal — a non-zero exit (or the documented exception, or the UI's error status) with
+ONE line naming the problem, no traceback, and no file new or changed. `python -m tests.helpers.bad_input` prints
+the table."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from bad_input_cases import CASES, ENTRIES, KINDS
-from bad_input_env import World, build, judge, no_server, snapshot
+
+from tests.helpers.bad_input.cases import CASES, ENTRIES, KINDS
+from tests.helpers.bad_input.harness import no_server, try_case
+from tests.helpers.bad_input.world import World, entered
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    root = tmp_path_factory.mktemp("bad-input")
-    build(root)
-    cwd = os.getcwd()
-    os.chdir(root)  # the Backend offers "models" relative to the folder the cases run in
-    try:
-        yield World(root)
-    finally:
-        os.chdir(cwd)
+    with entered(tmp_path_factory.mktemp("bad-input")) as world:
+        yield world
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{i:03d}-{c.id}" for i, c in enumerate(CASES)])
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(case, world, monkeypatch):
     monkeypatch.chdir(world.root)
     monkeypatch.setattr("pops.ui.serve", no_server)
-    before = snapshot(world.root)
-    outcome = case.run(world)
-    verdict = judge(outcome, case.expect, before, snapshot(world.root), api=case.api)
+    verdict = try_case(case, world)
     assert verdict.clean, verdict.why
 
 

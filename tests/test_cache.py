@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from pops.embeddings.cache import EmbeddingCache, image_key
+from tests.helpers.images import random_images
 
 
 class CountingEncoder:
@@ -30,17 +31,12 @@ class CountingEncoder:
         return torch.cat([x.mean(dim=(1, 2)), x.std(dim=(1, 2))], dim=1)
 
 
-def images(n: int, seed: int = 0, size: int = 16) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB") for _ in range(n)]
-
-
 def shards(cache: EmbeddingCache):
     return sorted(cache.folder.glob("shard-*.safetensors"))
 
 
 def test_image_key_is_content():
-    a = images(1)[0]
+    a = random_images(1, size=16)[0]
     assert image_key(a) == image_key(a.copy())
     assert image_key(a) != image_key(a.convert("L")) != image_key(a.resize((8, 8)))
     flipped = np.asarray(a).copy()
@@ -57,7 +53,7 @@ def test_image_key_is_content():
 
 
 def test_second_run_encodes_nothing(tmp_path):
-    imgs = images(10)
+    imgs = random_images(10, size=16)
     enc = CountingEncoder()
     first = EmbeddingCache(tmp_path, enc, batch_size=4, shard_size=6)
     a = first.encode(imgs + imgs[:3], progress=False)  # duplicates inside one call are encoded once
@@ -70,15 +66,15 @@ def test_second_run_encodes_nothing(tmp_path):
     b = second.encode(imgs[::-1], progress=False)
     assert enc2.encoded == 0 and second.stats.hits == 10 and second.stats.misses == 0
     assert torch.equal(b, a[:10].flip(0))
-    assert len(second) == 10 and imgs[0] in second and images(1, seed=9)[0] not in second
+    assert len(second) == 10 and imgs[0] in second and random_images(1, seed=9, size=16)[0] not in second
 
     # New images only: one more shard, old ones untouched.
-    c = second.encode(imgs[:2] + images(3, seed=1), progress=False)
+    c = second.encode(imgs[:2] + random_images(3, seed=1, size=16), progress=False)
     assert enc2.encoded == 3 and len(shards(second)) == 3 and c.shape == (5, 6)
 
 
 def test_encoder_id_namespaces(tmp_path):
-    imgs = images(3)
+    imgs = random_images(3, size=16)
     EmbeddingCache(tmp_path, CountingEncoder()).encode(imgs, progress=False)
     other = CountingEncoder()
     EmbeddingCache(tmp_path, other, encoder_id="counting/other-preprocessing").encode(imgs, progress=False)
@@ -89,7 +85,7 @@ def test_encoder_id_namespaces(tmp_path):
 
 @pytest.mark.parametrize("damage", ["payload", "header", "truncate"])
 def test_corrupt_shard_is_detected_and_reencoded(tmp_path, caplog, damage):
-    imgs = images(5)
+    imgs = random_images(5, size=16)
     good = EmbeddingCache(tmp_path, CountingEncoder()).encode(imgs, progress=False)
     (shard,) = shards(EmbeddingCache(tmp_path, CountingEncoder()))
     data = bytearray(shard.read_bytes())
@@ -116,7 +112,7 @@ def test_corrupt_shard_is_detected_and_reencoded(tmp_path, caplog, damage):
 
 
 def test_half_written_shard_is_never_loaded(tmp_path):
-    imgs = images(4)
+    imgs = random_images(4, size=16)
     cache = EmbeddingCache(tmp_path, CountingEncoder())
     cache.encode(imgs, progress=False)
     (shard,) = shards(cache)
@@ -133,7 +129,7 @@ def test_unwritable_root_is_a_clear_error(tmp_path):
     enc = CountingEncoder()
     cache = EmbeddingCache(blocker / "cache", enc)
     with pytest.raises(PermissionError, match="not writable"):
-        cache.encode(images(2), progress=False)
+        cache.encode(random_images(2, size=16), progress=False)
     assert enc.encoded == 0  # it fails before doing any encoding work
 
 
@@ -143,7 +139,7 @@ def test_empty_and_real_encoder(tmp_path):
     enc = EfficientNetEncoder(64, bf16=False)
     cache = EmbeddingCache(tmp_path, enc)
     assert cache.encode([], progress=False).shape == (0, 1280)
-    imgs = images(3, size=64)
+    imgs = random_images(3, size=64)
     cached = cache.encode(imgs, progress=False)
     assert torch.equal(cached, enc.encode(imgs))
     assert torch.equal(EmbeddingCache(tmp_path, enc).encode(imgs, progress=False), cached)

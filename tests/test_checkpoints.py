@@ -7,12 +7,12 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_prior
 from safetensors.torch import load_file
 
 from pops.base import hub
 from pops.operators import checkpoint, folder
 from pops.operators.operator import Operator
+from tests.helpers.priors import tiny_prior
 
 
 def test_save_load_round_trip_is_bit_exact(tiny_operator, tmp_path):

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from pops.cli import COMMANDS, main  # noqa: F401  (registers sub-commands on import of main)
-from pops.cli.app import app
 from pops.embeddings.files import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _commands():
-    import importlib
-
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import pops_env
 
 
 @pytest.fixture
@@ -41,17 +29,17 @@ def test_apply_writes_embeddings_with_metadata_and_chains(texturing_dir, tmp_pat
     a, b = _emb(tmp_path / "a.safetensors"), _emb(tmp_path / "b.safetensors", seed=1)
     out = tmp_path / "out.safetensors"
     args = ["apply", str(a), str(b), "-m", str(texturing_dir), "--seed", "3", "--steps", "4", "-n", "2", "-o", str(out)]
-    result = runner.invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     embeds, meta = load_embeddings(out)
     assert embeds.shape == (2, 32) and not torch.equal(embeds[0], embeds[1])
     assert meta["operator"] == "texturing" and meta["seed"] == 3 and meta["inputs"] == [str(a), str(b)]
     # same seed → same file contents; the output chains back in as an input (2 rows → 2 outputs)
     again = tmp_path / "again.safetensors"
-    assert runner.invoke(app, [*args[:-1], str(again)]).exit_code == 0
+    assert run_cli(*args[:-1], str(again)).exit_code == 0
     assert torch.equal(load_embeddings(again)[0], embeds)
     chained = tmp_path / "chained.safetensors"
-    result = runner.invoke(app, ["apply", str(out), "-", "-m", str(texturing_dir), "--steps", "3", "-o", str(chained)])
+    result = run_cli("apply", str(out), "-", "-m", str(texturing_dir), "--steps", "3", "-o", str(chained))
     assert result.exit_code == 0, result.output
     assert load_embeddings(chained)[0].shape == (2, 32)
 
@@ -60,19 +48,16 @@ def test_pt_inputs_are_accepted(texturing_dir, tmp_path):
     torch.save(torch.randn(32), tmp_path / "a.pt")
     torch.save({"embeddings": torch.randn(1, 32)}, tmp_path / "b.pt")
     out = tmp_path / "o.safetensors"
-    result = runner.invoke(
-        app,
-        [
-            "apply",
-            str(tmp_path / "a.pt"),
-            str(tmp_path / "b.pt"),
-            "-m",
-            str(texturing_dir),
-            "--steps",
-            "2",
-            "-o",
-            str(out),
-        ],
+    result = run_cli(
+        "apply",
+        str(tmp_path / "a.pt"),
+        str(tmp_path / "b.pt"),
+        "-m",
+        str(texturing_dir),
+        "--steps",
+        "2",
+        "-o",
+        str(out),
     )
     assert result.exit_code == 0, result.output
 
@@ -110,7 +95,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(texturing_dir, tmp_pat
         ]
     )
     model = str(tmp_path / "no_such_model") if case == "unknown_model" else str(texturing_dir)
-    result = runner.invoke(app, ["apply", *inputs, "-m", model, "--steps", "2", "-o", str(out)])
+    result = run_cli("apply", *inputs, "-m", model, "--steps", "2", "-o", str(out))
     assert result.exit_code != 0
     lines = [line for line in result.output.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
@@ -124,12 +109,12 @@ def test_unknown_operator_kind_in_a_folder(tiny_operator, tmp_path):
     config = json.loads((folder / "pops_config.json").read_text())
     config["kind"] = "paint"
     (folder / "pops_config.json").write_text(json.dumps(config))
-    result = runner.invoke(app, ["apply", "-", "-", "-m", str(folder), "-o", str(tmp_path / "o.safetensors")])
+    result = run_cli("apply", "-", "-", "-m", str(folder), "-o", str(tmp_path / "o.safetensors"))
     assert result.exit_code != 0 and "unknown operator 'paint'" in result.output
 
 
 def test_console_script_help_and_exit_code(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = pops_env()
     help_text = subprocess.run(
         [sys.executable, "-c", "from pops.cli import main; main()", "apply", "--help"],
         capture_output=True,
@@ -188,12 +173,12 @@ def test_apply_averages_draws_and_records_them(texturing_dir, tmp_path):
     outs = {}
     for draws in ("1", "4"):
         out = tmp_path / f"draws{draws}.safetensors"
-        result = runner.invoke(app, [*base, "--draws", draws, "-o", str(out)])
+        result = run_cli(*base, "--draws", draws, "-o", str(out))
         assert result.exit_code == 0, result.output
         outs[draws], meta = load_embeddings(out)
         assert meta["draws"] == int(draws)
     assert not torch.allclose(outs["1"], outs["4"])
-    bad = runner.invoke(app, [*base, "--draws", "0", "-o", str(tmp_path / "bad.safetensors")])
+    bad = run_cli(*base, "--draws", "0", "-o", str(tmp_path / "bad.safetensors"))
     assert bad.exit_code != 0 and "--draws" in bad.output and len(bad.output.strip().splitlines()) == 1
     assert not (tmp_path / "bad.safetensors").exists()
 
@@ -216,24 +201,13 @@ def test_apply_takes_a_sampler_by_name(texturing_dir, tmp_path):
             "-o",
             str(out),
         ]
-        result = runner.invoke(app, args)
+        result = run_cli(*args)
         assert result.exit_code == 0, result.output
         outs[sampler], meta = load_embeddings(out)
         assert meta["sampler"] == sampler and meta["steps"] == int(steps)
     assert not torch.allclose(outs["ddim"], outs["dpmpp"])
-    bad = runner.invoke(
-        app,
-        [
-            "apply",
-            str(a),
-            str(b),
-            "-m",
-            str(texturing_dir),
-            "--sampler",
-            "euler",
-            "-o",
-            str(tmp_path / "x.safetensors"),
-        ],
+    bad = run_cli(
+        "apply", str(a), str(b), "-m", str(texturing_dir), "--sampler", "euler", "-o", str(tmp_path / "x.safetensors")
     )
     assert bad.exit_code != 0 and "unknown sampler 'euler'" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x.safetensors").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_prior
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -12,8 +11,11 @@ from pops.base.registry import REGISTRY, get_spec
 from pops.core.objective import make_training_scheduler, training_loss
 from pops.core.prior import Condition, PopsPrior
 from pops.embeddings.pairs import Batch
+from tests.helpers.pairs import make_pairs
+from tests.helpers.priors import tiny_prior
 
 
+# ----- sampling: the reference loop in both layouts, batches, seeds, text rows ----------------------------------------
 def reference_sample(prior, cond_rows, guidance_scale, steps, seed):
     """The reference procedure written out step by step, on diffusers' own (padded) forward: (B=1) only."""
     scheduler = UnCLIPScheduler(
@@ -136,6 +138,7 @@ def test_instruct_text_rows_with_projection(tiny_operator):
         op.sample([image, torch.randn(3, 32)], num_inference_steps=3)
 
 
+# ----- registry rules -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
 def test_condition_dropout_frequencies_match_registry(kind):
     spec = get_spec(kind)
@@ -164,6 +167,7 @@ def test_registry_defaults():
         get_spec("paint")
 
 
+# ----- the training objective -----------------------------------------------------------------------------------------
 def test_training_loss_backward_and_frozen_stats(tiny_operator):
     op = tiny_operator("union")
     model = op.model
@@ -221,6 +225,7 @@ def test_union_swaps_inputs_at_random():
     assert 0.45 < swapped < 0.55 and torch.equal(x + y, torch.ones(1000, 4))
 
 
+# ----- the operator: its stats, sample_batch, draws, the memory check -------------------------------------------------
 def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
     from pops.core.prior import make_prior
     from pops.operators.operator import Operator
@@ -231,22 +236,6 @@ def test_fresh_prior_without_stats_is_refused(make_tiny_prior):
         )
 
 
-def _tiny_pairs(kind: str, n: int, dim: int = 32, text_width: int = 12, seed: int = 0):
-    from pops.embeddings.pairs import Pairs
-
-    g = torch.Generator().manual_seed(seed)
-    spec = get_spec(kind)
-    slots = [
-        (torch.randn(n, 3, text_width, generator=g), torch.ones(n, 3, dtype=torch.bool))
-        if s.kind == "text"
-        else torch.randn(n, dim, generator=g)
-        for s in spec.slots
-    ]
-    present = torch.rand(n, spec.num_slots, generator=g) < 0.7
-    present[:, 0] = True
-    return Pairs(kind, slots, present, torch.randn(n, dim, generator=g))
-
-
 @pytest.mark.parametrize("kind", ["texturing", "instruct", "composition"])
 def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind):
     """sample_batch on Pairs = the path the demo's evaluation took: per chunk, condition with absent slots dropped,
@@ -254,7 +243,7 @@ def test_sample_batch_is_the_chunked_path_with_one_generator(tiny_operator, kind
     from pops.core.sampler import make_sampling_scheduler, sample_unclip
 
     op = tiny_operator(kind, text_width=12 if kind == "instruct" else None)
-    pairs = _tiny_pairs(kind, 7)
+    pairs = make_pairs(kind, 7, learnable=False, keep=0.7, text_width=12)  # slots absent now and then
     got = op.sample_batch(
         pairs, guidance_scale=3.0, num_inference_steps=4, generator=torch.Generator().manual_seed(5), chunk_size=3
     )
@@ -287,7 +276,7 @@ def test_sample_batch_equals_operator_sample_per_chunk(tiny_operator):
     """Every sample present: sample_batch = one Operator.sample call per chunk, in order, on one generator; and a
     Batch in one chunk = one Operator.sample call on all of it."""
     op = tiny_operator("instruct", text_width=12)
-    pairs = _tiny_pairs("instruct", 5)
+    pairs = make_pairs("instruct", 5, learnable=False, keep=0.7, text_width=12)
     pairs.present[:] = True
     got = op.sample_batch(pairs, num_inference_steps=3, generator=torch.Generator().manual_seed(1), chunk_size=2)
     generator = torch.Generator().manual_seed(1)

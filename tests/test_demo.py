@@ -6,21 +6,11 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from pops.base.registry import get_spec
-from pops.cli import COMMANDS, app
-
-runner = CliRunner()
-
-
-def _cli():
-    """The full `pops` app: every sub-command module registered (what `pops.cli.main` does)."""
-    import importlib
-
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
-    return app
+from tests.helpers.cli import run_cli
+from tests.helpers.demo_world import ColourEncoder, WordRows
+from tests.helpers.demo_world import tiny_world as build_tiny_world
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,10 +90,10 @@ def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_
     tex = next(p for p in pictures if p.stem in config.world["textures"])
     place = next(p for p in pictures if p.stem in config.world["scenes"])
     out = tmp_path / "joint.safetensors"
-    cli = runner.invoke(_cli(), ["apply", "-m", str(folder), "--kind", "texturing", str(obj), str(tex), "-o", str(out)])
+    cli = run_cli("apply", "-m", str(folder), "--kind", "texturing", str(obj), str(tex), "-o", str(out))
     assert cli.exit_code == 0, cli.output
     equation = f"scene(texturing({obj}, {tex}), {place})"
-    cli = runner.invoke(_cli(), ["apply", equation, "--models", str(folder), "--out", str(tmp_path / "eq")])
+    cli = run_cli("apply", equation, "--models", str(folder), "--out", str(tmp_path / "eq"))
     assert cli.exit_code == 0, cli.output
     assert (tmp_path / "eq" / "output.safetensors").is_file()
 
@@ -191,28 +181,16 @@ def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
     obj = next(p for p in pictures if p.stem in config.world["shapes"])
     tex = next(p for p in pictures if p.stem in config.world["textures"])
     out = tmp_path / "textured.safetensors"
-    result = runner.invoke(
-        _cli(), ["apply", "--model", str(config.out / "operators" / "texturing"), str(obj), str(tex), "-o", str(out)]
+    result = run_cli(
+        "apply", "--model", str(config.out / "operators" / "texturing"), str(obj), str(tex), "-o", str(out)
     )
     assert result.exit_code == 0, result.output
     embeds, meta = load_embeddings(out)
     assert embeds.shape == (1, 1280) and meta["operator"] == "texturing"
-    result = runner.invoke(
-        _cli(), ["apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out)]
-    )
+    result = run_cli("apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out))
     assert result.exit_code != 0 and "already exists; pass --overwrite" in result.output  # never replaced silently
-    result = runner.invoke(
-        _cli(),
-        [
-            "apply",
-            "--model",
-            str(config.out / "operators" / "instruct"),
-            str(obj),
-            "red",
-            "-o",
-            str(out),
-            "--overwrite",
-        ],
+    result = run_cli(
+        "apply", "--model", str(config.out / "operators" / "instruct"), str(obj), "red", "-o", str(out), "--overwrite"
     )
     assert result.exit_code == 0, result.output
 
@@ -221,9 +199,7 @@ def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
 def test_eval_cli_scores_the_saved_operators(quick_demo, tmp_path):
     config, result = quick_demo
     out = tmp_path / "table.json"
-    cli = runner.invoke(
-        _cli(), ["eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "-o", str(out)]
-    )
+    cli = run_cli("eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "-o", str(out))
     assert cli.exit_code == 0, cli.output
     assert "union" in cli.output and "averaging" in cli.output
     rows = {(r["operator"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
@@ -232,11 +208,11 @@ def test_eval_cli_scores_the_saved_operators(quick_demo, tmp_path):
     # A few-step sampler by name, from the same command: two deterministic DPM-Solver++ passes still beat input A.
     fast_out = tmp_path / "fast.json"
     args = ["eval", "--models", str(config.out), "--operator", "union", "--seeds", "1", "--sampler", "dpmpp"]
-    cli = runner.invoke(_cli(), [*args, "--steps", "2", "-o", str(fast_out)])
+    cli = run_cli(*args, "--steps", "2", "-o", str(fast_out))
     assert cli.exit_code == 0, cli.output
     fast = {(r["operator"], r["method"]): r for r in json.loads(fast_out.read_text())["rows"]}
     assert fast[("union", "pops")]["top1"] > fast[("union", "input_a")]["top1"]
-    cli = runner.invoke(_cli(), [*args[:-1], "euler"])
+    cli = run_cli(*args[:-1], "euler")
     assert cli.exit_code != 0 and "unknown sampler" in cli.output
 
 
@@ -254,7 +230,7 @@ def test_distilled_students_beat_averaging_on_the_quick_demo(quick_demo, tmp_pat
         out = students / "operators" / kind
         out.parent.mkdir(parents=True, exist_ok=True)
         # 40 steps: on the quick demo's few pairs as good as the default 150 (measured), in ~6 s of CPU each.
-        cli = runner.invoke(_cli(), ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "40"])
+        cli = run_cli("distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "40")
         assert cli.exit_code == 0, cli.output
         op = Operator.from_pretrained(out, load_encoders=False)
         assert (op.sampler, op.num_inference_steps) == ("ddim", 1) and op.guidance_folded
@@ -263,7 +239,7 @@ def test_distilled_students_beat_averaging_on_the_quick_demo(quick_demo, tmp_pat
         assert "| default sampling | ddim, 1 step, guidance 1 (guidance folded into the weights) |" in card
     table_path = tmp_path / "students.json"
     args = ["eval", "--models", str(students), "--data", str(config.out / "data"), "--seeds", "1", "-o"]
-    cli = runner.invoke(_cli(), [*args, str(table_path)])
+    cli = run_cli(*args, str(table_path))
     assert cli.exit_code == 0, cli.output
     rows = {(r["operator"], r["method"]): r for r in json.loads(table_path.read_text())["rows"]}
     for kind in ("texturing", "union"):
@@ -280,23 +256,23 @@ def test_distilled_students_beat_averaging_on_the_quick_demo(quick_demo, tmp_pat
 def test_demo_cli_rejects_an_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = runner.invoke(_cli(), ["demo", "--quick", "--out", str(blocker / "demo"), "--no-progress"])
+    result = run_cli("demo", "--quick", "--out", str(blocker / "demo"), "--no-progress")
     assert result.exit_code != 0
     assert "not writable" in result.output and "Traceback" not in result.output
 
 
 def test_demo_cli_rejects_bad_options(tmp_path):
     for args in (["--steps", "0"], ["--operator", "paint"], ["--threads", "0"], ["--workers", "0"]):
-        result = runner.invoke(_cli(), ["demo", "--quick", "--out", str(tmp_path / "d"), *args])
+        result = run_cli("demo", "--quick", "--out", str(tmp_path / "d"), *args)
         assert result.exit_code != 0, args
         assert "Traceback" not in result.output
     assert not (tmp_path / "d" / "report.html").exists()
 
 
 def test_eval_cli_errors(tmp_path):
-    result = runner.invoke(_cli(), ["eval", "--models", str(tmp_path / "missing")])
+    result = run_cli("eval", "--models", str(tmp_path / "missing"))
     assert result.exit_code != 0 and "no such models folder" in result.output
-    result = runner.invoke(_cli(), ["eval", "--models", str(tmp_path)])
+    result = run_cli("eval", "--models", str(tmp_path))
     assert result.exit_code != 0 and "no trained operators" in result.output
 
 
@@ -330,44 +306,9 @@ def test_load_test_data_needs_a_demo_folder(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # The data stage on a tiny world with a cheap stand-in encoder (no network weights)
 # ----------------------------------------------------------------------------------------------------------------
-class ColourEncoder:
-    """A deterministic image "encoder": colour statistics of a 4x4 thumbnail (48-d). Counts its calls."""
-
-    modality, dim, encoder_id = "image", 48, "test-colour-4x4"
-
-    def __init__(self):
-        self.encoded = 0
-
-    def encode(self, items, *, batch_size=32, progress=False):
-        import numpy as np
-
-        self.encoded += len(items)
-        return torch.tensor(
-            np.stack([np.asarray(im.convert("RGB").resize((4, 4)), dtype=np.float32).ravel() / 255 for im in items])
-        )
-
-
-class WordRows:
-    width = 8
-
-    def token_rows(self, texts):
-        return [torch.full((2 + len(t) % 3, self.width), float(len(t))) for t in texts]
-
-
 @pytest.fixture
 def tiny_world():
-    from pops.world import World, WorldConfig
-
-    return World(
-        WorldConfig(
-            image_size=32,
-            shapes=("circle", "square", "star"),
-            textures=("stripes", "dots"),
-            scenes=("meadow", "night"),
-            edits=("red", "big"),
-            outfits=30,
-        )
-    )
+    return build_tiny_world()
 
 
 def test_make_pairs_lines_up_inputs_targets_and_classes(tiny_world, tmp_path):

@@ -7,8 +7,10 @@ import json
 
 import pytest
 import torch
-from test_real_stack import run_cli
-from test_released_import import write_union_test_data
+
+from tests.helpers.cli import run_cli
+from tests.helpers.models import write_union_test_data
+from tests.helpers.processes import REPO, pops_env
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NO_CUDA = not torch.cuda.is_available()
@@ -211,13 +213,13 @@ def test_eval_draws_its_noise_on_the_generator_device(fake_cuda, tiny_operator, 
 
 
 def test_train_takes_device_dtype_and_the_validation_generator_device(fake_cuda, tmp_path, monkeypatch):
-    from conftest import tiny_prior
-    from test_train import DIM, make_pairs, tiny_config
-
     import pops.cli.train
     import pops.train.monitor
     from pops.core.prior import PopsPrior
     from pops.train import train
+    from tests.helpers.pairs import make_pairs
+    from tests.helpers.priors import tiny_prior
+    from tests.helpers.training import DIM, tiny_config
 
     seen = {}
     monkeypatch.setattr(pops.cli.train, "_train", lambda cfg, progress: seen.update(cfg=cfg))
@@ -256,14 +258,11 @@ def test_train_takes_device_dtype_and_the_validation_generator_device(fake_cuda,
 def test_gpu_check_says_there_is_no_gpu_and_its_code_path_runs_at_toy_size(tmp_path):
     """benchmarks/gpu_check.py refuses to measure without CUDA (status 2, one line); `--smoke` runs every section on
     the CPU at toy sizes so the script a GPU session runs is known to work."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    script = root / "benchmarks" / "gpu_check.py"
+    env = pops_env(OMP_NUM_THREADS="1")
+    script = REPO / "benchmarks" / "gpu_check.py"
     if NO_CUDA:
         done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2 and "no CUDA GPU on this machine" in done.stderr

@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from pops.cli import COMMANDS
-from pops.cli.app import app
 from pops.core.sampler import CLIP_RANGE
 from pops.embeddings.pairs import Pairs
 from pops.operators.operator import Operator
 from pops.train.distill import DistillConfig, condition_of, distill, student_output, teacher_targets
+from tests.helpers.cli import run_cli
+from tests.helpers.pairs import make_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-runner = CliRunner()
 DIM = 32
 CONFIG = DistillConfig(steps=150, noises=1, batch_size=32, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _commands():
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
-
-
-def _pairs(kind: str = "texturing", n: int = 48, seed: int = 0) -> Pairs:
-    g = torch.Generator().manual_seed(seed)
-    present = torch.ones(n, 2, dtype=torch.bool)
-    present[: n // 4, 1] = False  # some dropped slots: the null condition the student must keep
-    slots = [torch.randn(n, DIM, generator=g), torch.randn(n, DIM, generator=g)]
-    return Pairs(kind, slots, present, torch.randn(n, DIM, generator=g))
+def _pairs(kind: str = "texturing", n: int = 48) -> Pairs:
+    pairs = make_pairs(kind, n, DIM, learnable=False)
+    pairs.present[: n // 4, 1] = False  # some dropped slots: the null condition the student must keep
+    return pairs
 
 
 def _ddim(op: Operator, pairs: Pairs, steps: int, scale: float | None = None) -> torch.Tensor:
@@ -98,7 +86,7 @@ def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
     teacher = tiny_operator().save_pretrained(tmp_path / "teacher")
     data = _pairs().save(tmp_path / "train.safetensors")
     out = tmp_path / "student"
-    result = runner.invoke(app, ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "3"])
+    result = run_cli("distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "3")
     assert result.exit_code == 0, result.output
     op = Operator.from_pretrained(out)
     assert (op.sampler, op.guidance_scale, op.training["summary"]["steps"]) == ("ddim", 1.0, 3)
@@ -106,7 +94,7 @@ def test_cli_writes_a_student_folder(tiny_operator, tmp_path):
     # A two-pass student: trained through, and saved with, its 2-step call; its card says so.
     two = tmp_path / "two"
     args = ["distill", str(teacher), "--data", str(data), "-o", str(two), "--steps", "2", "--student-steps", "2"]
-    result = runner.invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code == 0 and "samples in 2 passes" in result.output, result.output
     assert Operator.from_pretrained(two).sampling.label == "ddim 2 g1"
     card = (two / "README.md").read_text()
@@ -139,7 +127,7 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(tiny_operator, tmp_p
     extra = {"zero student steps": ["--student-steps", "0"], "recombine without input classes": ["--recombine", "2"]}
     listing = sorted(p.name for p in tmp_path.iterdir())
     args = ["distill", str(teacher), "--data", str(data), "-o", str(out), "--steps", "2", *extra.get(case, [])]
-    result = runner.invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output

@@ -3,17 +3,16 @@ every step is cached, errors come before any sampling, and `pops apply` writes a
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import pops
 from pops.embeddings.files import load_embeddings, save_embeddings
 from pops.equation import EquationError, EquationRunner, ModelSet
 from pops.equation.cli import run_equation_cli
+from tests.helpers.cli import run_cli
 
 DIM = 32
 STEPS = 4  # sampling steps: enough to exercise the loop, cheap on a CPU
@@ -266,31 +265,15 @@ def test_cli_writes_pictures_embeddings_and_a_record_that_replays(models_dir, fi
 
 
 def test_pops_apply_routes_equations(models_dir, files, tmp_path, monkeypatch):
-    from pops.cli.app import app
-
-    for name in ("apply", "serve"):  # register on the shared app (with one command, typer would drop its name)
-        importlib.import_module(f"pops.cli.{name}")
     folder, _ = files
     monkeypatch.chdir(folder)
     out = tmp_path / "cli_out"
-    ok = CliRunner().invoke(
-        app,
-        [
-            "apply",
-            "texture(a.safetensors, b.safetensors)",
-            "--models",
-            str(models_dir),
-            "--out",
-            str(out),
-            "--steps",
-            str(STEPS),
-        ],
+    ok = run_cli(
+        "apply", "texture(a.safetensors, b.safetensors)", "--models", models_dir, "--out", out, "--steps", STEPS
     )
     assert ok.exit_code == 0, ok.output
     assert (out / "record.json").is_file() and (out / "output_0.png").is_file()
-    bad = CliRunner().invoke(
-        app, ["apply", "texture(a.safetensors, b.safetensors", "--models", str(models_dir), "--out", str(out)]
-    )
+    bad = run_cli("apply", "texture(a.safetensors, b.safetensors", "--models", models_dir, "--out", out)
     assert bad.exit_code != 0
     assert "error: line 1, column" in bad.output and len(bad.output.strip().splitlines()) == 1
 

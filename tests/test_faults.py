@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input_env import cli_app
-from typer.testing import CliRunner
 
 from pops.base.files import write_folder
 from pops.embeddings.files import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
+from tests.helpers.cli import run_cli
+from tests.helpers.models import models_folder
+from tests.helpers.priors import picture_operator
+from tests.helpers.processes import pops_env
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def no_space(*args, **kwargs):
@@ -30,6 +31,15 @@ def no_space(*args, **kwargs):
 
 def files_under(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class MeanColour:
+    """A 3-d image "encoder": a picture's mean colour."""
+
+    dim, encoder_id = 3, "test-mean-colour"
+
+    def encode(self, images, batch_size=32, progress=False):
+        return torch.tensor([[float(v) for v in im.resize((1, 1)).getpixel((0, 0))] for im in images])
 
 
 # ----- killing the demo --------------------------------------------------------------------------------------------
@@ -61,7 +71,7 @@ def test_a_killed_demo_leaves_no_worker_behind_and_a_rerun_completes(tmp_path):
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "pops", "demo", "--quick", "--operator", "union", "--steps", "20"]
     command += ["--no-progress", "-o", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = pops_env(OMP_NUM_THREADS="1")
     demo = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, workers = time.monotonic() + 600, []
@@ -156,10 +166,10 @@ def test_a_full_disk_while_writing_embeddings_is_one_line_and_keeps_the_earlier_
     a = save_embeddings(tmp_path / "a.safetensors", torch.randn(1, 32))
     out = tmp_path / "out.safetensors"
     args = ["apply", str(a), str(a), "-m", str(op), "--steps", "2", "-o", str(out)]
-    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     before = files_under(tmp_path)
     monkeypatch.setattr("pops.embeddings.files.save_file", no_space)
-    result = CliRunner().invoke(cli_app(), [*args, "--seed", "7", "--overwrite"])
+    result = run_cli(*args, "--seed", "7", "--overwrite")
     assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit))
     errors = [line for line in result.output.splitlines() if line.startswith("error")]  # (after the progress bar)
     assert errors == [f"error: cannot write {out}: No space left on device"] and "Traceback" not in result.output
@@ -185,12 +195,6 @@ def test_a_full_disk_while_caching_embeddings_keeps_the_earlier_shards(tmp_path,
 
     from pops.embeddings.cache import EmbeddingCache
 
-    class MeanColour:
-        dim, encoder_id = 3, "test-mean-colour"
-
-        def encode(self, images, batch_size=32, progress=False):
-            return torch.tensor([[float(v) for v in im.resize((1, 1)).getpixel((0, 0))] for im in images])
-
     red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
     EmbeddingCache(tmp_path, MeanColour()).encode([red], progress=False)
     before = files_under(tmp_path)
@@ -204,15 +208,13 @@ def test_a_full_disk_while_caching_embeddings_keeps_the_earlier_shards(tmp_path,
 
 
 def test_a_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, monkeypatch):
-    from bad_input_env import _models_folder, tiny_operator
-
-    models = _models_folder(tmp_path / "models", tiny_operator())
+    models = models_folder(tmp_path / "models", picture_operator())
     report = tmp_path / "table.json"
     args = ["eval", "--models", str(models), "--seeds", "1", "--steps", "2", "-o", str(report)]
-    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     before = files_under(tmp_path)
     monkeypatch.setattr(Path, "write_bytes", no_space)
-    result = CliRunner().invoke(cli_app(), [*args, "--overwrite"])
+    result = run_cli(*args, "--overwrite")
     monkeypatch.undo()
     assert result.exit_code != 0
     assert result.output.strip().splitlines()[-1] == f"error: cannot write {report}: No space left on device"
@@ -276,12 +278,6 @@ def test_a_real_full_disk_while_caching_embeddings_keeps_the_earlier_shards(smal
 
     from pops.embeddings.cache import EmbeddingCache
 
-    class MeanColour:
-        dim, encoder_id = 3, "test-mean-colour"
-
-        def encode(self, images, batch_size=32, progress=False):
-            return torch.tensor([[float(v) for v in im.resize((1, 1)).getpixel((0, 0))] for im in images])
-
     red = Image.new("RGB", (8, 8), "red")
     others = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(200)]
     EmbeddingCache(small_disk.folder, MeanColour()).encode([red], progress=False)
@@ -311,15 +307,13 @@ def test_a_real_full_disk_while_saving_an_operator_keeps_the_earlier_one(tiny_op
 
 
 def test_a_real_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, small_disk):
-    from bad_input_env import _models_folder, tiny_operator
-
-    models = _models_folder(tmp_path / "models", tiny_operator())
+    models = models_folder(tmp_path / "models", picture_operator())
     report = small_disk.folder / "table.json"
     args = ["eval", "--models", str(models), "--seeds", "1", "--steps", "2", "-o", str(report)]
-    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    assert run_cli(*args).exit_code == 0
     before = small_disk.files()
     small_disk.fill("pathlib.Path.write_bytes")
-    result = CliRunner().invoke(cli_app(), [*args, "--overwrite"])
+    result = run_cli(*args, "--overwrite")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == f"error: cannot write {report}: No space left on device"
     assert small_disk.files() == before

@@ -19,16 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
 from pops.base.registry import COMPOSITION_SLOTS, get_spec
 from pops.generate import storage
 from pops.generate.models import FOLDERS, Detection, GenerationModels, ModelSettings, load_models
+from tests.helpers.cli import run_cli
+from tests.helpers.images import solid
+from tests.helpers.processes import pops_env
+from tests.helpers.tokenizers import write_byte_clip_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 TINY = ModelSettings(image_size=SIZE, turbo_steps=1, depth_steps=2, inpaint_steps=2, segmenter_size=SIZE)
 TINY_CLI = ["--image-size", str(SIZE), "--depth-steps", "2", "--inpaint-steps", "2", "--segmenter-size", str(SIZE)]
@@ -284,23 +286,6 @@ def tiny_models(models_dir: Path, operator: str) -> GenerationModels:
     return load_models(get_recipe(operator).REQUIRES, models_from=models_dir, settings=TINY, device="cpu")
 
 
-def run_cli(*args: str):
-    """`pops ARGS` in this process (click's CliRunner): exit_code, stdout and stderr, like a subprocess."""
-    import importlib
-
-    from typer.testing import CliRunner
-
-    from pops.cli import COMMANDS
-    from pops.cli.app import app
-
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def check_dataset(out: Path, operator: str) -> list[dict]:
     """Everything docs/DATA_FORMAT.md promises about a generated folder; returns the manifests."""
     info = storage.read_dataset_info(out)
@@ -434,10 +419,6 @@ def test_each_generator_makes_samples_in_the_documented_format(operator, models_
 
 
 # ---------------------------------------------------------------- recipe logic with scripted models
-def solid(prompt: str, generator: torch.Generator) -> Image.Image:
-    return Image.new("RGB", (64, 64), (int(torch.randint(0, 255, (1,), generator=generator)), 90, 40))
-
-
 def centred_disc(image: Image.Image) -> np.ndarray:
     ys, xs = np.mgrid[0 : image.height, 0 : image.width]
     r = np.hypot((ys + 0.5) / image.height - 0.5, (xs + 0.5) / image.width - 0.5)
@@ -655,7 +636,7 @@ def test_two_processes_split_the_indices_and_embed_everything(tmp_path, models_d
         "--fp32",
         "--no-progress",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = pops_env(OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = re.findall(

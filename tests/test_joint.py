@@ -9,12 +9,14 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_prior
-from test_demo import ColourEncoder, WordRows
-from typer.testing import CliRunner
 
 from pops.base.registry import REGISTRY, get_spec
 from pops.core.prior import Condition, PopsPrior
+from tests.helpers.bad_input.harness import api_outcome, cli_outcome, judge, no_server, snapshot, ui_outcome
+from tests.helpers.cli import run_cli
+from tests.helpers.demo_world import ColourEncoder, WordRows, tiny_world
+from tests.helpers.pairs import slot_inputs
+from tests.helpers.priors import tiny_prior
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,25 +29,14 @@ def joint_prior(kinds=KINDS, dim: int = 32, text_width: int | None = 8, **sizes)
     return PopsPrior(tiny_prior(dim=dim, **sizes), text_width=text_width, operators=kinds)
 
 
-def inputs_for(kind: str, batch: int, dim: int = 32, text_width: int = 8, seed: int = 0) -> list:
-    g = torch.Generator().manual_seed(seed)
-    slots = []
-    for slot in get_spec(kind).slots:
-        if slot.kind == "text":
-            slots.append((torch.randn(batch, 3, text_width, generator=g), torch.ones(batch, 3, dtype=torch.bool)))
-        else:
-            slots.append(torch.randn(batch, dim, generator=g))
-    return slots
-
-
 # ----- the condition --------------------------------------------------------------------------------------------
 def test_the_operator_row_leads_the_condition_and_the_null_condition_keeps_it():
     model = joint_prior()
-    conditions = {kind: model.condition(get_spec(kind), inputs_for(kind, 3)) for kind in KINDS}
+    conditions = {kind: model.condition(get_spec(kind), slot_inputs(kind, 3)) for kind in KINDS}
     for i, (kind, cond) in enumerate(conditions.items()):
         plain = PopsPrior(model.prior, text_width=8)  # the same prior without operator rows
         plain.text_proj = model.text_proj
-        slots_only = plain.condition(get_spec(kind), inputs_for(kind, 3))
+        slots_only = plain.condition(get_spec(kind), slot_inputs(kind, 3))
         assert cond.fixed == 1 and cond.rows.shape[1] == slots_only.rows.shape[1] + 1
         assert torch.equal(cond.rows[:, 0], model.operator_rows[i].detach().expand(3, -1))
         assert torch.equal(cond.rows[:, 1:], slots_only.rows) and cond.mask.all()
@@ -55,7 +46,7 @@ def test_the_operator_row_leads_the_condition_and_the_null_condition_keeps_it():
         assert null.fixed == 1
     # Per-sample drops zero slot rows, never the operator row.
     spec = get_spec("texturing")
-    dropped = model.condition(spec, inputs_for("texturing", 2), drop=torch.ones(2, 2, dtype=torch.bool))
+    dropped = model.condition(spec, slot_inputs("texturing", 2), drop=torch.ones(2, 2, dtype=torch.bool))
     assert torch.equal(dropped.rows, conditions["texturing"].null().rows[:2])
     assert not torch.equal(conditions["texturing"].rows[:, 0], conditions["union"].rows[:, 0])
     batched = Condition.cat([conditions["union"].null(), conditions["union"]])
@@ -63,9 +54,9 @@ def test_the_operator_row_leads_the_condition_and_the_null_condition_keeps_it():
     with pytest.raises(ValueError, match="fixed rows"):
         Condition.cat([conditions["union"], Condition(conditions["union"].rows, conditions["union"].mask)])
     # An ordinary prior's null condition is all zeros, as before.
-    assert not PopsPrior(tiny_prior()).condition(spec, inputs_for("texturing", 2)).null().rows.any()
+    assert not PopsPrior(tiny_prior()).condition(spec, slot_inputs("texturing", 2)).null().rows.any()
     with pytest.raises(ValueError, match="not 'scene'"):
-        joint_prior(kinds=("texturing", "union")).condition(get_spec("scene"), inputs_for("scene", 1))
+        joint_prior(kinds=("texturing", "union")).condition(get_spec("scene"), slot_inputs("scene", 1))
 
 
 @pytest.mark.parametrize("kind", ["texturing", "instruct", "composition"])
@@ -75,7 +66,7 @@ def test_the_prefix_path_equals_the_full_forward_for_a_joint_prior(kind):
     model = joint_prior(layers=3, heads=4, head_dim=8).eval()
     with torch.no_grad():
         model.operator_rows.normal_(0, 1)
-    cond = model.condition(get_spec(kind), inputs_for(kind, 2))
+    cond = model.condition(get_spec(kind), slot_inputs(kind, 2))
     guided = Condition.cat([cond.null(), cond])  # what the sampler runs under guidance
     assert model.supports_prefix()
     with torch.no_grad():
@@ -89,7 +80,7 @@ def test_the_prefix_path_equals_the_full_forward_for_a_joint_prior(kind):
     # The whole guided sampling loop: compact (with the prefix) and the reference's padded layout agree.
     op = Operator(model, kind)
     sample = lambda layout: op.sample(  # noqa: E731
-        inputs_for(kind, 2), guidance_scale=3.0, num_inference_steps=4, layout=layout, generator=torch.Generator()
+        slot_inputs(kind, 2), guidance_scale=3.0, num_inference_steps=4, layout=layout, generator=torch.Generator()
     )
     assert (sample("compact") - sample("padded")).abs().max() < 1e-4
 
@@ -116,18 +107,8 @@ def joint_settings(out, **overrides) -> dict:
 def world_pairs(tmp_path_factory):
     from pops.demo import make_pairs
     from pops.embeddings.cache import EmbeddingCache
-    from pops.world import World, WorldConfig
 
-    world = World(
-        WorldConfig(
-            image_size=32,
-            shapes=("circle", "square", "star"),
-            textures=("stripes", "dots"),
-            scenes=("meadow", "night"),
-            edits=("red", "big"),
-            outfits=30,
-        )
-    )
+    world = tiny_world()
     cache = EmbeddingCache(tmp_path_factory.mktemp("cache"), ColourEncoder())
     return {kind: make_pairs(world, kind, "train", 24, 0, cache, WordRows(), progress=False) for kind in KINDS}
 
@@ -291,25 +272,19 @@ def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_
 
 
 def test_apply_and_eval_cli_run_the_joint_operators(joint_folder, world_pairs, tmp_path):
-    import importlib
-
-    from pops.cli import COMMANDS, app
     from pops.embeddings.files import load_embeddings, save_embeddings
     from pops.evaluation import OperatorData, save_data
 
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
-    runner = CliRunner()
     models = _models_folder(joint_folder, tmp_path)
     joint_dir = models / "operators" / "joint"
     for name in ("a", "b"):
         save_embeddings(tmp_path / f"{name}.safetensors", torch.rand(1, DIM))
     files = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
     out = tmp_path / "out.safetensors"
-    result = runner.invoke(app, ["apply", "-m", str(joint_dir), "--kind", "union", *files, "-o", str(out)])
+    result = run_cli("apply", "-m", joint_dir, "--kind", "union", *files, "-o", out)
     assert result.exit_code == 0, result.output
     assert load_embeddings(out)[1]["operator"] == "union"
-    result = runner.invoke(app, ["apply", "-m", str(joint_dir), *files, "-o", str(tmp_path / "other.safetensors")])
+    result = run_cli("apply", "-m", joint_dir, *files, "-o", tmp_path / "other.safetensors")
     assert result.exit_code != 0 and "error:" in result.output and "choose one" in result.output
     # `pops eval` on the joint folder: its operators, the data/ of the models folder it sits in.
     data = {}
@@ -321,7 +296,7 @@ def test_apply_and_eval_cli_run_the_joint_operators(joint_folder, world_pairs, t
     save_data(data, models / "data")
     table_file = tmp_path / "table.json"
     args = ["eval", "-m", str(joint_dir), "--operator", "texturing", "--operator", "union", "--seeds", "1"]
-    result = runner.invoke(app, [*args, "--steps", "2", "-o", str(table_file)])
+    result = run_cli(*args, "--steps", "2", "-o", table_file)
     assert result.exit_code == 0, result.output
     rows = {(r["operator"], r["method"]) for r in json.loads(table_file.read_text())["rows"]}
     assert {("texturing", "pops"), ("union", "pops"), ("union", "averaging")} <= rows
@@ -376,8 +351,6 @@ DAMAGE = ("truncated weights", "truncated config", "operator table", "settings",
 def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, tmp_path, how, monkeypatch):
     import shutil
 
-    from bad_input_env import judge, no_server, run_api, run_cli, run_ui, snapshot
-
     from pops.embeddings.files import save_embeddings
     from pops.equation import apply
     from pops.ui.app import _settings
@@ -395,13 +368,13 @@ def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, 
     out = str(root / "out.safetensors")
     monkeypatch.setattr("pops.ui.serve", no_server)
     cases = [
-        (run_cli("apply", "-m", joint_dir, "--kind", "union", *files, "-o", out, "--steps", "2"), False),
-        (run_cli("apply", "union(a.safetensors, b.safetensors)", "--models", models, "-o", out), False),
-        (run_cli("eval", "--models", models, "--operator", "union"), False),
-        (run_cli("eval", "--models", joint_dir), False),
-        (run_cli("serve", "--models", models, "-o", tmp_path / "serve"), False),
-        (run_cli("serve", "--models", joint_dir, "-o", tmp_path / "serve"), False),
-        (run_api(lambda: apply("union(a.safetensors, b.safetensors)", models=models, base_dir=root)), True),
+        (cli_outcome("apply", "-m", joint_dir, "--kind", "union", *files, "-o", out, "--steps", "2"), False),
+        (cli_outcome("apply", "union(a.safetensors, b.safetensors)", "--models", models, "-o", out), False),
+        (cli_outcome("eval", "--models", models, "--operator", "union"), False),
+        (cli_outcome("eval", "--models", joint_dir), False),
+        (cli_outcome("serve", "--models", models, "-o", tmp_path / "serve"), False),
+        (cli_outcome("serve", "--models", joint_dir, "-o", tmp_path / "serve"), False),
+        (api_outcome(lambda: apply("union(a.safetensors, b.safetensors)", models=models, base_dir=root)), True),
     ]
     before = snapshot(root)
     for outcome, api in cases:
@@ -409,5 +382,5 @@ def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, 
         assert verdict.clean, verdict.why
     backend = Backend([str(models)], tmp_path / "ui")  # the UI's models folder (its runs are written outside root)
     settings = _settings(models_dir=str(models), renderer="none", seed=0, guidance=0, steps=2, samples=1)
-    outcome = run_ui(lambda: backend.run_equation("union(a.safetensors, b.safetensors)", files, settings))
+    outcome = ui_outcome(lambda: backend.run_equation("union(a.safetensors, b.safetensors)", files, settings))
     assert outcome.refused and expect.lower() in outcome.text.lower() and len(outcome.text.splitlines()) == 1

@@ -9,7 +9,6 @@ killed a seeded random time after that (the seed is in the failure message), so 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -20,9 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.images import solid
+from tests.helpers.models import models_folder
+from tests.helpers.priors import picture_operator
+from tests.helpers.processes import pops_env
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+ENV = pops_env(OMP_NUM_THREADS="1")
 
 
 def kill_at_random(script: str, *args, window: float, seed: int | None = None) -> tuple[int, float]:
@@ -117,7 +120,7 @@ def test_embed_killed_at_a_random_point_then_rerun_caches_every_image_once(tmp_p
 GENERATE = """
 import sys
 from pathlib import Path
-from test_generate import solid
+from tests.helpers.images import solid
 from pops.generate.models import GenerationModels
 from pops.generate.runner import generate
 root, out = Path(sys.argv[1]), sys.argv[2]
@@ -133,8 +136,6 @@ def dataset_contents(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_generate_killed_at_a_random_point_then_rerun_makes_the_same_dataset(tmp_path):
-    from test_generate import solid
-
     from pops.generate.models import GenerationModels
     from pops.generate.runner import generate
 
@@ -165,13 +166,12 @@ run_equation_cli(equation, models, out, num_inference_steps=25, num_samples=8, r
 
 @pytest.mark.slow
 def test_an_equation_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_result(tmp_path):
-    from bad_input_env import _models_folder, tiny_operator
     from PIL import Image
 
     from pops.embeddings.files import load_embeddings, save_embeddings
     from pops.equation.cli import run_equation_cli
 
-    models = _models_folder(tmp_path / "models", tiny_operator())
+    models = models_folder(tmp_path / "models", picture_operator())
     (tmp_path / "good").mkdir()
     Image.new("RGB", (32, 32), "red").save(tmp_path / "good" / "red.png")
     Image.new("RGB", (32, 32), "blue").save(tmp_path / "good" / "blue.png")

@@ -8,7 +8,8 @@ import torch
 
 from pops.core.objective import make_training_scheduler, prior_input
 from pops.operators.operator import Operator
-from tests.test_train import DIM, make_pairs, tiny_config
+from tests.helpers.pairs import make_pairs
+from tests.helpers.training import DIM, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_byte_clip_tokenizer
 from PIL import Image
 
 from pops.base.registry import COMPOSITION_SLOTS
 from pops.generate import storage
 from pops.generate.models import Detection, GenerationModels, UndecodableImage
+from tests.helpers.cli import run_cli
+from tests.helpers.tokenizers import write_byte_clip_tokenizer
 
 D = 32  # the tiny CLIP's embedding width
 SIDE = 64  # generated picture side
@@ -370,27 +371,13 @@ def test_the_pairs_module_needs_no_diffusers():
 
 
 # ----- the command -----------------------------------------------------------------------------------------------
-def run_cli(*args: str):
-    import importlib
-
-    from typer.testing import CliRunner
-
-    from pops.cli import COMMANDS
-    from pops.cli.app import app
-
-    assert "pairs" in COMMANDS
-    for name in COMMANDS:
-        importlib.import_module(f"pops.cli.{name}")
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 @pytest.mark.slow
 def test_cli_reuses_the_embed_cache_and_writes_a_pairs_file(datasets, clip_dir, tmp_path):
+    from pops.cli import COMMANDS
     from pops.embeddings.pairs import Pairs
     from pops.generate import generate
+
+    assert "pairs" in COMMANDS  # a command of the `pops` app
 
     # EfficientNet (the embedded world's encoder): `pops embed` fills the cache, `pops pairs` encodes only patches.
     data, cache = tmp_path / "texturing", tmp_path / "cache"
@@ -431,6 +418,9 @@ def test_cli_reuses_the_embed_cache_and_writes_a_pairs_file(datasets, clip_dir, 
 
 
 def test_cli_bad_input_gives_one_line_errors(datasets, tmp_path):
+    from pops.cli import COMMANDS
+
+    assert "pairs" in COMMANDS
     cases = [
         (["pairs", str(tmp_path / "missing"), "--out", str(tmp_path / "p.safetensors")], "no such dataset folder"),
         (["pairs", str(tmp_path), "--out", str(tmp_path / "p.safetensors")], "not a generated dataset"),

@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_real_stack import (
+
+from tests.helpers.cli import run_cli
+from tests.helpers.images import assert_close_images, pixels, random_images
+from tests.helpers.priors import tiny_prior
+from tests.helpers.real_stack import (
     SIZE,
-    assert_close_images,
-    pixels,
-    random_images,
-    run_cli,
     tiny_controlnet,
     tiny_depth_estimator,
     tiny_ip_adapter_state_dict,
     tiny_kandinsky_decoder,
     tiny_sdxl,
     tiny_vision,
-    write_tokenizer_files,
 )
+from tests.helpers.tokenizers import write_tokenizer_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,8 +73,6 @@ def kandinsky_folder(folder, parts, **settings):
 
 def write_texturing_models(root, parts, kinds=("texturing",)):
     """Tiny operators in bigG's place: the local prior repo's CLIP image encoder (squash to 512, as released)."""
-    from conftest import tiny_prior
-
     from pops.operators.operator import Operator
 
     for i, kind in enumerate(kinds):

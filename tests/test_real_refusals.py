@@ -10,8 +10,10 @@ import shutil
 
 import pytest
 import torch
-from test_real_stack import SIZE, random_images, run_cli
-from test_released_import import released_state, write_hub
+
+from tests.helpers.cli import run_cli
+from tests.helpers.images import random_images
+from tests.helpers.real_stack import SIZE, released_state, write_hub
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,38 +9,17 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_prior
 from PIL import Image
 from safetensors.torch import load_file
-from test_real_stack import SIZE, random_images, run_cli, tiny_kandinsky_decoder, tiny_vision
 
-from pops.operators import checkpoint
 from pops.operators.operator import Operator
+from tests.helpers.cli import run_cli
+from tests.helpers.images import random_images
+from tests.helpers.models import write_union_test_data
+from tests.helpers.priors import tiny_prior
+from tests.helpers.real_stack import SIZE, released_state, write_hub
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def released_state(seed: int, prefix: str = "", dim: int = 32) -> dict:
-    """A released checkpoint's contents: the PriorTransformer state dict without the clip statistics."""
-    state = tiny_prior(dim=dim, seed=seed).state_dict()
-    return {prefix + k: v for k, v in state.items() if k not in checkpoint.CLIP_STATS}
-
-
-def write_hub(root):
-    """Local copies in the hub layouts under `root`: the Kandinsky prior repo (prior/, image_encoder/,
-    image_processor/), the released operators repo (models/<kind>/learned_prior.pth; texturing written by a
-    torch.compile run) and the Kandinsky decoder."""
-    from diffusers import KandinskyV22Pipeline
-
-    tiny_prior(seed=0).save_pretrained(root / "kandinsky-2-2-prior" / "prior")
-    model, processor = tiny_vision()
-    model.save_pretrained(root / "kandinsky-2-2-prior" / "image_encoder")
-    processor.save_pretrained(root / "kandinsky-2-2-prior" / "image_processor")
-    for kind, seed, prefix in (("texturing", 1, "_orig_mod."), ("union", 2, "")):
-        (root / "operators" / "models" / kind).mkdir(parents=True)
-        torch.save(released_state(seed, prefix), root / "operators" / "models" / kind / "learned_prior.pth")
-    KandinskyV22Pipeline(**tiny_kandinsky_decoder()).save_pretrained(root / "kandinsky-2-2-decoder")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +46,7 @@ def test_an_imported_operator_samples_exactly_as_the_checkpoint_loaded_directly(
 
     imported = Operator.from_pretrained(folder)
     direct = Operator.from_pretrained(base, checkpoint=pth, kind="texturing")
-    assert imported.spec.kind == "texturing"  # read from the path
+    assert imported.spec.name == "texturing"  # read from the path
     assert torch.equal(sample(imported), sample(direct))
     stats = imported.model.prior
     assert torch.equal(stats.clip_mean, tiny_prior(seed=0).clip_mean.detach())  # the base's statistics
@@ -190,21 +169,6 @@ def test_pops_models_renderer_writes_a_checked_folder(tmp_path):
     assert saved["base"] == "my/sdxl-finetune" and saved["size"] == 1024 and saved["negative_prompt"] is None
     result = run_cli("models", "renderer", tmp_path / "bad", "--type", "ipadapter", "--set", "sizes=3")
     assert result.exit_code != 0 and "unknown key 'sizes'" in result.output and not (tmp_path / "bad").exists()
-
-
-def write_union_test_data(folder) -> None:
-    """What `pops eval` scores, for union on 32-d embeddings: 6 test pairs of 3 classes and their gallery."""
-    from pops.embeddings.files import save_embeddings
-    from pops.embeddings.pairs import Pairs
-
-    g = torch.Generator().manual_seed(0)
-    classes = ["a", "b", "c"]
-    slots = [torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)]
-    pairs = Pairs("union", slots, torch.ones(6, 2, dtype=torch.bool), torch.randn(6, 32, generator=g))
-    pairs.class_ids, pairs.info = torch.tensor([0, 1, 2, 0, 1, 2]), {"classes": classes}
-    pairs.save(folder / "union-test.safetensors")
-    gallery = torch.randn(3, 32, generator=g)
-    save_embeddings(folder / "union-gallery.safetensors", gallery, {"operator": "union", "classes": classes})
 
 
 def test_pops_eval_scores_the_imported_operators_of_a_real_models_folder(hub, tmp_path):

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import tiny_prior
-from test_train import DIM, make_pairs, tiny_config
 
 from pops.core.prior import PopsPrior
+from tests.helpers.pairs import make_pairs
+from tests.helpers.priors import tiny_prior
+from tests.helpers.training import DIM, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

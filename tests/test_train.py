@@ -1,78 +1,23 @@
-"""The trainer (pops.train): config, data stream, options (LoRA, EMA, N blocks, accumulation, checkpointing) "
-"in-process."""
+"""The trainer (pops.train): config, data stream, options (LoRA, EMA, N blocks, accumulation, checkpointing)
+in-process."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_prior
 from safetensors.torch import load_file
 
 from pops.base.registry import get_spec
 from pops.core.prior import PopsPrior
-from pops.embeddings.pairs import Pairs
+from tests.helpers.pairs import make_pairs
+from tests.helpers.priors import tiny_prior
+from tests.helpers.processes import REPO
+from tests.helpers.training import DIM, max_diff, tiny_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-REPO = Path(__file__).resolve().parents[1]
-DIM = 32
-
-
-def make_pairs(kind: str = "texturing", n: int = 48, dim: int = DIM, text_width: int = 16, seed: int = 0) -> Pairs:
-    """Synthetic training pairs with a learnable relation (target = mix of the inputs)."""
-    g = torch.Generator().manual_seed(seed)
-    spec = get_spec(kind)
-    slots, images = [], []
-    for slot in spec.slots:
-        if slot.kind == "text":
-            rows = torch.randn(n, 3, text_width, generator=g)
-            mask = torch.ones(n, 3, dtype=torch.bool)
-            mask[::3, 2] = False
-            slots.append((rows, mask))
-        else:
-            e = torch.randn(n, dim, generator=g) * 2 + 1
-            slots.append(e)
-            images.append(e)
-    present = torch.ones(n, spec.num_slots, dtype=torch.bool)
-    if kind == "composition":
-        present = torch.rand(n, spec.num_slots, generator=g) < 0.5
-        present[:, 0] = True
-    target = sum(images) / len(images) + 0.1 * torch.randn(n, dim, generator=g)
-    align = torch.randn(n, dim, generator=g) if spec.text_alignment_weight else None
-    return Pairs(kind=kind, slots=slots, present=present, target=target, align_text=align)
-
-
-def tiny_config(tmp_path: Path, **overrides):
-    from pops.train.config import apply_overrides, config_from_dict
-
-    base = dict(
-        operator="texturing",
-        data=str(tmp_path / "pairs.safetensors"),
-        output_dir=str(tmp_path / "run"),
-        init="scratch",
-        model=dict(embedding_dim=DIM, num_layers=2, num_attention_heads=2, attention_head_dim=16),
-        max_steps=6,
-        batch_size=4,
-        optim=dict(lr=1e-3),
-        progress=False,
-        logging=dict(every=0),
-        checkpoint=dict(every=0, at_end=False),
-        validation=dict(every=0),
-    )
-    return config_from_dict(apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]))
-
-
-def weights(model: PopsPrior) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def max_diff(a: dict, b: dict, keys=None) -> float:
-    keys = keys if keys is not None else a.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in keys)
 
 
 # ----- config ------------------------------------------------------------------------------------------------------

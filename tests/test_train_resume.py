@@ -3,10 +3,8 @@ processes with accelerate (gloo) against one process with the same global batch.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,11 +14,12 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_train import DIM, make_pairs, max_diff
+
+from tests.helpers.pairs import make_pairs
+from tests.helpers.processes import free_port, pops_env
+from tests.helpers.training import max_diff, tiny_settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write_run(tmp_path: Path, name: str, **overrides) -> tuple[Path, dict]:
@@ -28,20 +27,7 @@ def write_run(tmp_path: Path, name: str, **overrides) -> tuple[Path, dict]:
     pairs_path = tmp_path / "pairs.safetensors"
     if not pairs_path.exists():
         make_pairs(n=48).save(pairs_path)
-    config = dict(
-        operator="texturing",
-        data=str(pairs_path),
-        output_dir=str(tmp_path / name),
-        init="scratch",
-        model=dict(embedding_dim=DIM, num_layers=2, num_attention_heads=2, attention_head_dim=16),
-        max_steps=6,
-        batch_size=4,
-        optim=dict(lr=1e-3),
-        progress=False,
-        logging=dict(every=0),
-        checkpoint=dict(every=0, at_end=False),
-        validation=dict(every=0),
-    )
+    config = tiny_settings(pairs_path, tmp_path / name)
     for key, value in overrides.items():
         config[key] = dict(config[key], **value) if isinstance(value, dict) and key in config else value
     path = tmp_path / f"{name}.yaml"
@@ -50,9 +36,7 @@ def write_run(tmp_path: Path, name: str, **overrides) -> tuple[Path, dict]:
 
 
 def env() -> dict:
-    return dict(
-        os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
-    )
+    return pops_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
 
 def in_process(config: dict, **changes):
@@ -70,12 +54,6 @@ def initial_weights(config: dict) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.get("seed", 0))
         return build_model(config_from_dict(config), Pairs.load(config["data"])).state_dict()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def final_weights(output_dir) -> dict:

@@ -5,11 +5,7 @@ image encoder) and a retrieval renderer over small procedural pictures, all writ
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,20 +15,20 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from tests.helpers.browser import (
+    ARTIFACTS,
+    click_and_wait,
+    open_browser,
+    pops_serve,
+    run_texturing_tab,
+    upload_to_equation_tab,
+    valid_picture,
+    wait_for_captions,
+)
+from tests.helpers.images import bomb_png
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 RESOLUTION = 64  # encoder input size: small and fast; the pictures below are 64 px too
 ENCODER_CONFIG = {"type": "efficientnet", "resolution": RESOLUTION, "bf16": False}
 
@@ -103,56 +99,13 @@ def build_models(root: Path) -> dict[str, Path]:
     return {name: inputs / name for name in pictures}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"pops serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"pops serve did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     pictures = build_models(root / "models")
     shutil.copytree(root / "models", root / "unlisted")  # a models folder the server is not started with
     out = root / "served"
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "pops_serve.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable,
-        "-c",
-        "from pops.cli import main; main()",
-        "serve",
-        "--models",
-        str(root / "models"),
-        "--out",
-        str(out),
-        "--port",
-        str(port),
-        "--max-file-size",
-        "2mb",
-    ]
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, proc, log)
+    with pops_serve(root / "models", out, "pops_serve.log", "--max-file-size", "2mb", cwd=root) as url:
         yield {
             "url": url,
             "pictures": pictures,
@@ -161,12 +114,6 @@ def server(tmp_path_factory):
             "models": root / "models",
             "unlisted": root / "unlisted",
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -200,72 +147,9 @@ def test_server_is_local_limits_uploads_and_serves_only_its_output_folder(server
         assert response.status_code in (403, 404), path
 
 
-def _browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)")
-    manager = sync_playwright().start()
-    browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    return manager, browser
-
-
-def _valid_picture(page, base_url: str, selector: str) -> Image.Image:
-    src = page.locator(selector).first.get_attribute("src")
-    assert src, f"no picture in {selector}"
-    body = page.request.get(src if src.startswith("http") else base_url.rstrip("/") + "/" + src.lstrip("/")).body()
-    image = Image.open(io.BytesIO(body))
-    image.load()
-    assert image.size[0] > 0 and image.size[1] > 0
-    return image
-
-
-STATUS = "#status [data-testid=markdown]"  # the status text itself, not Gradio's progress overlay
-
-
-def click_and_wait(page, selector: str, timeout: float = 90_000) -> str:
-    """Click a run button and wait for the status line to report this run (done or error); return it."""
-    before = page.inner_text(STATUS)
-    page.click(selector)
-    page.wait_for_function(
-        "([selector, before]) => { const t = document.querySelector(selector).innerText;"
-        " return t !== before && (t.includes('Done') || t.includes('Error')); }",
-        arg=[STATUS, before],
-        timeout=timeout,
-    )
-    return page.inner_text(STATUS)
-
-
-def run_texturing_tab(page, pics) -> str:
-    """The texturing tab: object.png and texture.png into its slots, run, wait for the result; return the status."""
-    page.set_input_files("#texturing-object input[type=file]", str(pics["object.png"]))
-    page.set_input_files("#texturing-texture input[type=file]", str(pics["texture.png"]))
-    page.wait_for_selector("#texturing-object img")
-    page.wait_for_selector("#texturing-texture img")
-    status = click_and_wait(page, "#run-texturing")
-    assert "Done" in status and "texturing(object.png, texture.png)" in status, status
-    page.wait_for_selector("#result-gallery img", timeout=30_000)
-    return status
-
-
-def upload_to_equation_tab(page, pics) -> None:
-    """Open the equation tab and upload every picture; wait until the file list names each one."""
-    page.get_by_role("tab", name="Equation").click()
-    page.set_input_files("#equation-files input[type=file]", [str(p) for p in pics.values()])
-    for name in pics:
-        page.wait_for_selector(f"#equation-files td.filename[aria-label='{name}']", timeout=30_000)
-
-
-def wait_for_captions(page, captions) -> None:
-    """Wait until the steps gallery shows every caption."""
-    page.wait_for_function(
-        f"{captions!r}.every(c => document.querySelector('#steps-gallery').innerText.includes(c))", timeout=30_000
-    )
-
-
 def test_browser_operator_tab_and_chained_equation(server):
     url, pics = server["url"], server["pictures"]
-    manager, browser = _browser()
+    manager, browser = open_browser()
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url, wait_until="load")
@@ -274,7 +158,7 @@ def test_browser_operator_tab_and_chained_equation(server):
 
         # 1. Texturing: one image into each slot, run, wait for the rendered result.
         run_texturing_tab(page, pics)
-        picture = _valid_picture(page, url, "#result-gallery img")
+        picture = valid_picture(page, url, "#result-gallery img")
         assert picture.size == (64, 64)  # a retrieval gallery picture
 
         # 2. A chained equation over uploaded files: every intermediate shows up as a captioned picture.
@@ -422,7 +306,6 @@ def test_bad_settings_and_files_over_the_api_are_one_line_refusals_leaving_no_ru
     """What an HTTP client may send besides the page's values — a guidance below 1 or out of the slider's range, huge
     sample counts, a decompression bomb or bytes that are no picture — is refused in one line (Gradio's own range
     check, or the backend's status); no run folder stays behind."""
-    from bad_input_env import bomb_png
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 

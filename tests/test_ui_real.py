@@ -6,25 +6,23 @@ and shows the pictures the Kandinsky renderer drew. Everything is built here; no
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from test_real_stack import SIZE, random_images, run_cli
-from test_released_import import write_hub
-from test_ui import (
+
+from tests.helpers.browser import (
     ARTIFACTS,
-    _browser,
-    _valid_picture,
     click_and_wait,
-    free_port,
+    open_browser,
+    pops_serve,
     run_texturing_tab,
     upload_to_equation_tab,
-    wait_for,
+    valid_picture,
     wait_for_captions,
 )
+from tests.helpers.cli import run_cli
+from tests.helpers.images import random_images
+from tests.helpers.real_stack import SIZE, write_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -43,24 +41,10 @@ def real_server(tmp_path_factory):
     for name, image in zip(("object.png", "texture.png", "other.png"), random_images(3, seed=21)):
         image.save(root / name)
         pictures[name] = root / name
-    out, port = root / "served", free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "pops_serve_real.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-c", "from pops.cli import main; main()", "serve", "--models", str(models)]
-    cmd += ["--out", str(out), "--port", str(port), "--device", "cpu", "--generator-device", "cpu"]
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, proc, log)
+    out = root / "served"
+    options = ("--device", "cpu", "--generator-device", "cpu")
+    with pops_serve(models, out, "pops_serve_real.log", *options, cwd=root) as url:
         yield {"url": url, "pictures": pictures, "out": out}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_records(out):
@@ -69,7 +53,7 @@ def run_records(out):
 
 def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_server):
     url, pics, out = real_server["url"], real_server["pictures"], real_server["out"]
-    manager, browser = _browser()
+    manager, browser = open_browser()
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url, wait_until="load")
@@ -79,7 +63,7 @@ def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_ser
 
         # 1. The texturing tab: two pictures into the released operator's slots, rendered by Kandinsky.
         run_texturing_tab(page, pics)
-        picture = _valid_picture(page, url, "#result-gallery img")
+        picture = valid_picture(page, url, "#result-gallery img")
         assert picture.size == (SIZE, SIZE)  # the decoder's size from renderer.json, not an input picture's
         assert len(np.unique(np.asarray(picture.convert("RGB")).reshape(-1, 3), axis=0)) > 16  # drawn, not blank
         records = run_records(out)
@@ -94,7 +78,7 @@ def test_browser_applies_released_operators_and_sees_kandinsky_pictures(real_ser
         assert "Done" in status and "2 operator steps" in status and "1 reused from the cache" in status, status
         captions = ["t = texturing(object.png, texture.png)", "output = union(t, other.png)"]
         wait_for_captions(page, captions)
-        assert _valid_picture(page, url, "#result-gallery img").size == (SIZE, SIZE)
+        assert valid_picture(page, url, "#result-gallery img").size == (SIZE, SIZE)
         records = run_records(out)
         assert len(records) == 2 and all(r["renderer"] == "kandinsky" for r in records.values())
         page.screenshot(path=str(ARTIFACTS / "ui_real.png"), full_page=True)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from pops.base.registry import COMPOSITION_SLOTS, REGISTRY
 from pops.world import EDITS, SCENE_NAMES, SHAPE_NAMES, TEXTURE_NAMES, World, WorldConfig
+from tests.helpers.images import pixels
 
 OPERATORS = list(REGISTRY)
 SIZE = 64  # small images keep the suite fast; rendering is resolution-independent
@@ -33,10 +34,6 @@ def small_world() -> World:
         outfits=12,
     )
     return World(cfg)
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image)
 
 
 def same_images(a, b) -> bool:

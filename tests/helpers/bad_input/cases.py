@@ -1,14 +1,16 @@
-"""The bad-input case table: every entry point (the CLI commands, the Python API, equations, the UI backend) against
-every kind of bad input. A case is (entry point, kind, expected words of the one-line message, what to run); paths
-are relative to the world `bad_input_env.build` writes (the cases run there). `tests/test_bad_input.py` runs each
-case; `python tests/bad_input_table.py` prints the table of kinds x entry points."""
+"""THE bad-input case table, the one place every case is declared: every entry point (the CLI commands, the Python
+API, equations, the UI backend) against every kind of bad input, one section per entry point.
+
+A case is (entry point, kind, expected words of the one-line message, what to run); paths are relative to the world
+`tests.helpers.bad_input.world.build` writes (the cases run there). `tests/test_bad_input.py` runs each case;
+`python -m tests.helpers.bad_input` prints the table of kinds x entry points."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bad_input_env import run_api, run_cli, run_ui
+from tests.helpers.bad_input.harness import api_outcome, cli_outcome, ui_outcome
 
 KINDS = {
     "missing": "missing file or folder",
@@ -56,21 +58,25 @@ CASES: list[Case] = []
 
 
 def cli(entry: str, kind: str, expect: str, *args) -> None:
-    CASES.append(Case(entry, kind, expect, lambda world, args=args: run_cli(*args)))
+    CASES.append(Case(entry, kind, expect, lambda world, args=args: cli_outcome(*args)))
 
 
 def api(entry: str, kind: str, expect: str, call: Callable) -> None:
-    CASES.append(Case(entry, kind, expect, lambda world, call=call: run_api(lambda: call(world)), api=True))
+    CASES.append(Case(entry, kind, expect, lambda world, call=call: api_outcome(lambda: call(world)), api=True))
 
 
 def ui(kind: str, expect: str, call: Callable) -> None:
-    CASES.append(Case("ui", kind, expect, lambda world, call=call: run_ui(lambda: call(world)), api=True))
+    CASES.append(Case("ui", kind, expect, lambda world, call=call: ui_outcome(lambda: call(world)), api=True))
 
 
-# ----- pops apply (one operator on files) ------------------------------------------------------------------------
 A, B, OP = "good/a.safetensors", "good/b.safetensors", "good/op"
+DEVICES = (  # every command that places models takes these: (flag, value, expected words)
+    ("--device", "cuda:99", "cuda:99"),  # no such GPU here (no CUDA at all, or fewer than 100)
+    ("--dtype", "fp8", "unknown dtype"),
+)
 
 
+# ----- pops apply (one operator on files; an operator's name with pictures) -------------------------------------
 def apply(kind, expect, *inputs, model=OP, out="out.safetensors", extra=()):
     cli("apply", kind, expect, "apply", *inputs, "-m", model, "-o", out, "--steps", "2", *extra)
 
@@ -124,6 +130,25 @@ apply("memory", "memory", A, B, extra=("-n", "1000000000"))
 apply("type", "valid integer", A, B, extra=("--steps", "2.5"))
 apply("type", "layout must be one of", A, B, extra=("--layout", "diagonal"))
 apply("type", "unknown sampler", A, B, extra=("--sampler", "euler"))
+for flag, value, expect in (*DEVICES, ("--device", "gpu", "unknown device"), ("--generator-device", "cuda", "cuda")):
+    apply("device", expect, A, B, extra=(flag, value))
+# An operator's name with pictures: `pops apply texturing a.png b.png -n 4 -o out/`.
+PICTURES = ("--models", "models", "--render", "none", "--steps", "2")
+
+
+def pictures(kind, expect, *inputs, out="pictures-out", extra=()):
+    cli("apply", kind, expect, "apply", "texturing", *inputs, *PICTURES, "-n", "4", "-o", out, *extra)
+
+
+pictures("notimage", "not a readable image", "good/red.png", "bad/notimage.png")
+pictures("tiny", "at least 8 pixels", "good/red.png", "bad/tiny.png")
+pictures("huge", "megapixels", "bad/bomb.png", "good/blue.png")
+pictures("missing", "not found", "good/red.png", "bad/missing.png")
+pictures("slots", "texture", "good/red.png")
+pictures("memory", "memory", "good/red.png", "good/blue.png", extra=("-n", "1000000000"))
+pictures("number", "steps", "good/red.png", "good/blue.png", extra=("--steps", "100000"))
+pictures("existing", "already exists", "good/red.png", "good/blue.png", out="good/full")
+pictures("device", "cuda:99", "good/red.png", "good/blue.png", extra=("--device", "cuda:99"))
 
 # ----- pops eval ---------------------------------------------------------------------------------------------------
 cli("eval", "missing", "no such models folder", "eval", "--models", "bad/no-models")
@@ -147,6 +172,12 @@ cli("eval", "number", "steps", "eval", "--models", "models", "--steps", "100000"
 cli("eval", "number", "threads", "eval", "--models", "models", "--threads", "5000")
 cli("eval", "number", "guidance", "eval", "--models", "models", "--guidance", "nan")
 cli("eval", "type", "valid integer", "eval", "--models", "models", "--seeds", "two")
+cli("eval", "empty", "empty file", "eval", "--models", "models-empty-test")
+cli("eval", "slots", "slot1", "eval", "--models", "models-one-slot-test")
+cli("eval", "type", "unknown sampler", "eval", "--models", "models", "--sampler", "euler")
+cli("eval", "number", "--draws", "eval", "--models", "models", "--draws", "0")
+for flag, value, expect in DEVICES:
+    cli("eval", "device", expect, "eval", "--models", "models", flag, value)
 
 # ----- pops demo (refused before any work) -------------------------------------------------------------------------
 DEMO = ("demo", "--quick", "--no-progress", "-o", "demo-out")
@@ -181,6 +212,34 @@ cli(
     "--operator",
     "union",
 )
+cli("demo", "foreign", "operator folder", *DEMO[:3], "-o", OP)
+cli("demo", "foreign", "dataset", *DEMO[:3], "-o", "dataset")
+cli("demo", "folder", "report.html", *DEMO[:3], "-o", "demo-report-folder")
+cli("demo", "folder", "operators", *DEMO[:3], "-o", "demo-operators-file")
+
+
+# Its settings: the Python config (`pops.demo.quick_config`).
+def demo_settings(kind, expect, **settings):
+    def call(world):
+        from pops.demo import quick_config, run_demo
+
+        return run_demo(quick_config(out=world / "demo-api", progress=False, **settings))
+
+    api("demo", kind, expect, call)
+
+
+demo_settings("config", "unknown key", world={"shape": ("circle", "square")})
+demo_settings("config", "unicorn", world={"shapes": ("circle", "unicorn")})
+demo_settings("empty", "textures", world={"textures": ()})
+demo_settings("operator", "unknown operators", train_per_class={"paint": 1})
+demo_settings("slots", "at least one operator", operators=())
+demo_settings("width", "multiple of 64", width=100)
+demo_settings("nan", "lr", lr=float("nan"))
+demo_settings("nan", "holdout", world={"holdout": float("nan")})
+demo_settings("tiny", "image_size", image_size=8)
+demo_settings("tiny", "encoder_resolution", encoder_resolution=16)
+demo_settings("huge", "image_size", image_size=100000)
+demo_settings("type", "must be an integer", steps="10")
 
 # ----- pops train --------------------------------------------------------------------------------------------------
 for config, kind, expect in (
@@ -210,6 +269,15 @@ cli("train", "config", "not YAML", "train", "good/train.yaml", "-o", "optim.beta
 cli("train", "operator", "unknown 'paint'", "train", "good/train.yaml", "-o", "operator=paint")
 cli("train", "number", "max_steps", "train", "good/train.yaml", "-o", "max_steps=0")
 cli("train", "missing", "no such checkpoint folder", "train", "good/train.yaml", "--resume", "bad/no-checkpoint")
+for config, kind, expect in (
+    ("bad/data-wide.yaml", "width", "16"),
+    ("bad/data-one-slot.yaml", "slots", "slot1"),
+    ("bad/seed-text.yaml", "type", "seed"),
+    ("bad/lr-text.yaml", "type", "optim.lr"),
+    ("bad/lr-nan.yaml", "nan", "optim.lr"),
+    ("bad/precision.yaml", "device", "mixed_precision"),
+):
+    cli("train", kind, expect, "train", config, "--no-progress")
 
 # ----- pops embed / pops pairs -------------------------------------------------------------------------------------
 for entry, out in (("embed", "cache-out"), ("pairs", "pairs-out.safetensors")):
@@ -224,15 +292,25 @@ for entry, out in (("embed", "cache-out"), ("pairs", "pairs-out.safetensors")):
     cli(entry, "number", "resolution", entry, "dataset", "-o", out, "--resolution", "33")
     cli(entry, "config", "--encoder must be one of", entry, "dataset", "-o", out, "--encoder", "resnet")
     cli(entry, "type", "valid integer", entry, "dataset", "-o", out, "--batch-size", "many")
+    for flag, value, expect in DEVICES:
+        cli(entry, "device", expect, entry, "dataset", "-o", out, flag, value)
+    cli(entry, "operator", "unknown operator 'paint'", entry, "ds-paint", "-o", out, "--no-progress")
+    cli(entry, "tiny", "resolution", entry, "dataset", "-o", out, "--resolution", "16")
+    cli(entry, "huge", "resolution", entry, "dataset", "-o", out, "--resolution", "99968")
+    cli(entry, "memory", "memory", entry, "dataset", "-o", out, "--resolution", "1024", "--batch-size", "100000")
+    cli(entry, "missing", "no such folder", entry, "dataset", "-o", out, "--encoder", "clip", "--clip-model", "bad/x/y")
 cli("embed", "folder", "is a file", "embed", "dataset", "-o", A)
 cli("embed", "unwritable", "not writable", "embed", "dataset", "-o", "blocker/cache")
 cli("pairs", "existing", "already exists", "pairs", "dataset", "-o", "good/out-exists.safetensors")
 cli("pairs", "folder", "is a folder", "pairs", "dataset", "-o", "good/full")
 cli("pairs", "unwritable", "not writable", "pairs", "dataset", "-o", "blocker/p.safetensors")
+cli("embed", "config", "outside", "embed", "ds-escape", "-o", "cache-out", "--no-progress")
+cli("embed", "existing", "dataset folder itself", "embed", "dataset", "-o", "dataset", "--no-progress")
 cli("pairs", "number", "seed", "pairs", "dataset", "-o", "p.safetensors", "--seed", "-1")
 
 # ----- pops render (checked before any model loads) ----------------------------------------------------------------
 RENDER = ("-o", "render-out")
+RENDER_A = ("render", A, *RENDER)
 for path, kind, expect in (
     ("bad/missing.safetensors", "missing", "no such embedding file"),
     ("bad/folder.safetensors", "folder", "is a folder"),
@@ -244,39 +322,38 @@ for path, kind, expect in (
     ("bad/complex.pt", "type", "real numbers"),
 ):
     cli("render", kind, expect, "render", path, *RENDER)
-cli("render", "config", "--render must be one of", "render", A, *RENDER, "--render", "dalle")
+cli("render", "config", "--render must be one of", *RENDER_A, "--render", "dalle")
 cli("render", "existing", "already exists", "render", A, "-o", "good/full")
 cli("render", "folder", "is a file", "render", A, "-o", A)
 cli("render", "unwritable", "not writable", "render", A, "-o", "blocker/pictures")
-cli("render", "missing", "needs --structure", "render", A, *RENDER, "--render", "ipadapter-depth")
-cli(
-    "render",
-    "missing",
-    "no such structure image",
-    "render",
-    A,
-    *RENDER,
-    "--render",
-    "ipadapter-depth",
-    "--structure",
-    "x.png",
-)
+cli("render", "missing", "needs --structure", *RENDER_A, "--render", "ipadapter-depth")
+cli("render", "missing", "no such structure image", *RENDER_A, "--render", "ipadapter-depth", "--structure", "x.png")
 for flag, value in (("--steps", "0"), ("--steps", "5000"), ("--guidance", "nan"), ("--seed", "-1"), ("--size", "5000")):
-    cli("render", "number", flag.lstrip("-"), "render", A, *RENDER, flag, value)
-cli("render", "number", "batch-size", "render", A, *RENDER, "--batch-size", "0")
+    cli("render", "number", flag.lstrip("-"), *RENDER_A, flag, value)
+cli("render", "number", "batch-size", *RENDER_A, "--batch-size", "0")
+cli("render", "tiny", "size", *RENDER_A, "--size", "2")
+cli("render", "huge", "size", *RENDER_A, "--size", "100000")
+DEPTH = (*RENDER_A, "--render", "ipadapter-depth", "--structure")
+cli("render", "notimage", "not a readable structure image", *DEPTH, "bad/notimage.png")
+cli("render", "huge", "megapixels", *DEPTH, "bad/bomb.png")
+cli("render", "tiny", "at least 8 pixels", *DEPTH, "bad/tiny.png")
+cli("render", "missing", "no such folder", *RENDER_A, "--decoder", "bad/no/decoder")
+for flag, value, expect in (*DEVICES, ("--generator-device", "cuda", "cuda")):
+    cli("render", "device", expect, *RENDER_A, flag, value)
 
 # ----- pops generate (checked before any model loads) --------------------------------------------------------------
 GEN = ("-o", "gen-out", "-n", "2", "--no-progress")
+UNION = ("generate", "union", *GEN)
 cli("generate", "operator", "unknown operator 'paint'", "generate", "paint", *GEN)
-cli("generate", "config", "KEY=VALUE", "generate", "union", *GEN, "--option", "max_iou")
-cli("generate", "config", "unknown", "generate", "union", *GEN, "--option", "no_such_setting=1")
-cli("generate", "config", "jpg or png", "generate", "union", *GEN, "--image-format", "gif")
+cli("generate", "config", "KEY=VALUE", *UNION, "--option", "max_iou")
+cli("generate", "config", "unknown", *UNION, "--option", "no_such_setting=1")
+cli("generate", "config", "jpg or png", *UNION, "--image-format", "gif")
 cli("generate", "folder", "is not a folder", "generate", "union", "-o", A, "-n", "2")
 cli("generate", "number", "num-samples", "generate", "union", "-o", "gen-out", "-n", "0")
-cli("generate", "number", "seed", "generate", "union", *GEN, "--seed", "-1")
-cli("generate", "number", "turbo-steps", "generate", "union", *GEN, "--turbo-steps", "100000")
-cli("generate", "number", "inpaint-guidance", "generate", "union", *GEN, "--inpaint-guidance", "nan")
-cli("generate", "number", "image-size", "generate", "union", *GEN, "--image-size", "2")
+cli("generate", "number", "seed", *UNION, "--seed", "-1")
+cli("generate", "number", "turbo-steps", *UNION, "--turbo-steps", "100000")
+cli("generate", "number", "inpaint-guidance", *UNION, "--inpaint-guidance", "nan")
+cli("generate", "number", "image-size", *UNION, "--image-size", "2")
 cli("generate", "type", "valid integer", "generate", "union", "-o", "gen-out", "-n", "lots")
 cli("generate", "empty", "empty file", "generate", "union", "-o", "ds-empty-json", "-n", "2")
 cli("generate", "truncated", "invalid JSON", "generate", "union", "-o", "ds-bad-json", "-n", "2")
@@ -284,7 +361,12 @@ cli("generate", "foreign", "not a dataset description", "generate", "union", "-o
 cli("generate", "existing", "different seed", "generate", "union", "-o", "dataset", "-n", "2", "--seed", "5")
 cli("generate", "existing", "different operator", "generate", "scene", "-o", "dataset", "-n", "2")
 cli("generate", "unwritable", "not writable", "generate", "union", "-o", "blocker/data", "-n", "2")
-cli("generate", "missing", "no such folder", "generate", "union", *GEN, "--models-from", "bad/no-models")
+cli("generate", "missing", "no such folder", *UNION, "--models-from", "bad/no-models")
+cli("generate", "tiny", "segmenter-size", *UNION, "--segmenter-size", "2")
+cli("generate", "huge", "image-size", *UNION, "--image-size", "100000")
+cli("generate", "nan", "depth-guidance", *UNION, "--depth-guidance", "inf")
+for flag, value, expect in DEVICES:
+    cli("generate", "device", expect, *UNION, flag, value)
 
 # ----- pops distill ------------------------------------------------------------------------------------------------
 P = "good/pairs.safetensors"
@@ -311,6 +393,10 @@ distill("existing", "teacher's own folder", out=OP, extra=("--overwrite",))
 for flag, value in (("--lr", "inf"), ("--batch-size", "0"), ("--threads", "5000"), ("--seed", "-1"), ("--noises", "0")):
     distill("number", flag.lstrip("-"), extra=(flag, value))
 distill("memory", "memory", extra=("--batch-size", "1000000000000"))
+distill("type", "valid number", extra=("--lr", "fast"))
+distill("type", "valid integer", extra=("--steps", "2.5"))
+distill("config", "prior_config", teacher="bad/no-prior-config")
+distill("slots", "slot1", data="bad/one-slot-pairs.safetensors")
 
 # ----- pops serve (refused before the server starts) ---------------------------------------------------------------
 SERVE = ("serve", "-o", "ui-serve")
@@ -324,10 +410,75 @@ cli("serve", "folder", "is a file", "serve", "--models", A, "-o", "ui-serve")
 cli("serve", "folder", "is a file, not a folder", "serve", "--models", "models", "-o", A)
 cli("serve", "type", "valid integer", *SERVE, "--port", "http")
 cli("serve", "unwritable", "not writable", "serve", "--models", "models", "-o", "blocker/ui")
+for flag, value, expect in DEVICES:
+    cli("serve", "device", expect, *SERVE, flag, value)
+for folder, kind, expect in (
+    (OP, "foreign", "operator folder"),
+    ("models-trunc-weights", "truncated", "not a readable safetensors"),
+    ("models-foreign-op", "foreign", "not an operator config"),
+    ("bad-models/empty-weights", "empty", "empty file"),
+    ("bad-models/bad-kind", "operator", "unknown operator 'paint'"),
+    ("bad-models/no-prior-config", "config", "prior_config"),
+    ("bad-models/nan-guidance", "nan", "guidance_scale"),
+    ("bad-models/no-weights", "missing", "model.safetensors"),
+    ("bad-models/wide-config", "width", "has shape"),
+):
+    cli("serve", kind, expect, "serve", "--models", folder, "-o", "ui-serve")
+cli("serve", "tiny", "smaller than any picture", *SERVE, "--max-file-size", "100b")
+cli("serve", "existing", "models folder", "serve", "--models", "models", "-o", "models")
+
+# ----- pops models import | real | renderer ------------------------------------------------------------------------
+RELEASED = "released/models/texturing/learned_prior.pth"
+
+
+def imported(kind, expect, checkpoint=RELEASED, out="imported", base="kprior", extra=()):
+    cli("models", kind, expect, "models", "import", checkpoint, "--base", base, "-o", out, *extra)
+
+
+TEXTURING = ("--kind", "texturing")
+imported("missing", "no such file", "bad/missing.pth", extra=TEXTURING)
+imported("missing", "no such folder", base="bad/no/prior")
+imported("folder", "is a folder", "bad/folder.png", extra=TEXTURING)
+imported("empty", "empty file", "bad/empty.pt", extra=TEXTURING)
+imported("truncated", "not a plain state dict", "bad/trunc.pth", extra=TEXTURING)
+imported("foreign", "not a plain state dict", "bad/foreign.pt", extra=TEXTURING)
+imported("foreign", "objects other than tensors", "bad/pickle.pt", extra=TEXTURING)
+imported("foreign", "1 missing", "bad/missing-layer.pth", extra=TEXTURING)
+imported("width", "has shape", "bad/wide.pth", extra=TEXTURING)
+imported("nan", "NaN or inf", "bad/nan.pth", extra=TEXTURING)
+imported("operator", "unknown operator 'paint'", extra=("--kind", "paint"))
+imported("operator", "not 'union'", extra=("--kind", "union"))
+imported("operator", "cannot tell which operator", "bad/wide.pth")
+imported("unwritable", "not writable", out="blocker/op")
+imported("existing", "already exists", out="good/full")
+imported("existing", "is a file", out=A)
+imported("device", "unknown dtype", extra=("--dtype", "fp8"))
+REAL = ("models", "real", "real-out", "--base", "kprior")
+cli("models", "missing", "no such folder", *REAL, "--checkpoints", "bad/no/checkpoints")
+TEXTURING_ONLY = ("--operator", "texturing")
+cli("models", "missing", "no released texturing", *REAL, "--checkpoints", "released-empty", *TEXTURING_ONLY)
+cli("models", "operator", "no released 'paint'", *REAL, "--checkpoints", "released", "--operator", "paint")
+cli("models", "config", "--render must be one of", *REAL, "--render", "dalle")
+cli("models", "device", "unknown dtype", *REAL, "--dtype", "fp8")
+cli("models", "existing", "already exists", "models", "real", "good/full", "--base", "kprior", *TEXTURING_ONLY)
+RENDERER = ("models", "renderer", "renderer-out")
+for setting, kind, expect in (
+    ("size", "config", "KEY=VALUE"),
+    ("no_such=1", "config", "no_such"),
+    ("num_inference_steps=0", "number", "num_inference_steps"),
+    ("guidance_scale=nan", "nan", "guidance_scale"),
+    ("size=abc", "type", "size"),
+    ("size=2", "tiny", "size"),
+    ("size=100000", "huge", "size"),
+    ("dtype=fp8", "device", "dtype"),
+):
+    cli("models", kind, expect, *RENDERER, "--set", setting)
+cli("models", "config", "--type must be one of", *RENDERER, "--type", "dalle")
+cli("models", "unwritable", "not writable", "models", "renderer", "blocker/renderer")
+cli("models", "existing", "already exists", "models", "renderer", "renderer-existing")
+
 
 # ----- the Python API -----------------------------------------------------------------------------------------------
-
-
 def _op(world):
     from pops.operators.operator import Operator
 
@@ -361,7 +512,7 @@ def _pretrained(name):
     return lambda world: Operator.from_pretrained(world / name)
 
 
-def _pairs(name):
+def _load_pairs(name):
     from pops.embeddings.pairs import Pairs
 
     return lambda world: Pairs.load(world / name)
@@ -382,9 +533,9 @@ api("api", "truncated", "not a readable safetensors", _load("bad/trunc.safetenso
 api("api", "foreign", "objects other than tensors", _load("bad/pickle.pt"))
 api("api", "width", "width 16, expected 1280", _load("bad/wide.safetensors", dim=1280))
 api("api", "nan", "NaN or inf", _load("bad/inf.pt"))
-api("api", "truncated", "not a readable safetensors", _pairs("bad/trunc-pairs.safetensors"))
-api("api", "nan", "NaN or inf", _pairs("bad/nan-pairs.safetensors"))
-api("api", "foreign", "not a pops pairs file", _pairs(A))
+api("api", "truncated", "not a readable safetensors", _load_pairs("bad/trunc-pairs.safetensors"))
+api("api", "nan", "NaN or inf", _load_pairs("bad/nan-pairs.safetensors"))
+api("api", "foreign", "not a pops pairs file", _load_pairs(A))
 api("api", "type", "must be an integer", _sample(num_inference_steps=2.5))
 api("api", "type", "must be an integer", _sample(num_inference_steps="10"))
 api("api", "type", "must be a number", _sample(guidance_scale="8"))
@@ -405,9 +556,8 @@ api("api", "unwritable", "blocker", lambda w: _op(w).save_pretrained(w / "blocke
 
 
 def _from_prior_paint(world):
-    from conftest import tiny_prior
-
     from pops.operators.operator import Operator
+    from tests.helpers.priors import tiny_prior
 
     return Operator.from_prior(tiny_prior(), "paint")
 
@@ -424,9 +574,23 @@ def _train_lr_inf(world):
 
 api("api", "number", "optim.lr", _train_lr_inf)
 
+
+# Placing an operator.
+def _to(**placement):
+    def call(world):
+        from pops.operators.operator import Operator
+
+        return Operator.from_pretrained(world / OP, load_encoders=False).to(**placement)
+
+    return call
+
+
+api("api", "device", "cuda:99", _to(device="cuda:99"))
+api("api", "device", "unknown dtype", _to(dtype="fp8"))
+api("api", "device", "unknown device", _to(device="gpu"))
+
+
 # ----- equations (pops.apply and `pops apply EQUATION --models`) ---------------------------------------------------
-
-
 def eq(kind, expect, equation, **kwargs):
     def call(world):
         import pops
@@ -479,6 +643,8 @@ cli("equation", "empty", "empty file", "apply", "--replay", "bad/empty.json", "-
 cli("equation", "config", "not an equation record", "apply", "--replay", "good/existing.json", "-o", "eq")
 cli("equation", "number", "guidance", "apply", EQ, "--models", "models", "-o", "eq", "-g", "-3")
 cli("equation", "number", "seed", "apply", EQ, "--models", "models", "-o", "eq", "--seed", "-1")
+for flag, value, expect in DEVICES:
+    cli("equation", "device", expect, "apply", EQ, "--models", "models", "-o", "eq", flag, value)
 
 
 # ----- the UI backend (what the page's HTTP API calls) -------------------------------------------------------------
@@ -551,8 +717,3 @@ def run_op(slot_files, word=None, **settings):
 ui("slots", "upload at least one", run_op({}))
 ui("notimage", "not a readable image", run_op({"object": "good/red.png", "texture": "bad/notimage.png"}))
 ui("huge", "decompression bomb", run_op({"object": "bad/bomb.png", "texture": "good/red.png"}))
-
-
-# The cases of the later commands and options (`pops models`, image inputs, --device/--dtype, the demo's settings)
-# live beside this file, which stays short; they append to CASES.
-import bad_input_more  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """Print the bad-input table: kinds of bad input x entry points, each cell `clean/tried`, then the totals (clean
 refusals, tracebacks, cases that left files behind). Run from the repository root:
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tests/bad_input_table.py
+    OMP_NUM_THREADS=1 python -m tests.helpers.bad_input
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from collections import Counter
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from bad_input_cases import CASES, ENTRIES, KINDS  # noqa: E402
-from bad_input_env import World, build, judge, no_server, snapshot  # noqa: E402
+
+from tests.helpers.bad_input.cases import CASES, ENTRIES, KINDS  # noqa: E402
+from tests.helpers.bad_input.harness import no_server, try_case  # noqa: E402
+from tests.helpers.bad_input.world import entered  # noqa: E402
 
 
 def main() -> int:
@@ -27,20 +28,15 @@ def main() -> int:
     started = time.perf_counter()
     tried, clean, tracebacks, changed = Counter(), Counter(), 0, 0
     failures = []
-    with tempfile.TemporaryDirectory() as tmp:
-        build(Path(tmp))
-        os.chdir(tmp)
-        world = World(Path(tmp))
-        with mock.patch("pops.ui.serve", no_server):
-            for case in CASES:
-                before = snapshot(world.root)
-                verdict = judge(case.run(world), case.expect, before, snapshot(world.root), api=case.api)
-                tried[case.kind, case.entry] += 1
-                clean[case.kind, case.entry] += verdict.clean
-                tracebacks += verdict.traceback
-                changed += bool(verdict.changed)
-                if not verdict.clean:
-                    failures.append(f"{case.entry} / {case.kind} / {case.expect}: {verdict.why}")
+    with tempfile.TemporaryDirectory() as tmp, entered(Path(tmp)) as world, mock.patch("pops.ui.serve", no_server):
+        for case in CASES:
+            verdict = try_case(case, world)
+            tried[case.kind, case.entry] += 1
+            clean[case.kind, case.entry] += verdict.clean
+            tracebacks += verdict.traceback
+            changed += bool(verdict.changed)
+            if not verdict.clean:
+                failures.append(f"{case.entry} / {case.kind} / {case.expect}: {verdict.why}")
     width = max(len(k) for k in KINDS) + 2
     print(f"{'kind':<{width}}" + "".join(f"{e:>10}" for e in ENTRIES) + f"{'all':>10}")
     for kind in KINDS:
