@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,11 +125,9 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert "## Training" in card and f"| recombined pairs | x{config.recombine} |" in card
         assert not (config.out / "operators" / kind / "train_summary.json").exists()
         record = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())
-        samplers = (("unclip", config.sampling_steps), *config.fast_samplers)  # each pair tried on validation
+        # every candidate tried on validation, by its one label ("ddim 4 x4 g3")
         assert set(record["validation_top1"]) == {
-            f"{n} {k} g{g:g}" + "".join(f" x{d}" for d in more if d > 1)
-            for n, k, *more in samplers
-            for g in config.guidance_candidates
+            replace(c, guidance_scale=g).label for c in config.sampling_candidates() for g in config.guidance_candidates
         }
         # the chosen one travels too, its draws included
         draws = f" x{op.draws}" if op.draws > 1 else ""
