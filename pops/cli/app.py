@@ -87,6 +87,3 @@ def sampling_options(**values) -> SamplingConfig:
 def checked(check, value, name: str, **kwargs):
     """`check(value, name)` from pops.base.checks (the same ranges as the Python API), as a one-line CLI error."""
     return run_or_fail(check, value, name, **kwargs)
-
-
-OVERWRITE_HELP = "Replace an existing output (without it, an existing output is refused before any work)."

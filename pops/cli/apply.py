@@ -3,124 +3,158 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pops.base import checks
+from pops.base.devices import check_placement, make_generator, place
 from pops.base.files import check_output
-from pops.base.reference import RELEASED_OPERATORS
-from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail, sampling_options
+from pops.base.readers import read_image
+from pops.base.reference import KANDINSKY_PRIOR, RELEASED_OPERATORS
+from pops.base.registry import REGISTRY
+from pops.cli.app import app, checked, fail, run_or_fail, sampling_options
+from pops.cli.options import Overwrite
+from pops.cli.placement import CpuOffload, Device, Dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DROP = ("-", "none", "_")
 
-
-@app.command()
-def apply(
-    inputs: list[str] = typer.Argument(
-        None,
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
         help="One input per slot of the operator, in slot order: an embedding file (.safetensors/.pt, e.g. the "
         "output of an earlier `pops apply`), an image (when the operator carries an image encoder), a word for a text "
         "slot, or '-'/'none' to drop the slot. With --models: a single equation such as 'scene(texturing(a.png, "
         "b.png), c.png)'. Or an operator's name then its inputs (texturing object.jpg texture.jpg): run and render "
         "it like an equation, with the released operators unless --models DIR is given.",
     ),
-    model: Path | None = typer.Option(
-        None,
+]
+Model = Annotated[
+    Path | None,
+    typer.Option(
         "--model",
         "-m",
         help="Operator folder written by save_pretrained (or `pops demo`); a joint folder with --kind.",
     ),
-    models: Path | None = typer.Option(
-        None,
+]
+Models = Annotated[
+    Path | None,
+    typer.Option(
         "--models",
         help="Models folder (operators/<kind>/, renderers), for equations and for OPERATOR INPUT…; "
         f"{RELEASED_OPERATORS} = the paper's released operators from the hub (the default for OPERATOR INPUT…).",
     ),
-    base: str | None = typer.Option(
-        None, help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on."
-    ),
-    checkpoint: str | None = typer.Option(
-        None,
+]
+Base = Annotated[
+    str | None, typer.Option(help="Kandinsky 2.2 prior (hub id or local folder) to load a released checkpoint on.")
+]
+Checkpoint = Annotated[
+    str | None,
+    typer.Option(
         help="Released pOps weights: a local .pth or owner/repo:path (e.g. "
         "pOpsPaper/operators:models/texturing/learned_prior.pth).",
     ),
-    kind: str | None = typer.Option(
-        None,
+]
+Kind = Annotated[
+    str | None,
+    typer.Option(
         help="Which operator of a joint --model folder (one prior for several operators) to run; or the kind of a "
         "released --checkpoint whose path does not name it.",
     ),
-    seed: int = typer.Option(0, help="Seed of the torch.Generator that draws all sampling noise (0 to 2**64 - 1)."),
-    guidance_scale: float | None = typer.Option(
-        None,
+]
+Seed = Annotated[int, typer.Option(help="Seed of the torch.Generator that draws all sampling noise (0 to 2**64 - 1).")]
+GuidanceScale = Annotated[
+    float | None,
+    typer.Option(
         "--guidance-scale",
         "-g",
         help="Classifier-free guidance scale, 1 to 100; 1 = no guidance (default: the operator's own).",
     ),
-    steps: int | None = typer.Option(
-        None,
-        help="Number of sampling steps, 1 to 1000 (default: the operator's own — 25, or 1 for a distilled student).",
+]
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        help="Number of sampling steps, 1 to 1000 (default: the operator's own — 25, or 1 for a distilled student)."
     ),
-    num_samples: int = typer.Option(1, "--num-samples", "-n", help="Samples per input row."),
-    layout: str = typer.Option("compact", help="Condition layout: compact (fast) or padded (the reference's)."),
-    sampler: str | None = typer.Option(
-        None,
+]
+NumSamples = Annotated[int, typer.Option("--num-samples", "-n", help="Samples per input row.")]
+Layout = Annotated[str, typer.Option(help="Condition layout: compact (fast) or padded (the reference's).")]
+Sampler = Annotated[
+    str | None,
+    typer.Option(
         help="unclip (the reference's ancestral loop), ddim (deterministic), ddim-linspace (ddim from t 999 to 0, "
         "2+ steps) or dpmpp (DPM-Solver++); few-step samplers take --steps 1-8 (default: the operator's own, unclip).",
     ),
-    draws: int | None = typer.Option(
-        None,
+]
+Draws = Annotated[
+    int | None,
+    typer.Option(
         help="Samples averaged into each output (an estimate of the posterior mean; default: the operator's own, "
         "1 unless its folder says).",
     ),
-    out: Path = typer.Option(
-        Path("pops_output.safetensors"),
-        "--out",
-        "-o",
-        help="Output embeddings (.safetensors), or a folder for equations.",
-    ),
-    render: str = typer.Option(
-        "auto",
+]
+Out = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Output embeddings (.safetensors), or a folder for equations."),
+]
+Render = Annotated[
+    str,
+    typer.Option(
         help="Equations: render with the models folder's renderer (auto, retrieval, decoder, kandinsky, ipadapter, "
         "ipadapter-depth) or none.",
     ),
-    step_seed: list[str] | None = typer.Option(
-        None, "--step-seed", help="Equations: LABEL=N seeds one step (repeatable)."
-    ),
-    replay: Path | None = typer.Option(
-        None, help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."
-    ),
-    device: str | None = placement.DEVICE,
-    dtype: str | None = placement.DTYPE,
-    cpu_offload: bool = placement.CPU_OFFLOAD,
-    generator_device: str | None = typer.Option(
-        None,
+]
+StepSeed = Annotated[
+    list[str] | None, typer.Option("--step-seed", help="Equations: LABEL=N seeds one step (repeatable).")
+]
+Replay = Annotated[
+    Path | None,
+    typer.Option(help="Equations: re-run the record.json of an earlier run (same equation, seeds, settings)."),
+]
+# Not placement.GeneratorDevice: unset by default, so that a replay keeps its record's.
+GeneratorDevice = Annotated[
+    str | None,
+    typer.Option(
         "--generator-device",
         help="Where the sampling noise is drawn: cpu (default; the same numbers on every machine) or cuda (the "
         "reference's generator: on a GPU, the same seed gives the reference's samples). A replay keeps its record's.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+]
+
+
+@app.command()
+def apply(
+    inputs: Inputs = None,
+    model: Model = None,
+    models: Models = None,
+    base: Base = None,
+    checkpoint: Checkpoint = None,
+    kind: Kind = None,
+    seed: Seed = 0,
+    guidance_scale: GuidanceScale = None,
+    steps: Steps = None,
+    num_samples: NumSamples = 1,
+    layout: Layout = "compact",
+    sampler: Sampler = None,
+    draws: Draws = None,
+    out: Out = Path("pops_output.safetensors"),
+    render: Render = "auto",
+    step_seed: StepSeed = None,
+    replay: Replay = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    cpu_offload: CpuOffload = False,
+    generator_device: GeneratorDevice = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Apply an operator to its inputs and save the sampled embeddings (which `pops apply` accepts back as inputs).
 
     With --models (or --replay), evaluate an equation of operators instead (see docs/EQUATIONS.md). From pictures to
     pictures in one command: `pops apply texturing object.jpg texture.jpg -n 4 -o out/` runs the paper's released
     operator (from the hub, on the Kandinsky 2.2 prior, rendered by Kandinsky 2.2), or the one in --models DIR."""
-    if (
-        inputs
-        and model is None
-        and base is None
-        and checkpoint is None
-        and replay is None
-        and _names_operator(inputs[0])
-    ):
-        from pops.equation.cli import call_equation
-
-        inputs = [call_equation(inputs[0], inputs[1:])]
-        models = models or Path(RELEASED_OPERATORS)
-    from pops.base.devices import check_placement
-
+    if inputs and all(v is None for v in (model, base, checkpoint, replay)) and _names_operator(inputs[0]):
+        inputs, models = _operator_as_equation(inputs), models or Path(RELEASED_OPERATORS)
     run_or_fail(check_placement, device, dtype, generator_device)
     checked(checks.seed, seed, "--seed")
     sampling = sampling_options(
@@ -128,29 +162,10 @@ def apply(
     )
     checked(checks.count, num_samples, "--num-samples")
     if models is not None or replay is not None:
-        if model is not None or base is not None:
-            fail("--models (equations) cannot be combined with --model/--base")
-        if replay is None and (not inputs or len(inputs) != 1):
-            fail("with --models, give exactly one equation (quote it)")
-        from pops.equation.cli import run_equation_cli
-
-        run_or_fail(
-            run_equation_cli,
-            inputs[0] if inputs else None,
-            models_dir=models,
-            out_dir=out,
-            seed=seed,
-            sampling=sampling,
-            num_samples=num_samples,
-            render=render,
-            step_seeds=step_seed,
-            replay=replay,
-            device=device,
-            dtype=dtype,
-            cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
-            generator_device=generator_device,
-            overwrite=overwrite,
-        )
+        _check_equation_options(inputs, model, base, replay)
+        run = dict(seed=seed, sampling=sampling, num_samples=num_samples, render=render, step_seeds=step_seed)
+        where = (device, dtype, cpu_offload, generator_device)
+        _run_equation(inputs, models, out, replay, where, overwrite, **run)
         return
     run_or_fail(check_output, out, overwrite=overwrite, what="--out")
     _check_operator_options(model, base, checkpoint, out)
@@ -160,10 +175,45 @@ def apply(
 
 def _names_operator(text: str) -> bool:
     """Whether a first input is an operator's name (texturing, texture, …) rather than a file."""
-    from pops.base.registry import REGISTRY
-
     names = set(REGISTRY) | {alias for spec in REGISTRY.values() for alias in spec.aliases}
     return text in names and not Path(text).exists()
+
+
+def _operator_as_equation(inputs: list[str]) -> list[str]:
+    """`texturing a.jpg b.jpg` as the one equation `texturing(a.jpg, b.jpg)`."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch (pops.equation.cli imports the runner).
+    from pops.equation.cli import call_equation
+
+    return [call_equation(inputs[0], inputs[1:])]
+
+
+def _check_equation_options(inputs, model, base, replay) -> None:
+    """The options of an equation (--models) or a replay: one `error:` line for each misuse."""
+    if model is not None or base is not None:
+        fail("--models (equations) cannot be combined with --model/--base")
+    if replay is None and (not inputs or len(inputs) != 1):
+        fail("with --models, give exactly one equation (quote it)")
+
+
+def _run_equation(inputs, models, out, replay, where, overwrite: bool, **run) -> None:
+    """One equation (or the record.json to replay) run, rendered and written to the folder --out."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
+    from pops.equation.cli import run_equation_cli
+
+    device, dtype, cpu_offload, generator_device = where
+    run_or_fail(
+        run_equation_cli,
+        inputs[0] if inputs else None,
+        models_dir=models,
+        out_dir=out,
+        replay=replay,
+        device=device,
+        dtype=dtype,
+        cpu_offload=cpu_offload or None,  # unset: the renderer folder's own setting
+        generator_device=generator_device,
+        overwrite=overwrite,
+        **run,
+    )
 
 
 def _check_operator_options(model, base, checkpoint, out: Path) -> None:
@@ -180,21 +230,12 @@ def _check_operator_options(model, base, checkpoint, out: Path) -> None:
 def _apply(inputs, operator, seed, num_samples, out, sampling, where=()):
     """One operator on files: `operator` is (model folder, Kandinsky base, released checkpoint, kind), `sampling`
     the command's SamplingConfig (None values: the operator's own)."""
-    from pops.base.devices import make_generator, place
-    from pops.base.readers import read_image
-    from pops.base.reference import KANDINSKY_PRIOR
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.embeddings.files import save_embeddings
-    from pops.operators.operator import Operator
 
     # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
     pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
-    model, base, checkpoint, kind = operator
-    if model is not None:
-        if not model.exists():
-            raise FileNotFoundError(f"no such operator folder: {model}")
-        op = Operator.from_pretrained(model, kind=kind)
-    else:
-        op = Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
+    op = _load_operator(*operator)
     device, dtype, generator_device = where or (None, None, "cpu")
     place(op, device, dtype)
     spec = op.spec
@@ -211,7 +252,7 @@ def _apply(inputs, operator, seed, num_samples, out, sampling, where=()):
     config = op.call_config(sampling)  # what it sampled with: the record of the output file
     meta = dict(
         operator=spec.kind,
-        model=str(model or checkpoint),
+        model=str(operator[0] or operator[2]),  # the folder, else the released checkpoint
         inputs=list(inputs),
         seed=seed,
         guidance_scale=config.guidance_scale,
@@ -227,9 +268,22 @@ def _apply(inputs, operator, seed, num_samples, out, sampling, where=()):
     typer.echo(f"wrote {tuple(output.shape)} {spec.kind} embeddings to {out}")
 
 
+def _load_operator(model, base, checkpoint, kind):
+    """The operator of --model FOLDER, or of a released --checkpoint on a Kandinsky --base."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
+    from pops.operators.operator import Operator
+
+    if model is None:
+        return Operator.from_pretrained(base or KANDINSKY_PRIOR, checkpoint=checkpoint, kind=kind)
+    if not model.exists():
+        raise FileNotFoundError(f"no such operator folder: {model}")
+    return Operator.from_pretrained(model, kind=kind)
+
+
 def read_input(op, slot, text: str, pictures: dict | None = None):
     """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped).
     `pictures`: images already decoded, by input text."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.embeddings.files import EMBEDDING_SUFFIXES, load_embeddings
 
     if text.lower() in DROP:
@@ -250,8 +304,6 @@ def read_input(op, slot, text: str, pictures: dict | None = None):
         raise ValueError(
             f"input {slot.name!r}: {text!r} is neither an embedding file ({', '.join(EMBEDDING_SUFFIXES)}) nor an image"
         )
-    from pops.base.readers import read_image
-
     image = pictures[text] if pictures and text in pictures else read_image(path)  # no picture: refused first
     if op.image_encoder is None:
         raise ValueError(f"input {slot.name!r}: this operator has no image encoder; give an embedding file")

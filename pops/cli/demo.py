@@ -3,85 +3,132 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pops.cli.app import app, run_or_fail
 from pops.demo.recipes import default_train_per_class
 
-
-@app.command()
-def demo(
-    out: Path = typer.Option(
-        Path("outputs/demo"),
+Out = Annotated[
+    Path,
+    typer.Option(
         "--out",
         "-o",
         help="Output folder: operators/, renderer/, data/, report.html (a models folder for `pops apply --models` "
         "and `pops eval`).",
     ),
-    quick: bool = typer.Option(
-        False,
+]
+Quick = Annotated[
+    bool,
+    typer.Option(
         "--quick",
         help="A reduced run (smaller world, fewer steps) that finishes in about a minute; its numbers are a smoke "
         "test, not the result.",
     ),
-    seed: int = typer.Option(0, help="World seed (which combinations are held out, every jitter) and training seed."),
-    operators: list[str] | None = typer.Option(
-        None, "--operator", help="Run only these operators (repeatable) (default: all five)."
+]
+Seed = Annotated[
+    int, typer.Option(help="World seed (which combinations are held out, every jitter) and training seed.")
+]
+Operators = Annotated[
+    list[str] | None,
+    typer.Option("--operator", help="Run only these operators (repeatable) (default: all five)."),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."
     ),
-    cache_dir: Path | None = typer.Option(
-        None, help="Embedding cache folder (default: OUT/cache); reruns read embeddings from it instead of encoding."
-    ),
-    joint: bool = typer.Option(
-        True,
+]
+Joint = Annotated[
+    bool,
+    typer.Option(
         "--joint/--no-joint",
         help="Also train ONE model for all operators (a learned operator row) and show it beside them (method 'pops "
         "joint'), saved as OUT/operators/joint; each operator then runs on whichever of the two scores higher on its "
         "validation classes (method 'pops chosen').",
     ),
-    vocabulary: bool = typer.Option(
-        True,
+]
+Vocabulary = Annotated[
+    bool,
+    typer.Option(
         "--vocabulary/--no-vocabulary",
         help="Instruct (and the joint model's instruct) keep the words they were trained on and read a word they "
         "never saw, such as a held-out synonym, as the nearest of them.",
     ),
-    retrain: bool = typer.Option(
-        False,
+]
+Retrain = Annotated[
+    bool,
+    typer.Option(
         "--retrain",
         help="Train the operators again even when OUT holds operators trained with the same settings and data.",
     ),
-    steps: int | None = typer.Option(None, help="Optimiser steps per operator (default: 500)."),
-    batch_size: int | None = typer.Option(None, help="Training batch size (default: 64)."),
-    train_per_class: int | None = typer.Option(
-        None,
+]
+Steps = Annotated[int | None, typer.Option(help="Optimiser steps per operator (default: 500).")]
+BatchSize = Annotated[int | None, typer.Option(help="Training batch size (default: 64).")]
+TrainPerClass = Annotated[
+    int | None,
+    typer.Option(
         help="Training samples per training class, for every operator (default: "
         + ", ".join(f"{kind} {n}" for kind, n in default_train_per_class().items())
         + ").",
     ),
-    eval_seeds: int | None = typer.Option(
-        None, help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."
+]
+EvalSeeds = Annotated[
+    int | None,
+    typer.Option(
+        help="Sampling seeds the operators are evaluated over at their own guidance scale (default: 3, quick 1)."
     ),
-    guidance: list[float] | None = typer.Option(
-        None,
+]
+Guidance = Annotated[
+    list[float] | None,
+    typer.Option(
         "--guidance",
         help="Also report the operators at this guidance scale (repeatable, one seed); each operator's own scale "
         "(chosen on validation classes) and the registry's are always reported.",
     ),
-    threads: int | None = typer.Option(
-        None,
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
         help="Torch threads per process (default: 1; a second thread gains little on these small models and stalls "
         "when another process holds a core).",
     ),
-    workers: int | None = typer.Option(
-        None, help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per stage."),
-    overwrite: bool = typer.Option(
-        False,
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(help="Processes that train and evaluate operators side by side (default: one per core, at most 2)."),
+]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars per stage.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
         "--overwrite",
         help="Replace operator folders under OUT that no earlier demo wrote (without it they are refused; the demo's "
         "own are reused, or retrained when their settings or data changed).",
     ),
+]
+
+
+@app.command()
+def demo(
+    out: Out = Path("outputs/demo"),
+    quick: Quick = False,
+    seed: Seed = 0,
+    operators: Operators = None,
+    cache_dir: CacheDir = None,
+    joint: Joint = True,
+    vocabulary: Vocabulary = True,
+    retrain: Retrain = False,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    train_per_class: TrainPerClass = None,
+    eval_seeds: EvalSeeds = None,
+    guidance: Guidance = None,
+    threads: Threads = None,
+    workers: Workers = None,
+    progress: Progress = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Generate the embedded world, encode it (once, cached), train all five operators, evaluate them on held-out
     combinations against the averaging baseline, render examples and write OUT/report.html. Prints the metrics."""
@@ -99,20 +146,15 @@ def demo(
     )
     if operators:
         overrides["operators"] = tuple(dict.fromkeys(operators))
-    for key, value in (
-        ("steps", steps),
-        ("batch_size", batch_size),
-        ("train_per_class", train_per_class),
-        ("eval_seeds", eval_seeds),
-    ):
-        if value is not None:
-            overrides[key] = value
+    given = dict(steps=steps, batch_size=batch_size, train_per_class=train_per_class, eval_seeds=eval_seeds)
+    overrides.update({key: value for key, value in given.items() if value is not None})
     if guidance:
         overrides["guidance_scales"] = tuple(guidance)
     _print_result(run_or_fail(_demo, quick, overrides))
 
 
 def _print_result(result) -> None:
+    # Heavy imports here, not at the top: `pops --help` loads no torch (pops.demo.plan imports it).
     from pops.demo import format_seconds
 
     typer.echo(result.table.to_text())
@@ -133,6 +175,7 @@ def _print_result(result) -> None:
 
 
 def _demo(quick: bool, overrides: dict):
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.demo import DemoConfig, quick_config, run_demo
 
     config = quick_config(**overrides) if quick else DemoConfig(**overrides)

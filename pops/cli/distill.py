@@ -3,35 +3,57 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pops.base import checks
 from pops.base.files import check_output, write_folder
 from pops.base.reference import OPERATOR_CONFIG_NAME
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.cli.app import app, checked, fail, run_or_fail
+from pops.cli.options import Overwrite, Threads
+
+Teacher = Annotated[Path, typer.Argument(help="The teacher: an operator folder (save_pretrained format).")]
+Data = Annotated[
+    Path,
+    typer.Option(
+        "--data", help="Training pairs of the teacher's operator (.safetensors), e.g. MODELS/data/<kind>-train."
+    ),
+]
+Out = Annotated[Path, typer.Option("--out", "-o", help="The student's folder (must not exist, or be empty).")]
+Steps = Annotated[int, typer.Option(help="Optimiser steps (AdamW).")]
+Noises = Annotated[int, typer.Option(help="Initial noises per training condition (teacher targets: pairs × noises).")]
+Seed = Annotated[int, typer.Option(help="Seed of the noises and of the batch order.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Samples per optimiser step.")]
+Lr = Annotated[float, typer.Option(help="Learning rate.")]
+StudentSteps = Annotated[
+    int,
+    typer.Option(
+        "--student-steps", help="The student's passes: it is trained through its own ddim call of this many steps."
+    ),
+]
+Recombine = Annotated[
+    int,
+    typer.Option(
+        help="Also train on the pairs recombined within their input classes (this many copies; a demo's pairs)."
+    ),
+]
 
 
 @app.command()
 def distill(
-    teacher: Path = typer.Argument(..., help="The teacher: an operator folder (save_pretrained format)."),
-    data: Path = typer.Option(
-        ..., "--data", help="Training pairs of the teacher's operator (.safetensors), e.g. MODELS/data/<kind>-train."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="The student's folder (must not exist, or be empty)."),
-    steps: int = typer.Option(150, help="Optimiser steps (AdamW)."),
-    noises: int = typer.Option(2, help="Initial noises per training condition (teacher targets: pairs × noises)."),
-    seed: int = typer.Option(0, help="Seed of the noises and of the batch order."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Samples per optimiser step."),
-    lr: float = typer.Option(1e-4, help="Learning rate."),
-    student_steps: int = typer.Option(
-        1, "--student-steps", help="The student's passes: it is trained through its own ddim call of this many steps."
-    ),
-    recombine: int = typer.Option(
-        1, help="Also train on the pairs recombined within their input classes (this many copies; a demo's pairs)."
-    ),
-    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    teacher: Teacher,
+    data: Data,
+    out: Out,
+    steps: Steps = 150,
+    noises: Noises = 2,
+    seed: Seed = 0,
+    batch_size: BatchSize = 64,
+    lr: Lr = 1e-4,
+    student_steps: StudentSteps = 1,
+    recombine: Recombine = 1,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Distil TEACHER into a student that samples in ONE forward pass, or a few (direct regression, Luhman & Luhman
     2021).
@@ -68,7 +90,7 @@ def distill(
 
 
 def _distill(teacher, data, settings: dict, threads):
-    # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
+    # Heavy imports here, not at the top: `pops --help` loads no torch (nor diffusers).
     import torch
 
     from pops.embeddings.pairs import Pairs

@@ -3,45 +3,65 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pops.base import checks
+from pops.base.devices import check_dtype_name, resolve_device
 from pops.base.files import check_output
 from pops.base.reference import KANDINSKY_PRIOR
 from pops.cli.app import app, checked, fail, run_or_fail
 
 ENCODERS = ("efficientnet", "clip")
 
-
-@app.command()
-def embed(
-    dataset_dir: Path = typer.Argument(..., help="A folder written by `pops generate`."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."
-    ),
-    encoder: str = typer.Option(
-        "efficientnet",
+DatasetDir = Annotated[Path, typer.Argument(help="A folder written by `pops generate`.")]
+Out = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="Embedding cache folder (shared by datasets and runs; created if missing)."),
+]
+Encoder = Annotated[
+    str,
+    typer.Option(
         help="efficientnet (the embedded world's EfficientNet-Lite0) or clip (CLIP ViT-bigG/14, the paper's space).",
     ),
-    clip_model: str = typer.Option(
-        KANDINSKY_PRIOR,
+]
+ClipModel = Annotated[
+    str,
+    typer.Option(
         help="CLIP source (hub id or local folder with image_encoder/ and image_processor/), for --encoder clip.",
     ),
-    resolution: int | None = typer.Option(
-        None, help="EfficientNet input side, a multiple of 32 (default: the encoder's)."
-    ),
-    bf16: bool | None = typer.Option(
-        None,
+]
+Resolution = Annotated[
+    int | None, typer.Option(help="EfficientNet input side, a multiple of 32 (default: the encoder's).")
+]
+Bf16 = Annotated[
+    bool | None,
+    typer.Option(
         "--bf16/--fp32",
         help="EfficientNet under bfloat16 autocast (default: where the CPU computes bf16 natively).",
     ),
-    dtype: str | None = typer.Option(
-        None, help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU)."
-    ),
-    device: str | None = typer.Option(None, help="CLIP device (default: this process's accelerate device)."),
-    batch_size: int = typer.Option(64, help="Images per encoder batch."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per process."),
+]
+Dtype = Annotated[
+    str | None, typer.Option(help="CLIP weights dtype: fp16, bf16 or fp32 (default: fp16 on a GPU, fp32 on a CPU).")
+]
+Device = Annotated[str | None, typer.Option(help="CLIP device (default: this process's accelerate device).")]
+BatchSize = Annotated[int, typer.Option(help="Images per encoder batch.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per process.")]
+
+
+@app.command()
+def embed(
+    dataset_dir: DatasetDir,
+    out: Out,
+    encoder: Encoder = "efficientnet",
+    clip_model: ClipModel = KANDINSKY_PRIOR,
+    resolution: Resolution = None,
+    bf16: Bf16 = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    batch_size: BatchSize = 64,
+    progress: Progress = True,
 ) -> None:
     """Encode every image of a generated dataset once; later reads of the same pixels are cache hits.
     Scale out with `accelerate launch --multi_gpu --num_processes K -m pops embed ...`; rerun to finish an
@@ -57,6 +77,7 @@ def embed(
     summary = run_or_fail(
         _embed, dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress
     )
+    # Heavy imports here, not at the top: `pops --help` loads no torch (accelerate's state).
     from pops.generate.sharding import current_shard
 
     if current_shard([]).is_main:
@@ -69,8 +90,6 @@ MAX_RESOLUTION = 1024
 
 def check_encoder_options(encoder: str, resolution: int | None, batch_size: int, dtype, device) -> None:
     """The encoder options `pops embed` and `pops pairs` share, checked before any model loads (one line each)."""
-    from pops.base.devices import check_dtype_name, resolve_device
-
     if encoder not in ENCODERS:
         fail(f"--encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
     checked(checks.count, batch_size, "--batch-size")
@@ -85,6 +104,7 @@ def check_encoder_options(encoder: str, resolution: int | None, batch_size: int,
 
 
 def _embed(dataset_dir, out, encoder, clip_model, resolution, bf16, dtype, device, batch_size, progress):
+    # Heavy imports here, not at the top: `pops --help` loads no torch; each encoder only when chosen.
     from pops.embeddings.cache import EmbeddingCache
     from pops.generate.embedding import embed_dataset
     from pops.generate.storage import read_dataset_info

@@ -3,57 +3,83 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pops.base import checks
-from pops.base.files import check_output
-from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail, sampling_options
+from pops.base.devices import check_placement
+from pops.base.files import atomic_write_text, check_output
+from pops.base.registry import get_spec
+from pops.cli.app import app, checked, fail, run_or_fail, sampling_options
+from pops.cli.options import Overwrite, Threads
+from pops.cli.placement import Device, Dtype, GeneratorDevice
 
-
-@app.command(name="eval")
-def eval_(
-    models: Path = typer.Option(
-        ...,
+Models = Annotated[
+    Path,
+    typer.Option(
         "--models",
         "-m",
         help="A models folder with operators/<kind>/ (what `pops demo` writes), or a joint folder (one prior for "
         "several operators, e.g. MODELS/operators/joint) to score its operators.",
     ),
-    operators: list[str] | None = typer.Option(
-        None, "--operator", help="Evaluate only these operators (repeatable) (default: every operator in MODELS)."
-    ),
-    data: Path | None = typer.Option(
-        None,
+]
+Operators = Annotated[
+    list[str] | None,
+    typer.Option("--operator", help="Evaluate only these operators (repeatable) (default: every operator in MODELS)."),
+]
+Data = Annotated[
+    Path | None,
+    typer.Option(
         help="Folder with <kind>-test*.safetensors pairs and <kind>-gallery.safetensors (default: MODELS/data, or "
         "the data/ of the models folder a joint folder sits in).",
     ),
-    seeds: int = typer.Option(3, help="Sampling seeds per operator; the table shows mean ± std."),
-    guidance: list[float] | None = typer.Option(
-        None,
+]
+Seeds = Annotated[int, typer.Option(help="Sampling seeds per operator; the table shows mean ± std.")]
+Guidance = Annotated[
+    list[float] | None,
+    typer.Option(
         "--guidance",
         help="Also report at this guidance scale (repeatable); the registry's scale is always reported.",
     ),
-    steps: int | None = typer.Option(
-        None,
+]
+Steps = Annotated[
+    int | None,
+    typer.Option(
         help="Sampling steps (1-1000, unclip and ddim-linspace at least 2; default: each operator's own — 25, a "
         "student 1).",
     ),
-    sampler: str | None = typer.Option(
-        None,
+]
+Sampler = Annotated[
+    str | None,
+    typer.Option(
         help="unclip (the reference's 25-step ancestral loop), ddim, ddim-linspace or dpmpp (default: each "
         "operator's own).",
     ),
-    draws: int | None = typer.Option(
-        None, help="Samples averaged into each output (default: each operator's own, 1 unless its folder says)."
-    ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table as JSON here."),
-    threads: int | None = typer.Option(None, help="Torch threads, at most the cores (default: 1)."),
-    device: str | None = placement.DEVICE,
-    dtype: str | None = placement.DTYPE,
-    generator_device: str = placement.GENERATOR_DEVICE,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+]
+Draws = Annotated[
+    int | None,
+    typer.Option(help="Samples averaged into each output (default: each operator's own, 1 unless its folder says)."),
+]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Also write the table as JSON here.")]
+
+
+@app.command(name="eval")
+def eval_(
+    models: Models,
+    operators: Operators = None,
+    data: Data = None,
+    seeds: Seeds = 3,
+    guidance: Guidance = None,
+    steps: Steps = None,
+    sampler: Sampler = None,
+    draws: Draws = None,
+    out: Out = None,
+    threads: Threads = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    generator_device: GeneratorDevice = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Sample every operator on its held-out test pairs (and instruct on held-out synonyms) and print cosine to the
     true target and top-1 retrieval of the true class, next to averaging, input A only and the oracle."""
@@ -68,8 +94,6 @@ def eval_(
         if out.suffix != ".json":
             fail(f"--out must end in .json, got {out}")
         run_or_fail(check_output, out, overwrite=overwrite, what="--out")
-    from pops.base.devices import check_placement
-
     run_or_fail(check_placement, device, dtype, generator_device)
     where = (device, dtype, generator_device)
     table = run_or_fail(_eval, models, operators, data, seeds, tuple(guidance or ()), sampling, out, threads, where)
@@ -78,34 +102,17 @@ def eval_(
 
 def _eval(models, operators, data, seeds, guidance, sampling, out, threads, where=(None, None, "cpu")):
     """The command's work: load the operators and the test data, run the evaluation harness, write the JSON."""
-    # Lazy: `pops --help` stays fast (torch and diffusers load only when the command runs).
+    # Heavy imports here, not at the top: `pops --help` loads no torch (nor diffusers).
     import torch
 
-    from pops.base.files import atomic_write_text
-    from pops.base.registry import get_spec
     from pops.evaluation import evaluate_operators, load_test_data
-    from pops.models.folder import ModelSet
-    from pops.models.layout import folder_roots
 
     # One thread unless asked, as the demo's operators (pops.demo.plan.choose_threads says why).
     torch.set_num_threads(threads or 1)
-    # Each kind resolves as in equations and the UI (pops.models.folder: its own folder, else a joint one).
-    model_set = ModelSet(models, load_encoders=False, device=where[0], dtype=where[1])
-    kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
-    for kind in kinds:
-        get_spec(kind)
-    if not kinds:
-        raise FileNotFoundError(
-            f"no trained operators under {models} (expected operators/<kind>/){model_set.unreadable_note()}"
-        )
-    loaded = {}
-    for kind in kinds:
-        if kind not in model_set.available():
-            raise FileNotFoundError(model_set.missing_message(kind))
-        loaded[kind] = model_set.operator(kind)  # placed on --device/--dtype by the models folder
+    loaded = _load_operators(models, operators, where[:2])
     if data is None:
-        data = next((r / "data" for r in folder_roots(models) if (r / "data").is_dir()), models / "data")
-    test_data = load_test_data(data, kinds)
+        data = _default_data(models)
+    test_data = load_test_data(data, list(loaded))
     for kind, op in loaded.items():
         if test_data[kind].gallery.shape[1] != op.embedding_dim:
             raise ValueError(
@@ -124,3 +131,34 @@ def _eval(models, operators, data, seeds, guidance, sampling, out, threads, wher
     if out is not None:
         atomic_write_text(out, table.to_json())
     return table
+
+
+def _load_operators(models: Path, operators: list[str] | None, placement: tuple) -> dict:
+    """The operators to score, by kind (--operator, or every one in MODELS), placed on --device/--dtype. Each kind
+    resolves as in equations and the UI (pops.models.folder: its own folder, else a joint one)."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
+    from pops.models.folder import ModelSet
+
+    device, dtype = placement
+    model_set = ModelSet(models, load_encoders=False, device=device, dtype=dtype)
+    kinds = list(dict.fromkeys(operators)) if operators else model_set.available()
+    for kind in kinds:
+        get_spec(kind)
+    if not kinds:
+        raise FileNotFoundError(
+            f"no trained operators under {models} (expected operators/<kind>/){model_set.unreadable_note()}"
+        )
+    loaded = {}
+    for kind in kinds:
+        if kind not in model_set.available():
+            raise FileNotFoundError(model_set.missing_message(kind))
+        loaded[kind] = model_set.operator(kind)
+    return loaded
+
+
+def _default_data(models: Path) -> Path:
+    """MODELS/data, or the data/ of the models folder a joint folder sits in."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
+    from pops.models.layout import folder_roots
+
+    return next((r / "data" for r in folder_roots(models) if (r / "data").is_dir()), models / "data")

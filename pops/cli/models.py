@@ -4,12 +4,15 @@ folders, or the whole folder at once (pops.models.released, pops.renderers.setti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from pops.base.devices import check_dtype_name
 from pops.base.files import check_output
 from pops.base.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
-from pops.cli.app import OVERWRITE_HELP, app, fail, run_or_fail
+from pops.cli.app import app, fail, run_or_fail
+from pops.cli.options import Overwrite
 
 models_app = typer.Typer(
     help="Make models folders of the paper's real models: import released operators, write renderer folders.",
@@ -23,12 +26,13 @@ SET_HELP = (
     "A renderer setting KEY=VALUE (repeatable), e.g. base=my/sdxl-finetune (any SDXL checkpoint in diffusers layout), "
     "decoder=DIR, num_inference_steps=30, dtype=fp16; see docs/REAL_MODELS.md."
 )
+Settings = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
 
 
 def parse_settings(items: list[str] | None) -> dict:
     """["size=768", "vae=null"] → {"size": 768, "vae": None} (values read as YAML scalars; checked by the renderer's
     settings later)."""
-    import yaml
+    import yaml  # here, not at the top: only `--set` reads YAML, and `pops --help` stays 15 ms faster
 
     settings = {}
     for item in items or []:
@@ -44,28 +48,34 @@ def parse_settings(items: list[str] | None) -> dict:
 
 
 def _check_dtype(dtype: str | None) -> None:
-    from pops.base.devices import check_dtype_name
-
     run_or_fail(check_dtype_name, dtype)
 
 
 @models_app.command(name="import")
 def import_(
-    checkpoint: str = typer.Argument(
-        ...,
-        help="A released learned_prior.pth: a local file, owner/repo:path/in/repo, or an operator's name "
-        f"({KINDS}) for its file in {RELEASED_OPERATORS}.",
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="The operator folder to write (new or empty)."),
-    kind: str | None = typer.Option(None, help="Operator kind (default: read from the checkpoint's path)."),
-    base: str = typer.Option(KANDINSKY_PRIOR, help="Kandinsky 2.2 prior the weights load on: hub id or local folder."),
-    dtype: str | None = typer.Option(
-        None, help="Store the weights as fp16 or bf16 (half the size; they load back as fp32). Default: fp32, exact."
-    ),
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="A released learned_prior.pth: a local file, owner/repo:path/in/repo, or an operator's name "
+            f"({KINDS}) for its file in {RELEASED_OPERATORS}.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The operator folder to write (new or empty).")],
+    kind: Annotated[str | None, typer.Option(help="Operator kind (default: read from the checkpoint's path).")] = None,
+    base: Annotated[
+        str, typer.Option(help="Kandinsky 2.2 prior the weights load on: hub id or local folder.")
+    ] = KANDINSKY_PRIOR,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Store the weights as fp16 or bf16 (half the size; they load back as fp32). Default: fp32, exact."
+        ),
+    ] = None,
 ) -> None:
     """Import a released pOps operator into an operator folder (safetensors, CLIP encoder config, model card)."""
     _check_dtype(dtype)
     run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # new or empty: atomic_folder says
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.models.released import import_operator, released_checkpoint
 
     if checkpoint in RELEASED_KINDS and not Path(checkpoint).exists():
@@ -76,18 +86,26 @@ def import_(
 
 @models_app.command(name="real")
 def real(
-    out: Path = typer.Argument(..., help="The models folder to write (new or empty)."),
-    base: str = typer.Option(KANDINSKY_PRIOR, help="Kandinsky 2.2 prior: hub id or local folder."),
-    checkpoints: str = typer.Option(
-        RELEASED_OPERATORS,
-        help="Where the released operators are: the hub repo, or a local copy (DIR/models/<kind>/learned_prior.pth).",
-    ),
-    operators: list[str] | None = typer.Option(
-        None, "--operator", help=f"Import only these (repeatable); default: all four ({KINDS})."
-    ),
-    dtype: str | None = typer.Option(None, help="Store the operators' weights as fp16 or bf16 (default fp32)."),
-    render: str = typer.Option("kandinsky", help=f"The renderer folder to write: {', '.join(REAL_RENDERERS)}."),
-    settings: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    out: Annotated[Path, typer.Argument(help="The models folder to write (new or empty).")],
+    base: Annotated[str, typer.Option(help="Kandinsky 2.2 prior: hub id or local folder.")] = KANDINSKY_PRIOR,
+    checkpoints: Annotated[
+        str,
+        typer.Option(
+            help="Where the released operators are: the hub repo, or a local copy "
+            "(DIR/models/<kind>/learned_prior.pth).",
+        ),
+    ] = RELEASED_OPERATORS,
+    operators: Annotated[
+        list[str] | None,
+        typer.Option("--operator", help=f"Import only these (repeatable); default: all four ({KINDS})."),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Store the operators' weights as fp16 or bf16 (default fp32).")
+    ] = None,
+    render: Annotated[
+        str, typer.Option(help=f"The renderer folder to write: {', '.join(REAL_RENDERERS)}.")
+    ] = "kandinsky",
+    settings: Settings = None,
 ) -> None:
     """Write a complete real models folder: the released operators on the Kandinsky 2.2 prior (with its CLIP
     ViT-bigG encoders) and a renderer folder, ready for `pops apply --models`, `pops serve` and `pops eval`."""
@@ -95,6 +113,7 @@ def real(
     run_or_fail(check_output, out, overwrite=True, folder=True, what="OUT")  # new or empty: atomic_folder says
     if render not in REAL_RENDERERS:
         fail(f"--render must be one of {', '.join(REAL_RENDERERS)}, got {render!r}")
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.models.released import write_real_models
 
     values = run_or_fail(parse_settings, settings)
@@ -115,14 +134,17 @@ def real(
 
 @models_app.command(name="renderer")
 def renderer(
-    folder: Path = typer.Argument(..., help="The renderer folder to write, e.g. MODELS/renderers/ipadapter."),
-    type_name: str = typer.Option("kandinsky", "--type", help=f"Renderer type: {', '.join(REAL_RENDERERS)}."),
-    settings: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    folder: Annotated[Path, typer.Argument(help="The renderer folder to write, e.g. MODELS/renderers/ipadapter.")],
+    type_name: Annotated[
+        str, typer.Option("--type", help=f"Renderer type: {', '.join(REAL_RENDERERS)}.")
+    ] = "kandinsky",
+    settings: Settings = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a renderer folder of the real stack (its renderer.json; the reference's settings where not --set)."""
     if type_name not in REAL_RENDERERS:
         fail(f"--type must be one of {', '.join(REAL_RENDERERS)}, got {type_name!r}")
+    # Heavy imports here, not at the top: `pops --help` loads no torch (nor diffusers).
     from pops.renderers import RENDERER_CONFIG_NAME
     from pops.renderers.settings import write_renderer_folder
 

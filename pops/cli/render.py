@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+from tqdm.auto import tqdm
 
 from pops.base import checks
-from pops.base.files import check_output
+from pops.base.devices import check_placement
+from pops.base.files import atomic_write, check_output
+from pops.base.readers import read_image
 from pops.base.reference import (
     CONTROLNET_DEPTH,
     DEPTH_ESTIMATOR,
@@ -18,64 +22,83 @@ from pops.base.reference import (
     KANDINSKY_PRIOR,
     SDXL_BASE,
 )
-from pops.cli import placement
-from pops.cli.app import OVERWRITE_HELP, app, checked, fail, run_or_fail
+from pops.cli.app import app, checked, fail, run_or_fail
+from pops.cli.options import Overwrite
+from pops.cli.placement import CpuOffload, Device, Dtype, GeneratorDevice
 
 RENDERERS = ("kandinsky", "ipadapter", "ipadapter-depth")
 
-
-@app.command()
-def render(
-    embeddings: Path = typer.Argument(
-        ..., help="Embedding file: (N, D) .safetensors written by `pops apply` / `pops embed`, or a .pt tensor."
-    ),
-    renderer: str = typer.Option(
-        "kandinsky",
+Embeddings = Annotated[
+    Path,
+    typer.Argument(help="Embedding file: (N, D) .safetensors written by `pops apply` / `pops embed`, or a .pt tensor."),
+]
+Renderer = Annotated[
+    str,
+    typer.Option(
         "--render",
         "-r",
         help="kandinsky (Kandinsky 2.2 decoder), ipadapter (SDXL + IP-Adapter) or ipadapter-depth (… + depth "
         "ControlNet).",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Folder for the PNGs (created if missing): <file stem>_<index>.png."
-    ),
-    steps: int | None = typer.Option(None, help="Denoising steps (default: 50, as in the paper)."),
-    guidance: float | None = typer.Option(
-        None, help="Classifier-free guidance (default: 4 for kandinsky, 5 for SDXL)."
-    ),
-    size: int | None = typer.Option(
-        None, help="Side of the square images in pixels (default: 512 kandinsky, 1024 SDXL)."
-    ),
-    seed: int = typer.Option(0, help="Image i is drawn with seed + i, whatever the batch it is rendered in."),
-    batch_size: int = typer.Option(4, help="Embeddings rendered per pipeline call."),
-    structure: Path | None = typer.Option(
-        None, help="ipadapter-depth: the image (input A) whose depth map shapes every render."
-    ),
-    decoder: str = typer.Option(KANDINSKY_DECODER, help="kandinsky: decoder hub id or local folder."),
-    prior: str = typer.Option(
-        KANDINSKY_PRIOR, help="kandinsky: repo or folder whose image_encoder/ gives the zero-image negative."
-    ),
-    sdxl: str = typer.Option(SDXL_BASE, help="ipadapter*: SDXL base hub id or local folder."),
-    ip_adapter: str = typer.Option(IP_ADAPTER_REPO, help="ipadapter*: IP-Adapter hub repo or local folder."),
-    ip_adapter_weight: str = typer.Option(IP_ADAPTER_WEIGHT, help="ipadapter*: weights file inside --ip-adapter."),
-    controlnet: str = typer.Option(CONTROLNET_DEPTH, help="ipadapter-depth: depth ControlNet hub id or local folder."),
-    depth_model: str = typer.Option(
-        DEPTH_ESTIMATOR, help="ipadapter-depth: DPT depth estimator hub id or local folder."
-    ),
-    vae: str = typer.Option(
-        FP16_FIX_VAE, help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own."
-    ),
-    device: str | None = placement.DEVICE,
-    dtype: str | None = placement.DTYPE,
-    cpu_offload: bool = placement.CPU_OFFLOAD,
-    generator_device: str = placement.GENERATOR_DEVICE,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+]
+Out = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for the PNGs (created if missing): <file stem>_<index>.png.")
+]
+Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: 50, as in the paper).")]
+Guidance = Annotated[
+    float | None, typer.Option(help="Classifier-free guidance (default: 4 for kandinsky, 5 for SDXL).")
+]
+Size = Annotated[
+    int | None, typer.Option(help="Side of the square images in pixels (default: 512 kandinsky, 1024 SDXL).")
+]
+Seed = Annotated[int, typer.Option(help="Image i is drawn with seed + i, whatever the batch it is rendered in.")]
+BatchSize = Annotated[int, typer.Option(help="Embeddings rendered per pipeline call.")]
+Structure = Annotated[
+    Path | None, typer.Option(help="ipadapter-depth: the image (input A) whose depth map shapes every render.")
+]
+# Where each model of the renderers comes from: a hub id or a local folder.
+Decoder = Annotated[str, typer.Option(help="kandinsky: decoder hub id or local folder.")]
+Prior = Annotated[
+    str, typer.Option(help="kandinsky: repo or folder whose image_encoder/ gives the zero-image negative.")
+]
+Sdxl = Annotated[str, typer.Option(help="ipadapter*: SDXL base hub id or local folder.")]
+IpAdapter = Annotated[str, typer.Option(help="ipadapter*: IP-Adapter hub repo or local folder.")]
+IpAdapterWeight = Annotated[str, typer.Option(help="ipadapter*: weights file inside --ip-adapter.")]
+Controlnet = Annotated[str, typer.Option(help="ipadapter-depth: depth ControlNet hub id or local folder.")]
+DepthModel = Annotated[str, typer.Option(help="ipadapter-depth: DPT depth estimator hub id or local folder.")]
+Vae = Annotated[
+    str, typer.Option(help="ipadapter-depth: SDXL VAE hub id or local folder; 'base' keeps the base model's own.")
+]
+
+
+@app.command()
+def render(
+    embeddings: Embeddings,
+    renderer: Renderer = "kandinsky",
+    out: Out = ...,
+    steps: Steps = None,
+    guidance: Guidance = None,
+    size: Size = None,
+    seed: Seed = 0,
+    batch_size: BatchSize = 4,
+    structure: Structure = None,
+    decoder: Decoder = KANDINSKY_DECODER,
+    prior: Prior = KANDINSKY_PRIOR,
+    sdxl: Sdxl = SDXL_BASE,
+    ip_adapter: IpAdapter = IP_ADAPTER_REPO,
+    ip_adapter_weight: IpAdapterWeight = IP_ADAPTER_WEIGHT,
+    controlnet: Controlnet = CONTROLNET_DEPTH,
+    depth_model: DepthModel = DEPTH_ESTIMATOR,
+    vae: Vae = FP16_FIX_VAE,
+    device: Device = None,
+    dtype: Dtype = None,
+    cpu_offload: CpuOffload = False,
+    generator_device: GeneratorDevice = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Render every embedding of a file to a PNG with Kandinsky 2.2 or SDXL + IP-Adapter (the paper's renderers)."""
     if renderer not in RENDERERS:
         fail(f"--render must be one of {', '.join(RENDERERS)}, got {renderer!r}")
-    from pops.base.devices import check_placement
-
     run_or_fail(check_placement, device, dtype, generator_device)
     checked(checks.count, batch_size, "--batch-size")
     checked(checks.steps, steps, "--steps")
@@ -107,6 +130,7 @@ def render(
 def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, cpu_offload: bool):
     """Build one of the real renderers from hub ids / local folders (fails at once, in one line, when offline).
     A saved renderer folder loads with pops.renderers.load_renderer instead."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch (nor diffusers); each only for its renderer.
     common = dict(device=device, dtype=dtype, cpu_offload=cpu_offload, **options)
     if renderer == "kandinsky":
         from pops.renderers.kandinsky import KandinskyRenderer
@@ -130,9 +154,7 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
 
 
 def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, place):
-    from tqdm.auto import tqdm
-
-    from pops.base.files import atomic_write
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.embeddings.files import load_embeddings
     from pops.renderers.pipelines import seeded_generators
 
@@ -140,8 +162,6 @@ def _render(embeddings, renderer, out, options, sources, seed, batch_size, struc
     embeds, _ = load_embeddings(embeddings)  # the inputs are read (and refused) before any model loads
     extra = {}
     if structure is not None and renderer == "ipadapter-depth":
-        from pops.base.readers import read_image
-
         extra["structure"] = read_image(structure, "structure image")
     model = build_renderer(renderer, sources, options, device, dtype, cpu_offload)
     if embeds.shape[1] != model.dim:

@@ -4,17 +4,50 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from pops import ui
+from pops.base.devices import check_placement
+from pops.base.files import check_output
 from pops.base.reference import RELEASED_OPERATORS
-from pops.cli import placement
 from pops.cli.app import app, fail, run_or_fail
+from pops.cli.placement import CpuOffload, Device, Dtype, GeneratorDevice
 
 # Gradio's units (FileSize: powers of 1024).
 SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 # The smallest upload limit: below it no picture (nor embedding file) fits, and every upload would be refused.
 MIN_FILE_SIZE = 1024
+
+Models = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--models",
+        metavar="DIR",
+        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as `pops demo` writes them "
+        "(default outputs/demo). Repeat it to offer several: the page lists these and can open no other.",
+    ),
+]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for runs, uploads and Gradio's cache; the only folder the server serves files from.",
+    ),
+]
+Host = Annotated[str, typer.Option(help="Address to bind. The default is reachable from this machine only.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+Renderer = Annotated[
+    str,
+    typer.Option(
+        help="Default renderer: auto (a saved kandinsky or ipadapter renderer, else the decoder, else retrieval), "
+        "retrieval, decoder, kandinsky, ipadapter, ipadapter-depth or none.",
+    ),
+]
+MaxFileSize = Annotated[str, typer.Option(help="Largest upload accepted, e.g. 10mb or 500kb.")]
+QueueSize = Annotated[int, typer.Option(help="Most requests waiting in the queue; one runs at a time.")]
 
 
 def parse_file_size(text: str) -> int | None:
@@ -27,34 +60,46 @@ def parse_file_size(text: str) -> int | None:
 
 @app.command()
 def serve(
-    models: list[Path] | None = typer.Option(
-        None,
-        "--models",
-        metavar="DIR",
-        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as `pops demo` writes them "
-        "(default outputs/demo). Repeat it to offer several: the page lists these and can open no other.",
-    ),
-    out: Path = typer.Option(
-        Path("outputs/ui"),
-        "--out",
-        "-o",
-        help="Folder for runs, uploads and Gradio's cache; the only folder the server serves files from.",
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address to bind. The default is reachable from this machine only."),
-    port: int = typer.Option(7860, help="Port to listen on."),
-    renderer: str = typer.Option(
-        "auto",
-        help="Default renderer: auto (a saved kandinsky or ipadapter renderer, else the decoder, else retrieval), "
-        "retrieval, decoder, kandinsky, ipadapter, ipadapter-depth or none.",
-    ),
-    max_file_size: str = typer.Option("10mb", help="Largest upload accepted, e.g. 10mb or 500kb."),
-    queue_size: int = typer.Option(64, help="Most requests waiting in the queue; one runs at a time."),
-    device: str | None = placement.DEVICE,
-    dtype: str | None = placement.DTYPE,
-    cpu_offload: bool = placement.CPU_OFFLOAD,
-    generator_device: str = placement.GENERATOR_DEVICE,
+    models: Models = None,
+    out: Out = Path("outputs/ui"),
+    host: Host = "127.0.0.1",
+    port: Port = 7860,
+    renderer: Renderer = "auto",
+    max_file_size: MaxFileSize = "10mb",
+    queue_size: QueueSize = 64,
+    device: Device = None,
+    dtype: Dtype = None,
+    cpu_offload: CpuOffload = False,
+    generator_device: GeneratorDevice = "cpu",
 ) -> None:
     """Serve the browser UI: upload images into an operator's slots or type an equation, see every step."""
+    _check_server_options(renderer, port, queue_size, max_file_size)
+    _check_folders(models or [], out)
+    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
+    run_or_fail(check_placement, device, dtype, generator_device)
+    models = list(models or [Path("outputs/demo")])
+    for folder in models:
+        if not folder.is_dir() and str(folder) != RELEASED_OPERATORS:  # the released operators, from the hub
+            typer.echo(f"warning: models folder {folder} does not exist yet", err=True)
+    try:
+        ui.serve(
+            models,
+            out,
+            host=host,
+            port=port,
+            max_file_size=max_file_size,
+            renderer=renderer,
+            queue_size=queue_size,
+            placement=dict(device=device, dtype=dtype, cpu_offload=cpu_offload or None),
+            generator_device=generator_device,
+        )
+    except OSError as exc:
+        fail(f"cannot start the server on {host}:{port}: {exc}")
+
+
+def _check_server_options(renderer: str, port: int, queue_size: int, max_file_size: str) -> None:
+    """The server's own options, one `error:` line for each misuse."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch (pops.models.folder loads the operators).
     from pops.models.folder import RENDERER_CHOICES
 
     if renderer not in RENDERER_CHOICES:
@@ -68,42 +113,22 @@ def serve(
         fail(f"--max-file-size must be a size such as 10mb or 500kb, got {max_file_size!r}")
     if limit < MIN_FILE_SIZE:
         fail(f"--max-file-size {max_file_size} is smaller than any picture; give at least 1kb")
+
+
+def _check_folders(models: list[Path], out: Path) -> None:
+    """Each models folder that exists is a readable one (a damaged operator: one line now, not on every request), and
+    none overlaps OUT, the folder the server serves files from; OUT is a folder."""
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
     from pops.models.layout import check_models_folder
 
-    for folder in models or []:
+    for folder in models:
         if folder.exists() and not folder.is_dir():
             fail(f"--models {folder} is a file, not a models folder")
         if folder.is_dir():
-            run_or_fail(check_models_folder, folder)  # a damaged operator: one line now, not on every request
+            run_or_fail(check_models_folder, folder)
             inside = {out.resolve(), *out.resolve().parents} & {folder.resolve(), *folder.resolve().parents}
             if out.resolve() in inside or folder.resolve() in inside:
                 # the server serves the files under OUT: the models folder must not be among them, nor hold them
                 fail(f"--out {out} and the models folder {folder} overlap; the server serves OUT's files: give another")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file, not a folder")
-    from pops.base.files import check_output
-
-    run_or_fail(check_output, out, overwrite=True, folder=True, what="--out")  # runs are added, never replaced
-    from pops.base.devices import check_placement
-
-    run_or_fail(check_placement, device, dtype, generator_device)
-    models = list(models or [Path("outputs/demo")])
-    for folder in models:
-        if not folder.is_dir() and str(folder) != RELEASED_OPERATORS:  # the released operators, from the hub
-            typer.echo(f"warning: models folder {folder} does not exist yet", err=True)
-    from pops.ui import serve as run_server
-
-    try:
-        run_server(
-            models,
-            out,
-            host=host,
-            port=port,
-            max_file_size=max_file_size,
-            renderer=renderer,
-            queue_size=queue_size,
-            placement=dict(device=device, dtype=dtype, cpu_offload=cpu_offload or None),
-            generator_device=generator_device,
-        )
-    except OSError as exc:
-        fail(f"cannot start the server on {host}:{port}: {exc}")

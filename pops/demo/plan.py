@@ -98,8 +98,21 @@ class DemoConfig:
     overwrite: bool = False
 
     def __post_init__(self):
+        """Fill in the defaults that depend on other fields, and check every value before anything is written: one
+        line naming the first bad one."""
         self.out = Path(self.out)
         self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else self.out / "cache"
+        self._check_operators()
+        if self.bf16 is None:
+            self.bf16 = cpu_has_fast_bf16()
+        self._check_numbers()
+        self._check_memory()
+        self.world_config()  # the world's settings are checked now, before anything is written
+        DecoderConfig(image_size=self.decoder_size, stem_size=self.decoder_stem).channels()  # a side it can draw
+        self._check_shapes()
+
+    def _check_operators(self) -> None:
+        """Known operators, at least one; train_per_class (one number for all, or per operator) over the defaults."""
         for kind in self.operators:
             get_spec(kind)
         if not self.operators:
@@ -110,8 +123,9 @@ class DemoConfig:
         if unknown:
             raise ValueError(f"train_per_class names unknown operators {unknown}; known: {', '.join(REGISTRY)}")
         self.train_per_class = {**default_train_per_class(self.quick), **self.train_per_class}
-        if self.bf16 is None:
-            self.bf16 = cpu_has_fast_bf16()
+
+    def _check_numbers(self) -> None:
+        """Counts, seed, threads, learning rate, samplers and guidance scales, in the ranges of pops.base.checks."""
         counts = dict(
             train_per_class=min(self.train_per_class.values()),
             test_per_class=self.test_per_class,
@@ -136,6 +150,9 @@ class DemoConfig:
         self.sampling_candidates()  # an unknown sampler, a bad number of steps or draws: one line now
         for scale in (*self.guidance_candidates, *self.guidance_scales):
             checks.guidance(scale, "guidance")
+
+    def _check_memory(self) -> None:
+        """Training fits in memory: the largest operator batch on every worker at once."""
         tokens = max(get_spec(kind).num_slots for kind in self.operators) + 4 + 8  # instruct: a word's tokens
         batch = self.batch_size * max(demo_recipe(kind).batch_factor for kind in self.operators)
         checks.memory(
@@ -143,8 +160,9 @@ class DemoConfig:
             f"training with batch_size {self.batch_size}",
             "give a smaller --batch-size",
         )
-        self.world_config()  # the world's settings are checked now, before anything is written
-        DecoderConfig(image_size=self.decoder_size, stem_size=self.decoder_stem).channels()  # a side it can draw
+
+    def _check_shapes(self) -> None:
+        """The network's width, the encoder's input side and the shares (joint budget, validation classes)."""
         if self.width < 64 or self.width % 64:
             raise ValueError(f"width must be a positive multiple of 64 (heads x 64), got {self.width}")
         if self.encoder_resolution < 32 or self.encoder_resolution % 32:

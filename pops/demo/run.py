@@ -8,6 +8,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pops import evaluation as E
 from pops.base.files import atomic_write_json, atomic_write_text, check_output, check_writable, write_folder
+from pops.base.reference import OPERATOR_CONFIG_NAME
 from pops.base.registry import get_spec
 from pops.demo.operators import (
     CHOSEN_METHOD,
@@ -40,8 +42,10 @@ from pops.demo.world_pairs import build_data
 from pops.embeddings.cache import EmbeddingCache
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
+from pops.encoders.minilm import MiniLMEncoder
 from pops.evaluation import save_data
 from pops.evaluation.factors import operator_errors
+from pops.generate.storage import DATASET_FILE
 from pops.operators.operator import Operator
 from pops.renderers import RENDERER_CONFIG_NAME, load_renderer
 from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
@@ -62,6 +66,138 @@ class DemoResult:
     workers: int = 1
     joint_guidance: dict[str, float] | None = None  # the same for the joint model's operators (when trained)
     chosen: dict[str, str] | None = None  # operator -> "separate" or "joint", chosen on validation (when joint)
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
+    check_outputs(config)  # before anything is written
+    threads = choose_threads(config.threads)
+    stages = Stages()
+    with stages("world + encoding"):
+        encoded = encode_world(config)
+    torch.set_num_threads(threads)
+    with stages("operators + decoder"):
+        jobs = train_and_evaluate(config, encoded)
+    with stages("report"):
+        table, summary, report = write_report_files(config, encoded, jobs, threads, stages)
+    summary["seconds"] = stages.seconds
+    atomic_write_text(config.out / "metrics.json", table.to_json())
+    atomic_write_json(config.out / "demo.json", summary, default=str)
+    return DemoResult(
+        table,
+        stages.seconds,
+        encoded.cache.stats.encoded,
+        summary["trained"],
+        jobs.fidelity,
+        report,
+        threads,
+        summary["guidance"],
+        jobs.workers,
+        joint_guidance=jobs.joint["guidance"] if jobs.joint else None,
+        chosen=summary.get("chosen"),
+    )
+
+
+def check_outputs(config: DemoConfig) -> None:
+    """OUT and the embedding cache folder: writable, and nothing there the demo must not replace."""
+    check_foreign_operators(config)
+    check_out_folder(config)
+    check_output(config.out, overwrite=True, folder=True, what="output folder")
+    check_output(config.cache_dir, overwrite=True, folder=True, what="embedding cache folder")
+    check_writable(config.out)
+    check_writable(config.cache_dir, "embedding cache folder")
+
+
+# What the demo writes under OUT: these folders, and these files (the report, the metrics).
+OUT_FOLDERS = ("operators", "data", "renderer", "cache")
+OUT_FILES = ("report.html", "metrics.json", "demo.json")
+
+
+def check_out_folder(config: DemoConfig) -> None:
+    """OUT must be new, or a folder the demo may write into: not another pops product (an operator folder, a
+    generated dataset), and nothing of the wrong kind where the demo puts its folders and files — refused before any
+    work, not after minutes of training."""
+    out = config.out
+    for name, what in ((OPERATOR_CONFIG_NAME, "an operator folder"), (DATASET_FILE, "a generated dataset")):
+        if (out / name).is_file():
+            raise FileExistsError(f"output folder {out} is {what}, not a demo's output; give another --out")
+    for name in OUT_FOLDERS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise NotADirectoryError(f"{out / name} is a file; the demo writes its {name} folder there")
+    for name in OUT_FILES:
+        if (out / name).is_dir():
+            raise IsADirectoryError(f"{out / name} is a folder; the demo writes its {name} there")
+
+
+@dataclass
+class EncodedWorld:
+    """The first stage's product: the world, its encoders and cache, and every operator's pairs as embeddings."""
+
+    world: World
+    encoder: EfficientNetEncoder
+    text_encoder: MiniLMEncoder | None  # only when an operator takes words
+    cache: EmbeddingCache
+    data: dict  # operator -> its pairs and class gallery (pops.demo.world_pairs.build_data)
+    gallery_images: dict  # operator -> its gallery's (class, picture)s
+
+    @cached_property
+    def images(self) -> list:
+        """Every gallery picture, operator after operator (the decoder's and the retrieval renderer's pictures)."""
+        return [im for kind in self.data for _, im in self.gallery_images[kind]]
+
+    @cached_property
+    def embeds(self) -> torch.Tensor:
+        """Their embeddings, in the same order."""
+        return torch.cat([self.data[kind].gallery for kind in self.data])
+
+    def encoder_configs(self, kind: str) -> dict:
+        """The encoders an operator takes (recorded in its folder, so `pops apply` rebuilds them and takes images and
+        words)."""
+        text = {"text": self.text_encoder.to_config()} if get_spec(kind).text_slots else {}
+        return {"image": self.encoder.to_config(), **text}
+
+
+def encode_world(config: DemoConfig) -> EncodedWorld:
+    """Draw the world, encode its pictures once through the cache, and build and save every operator's pairs."""
+    torch.set_num_threads(choose_encoder_threads(config.threads))
+    world = World(config.world_config())
+    encoder = EfficientNetEncoder(config.encoder_resolution)
+    cache = EmbeddingCache(config.cache_dir, encoder)
+    text_encoder = MiniLMEncoder() if any(get_spec(k).text_slots for k in config.operators) else None
+    gallery_images: dict = {}
+    data = build_data(config, world, cache, text_encoder, gallery_images)
+    save_data(data, config.out / "data")
+    return EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images)
+
+
+@dataclass
+class JobResults:
+    """The second stage's product: what the worker processes' jobs returned."""
+
+    fidelity: dict  # the decoder's (decoder_job)
+    results: list[dict]  # each operator's (operator_job), in the user's order
+    joint: dict | None  # the joint model's (joint_job), when it was trained
+    workers: int
+
+
+def train_and_evaluate(config: DemoConfig, encoded: EncodedWorld) -> JobResults:
+    """Train (or reuse), choose the sampling of and evaluate every operator — and the joint model — and train the
+    decoder, side by side in worker processes."""
+    encoders = {kind: encoded.encoder_configs(kind) for kind in config.operators}
+    # The costliest first (the registry's job cost), so two workers finish together. The decoder and the joint
+    # model are one job each, as long as all the separate operators together: they start first, on one worker
+    # each, and whichever is free next takes the separate operators one by one.
+    order = sorted(config.operators, key=lambda kind: -demo_recipe(kind).job_cost)
+    workers = choose_workers(config.workers, len(order) + (2 if config.trains_joint else 1))
+    job_config = replace(config, progress=config.progress and workers == 1)
+    jobs = [(operator_job, job_config, kind, encoded.data[kind], encoders[kind]) for kind in order]
+    if config.trains_joint:
+        jobs.insert(0, (joint_job, job_config, encoded.data, encoders))
+    jobs.insert(0, (decoder_job, job_config, encoded.embeds, encoded.images, encoded.encoder.to_config()))
+    fidelity, *results = run_jobs(config, jobs, workers)
+    joint = results.pop(0) if config.trains_joint else None
+    results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
+    return JobResults(fidelity, results, joint, workers)
 
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
@@ -116,151 +252,49 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
     return results
 
 
-# What the demo writes under OUT: these folders, and these files (the report, the metrics).
-OUT_FOLDERS = ("operators", "data", "renderer", "cache")
-OUT_FILES = ("report.html", "metrics.json", "demo.json")
-
-
-def check_out_folder(config: DemoConfig) -> None:
-    """OUT must be new, or a folder the demo may write into: not another pops product (an operator folder, a
-    generated dataset), and nothing of the wrong kind where the demo puts its folders and files — refused before any
-    work, not after minutes of training."""
-    from pops.base.reference import OPERATOR_CONFIG_NAME
-    from pops.generate.storage import DATASET_FILE
-
-    out = config.out
-    for name, what in ((OPERATOR_CONFIG_NAME, "an operator folder"), (DATASET_FILE, "a generated dataset")):
-        if (out / name).is_file():
-            raise FileExistsError(f"output folder {out} is {what}, not a demo's output; give another --out")
-    for name in OUT_FOLDERS:
-        if (out / name).exists() and not (out / name).is_dir():
-            raise NotADirectoryError(f"{out / name} is a file; the demo writes its {name} folder there")
-    for name in OUT_FILES:
-        if (out / name).is_dir():
-            raise IsADirectoryError(f"{out / name} is a folder; the demo writes its {name} there")
-
-
-def run_demo(config: DemoConfig) -> DemoResult:
-    """World -> cache -> pairs -> operators (train, guidance, evaluate) + decoder -> report. See pops.demo."""
-    check_foreign_operators(config)  # before anything is written
-    check_out_folder(config)
-    check_output(config.out, overwrite=True, folder=True, what="output folder")
-    check_output(config.cache_dir, overwrite=True, folder=True, what="embedding cache folder")
-    check_writable(config.out)
-    check_writable(config.cache_dir, "embedding cache folder")
-    threads = choose_threads(config.threads)
-    stages = Stages()
-    with stages("world + encoding"):
-        torch.set_num_threads(choose_encoder_threads(config.threads))
-        world = World(config.world_config())
-        encoder = EfficientNetEncoder(config.encoder_resolution)
-        cache = EmbeddingCache(config.cache_dir, encoder)
-        text_encoder = None
-        if any(get_spec(k).text_slots for k in config.operators):
-            from pops.encoders.minilm import MiniLMEncoder  # transformers: only when an operator takes words
-
-            text_encoder = MiniLMEncoder()
-        gallery_images: dict = {}
-        data = build_data(config, world, cache, text_encoder, gallery_images)
-        save_data(data, config.out / "data")
-    torch.set_num_threads(threads)
-    with stages("operators + decoder"):
-        # Recorded in each operator folder, so `pops apply` rebuilds the encoders and takes images and words.
-        encoders = {
-            kind: {
-                "image": encoder.to_config(),
-                **({"text": text_encoder.to_config()} if get_spec(kind).text_slots else {}),
-            }
-            for kind in config.operators
-        }
-        images = [im for kind in data for _, im in gallery_images[kind]]
-        embeds = torch.cat([data[kind].gallery for kind in data])
-        # The costliest first (the registry's job cost), so two workers finish together. The decoder and the joint
-        # model are one job each, as long as all the separate operators together: they start first, on one worker
-        # each, and whichever is free next takes the separate operators one by one.
-        order = sorted(config.operators, key=lambda kind: -demo_recipe(kind).job_cost)
-        workers = choose_workers(config.workers, len(order) + (2 if config.trains_joint else 1))
-        job_config = replace(config, progress=config.progress and workers == 1)
-        jobs = [(operator_job, job_config, kind, data[kind], encoders[kind]) for kind in order]
-        if config.trains_joint:
-            jobs.insert(0, (joint_job, job_config, data, encoders))
-        jobs.insert(0, (decoder_job, job_config, embeds, images, encoder.to_config()))
-        fidelity, *results = run_jobs(config, jobs, workers)
-    joint = results.pop(0) if config.trains_joint else None
-    results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
-    with stages("report"):
-        table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
-        outputs = {k: v for r in results for k, v in r["outputs"].items()}
-        guidance = {r["kind"]: r["guidance"] for r in results}
-        sampling = {r["kind"]: r["sampling"] for r in results}
-        chosen = None
-        if joint is not None:  # the joint model's rows beside each operator's own ("pops joint")
-            for row in E.MetricsTable.from_dict(joint["table"]).rows:
-                table.add_row(row)
-            outputs.update(joint["outputs"])
-            chosen = choose_models({r["kind"]: r["validation"] for r in results}, joint["validation"] or {})
-            add_chosen_rows(table, data, chosen)
-        operators = {}
-        for kind in config.operators:
-            op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
-            op.image_encoder, op.text_encoder = encoder, text_encoder if get_spec(kind).text_slots else None
-            operators[kind] = op
-        retrieval = RetrievalRenderer(embeds, images)
-        write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
-        renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
-        grids = example_grids(world, data, outputs, renderers, config.grid_rows)
-        chain = chained_equation(world, operators, renderers, config.out, seed=config.seed)
-        every_job = [*results, *([joint] if joint else [])]
-        trained = [r["kind"] for r in every_job if r["fresh"]]
-        summary = {
-            "world": world.summary(),
-            "encoder": encoder.encoder_id,
-            "threads": threads,
-            "workers": workers,
-            "trained": trained,
-            "guidance": guidance,
-            "sampling": sampling,
-            **(
-                {
-                    "joint_guidance": joint["guidance"],
-                    "joint_sampling": joint["sampling"],
-                    "joint_steps": config.joint_steps(),
-                    "chosen": chosen,
-                }
-                if joint
-                else {}
-            ),
-            "images_encoded": cache.stats.encoded,
-            "cache_hits": cache.stats.hits,
-            "decoder_fidelity": fidelity,
-            "errors": operator_errors(data, outputs),
-            "operator_seconds": {r["kind"]: r["seconds"] for r in every_job},
-            "config": config.to_dict(),
-        }
-        report = write_report(
-            config.out / "report.html",
-            table=table,
-            seconds=stages.seconds,
-            grids=grids,
-            equation=chain,
-            summary=summary,
-        )
-    summary["seconds"] = stages.seconds
-    atomic_write_text(config.out / "metrics.json", table.to_json())
-    atomic_write_json(config.out / "demo.json", summary, default=str)
-    return DemoResult(
-        table,
-        stages.seconds,
-        cache.stats.encoded,
-        trained,
-        fidelity,
-        report,
-        threads,
-        guidance,
-        workers,
-        joint_guidance=joint["guidance"] if joint else None,
-        chosen=chosen,
+def write_report_files(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threads: int, stages: Stages):
+    """The metrics table (each operator, the joint model, the model chosen per operator), the renderers' folders,
+    the example grids, a chained equation and OUT/report.html. Returns (table, summary, report path)."""
+    table, outputs, chosen = merge_tables(encoded.data, jobs)
+    operators = {kind: load_operator(config, encoded, kind) for kind in config.operators}
+    retrieval = RetrievalRenderer(encoded.embeds, encoded.images)
+    write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
+    renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
+    grids = example_grids(encoded.world, encoded.data, outputs, renderers, config.grid_rows)
+    chain = chained_equation(encoded.world, operators, renderers, config.out, seed=config.seed)
+    summary = summarize(config, encoded, jobs, threads, outputs, chosen)
+    report = write_report(
+        config.out / "report.html",
+        table=table,
+        seconds=stages.seconds,
+        grids=grids,
+        equation=chain,
+        summary=summary,
     )
+    return table, summary, report
+
+
+def load_operator(config: DemoConfig, encoded: EncodedWorld, kind: str) -> Operator:
+    """The operator the demo saved under OUT, with the run's encoders (for the report's chained equation)."""
+    op = Operator.from_pretrained(config.out / "operators" / kind, load_encoders=False)
+    op.image_encoder, op.text_encoder = encoded.encoder, encoded.text_encoder if get_spec(kind).text_slots else None
+    return op
+
+
+def merge_tables(data: dict, jobs: JobResults):
+    """One metrics table from the jobs' (with the joint model: its rows and the chosen model's too), and every
+    operator's sampled outputs. Returns (table, outputs, chosen: operator -> "separate" or "joint", or None)."""
+    results, joint = jobs.results, jobs.joint
+    table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
+    outputs = {k: v for r in results for k, v in r["outputs"].items()}
+    chosen = None
+    if joint is not None:  # the joint model's rows beside each operator's own ("pops joint")
+        for row in E.MetricsTable.from_dict(joint["table"]).rows:
+            table.add_row(row)
+        outputs.update(joint["outputs"])
+        chosen = choose_models({r["kind"]: r["validation"] for r in results}, joint["validation"] or {})
+        add_chosen_rows(table, data, chosen)
+    return table, outputs, chosen
 
 
 def add_chosen_rows(table, data: dict, chosen: dict[str, str]) -> None:
@@ -270,3 +304,33 @@ def add_chosen_rows(table, data: dict, chosen: dict[str, str]) -> None:
             row = E.row_name(kind, split)
             cell = table.get(row, JOINT_METHOD if model == "joint" else "pops")
             table.add_row(replace(cell, method=CHOSEN_METHOD))
+
+
+def summarize(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threads: int, outputs: dict, chosen) -> dict:
+    """What demo.json records of the run (and the report shows)."""
+    results, joint = jobs.results, jobs.joint
+    every_job = [*results, *([joint] if joint else [])]
+    joint_summary = {}
+    if joint:
+        joint_summary = {
+            "joint_guidance": joint["guidance"],
+            "joint_sampling": joint["sampling"],
+            "joint_steps": config.joint_steps(),
+            "chosen": chosen,
+        }
+    return {
+        "world": encoded.world.summary(),
+        "encoder": encoded.encoder.encoder_id,
+        "threads": threads,
+        "workers": jobs.workers,
+        "trained": [r["kind"] for r in every_job if r["fresh"]],
+        "guidance": {r["kind"]: r["guidance"] for r in results},
+        "sampling": {r["kind"]: r["sampling"] for r in results},
+        **joint_summary,
+        "images_encoded": encoded.cache.stats.encoded,
+        "cache_hits": encoded.cache.stats.hits,
+        "decoder_fidelity": jobs.fidelity,
+        "errors": operator_errors(encoded.data, outputs),
+        "operator_seconds": {r["kind"]: r["seconds"] for r in every_job},
+        "config": config.to_dict(),
+    }

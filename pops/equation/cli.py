@@ -7,8 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import typer
+
 from pops.base.files import check_output
+from pops.base.registry import get_spec
 from pops.core.sampling import SamplingConfig, call_sampling
+from pops.equation.ast import Call, Drop, File, Text
+from pops.equation.printer import format_node
 from pops.equation.record import (
     check_inputs_unchanged,
     check_renderable,
@@ -20,6 +25,7 @@ from pops.equation.record import (
     write_result,
 )
 from pops.equation.runner import EquationRunner
+from pops.equation.validate import operator_names
 from pops.models.folder import ModelSet, check_renderer_choice
 
 
@@ -54,28 +60,15 @@ def run_equation_cli(
     `generator_device` draws the noise there (a replay keeps its record's). An `out_dir` holding an earlier result
     is refused unless `overwrite` (its OUT/.cache is reused either way). Returns the EquationResult.
     """
-    echo = echo or _echo
     check_renderer_choice(render)
     seeds = parse_step_seeds(step_seeds)
-    sampling = call_sampling(sampling, **values)
+    call = dict(sampling=call_sampling(sampling, **values), seed=seed, seeds=seeds, num_samples=num_samples)
     if replay is not None:
         if expr:
             raise ValueError("give either an equation or --replay RECORD, not both")
         record = read_record(replay)
         check_inputs_unchanged(record)
-        try:
-            expr = str(record["equation"])
-            seed, seeds = int(record["seed"]), {str(k): int(v) for k, v in record["seeds"].items()}
-            num_samples = int(record["num_samples"])
-            sampling = SamplingConfig(
-                record.get("sampler"),
-                record["num_inference_steps"],
-                record["guidance_scale"],
-                record.get("draws"),
-                record["layout"],
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
+        expr, call = _recorded_call(record, replay)
         base_dir = record.get("base_dir")
         models_dir = models_dir or record.get("models")
         render = (record.get("renderer") or "none") if render == "auto" else render
@@ -87,34 +80,61 @@ def run_equation_cli(
     out = output_folder(out_dir)
     models = ModelSet.coerce(models_dir, device=device, dtype=dtype, cpu_offload=cpu_offload)
     runner = EquationRunner(models, cache_dir=Path(cache_dir) if cache_dir else out / ".cache")
-    plan = runner.validate(expr, base_dir=base_dir)  # every error, before anything loads or runs
+    where = dict(base_dir=base_dir, generator_device=generator_device or "cpu")
+    result, pictures = _run_and_write(runner, expr, out, render, call, where, overwrite)
+    (echo or typer.echo)(_summary(result, pictures, out))
+    return result
+
+
+def _recorded_call(record: dict, replay) -> tuple[str, dict]:
+    """The equation of a record.json and how it was called (sampling, seed, seeds, num_samples)."""
+    try:
+        expr = str(record["equation"])
+        call = dict(
+            seed=int(record["seed"]),
+            seeds={str(k): int(v) for k, v in record["seeds"].items()},
+            num_samples=int(record["num_samples"]),
+            sampling=SamplingConfig(
+                record.get("sampler"),
+                record["num_inference_steps"],
+                record["guidance_scale"],
+                record.get("draws"),
+                record["layout"],
+            ),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{replay}: not a complete equation record ({type(exc).__name__}: {exc})") from None
+    return expr, call
+
+
+def _run_and_write(runner: EquationRunner, expr: str, out: Path, render: str, call: dict, where: dict, overwrite):
+    """Every check before anything loads or runs, then the run, its pictures and its files in `out`. `where`:
+    base_dir (of the equation's files) and generator_device. Returns (EquationResult, pictures or None)."""
+    plan = runner.validate(expr, base_dir=where["base_dir"])  # every error, before anything loads or runs
     runner.check_pictures(plan)
     check_output(out, overwrite=overwrite, folder=True, what="--out")
     check_renderable(runner.models.renderer_name(render), plan)  # before the renderer loads
     renderer = runner.models.renderer(render)
-    result = runner.run(
-        plan,
-        sampling=sampling,
-        seed=seed,
-        seeds=seeds,
-        num_samples=num_samples,
-        base_dir=base_dir,
-        progress=True,
-        generator_device=generator_device or "cpu",
-    )
-    pictures = render_steps(renderer, result, seed, generator_device or "cpu") if renderer is not None else None
+    result = runner.run(plan, **call, **where, progress=True)
+    pictures = None
+    if renderer is not None:
+        pictures = render_steps(renderer, result, call["seed"], where["generator_device"])
     renderer_name = runner.models.renderer_name(render) if renderer is not None else None
     if overwrite:
         clear_result(out)  # no picture or step of the earlier result stays beside the new one
     write_result(result, out, pictures, renderer_name)
+    return result, pictures
+
+
+def _summary(result, pictures: dict | None, out: Path) -> str:
+    """The line a finished run prints."""
     n_calls = sum(1 for s in result.computed if s.op == "call")
-    echo(
+    return (
         f"ran {n_calls} operator step{'s' * (n_calls != 1)} ({result.num_cached} from cache) in "
         f"{result.seconds:.1f} s; wrote {tuple(result.output.shape)} embeddings"
         + (f" and {len(pictures['output'])} picture(s)" if pictures else " (no renderer: embeddings only)")
         + f" to {out}/ — reproduce with `pops apply --replay {out / 'record.json'}`"
     )
-    return result
 
 
 DROP_WORDS = ("-", "none", "_")
@@ -123,11 +143,6 @@ DROP_WORDS = ("-", "none", "_")
 def call_equation(name: str, inputs: list[str]) -> str:
     """`pops apply texturing a.jpg b.jpg` as an equation: `texturing(a.jpg, b.jpg)` (paths quoted as needed; a
     text slot's input is a word, '-'/'none'/'_' drops a slot). `name` is an operator or one of its short names."""
-    from pops.base.registry import get_spec
-    from pops.equation.ast import Call, Drop, File, Text
-    from pops.equation.printer import format_node
-    from pops.equation.validate import operator_names
-
     spec = get_spec(operator_names()[name])
     args = []
     for i, text in enumerate(inputs):
@@ -138,9 +153,3 @@ def call_equation(name: str, inputs: list[str]) -> str:
         else:
             args.append(File(text))
     return format_node(Call(name, tuple(args)))
-
-
-def _echo(message: str) -> None:
-    import typer  # the CLI's printer; this module is also imported without the CLI
-
-    typer.echo(message)

@@ -26,7 +26,8 @@ def serve(
     cpu_offload) places the models of every folder; `generator_device` is where every run draws its noise."""
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # Gradio reads these when it is imported, so set them first.
+    # Gradio reads these when it is imported, so set them first: the page's modules (gradio, torch) are imported
+    # below, not at the top (which also keeps `pops --help`, whose `serve` command imports this package, fast).
     os.environ["GRADIO_TEMP_DIR"] = str(out / "gradio")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

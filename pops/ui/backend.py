@@ -237,29 +237,15 @@ class Backend:
         seeds: dict | None = None,
         progress: bool = False,
     ) -> RunOutput:
+        """Run `equation` (its files under `inputs`) into the run folder `run`, render it and write its files; a
+        refused or failed run is one status line and leaves no folder behind."""
         if not isinstance(equation, str) or not equation.strip():
             return self._failed(run, _error("type an equation, e.g. `texture(object.png, texture.png)`"))
         if settings.renderer not in RENDERER_CHOICES:
             return self._failed(run, _error(f"unknown renderer {settings.renderer!r:.40}"))
         try:
             settings = settings.checked()
-            _check_relative_paths(equation)
-            runner = self.runner(settings.models_dir)
-            plan = runner.validate(equation, base_dir=inputs)
-            self._check_files(plan, inputs, runner.models.asset_dirs())
-            runner.check_pictures(plan)  # before a model loads
-            check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
-            renderer = runner.models.renderer(settings.renderer)
-            result = runner.run(
-                plan,
-                sampling=settings.sampling,
-                seed=settings.seed,
-                seeds=seeds,
-                num_samples=settings.num_samples,
-                base_dir=inputs,
-                progress=progress,
-                generator_device=self.generator_device,
-            )
+            runner, plan, renderer, result = self._evaluate(equation, inputs, settings, seeds, progress)
         except EquationError as exc:
             return self._failed(run, _error(exc.pretty(equation), code=True))
         except (ValueError, OSError) as exc:
@@ -276,33 +262,11 @@ class Backend:
 
         out = RunOutput(record=record, ok=True)
         out.result_images = [(str(run / rel), f"sample {i}") for i, rel in enumerate(record["outputs"]["images"])]
-        # Inputs first, then each computed step in evaluation order.
-        for step in plan.steps:
-            if step.op == "image":
-                shown = step.path
-                if not shown.is_relative_to(self.out_dir):  # an asset: copy it, the server shows only its own folder
-                    shown = run / "assets" / step.path.name
-                    shown.parent.mkdir(exist_ok=True)
-                    shutil.copyfile(step.path, shown)
-                out.step_images.append((str(shown), step.text))
-        for step, res in zip(plan.steps, result.steps):
-            if step.op in ("call", "sum") and pictures:
-                label = "" if step.label.startswith("step ") else f"{step.label} = "
-                out.step_images.append(
-                    (str(run / step_picture(step.label)), f"{label}{step.text}" + (" · cached" if res.cached else ""))
-                )
+        out.step_images = self._step_images(plan, result, run, pictures)
         out.downloads = [str(run / "output.safetensors")]
         out.downloads += [str(run / rel) for rel in record["outputs"]["steps"].values()]
         out.downloads.append(str(run / "record.json"))
-        n_calls = sum(1 for s in result.computed if s.op == "call")
-        out.status = (
-            f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in "
-            f"{result.seconds:.2f} s "
-            f"({result.num_cached} reused from the cache) · seed {settings.seed}"
-            + (f", last step {seeds['output']}" if seeds and "output" in seeds else "")
-            + ("" if pictures else " · no renderer: download the embeddings")
-            + f"\n\n`{record['canonical']}`"
-        )
+        out.status = _done_status(run, result, record, settings, seeds, pictures)
         out.replay = {
             "equation": equation,
             "inputs": str(inputs),
@@ -311,6 +275,47 @@ class Backend:
             "settings": settings.to_dict(),
         }
         return out
+
+    def _evaluate(self, equation: str, inputs: Path, settings: Settings, seeds: dict | None, progress: bool):
+        """Every check before anything loads (paths, files, pictures, renderer), then the run: (runner, plan,
+        renderer or None, EquationResult)."""
+        _check_relative_paths(equation)
+        runner = self.runner(settings.models_dir)
+        plan = runner.validate(equation, base_dir=inputs)
+        self._check_files(plan, inputs, runner.models.asset_dirs())
+        runner.check_pictures(plan)  # before a model loads
+        check_renderable(runner.models.renderer_name(settings.renderer), plan)  # before the renderer loads
+        renderer = runner.models.renderer(settings.renderer)
+        result = runner.run(
+            plan,
+            sampling=settings.sampling,
+            seed=settings.seed,
+            seeds=seeds,
+            num_samples=settings.num_samples,
+            base_dir=inputs,
+            progress=progress,
+            generator_device=self.generator_device,
+        )
+        return runner, plan, renderer, result
+
+    def _step_images(self, plan, result, run: Path, pictures: dict) -> list[tuple[str, str]]:
+        """The pictures of every step with captions: inputs first, then each computed step in evaluation order."""
+        images = []
+        for step in plan.steps:
+            if step.op == "image":
+                shown = step.path
+                if not shown.is_relative_to(self.out_dir):  # an asset: copy it, the server shows only its own folder
+                    shown = run / "assets" / step.path.name
+                    shown.parent.mkdir(exist_ok=True)
+                    shutil.copyfile(step.path, shown)
+                images.append((str(shown), step.text))
+        for step, res in zip(plan.steps, result.steps):
+            if step.op in ("call", "sum") and pictures:
+                label = "" if step.label.startswith("step ") else f"{step.label} = "
+                images.append(
+                    (str(run / step_picture(step.label)), f"{label}{step.text}" + (" · cached" if res.cached else ""))
+                )
+        return images
 
     def _failed(self, run: Path, status: str) -> RunOutput:
         """A refused run leaves nothing behind: its folder (with the copied uploads) is removed."""
@@ -348,6 +353,19 @@ def _check_relative_paths(equation: str) -> None:
                     node.pos.column,
                     node.path,
                 )
+
+
+def _done_status(run: Path, result, record: dict, settings: Settings, seeds: dict | None, pictures: dict) -> str:
+    """The status line of a finished run (Markdown)."""
+    n_calls = sum(1 for s in result.computed if s.op == "call")
+    return (
+        f"**Done** (run {run.name.split('-')[2]}): {n_calls} operator step{'s' * (n_calls != 1)} in "
+        f"{result.seconds:.2f} s "
+        f"({result.num_cached} reused from the cache) · seed {settings.seed}"
+        + (f", last step {seeds['output']}" if seeds and "output" in seeds else "")
+        + ("" if pictures else " · no renderer: download the embeddings")
+        + f"\n\n`{record['canonical']}`"
+    )
 
 
 def _error(message: str, code: bool = False) -> str:
