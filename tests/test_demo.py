@@ -446,17 +446,18 @@ def test_the_model_per_operator_is_chosen_on_validation_scores_only(tmp_path):
     assert best_validation(tmp_path / "joint") == {"union": 0.2, "scene": 0.7}
 
 
-def test_each_operator_trains_with_its_registry_dropout_and_batch_and_the_joint_model_with_neither(tmp_path):
+def test_each_operator_trains_with_its_demo_recipe_dropout_and_batch_and_the_joint_model_with_neither(tmp_path):
     from pops.base.registry import REGISTRY
     from pops.demo.operators import joint_settings, training_settings
     from pops.demo.plan import DemoConfig
+    from pops.demo.recipes import demo_recipe
 
     config = DemoConfig(out=tmp_path, batch_size=32)
-    assert {s.demo_batch_factor for s in REGISTRY.values()} != {1}  # some operator has its own recipe
-    for kind, spec in REGISTRY.items():
+    assert {demo_recipe(k).batch_factor for k in REGISTRY} != {1}  # some operator has its own recipe
+    for kind in REGISTRY:
         settings = training_settings(config, kind)
-        assert settings["batch_size"] == 32 * spec.demo_batch_factor
-        assert settings["model"]["dropout"] == spec.demo_dropout
+        assert settings["batch_size"] == 32 * demo_recipe(kind).batch_factor
+        assert settings["model"]["dropout"] == demo_recipe(kind).dropout
     joint = joint_settings(config, list(REGISTRY))
     assert joint["batch_size"] == 32 and joint["model"]["dropout"] == 0.0
     assert settings["vocabulary"] and joint["vocabulary"]  # the demo's default: both keep their training words

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pops.base.devices import resolve_device, resolve_dtype
+from pops.base import devices
 from pops.base.errors import reason
 from pops.base.files import digest
 from pops.base.hub import resolve_file_ref
@@ -172,8 +172,8 @@ class ModelSet:
         if kind not in self._operators:
             op = self._load_operator(kind)
             if self.device is not None or self.dtype is not None:
-                device = resolve_device(self.device)
-                op.to(device=device, dtype=resolve_dtype(self.dtype, device) if self.dtype else None)
+                device = devices.resolve_device(self.device)
+                op.to(device=device, dtype=devices.resolve_dtype(self.dtype, device) if self.dtype else None)
             # One encoder instance per distinct config, shared by every operator that names it (operators that do
             # not allow setting their encoders build their own, lazily).
             configs = getattr(op, "encoder_configs", {}) or {}
