@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.base.reference import OPERATOR_CONFIG_NAME
 from pops.demo.operators import TRAIN_RECORD
-from pops.embeddings.files import load_embeddings
+from pops.embeddings.io import load_embeddings
 from pops.embeddings.pairs import Pairs
 from pops.evaluation import OperatorData, choose_sampling
 from pops.models.layout import find_operator_dir

@@ -113,7 +113,7 @@ def ours(
     """(samples/s, steps) of the `pops.train` trainer: a short warm-up run that also sizes the timed run to about
     `seconds` (or exactly `steps`), then the timed run (the trainer's own loop timer, setup excluded)."""
     from pops.train import config_from_dict, train
-    from pops.train.record import SUMMARY_NAME
+    from pops.train.summary import SUMMARY_NAME
 
     out = Path(tempfile.mkdtemp(prefix="pops-bench-"))
     base = dict(

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pops.base import checks
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
 from pops.equation import EquationError
 from pops.equation.validate import validate

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
 from tests.helpers.cli import run_cli
 from tests.helpers.processes import pops_env

@@ -52,7 +52,7 @@ def test_quick_demo_beats_averaging_on_held_out_combinations(quick_demo):
 def test_quick_demo_joint_model_beats_averaging_and_runs_as_each_operator(quick_demo, tmp_path):
     """One prior for all five operators, trained on all their pairs (joint_budget of their steps): every one of its
     operators beats averaging on held-out combinations; its one folder serves `pops apply` and equations."""
-    from pops.models.folder import ModelSet
+    from pops.models.model_set import ModelSet
 
     config, result = quick_demo
     table = result.table
@@ -172,7 +172,7 @@ def test_rerun_encodes_nothing_and_reuses_the_operators(quick_demo):
 
 @pytest.mark.slow
 def test_apply_takes_images_with_a_demo_operator(quick_demo, tmp_path):
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
 
     config, _ = quick_demo
     assets = config.out / "assets"
@@ -450,7 +450,7 @@ def test_each_operator_trains_with_its_demo_recipe_dropout_and_batch_and_the_joi
     from pops.base.registry import REGISTRY
     from pops.demo.operators import joint_settings, training_settings
     from pops.demo.plan import DemoConfig
-    from pops.demo.recipes import demo_recipe
+    from pops.demo.training_recipes import demo_recipe
 
     config = DemoConfig(out=tmp_path, batch_size=32)
     assert {demo_recipe(k).batch_factor for k in REGISTRY} != {1}  # some operator has its own recipe

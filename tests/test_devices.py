@@ -76,7 +76,7 @@ def test_every_command_refuses_cuda_in_one_line_before_loading_anything(command,
 
 
 def test_dtype_and_device_reach_the_operators_of_an_equation(tiny_operator, tmp_path):
-    from pops.embeddings.files import load_embeddings, save_embeddings
+    from pops.embeddings.io import load_embeddings, save_embeddings
 
     tiny_operator("union").save_pretrained(tmp_path / "models" / "operators" / "union")
     g = torch.Generator().manual_seed(0)
@@ -94,14 +94,14 @@ def test_dtype_and_device_reach_the_operators_of_an_equation(tiny_operator, tmp_
     assert not torch.equal(outs["fp32"], outs["bf16"])  # the bf16 prior did run …
     assert torch.nn.functional.cosine_similarity(outs["fp32"], outs["bf16"]).min() > 0.95  # … the same function
 
-    from pops.models.folder import ModelSet
+    from pops.models.model_set import ModelSet
 
     models = ModelSet(tmp_path / "models", device="cpu", dtype="bf16")
     assert models.operator("union").model.prior.dtype is torch.bfloat16
 
 
 def test_single_operator_apply_and_eval_take_device_and_dtype(tiny_operator, tmp_path):
-    from pops.embeddings.files import load_embeddings, save_embeddings
+    from pops.embeddings.io import load_embeddings, save_embeddings
 
     folder = tiny_operator("texturing").save_pretrained(tmp_path / "op")
     g = torch.Generator().manual_seed(1)
@@ -139,7 +139,7 @@ def fake_cuda(monkeypatch):
 
 def embeddings_models(tiny_operator, root, with_renderer=True):
     """A models folder with a tiny union operator (and a retrieval renderer), and two embedding inputs."""
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.renderers.retrieval import RetrievalRenderer
 
     tiny_operator("union").save_pretrained(root / "models" / "operators" / "union")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pops
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.equation import EquationError, EquationRunner, ModelSet
 from pops.equation.cli import run_equation_cli
 from tests.helpers.cli import run_cli

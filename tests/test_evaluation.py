@@ -219,7 +219,7 @@ def test_eval_command_imports_nothing_from_the_demo(tiny_operator, tmp_path):
     import sys
     from pathlib import Path
 
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.embeddings.pairs import Pairs
 
     tiny_operator("union").save_pretrained(tmp_path / "operators" / "union")

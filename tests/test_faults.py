@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pops.base.files import write_folder
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
 from tests.helpers.cli import run_cli
 from tests.helpers.models import models_folder
@@ -168,7 +168,7 @@ def test_a_full_disk_while_writing_embeddings_is_one_line_and_keeps_the_earlier_
     args = ["apply", str(a), str(a), "-m", str(op), "--steps", "2", "-o", str(out)]
     assert run_cli(*args).exit_code == 0
     before = files_under(tmp_path)
-    monkeypatch.setattr("pops.embeddings.files.save_file", no_space)
+    monkeypatch.setattr("pops.embeddings.io.save_file", no_space)
     result = run_cli(*args, "--seed", "7", "--overwrite")
     assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit))
     errors = [line for line in result.output.splitlines() if line.startswith("error")]  # (after the progress bar)
@@ -223,7 +223,7 @@ def test_a_full_disk_while_writing_a_report_keeps_the_earlier_one(tmp_path, monk
 
 def test_embeddings_written_before_the_fault_still_load(tmp_path, monkeypatch):
     path = save_embeddings(tmp_path / "e.safetensors", torch.ones(2, 4))
-    monkeypatch.setattr("pops.embeddings.files.save_file", no_space)
+    monkeypatch.setattr("pops.embeddings.io.save_file", no_space)
     with pytest.raises(OSError):
         save_embeddings(path, torch.zeros(2, 4))
     monkeypatch.undo()

@@ -238,10 +238,10 @@ def _models_folder(joint_folder, tmp_path):
 
 
 def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_folder, tmp_path):
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.equation import apply
-    from pops.models.folder import ModelSet
     from pops.models.layout import find_operator_dir, folder_roots
+    from pops.models.model_set import ModelSet
 
     models = _models_folder(joint_folder, tmp_path)
     joint_dir = models / "operators" / "joint"
@@ -272,7 +272,7 @@ def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_
 
 
 def test_apply_and_eval_cli_run_the_joint_operators(joint_folder, world_pairs, tmp_path):
-    from pops.embeddings.files import load_embeddings, save_embeddings
+    from pops.embeddings.io import load_embeddings, save_embeddings
     from pops.evaluation import OperatorData, save_data
 
     models = _models_folder(joint_folder, tmp_path)
@@ -351,7 +351,7 @@ DAMAGE = ("truncated weights", "truncated config", "operator table", "settings",
 def test_a_damaged_joint_folder_is_refused_in_one_line_everywhere(joint_folder, tmp_path, how, monkeypatch):
     import shutil
 
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.equation import apply
     from pops.ui.app import _settings
     from pops.ui.backend import Backend

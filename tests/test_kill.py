@@ -168,7 +168,7 @@ run_equation_cli(equation, models, out, num_inference_steps=25, num_samples=8, r
 def test_an_equation_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_result(tmp_path):
     from PIL import Image
 
-    from pops.embeddings.files import load_embeddings, save_embeddings
+    from pops.embeddings.io import load_embeddings, save_embeddings
     from pops.equation.cli import run_equation_cli
 
     models = models_folder(tmp_path / "models", picture_operator())

@@ -209,7 +209,7 @@ def test_ipadapter_folders_load_any_local_sdxl_and_the_depth_one_takes_input_a(p
 
 # ----- models folders: equations, pops apply --models, the UI --------------------------------------------------------
 def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(parts, tmp_path):
-    from pops.models.folder import ModelSet
+    from pops.models.model_set import ModelSet
     from pops.renderers.kandinsky import KandinskyRenderer
 
     models = tmp_path / "models"
@@ -227,7 +227,7 @@ def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(part
     assert all(p.size == (SIZE, SIZE) for p in pictures)
 
     # The pictures are the Kandinsky pipeline's rendering of the equation's output embeddings.
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
 
     output, _ = load_embeddings(out / "output.safetensors")
     renderer = quiet(
@@ -241,7 +241,7 @@ def test_an_equation_renders_with_the_kandinsky_folder_of_its_models_folder(part
 
 
 def test_the_depth_renderer_in_an_equation_gets_input_a_and_refuses_a_step_without_a_picture(parts, tmp_path):
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.renderers.settings import write_renderer_folder
 
     models = tmp_path / "models"

@@ -32,7 +32,7 @@ def world(tmp_path_factory):
         image.save(root / f"{name}.png")
     (root / "junk.png").write_text("these bytes are no picture\n")
     torch.save(released_state(5, dim=48), root / "big.pth")
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
 
     save_embeddings(root / "e.safetensors", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)))
     return root
@@ -121,14 +121,14 @@ def test_cuda_asked_for_on_a_cpu_machine(world, tmp_path):
 
 
 def test_a_photo_that_is_no_picture_is_refused_before_any_model_loads(world, tmp_path, monkeypatch):
-    import pops.models.folder
+    import pops.models.model_set
     import pops.operators.operator
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were read")
 
     # Loading the real stack takes minutes: a bad picture must be found first.
-    monkeypatch.setattr(pops.models.folder, "load_renderer", no_loading)
+    monkeypatch.setattr(pops.models.model_set, "load_renderer", no_loading)
     monkeypatch.setattr(pops.operators.operator.checkpoint, "load_kandinsky_prior", no_loading)
     monkeypatch.setattr(pops.operators.operator, "load_operator_folder", no_loading)
     junk, out = world / "junk.png", tmp_path / "out"
@@ -145,10 +145,10 @@ def test_a_photo_that_is_no_picture_is_refused_before_any_model_loads(world, tmp
 
 
 def test_the_page_refuses_a_photo_that_is_no_picture_and_keeps_no_run(world, tmp_path, monkeypatch):
-    import pops.models.folder
+    import pops.models.model_set
     from pops.ui.backend import Backend, Settings
 
-    monkeypatch.setattr(pops.models.folder, "load_renderer", lambda *a, **k: pytest.fail("the renderer loaded"))
+    monkeypatch.setattr(pops.models.model_set, "load_renderer", lambda *a, **k: pytest.fail("the renderer loaded"))
     backend = Backend([world / "real"], tmp_path / "ui")
     answer = backend.run_equation(
         "texturing(a.png, junk.png)", [str(world / "a.png"), str(world / "junk.png")], Settings(str(world / "real"))

@@ -357,7 +357,7 @@ def test_from_pretrained_offline_names_the_model(monkeypatch):
 # ----- pops render on saved tiny pipelines ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def embeddings_file(tmp_path_factory, embeds):
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
 
     return save_embeddings(tmp_path_factory.mktemp("emb") / "outs.safetensors", embeds, {"operator": "texturing"})
 

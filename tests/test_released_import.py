@@ -191,7 +191,7 @@ def test_an_operator_name_and_pictures_become_an_equation():
 
 
 def test_apply_an_operator_by_name_offline_is_one_line_naming_the_hub_id(tmp_path, monkeypatch):
-    from pops.models.folder import ModelSet, ReleasedModels
+    from pops.models.model_set import ModelSet, ReleasedModels
 
     monkeypatch.chdir(tmp_path)
     for name, image in zip("ab", random_images(2)):
@@ -222,7 +222,7 @@ def test_apply_an_operator_by_name_on_a_models_folder_writes_pictures_and_a_reco
     record = json.loads((out / "record.json").read_text())
     assert record["equation"] == f"texturing({obj}, {texture})" and record["renderer"] == "kandinsky"
     assert record["outputs"]["images"] == ["output_0.png", "output_1.png"]
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
 
     assert load_embeddings(out / "output.safetensors")[0].shape == (2, 32)
     again = run_cli("apply", "--replay", out / "record.json", "-o", tmp_path / "again")
@@ -235,7 +235,7 @@ def test_apply_an_operator_by_name_on_a_models_folder_writes_pictures_and_a_reco
 
 def test_released_models_from_local_copies_run_an_equation_and_record_where_they_came_from(hub, tmp_path):
     from pops.equation.runner import EquationRunner
-    from pops.models.folder import ReleasedModels
+    from pops.models.model_set import ReleasedModels
 
     models = ReleasedModels(str(hub / "operators"), base=str(hub / "kandinsky-2-2-prior"))
     assert models.available() == ["texturing", "union", "scene", "instruct"]

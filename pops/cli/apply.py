@@ -231,7 +231,7 @@ def _apply(inputs, operator, seed, num_samples, out, sampling, where=()):
     """One operator on files: `operator` is (model folder, Kandinsky base, released checkpoint, kind), `sampling`
     the command's SamplingConfig (None values: the operator's own)."""
     # Heavy imports here, not at the top: `pops --help` loads no torch.
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
 
     # Pictures are decoded (and a file that is none refused) before the operator loads: a released one takes minutes.
     pictures = {t: read_image(t) for t in inputs if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists()}
@@ -284,7 +284,7 @@ def read_input(op, slot, text: str, pictures: dict | None = None):
     """One CLI input for `slot` as a tensor: (N, D) image embeddings, (1, T, W) token rows, or None (dropped).
     `pictures`: images already decoded, by input text."""
     # Heavy imports here, not at the top: `pops --help` loads no torch.
-    from pops.embeddings.files import EMBEDDING_SUFFIXES, load_embeddings
+    from pops.embeddings.io import EMBEDDING_SUFFIXES, load_embeddings
 
     if text.lower() in DROP:
         return None

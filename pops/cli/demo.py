@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pops.cli.app import app, run_or_fail
-from pops.demo.recipes import default_train_per_class
+from pops.demo.training_recipes import default_train_per_class
 
 Out = Annotated[
     Path,

@@ -135,9 +135,9 @@ def _eval(models, operators, data, seeds, guidance, sampling, out, threads, wher
 
 def _load_operators(models: Path, operators: list[str] | None, placement: tuple) -> dict:
     """The operators to score, by kind (--operator, or every one in MODELS), placed on --device/--dtype. Each kind
-    resolves as in equations and the UI (pops.models.folder: its own folder, else a joint one)."""
+    resolves as in equations and the UI (pops.models.model_set: its own folder, else a joint one)."""
     # Heavy imports here, not at the top: `pops --help` loads no torch.
-    from pops.models.folder import ModelSet
+    from pops.models.model_set import ModelSet
 
     device, dtype = placement
     model_set = ModelSet(models, load_encoders=False, device=device, dtype=dtype)

@@ -155,7 +155,7 @@ def build_renderer(renderer: str, sources: dict, options: dict, device, dtype, c
 
 def _render(embeddings, renderer, out, options, sources, seed, batch_size, structure, place):
     # Heavy imports here, not at the top: `pops --help` loads no torch.
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
     from pops.renderers.pipelines import seeded_generators
 
     device, dtype, cpu_offload, generator_device = place

@@ -99,8 +99,8 @@ def serve(
 
 def _check_server_options(renderer: str, port: int, queue_size: int, max_file_size: str) -> None:
     """The server's own options, one `error:` line for each misuse."""
-    # Heavy imports here, not at the top: `pops --help` loads no torch (pops.models.folder loads the operators).
-    from pops.models.folder import RENDERER_CHOICES
+    # Heavy imports here, not at the top: `pops --help` loads no torch (pops.models.model_set loads the operators).
+    from pops.models.model_set import RENDERER_CHOICES
 
     if renderer not in RENDERER_CHOICES:
         fail(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_CHOICES)}")

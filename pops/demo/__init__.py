@@ -18,7 +18,7 @@ The output folder is a models folder that `pops apply --model/--models`, `pops e
     demo.json, metrics.json, report.html
 """
 
-# Lazy: `pops demo --help` reads pops.demo.recipes without importing torch (every name below loads on first use).
+# Lazy: `pops demo --help` reads pops.demo.training_recipes without torch (every name below loads on first use).
 _EXPORTS = {
     "DemoConfig": "plan",
     "choose_threads": "plan",

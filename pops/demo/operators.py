@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from pops.base.files import tensor_digest
 from pops.base.reference import OPERATOR_CONFIG_NAME
 from pops.demo.plan import choose_threads
-from pops.demo.recipes import DemoRecipe, demo_recipe
+from pops.demo.training_recipes import DemoRecipe, demo_recipe
 from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators
 from pops.operators.joint import JointOperator
 from pops.operators.operator import Operator

@@ -12,7 +12,7 @@ from pops.base import checks
 from pops.base.reference import DEFAULT_SAMPLER, DEFAULT_STEPS
 from pops.base.registry import REGISTRY, get_spec
 from pops.core.sampling import SamplingConfig
-from pops.demo.recipes import default_train_per_class, default_training_only, demo_recipe
+from pops.demo.training_recipes import default_train_per_class, default_training_only, demo_recipe
 from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.renderers.decoder import DecoderConfig
 from pops.world import WorldConfig

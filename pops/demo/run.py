@@ -36,8 +36,8 @@ from pops.demo.plan import (
     choose_workers,
 )
 from pops.demo.processes import die_with_parent
-from pops.demo.recipes import demo_recipe
 from pops.demo.report import chained_equation, example_grids, write_report
+from pops.demo.training_recipes import demo_recipe
 from pops.demo.world_pairs import build_data
 from pops.embeddings.cache import EmbeddingCache
 from pops.encoders import load_encoder

@@ -51,7 +51,7 @@ def __getattr__(name):
 
         return getattr(runner, name)
     if name == "ModelSet":
-        from pops.models.folder import ModelSet
+        from pops.models.model_set import ModelSet
 
         return ModelSet
     if name == "validate":
@@ -76,7 +76,7 @@ def apply(
 ):
     """Run an equation and return an `EquationResult` (`.output` (num_samples, D), `.intermediates`, `.record`).
 
-    `models`: a models folder (see pops.models.folder), a `ModelSet`, or operators in memory (an `Operator`, a
+    `models`: a models folder (see pops.models.model_set), a `ModelSet`, or operators in memory (an `Operator`, a
     list, or a dict kind -> Operator). `seed` seeds every operator step, `seeds={"t": 3}` overrides single steps.
     How each step samples: `sampling` (a pops.core.sampling.SamplingConfig) or its values as keywords —
     `guidance_scale`, `num_inference_steps`, `sampler`, `draws`, `layout` — each None the operator's own (its

@@ -26,7 +26,7 @@ from pops.equation.record import (
 )
 from pops.equation.runner import EquationRunner
 from pops.equation.validate import operator_names
-from pops.models.folder import ModelSet, check_renderer_choice
+from pops.models.model_set import ModelSet, check_renderer_choice
 
 
 def run_equation_cli(
@@ -56,7 +56,7 @@ def run_equation_cli(
 
     `replay`: a record.json from an earlier run; its equation, seeds and settings are used (`expr` must be None),
     `models_dir` may point the run at a moved models folder. Bad input raises ValueError / FileNotFoundError (the
-    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models.folder);
+    CLI turns them into a one-line error). `device`/`dtype`/`cpu_offload` place the models (pops.models.model_set);
     `generator_device` draws the noise there (a replay keeps its record's). An `out_dir` holding an earlier result
     is refused unless `overwrite` (its OUT/.cache is reused either way). Returns the EquationResult.
     """

@@ -20,7 +20,7 @@ from PIL import Image
 from pops.base.devices import make_generator
 from pops.base.files import atomic_write, atomic_write_text, file_digest
 from pops.base.readers import read_json
-from pops.embeddings.files import save_embeddings
+from pops.embeddings.io import save_embeddings
 from pops.equation.runner import RECORD_FORMAT
 from pops.renderers import RENDERER_TYPES, renderer_class
 

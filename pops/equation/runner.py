@@ -25,12 +25,12 @@ from pops.base.errors import BadValue, reason
 from pops.base.files import file_digest
 from pops.base.readers import read_image
 from pops.core.sampling import SamplingConfig, call_sampling
-from pops.embeddings.files import load_embeddings
+from pops.embeddings.io import load_embeddings
 from pops.equation.diagnostics import EquationError
 from pops.equation.printer import format_equation
 from pops.equation.step_cache import StepCache, make_key
 from pops.equation.validate import Plan, Step, validate
-from pops.models.folder import ModelSet
+from pops.models.model_set import ModelSet
 
 RECORD_FORMAT = "pops-equation/1"
 

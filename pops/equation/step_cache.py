@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pops.base.files import digest
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 
 
 def make_key(*parts) -> str:

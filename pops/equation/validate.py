@@ -17,7 +17,7 @@ from pops.equation.ast import Call, Drop, File, Node, Pos, Program, Text, Var, W
 from pops.equation.diagnostics import EquationError, EquationFileError
 from pops.equation.parser import parse
 from pops.equation.printer import format_equation, format_node
-from pops.models.folder import ASSET_SUFFIXES
+from pops.models.model_set import ASSET_SUFFIXES
 
 MEAN = "mean"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pops.base.registry import get_spec
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.embeddings.pairs import Pairs
 
 

@@ -1,5 +1,5 @@
 """Where things lie in a models folder on disk: its operator folders (a kind's own, or a joint folder holding it), its
-renderer folders, and the checks that read every config before a server starts (see pops.models.folder for the
+renderer folders, and the checks that read every config before a server starts (see pops.models.model_set for the
 layout and how a name resolves)."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pops.embeddings.files import check_embeddings
+from pops.embeddings.io import check_embeddings
 from pops.encoders import pad_rows
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pops.base.files import atomic_write
-from pops.embeddings.files import load_embeddings, save_embeddings
+from pops.embeddings.io import load_embeddings, save_embeddings
 from pops.renderers import write_renderer_config
 
 RENDERER_TYPE = "retrieval"

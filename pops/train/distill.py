@@ -29,7 +29,7 @@ from pops.core.prior import Condition
 from pops.core.sampler import CLIP_RANGE, ddim_scheduler
 from pops.embeddings.pairs import Pairs, recombine
 from pops.operators.operator import Operator
-from pops.train.record import training_record
+from pops.train.summary import training_record
 
 STUDENT_SAMPLER = "ddim"  # with 1 step: one pass of the prior at t = 999 (pops.core.sampler.sample_ddim)
 TEACHER_SAMPLER = "ddim"  # deterministic: the target is a function of the initial noise

@@ -10,7 +10,7 @@ from operator s mod n (round-robin, so each operator gets the steps a separate r
 its own stream position and its registry entry's rules (dropout, swaps, text alignment) in the same objective.
 
 Setting a run up: pops.train.setup; what a finished run leaves (the operator, its record, the summary):
-pops.train.record.
+pops.train.summary.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from pops.train.config import TrainConfig
 from pops.train.ema import copy_ema_to, ema_model
 from pops.train.model import build_model, merge_lora
 from pops.train.monitor import Monitor, Validator
-from pops.train.record import SUMMARY_NAME, Stopwatch, run_record, run_summary, trained_operator
 from pops.train.setup import (
     LossModel,
     Run,
@@ -51,6 +50,7 @@ from pops.train.setup import (
     training_pairs,
 )
 from pops.train.stream import shard_generator
+from pops.train.summary import SUMMARY_NAME, Stopwatch, run_record, run_summary, trained_operator
 
 
 class TrainingInterrupted(RuntimeError):

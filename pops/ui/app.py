@@ -8,7 +8,7 @@ import gradio as gr
 from pops.base.reference import DEFAULT_STEPS
 from pops.base.registry import REGISTRY
 from pops.core.sampling import SAMPLER_NAMES
-from pops.models.folder import RENDERER_CHOICES
+from pops.models.model_set import RENDERER_CHOICES
 from pops.ui.backend import Backend, RunOutput, Settings
 
 OWN_SAMPLER = "operator's own"  # each operator's saved sampler (unclip unless it was made for another)

@@ -32,7 +32,7 @@ from pops.equation.parser import parse
 from pops.equation.printer import quote
 from pops.equation.record import check_renderable, render_steps, step_picture, write_result
 from pops.equation.runner import EquationRunner
-from pops.models.folder import RENDERER_CHOICES, ModelSet
+from pops.models.model_set import RENDERER_CHOICES, ModelSet
 
 logger = logging.getLogger(__name__)
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -12,7 +12,7 @@ from tests.helpers.pairs import make_pairs
 def models_folder(root: Path, op, *, classes=("a", "b"), test=None, gallery=None, gallery_meta=None) -> Path:
     """`op` saved under root/operators/<kind>/, with what `pops eval` scores it on under root/data/: test pairs (by
     default 8 random samples of classes 0, 1 in turn) and a gallery of one random embedding per class."""
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
 
     kind = op.kind
     op.save_pretrained(root / "operators" / kind)
@@ -29,7 +29,7 @@ def models_folder(root: Path, op, *, classes=("a", "b"), test=None, gallery=None
 
 def write_union_test_data(folder: Path) -> None:
     """What `pops eval` scores, for union on 32-d embeddings: 6 test pairs of 3 classes and their gallery."""
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
     from pops.embeddings.pairs import Pairs
 
     g = torch.Generator().manual_seed(0)

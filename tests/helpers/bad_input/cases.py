@@ -486,7 +486,7 @@ def _op(world):
 
 
 def _emb(world, name=A):
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
 
     return load_embeddings(world / name)[0]
 
@@ -501,7 +501,7 @@ def _sample(**kwargs):
 
 
 def _load(name, **kw):
-    from pops.embeddings.files import load_embeddings
+    from pops.embeddings.io import load_embeddings
 
     return lambda world: load_embeddings(world / name, **kw)
 

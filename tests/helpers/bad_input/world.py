@@ -69,7 +69,7 @@ def build(root: Path) -> Path:
     """Write the world into `root`."""
     from PIL import Image
 
-    from pops.embeddings.files import save_embeddings
+    from pops.embeddings.io import save_embeddings
 
     root = Path(root)
     good, bad = root / "good", root / "bad"
