@@ -149,7 +149,7 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
     assert set(summary["errors"]["instruct"]["factors"]) == {"obj", "edit"}
     assert "hat" in summary["errors"]["composition"]["factors"]
     for name in ("retrieval", "decoder"):
-        assert (config.out / "renderer" / name).is_dir()
+        assert (config.out / "renderers" / name).is_dir()
     # The decoder draws recognisably: re-encoded, its pictures find their own source far above chance.
     fidelity = result.decoder_fidelity
     assert fidelity["top5"] >= 10 * fidelity["chance_top1"] and fidelity["steps"] == config.decoder_steps

@@ -148,7 +148,8 @@ def embeddings_models(tiny_operator, root, with_renderer=True):
         from PIL import Image
 
         pictures = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(4)]
-        RetrievalRenderer(torch.randn(4, 32, generator=g), pictures).save_pretrained(root / "models" / "renderer")
+        renderer = RetrievalRenderer(torch.randn(4, 32, generator=g), pictures)
+        renderer.save_pretrained(root / "models" / "renderers" / "retrieval")
     for name in ("a", "b"):
         save_embeddings(root / f"{name}.safetensors", torch.randn(1, 32, generator=g))
     return root / "models"

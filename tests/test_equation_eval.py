@@ -207,7 +207,7 @@ def models_dir(ops, tmp_path):
     torch.manual_seed(1)
     colours = ["red", "green", "blue", "yellow", "purple", "orange"]
     gallery = [Image.new("RGB", (16, 16), c) for c in colours]
-    RetrievalRenderer(torch.randn(len(colours), DIM), gallery).save_pretrained(root / "renderer")
+    RetrievalRenderer(torch.randn(len(colours), DIM), gallery).save_pretrained(root / "renderers" / "retrieval")
     return root
 
 

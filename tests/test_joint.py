@@ -245,7 +245,7 @@ def test_models_folder_offers_the_joint_operators_and_a_separate_one_wins(joint_
 
     models = _models_folder(joint_folder, tmp_path)
     joint_dir = models / "operators" / "joint"
-    (models / "renderer").mkdir()
+    (models / "renderers").mkdir()
     model_set = ModelSet(models)
     assert model_set.available() == list(KINDS)
     assert find_operator_dir(models, "scene") == models / "operators" / "scene"  # its own folder wins

@@ -247,7 +247,7 @@ def test_the_depth_renderer_in_an_equation_gets_input_a_and_refuses_a_step_witho
     models = tmp_path / "models"
     inputs = write_texturing_models(models, parts)
     write_renderer_folder(
-        models / "renderer",
+        models / "renderers" / "ipadapter-depth",
         "ipadapter-depth",
         base=str(parts / "sdxl"),
         ip_adapter=str(parts / "ipa"),
@@ -285,7 +285,7 @@ def test_the_ui_backend_runs_on_a_real_models_folder(parts, tmp_path):
 
     models = tmp_path / "models"
     inputs = write_texturing_models(models, parts)
-    kandinsky_folder(models / "renderer", parts)
+    kandinsky_folder(models / "renderers" / "kandinsky", parts)
     backend = Backend([models], tmp_path / "served")
     assert "**Renderers:** kandinsky" in backend.describe(str(models))
     run = backend.new_run_dir("t")

@@ -86,7 +86,7 @@ def build_models(root: Path) -> dict[str, Path]:
             prior.clip_std.copy_(embeds.std(0, keepdim=True) + 0.05)
         op = Operator.from_prior(prior, kind, encoder_configs={"image": dict(ENCODER_CONFIG)})
         op.save_pretrained(root / "operators" / kind)
-    RetrievalRenderer(embeds, gallery).save_pretrained(root / "renderer")
+    RetrievalRenderer(embeds, gallery).save_pretrained(root / "renderers" / "retrieval")
     inputs = root.parent / "inputs"
     inputs.mkdir(exist_ok=True)
     pictures = {

@@ -15,7 +15,7 @@ Out = Annotated[
     typer.Option(
         "--out",
         "-o",
-        help="Output folder: operators/, renderer/, data/, report.html (a models folder for `pops apply --models` "
+        help="Output folder: operators/, renderers/, data/, report.html (a models folder for `pops apply --models` "
         "and `pops eval`).",
     ),
 ]

@@ -25,7 +25,7 @@ Models = Annotated[
     typer.Option(
         "--models",
         metavar="DIR",
-        help="Models folder: operators/<kind>/ (save_pretrained) and renderer/, as `pops demo` writes them "
+        help="Models folder: operators/<kind>/ (save_pretrained) and renderers/, as `pops demo` writes them "
         "(default outputs/demo). Repeat it to offer several: the page lists these and can open no other.",
     ),
 ]

@@ -10,8 +10,8 @@ The output folder is a models folder that `pops apply --model/--models`, `pops e
 
     operators/<kind>/        Operator.save_pretrained folders, with encoder configs (so they take images and words)
                              and the operator's own guidance scale
-    renderer/retrieval/      nearest neighbour over the class galleries
-    renderer/decoder/        the small decoder trained on world images
+    renderers/retrieval/     nearest neighbour over the class galleries
+    renderers/decoder/       the small decoder trained on world images
     data/                    training / validation / test pairs and class galleries as embeddings (`pops eval`)
     assets/                  the pictures of the chained equation in the report
     cache/                   the embedding cache (unless --cache-dir): a rerun encodes nothing

@@ -109,7 +109,7 @@ def check_outputs(config: DemoConfig) -> None:
 
 
 # What the demo writes under OUT: these folders, and these files (the report, the metrics).
-OUT_FOLDERS = ("operators", "data", "renderer", "cache")
+OUT_FOLDERS = ("operators", "data", "renderers", "cache")
 OUT_FILES = ("report.html", "metrics.json", "demo.json")
 
 
@@ -202,7 +202,7 @@ def train_and_evaluate(config: DemoConfig, encoded: EncodedWorld) -> JobResults:
 
 def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_config: dict) -> dict:
     """Train the small decoder on the class galleries (embedding -> picture; its embedding loss goes through the
-    same frozen encoder), save it under <out>/renderer/decoder, and measure how recognisable its pictures are:
+    same frozen encoder), save it under <out>/renderers/decoder, and measure how recognisable its pictures are:
     re-encode a sample of decodings and retrieve their source. The result holds the job's wall time too."""
     start = time.perf_counter()
     torch.set_num_threads(choose_threads(config.threads))
@@ -219,7 +219,7 @@ def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_
         config=DecoderConfig(embed_dim=embeds.shape[1], image_size=config.decoder_size, stem_size=config.decoder_stem),
         progress=config.progress,
     )
-    write_folder(config.out / "renderer" / "decoder", decoder.save_pretrained, commit=RENDERER_CONFIG_NAME)
+    write_folder(config.out / "renderers" / "decoder", decoder.save_pretrained, commit=RENDERER_CONFIG_NAME)
     probe = torch.arange(0, len(images), max(1, len(images) // 200))
     others = torch.ones(len(images), dtype=torch.bool)
     others[probe] = False
@@ -258,8 +258,8 @@ def write_report_files(config: DemoConfig, encoded: EncodedWorld, jobs: JobResul
     table, outputs, chosen = merge_tables(encoded.data, jobs)
     operators = {kind: load_operator(config, encoded, kind) for kind in config.operators}
     retrieval = RetrievalRenderer(encoded.embeds, encoded.images)
-    write_folder(config.out / "renderer" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
-    renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderer" / "decoder")}
+    write_folder(config.out / "renderers" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
+    renderers = {"retrieval": retrieval, "decoder": load_renderer(config.out / "renderers" / "decoder")}
     grids = example_grids(encoded.world, encoded.data, outputs, renderers, config.grid_rows)
     chain = chained_equation(encoded.world, operators, renderers, config.out, seed=config.seed)
     summary = summarize(config, encoded, jobs, threads, outputs, chosen)

@@ -136,10 +136,9 @@ def find_renderers(models_dir: Path) -> dict[str, Path]:
     """Renderer folders present under a models folder, by type name."""
     found: dict[str, Path] = {}
     for root in folder_roots(Path(models_dir)):
-        for parent in (root / "renderer", root / "renderers"):
-            if not parent.is_dir():
-                continue
-            for folder in (parent, *sorted(p for p in parent.iterdir() if p.is_dir())):
+        parent = root / "renderers"
+        if parent.is_dir():
+            for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
                 type_name = renderer_type(folder)
                 if type_name:
                     found.setdefault(type_name, folder)

@@ -5,9 +5,9 @@ run on, read lazily. Every part is optional:
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
       operators/<name>/          a joint folder (`JointOperator.save_pretrained`, e.g. operators/joint/): one prior
                                  providing each operator it holds
-      renderer/                  a saved renderer: its renderer.json {"type": ...} says which (see pops.renderers):
-                                 retrieval or decoder (embedded world), kandinsky, ipadapter, ipadapter-depth (real)
-      renderer/<type>/           or several, one per type; also renderers/<type>/
+      renderers/<name>/          saved renderers, one folder each: its renderer.json {"type": ...} says which (see
+                                 pops.renderers): retrieval or decoder (embedded world), kandinsky, ipadapter,
+                                 ipadapter-depth (real)
       assets/                    images that equations may name without a suffix: `wood` means assets/wood.png
 
 `MODELS` may also be the `operators/` folder itself (the renderers and assets are then looked for one level up), or
@@ -255,7 +255,7 @@ class ModelSet:
                 return None
         if name not in found:
             raise FileNotFoundError(
-                f"no {name!r} renderer under {self.root} (looked in renderer/ and renderers/{name}/)"
+                f"no {name!r} renderer under {self.root} (looked in renderers/)"
                 + (f"; present: {', '.join(found)}" if found else "")
             )
         try:

@@ -89,7 +89,7 @@ def renderer_type(folder: str | Path) -> str | None:
                 type_name = None
             if type_name in RENDERER_TYPES:
                 return type_name
-    # A diffusers pipeline saved as a real renderer's source (e.g. renderer/decoder/ of a Kandinsky folder) is not one.
+    # A diffusers pipeline saved as a real renderer's source (e.g. the decoder/ of a local Kandinsky copy) is not one.
     if folder.name in _NAMED_BY_FOLDER and not (folder / "model_index.json").is_file():
         return folder.name
     return None

@@ -199,7 +199,7 @@ def _settings_panel(backend: Backend, default_renderer: str):
         value=backend.default_models or None,
         label="Models folder",
         elem_id="models-dir",
-        info="operators/<kind>/ and renderer/ as `pops demo` saves them; more with `pops serve --models DIR`",
+        info="operators/<kind>/ and renderers/ as `pops demo` saves them; more with `pops serve --models DIR`",
     )
     info = gr.Markdown(backend.describe(backend.default_models), elem_id="models-info")
     renderer = gr.Dropdown(
