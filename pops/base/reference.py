@@ -30,6 +30,9 @@ NUM_TRAIN_TIMESTEPS = 1000
 # default. `ddim` with 1 step is exactly the one-pass call: trailing timesteps start at t = 999 and the one step
 # returns the prediction.
 OBJECTIVES = ("diffusion", "one-pass")
+# Where instruct's text-alignment cosine is measured: the reference's raw embedding space, or centred on the
+# embeddings' mean (pops.core.objective).
+ALIGNMENTS = ("raw", "centred")
 # The reference's sampling call (its prior pipeline): the UnCLIP ancestral loop, 25 steps. An operator samples this way
 # unless it was made for another call (a distilled student, a one-pass operator) or told otherwise.
 DEFAULT_SAMPLER = "unclip"

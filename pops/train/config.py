@@ -18,7 +18,7 @@ import yaml
 
 from pops.base import checks
 from pops.base.readers import read_text
-from pops.base.reference import KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
+from pops.base.reference import ALIGNMENTS, KANDINSKY_PRIOR, LAYOUTS, OBJECTIVES
 from pops.base.registry import REGISTRY
 from pops.base.schema import from_mapping, to_mapping
 
@@ -120,6 +120,9 @@ class TrainConfig:
     # diffusion (the reference's x0 objective over 1000 timesteps) | one-pass (ECLIPSE: noise + condition to the
     # target in one pass; the operator is then sampled as ddim with 1 step). See pops.core.objective.
     objective: str = "diffusion"
+    # Where instruct's text-alignment cosine is measured: raw (the reference) or centred on the clip mean (a space
+    # whose raw cosines are all high, such as the embedded world's). See pops.core.objective.
+    alignment: str = "raw"
     kandinsky_prior: str = KANDINSKY_PRIOR  # hub id or local folder
     resume: str | None = None  # auto | <checkpoint folder>; None = start fresh
     seed: int = 0
@@ -198,6 +201,7 @@ class TrainConfig:
         init_ok = self.init in ("kandinsky", "scratch") or (self.init.startswith("operator:") and len(self.init) > 9)
         _check(init_ok, f"init: expected kandinsky, scratch or operator:<folder>, got {self.init!r}")
         _check(self.objective in OBJECTIVES, f"objective: one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        _check(self.alignment in ALIGNMENTS, f"alignment: one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
 
     def _check_run(self) -> None:
         """Steps, batches, precision, device, layout and which weights train."""

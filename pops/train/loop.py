@@ -208,6 +208,7 @@ class Trainer:
                     generator=generator,
                     layout=c.layout,
                     objective=c.objective,
+                    alignment=c.alignment,
                 )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and c.optim.max_grad_norm > 0:
