@@ -38,8 +38,8 @@ def test_quick_demo_beats_averaging_on_held_out_combinations(quick_demo):
         assert pops.runs == config.eval_seeds and pops.n > 0
         assert pops.top1 > averaging.top1, f"{kind}: pops {pops.top1:.2f} vs averaging {averaging.top1:.2f}"
         assert oracle.cosine == pytest.approx(1.0)
-        assert result.guidance[kind] in config.guidance_candidates
         registry = get_spec(kind).guidance_scale
+        assert result.guidance[kind] in (*config.guidance_candidates, registry)  # the registry's: the default
         method = "pops" if registry == result.guidance[kind] else f"pops g={registry:g}"
         assert table.get(kind, method).n == pops.n
     assert table.get("instruct (synonyms)", "pops").n > 0
@@ -125,14 +125,19 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert "## Training" in card and f"| recombined pairs | x{config.recombine} |" in card
         assert not (config.out / "operators" / kind / "train_summary.json").exists()
         record = json.loads((config.out / "operators" / kind / "demo_training.json").read_text())
-        # every candidate tried on validation, by its one label ("ddim 4 x4 g3")
-        assert set(record["validation_top1"]) == {
-            replace(c, guidance_scale=g).label for c in config.sampling_candidates() for g in config.guidance_candidates
-        }
+        # every candidate tried on validation, by its one label ("ddim 4 x4 g3"), the registry's scale among them
+        scales = {*config.guidance_candidates, get_spec(kind).guidance_scale}
+        candidates = {replace(c, guidance_scale=g).label for c in config.sampling_candidates() for g in scales}
+        choice = record["choice"]
+        assert (
+            set(choice["candidates"]) == candidates
+            and choice["default"] == f"unclip 25 g{get_spec(kind).guidance_scale:g}"
+        )
+        assert all(c["se"] >= 0 and c["diff_se"] >= 0 for c in choice["candidates"].values())
         # the chosen one travels too, its draws included
-        draws = f" x{op.draws}" if op.draws > 1 else ""
-        assert summary["sampling"][kind] == f"{op.sampler} {op.num_inference_steps}{draws}"
-    assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
+        assert summary["sampling"][kind] == op.sampling.label == choice["chosen"]
+    instruct = Operator.from_pretrained(config.out / "operators" / "instruct")
+    assert instruct.encoder_configs["text"]["type"] == "text-tower"  # the aligned text space
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)
     # The training pairs it saved load back, training-only combinations (class id -1: no class) included.
@@ -422,28 +427,38 @@ def test_choose_threads():
         choose_threads(0)
 
 
-def test_the_model_per_operator_is_chosen_on_validation_scores_only(tmp_path):
-    """The joint model's operator replaces the separate one only where its validation top-1 is strictly higher; the
-    choice reads the best of the recorded validation scores (never a test score: the records hold none)."""
-    from pops.demo.operators import TRAIN_RECORD, best_validation, choose_models
+def test_the_model_per_operator_is_chosen_on_validation_hits_beyond_the_noise(tmp_path):
+    """The joint model's operator replaces the separate one only where it beats it on the same validation samples by
+    more than the noise of the paired difference; a tie, a win within the noise or no validation classes keep the
+    separate operator. The choice reads the recorded validation hits (never a test score: the records hold none)."""
+    from pops.demo.operators import TRAIN_RECORD, choose_models, saved_choice
 
-    separate = {"texturing": 0.9, "union": 1.0, "instruct": 0.3, "scene": None}
-    joint = {"texturing": 0.8, "union": 1.0, "instruct": 0.5, "scene": 0.9}
-    assert choose_models(separate, joint) == {
-        "texturing": "separate",
-        "union": "separate",  # a tie keeps the separate operator
-        "instruct": "joint",
-        "scene": "separate",  # no validation classes: nothing to choose on
+    def hits(*values):
+        return {"hits": list(values)}
+
+    separate = {
+        "texturing": hits(1, 1, 0, 1, 1, 0, 1, 1),
+        "union": hits(1, 1, 1, 1, 0, 0, 0, 0),
+        "instruct": hits(0, 0, 0, 0, 0, 0, 0, 1),
+        "scene": None,
     }
+    joint = {
+        "texturing": hits(1, 1, 1, 1, 1, 0, 1, 1),  # one more right: within the noise
+        "union": hits(1, 1, 1, 1, 0, 0, 0, 0),  # a tie
+        "instruct": hits(1, 1, 1, 1, 1, 1, 1, 1),  # clearly better
+        "scene": hits(1, 1),
+    }
+    models = choose_models(separate, joint, z=2.0)
+    assert {kind: m["model"] for kind, m in models.items()} == {
+        "texturing": "separate",
+        "union": "separate",
+        "instruct": "joint",
+        "scene": "separate",
+    }
+    assert models["instruct"]["joint"]["diff"] == pytest.approx(7 / 8)
     (tmp_path / "one").mkdir()
-    (tmp_path / "one" / TRAIN_RECORD).write_text(
-        json.dumps({"validation_top1": {"unclip 25 g3": 0.4, "ddim 4 g5": 0.6}})
-    )
-    assert best_validation(tmp_path / "one") == 0.6
-    (tmp_path / "joint").mkdir()
-    scores = {"validation_top1": {"union": {"unclip 25 g1": 0.2}, "scene": {"unclip 25 g1": 0.1, "ddim 4 g2": 0.7}}}
-    (tmp_path / "joint" / TRAIN_RECORD).write_text(json.dumps(scores))
-    assert best_validation(tmp_path / "joint") == {"union": 0.2, "scene": 0.7}
+    (tmp_path / "one" / TRAIN_RECORD).write_text(json.dumps({"choice": {"chosen": "ddim 4 g5", "hits": [1, 0]}}))
+    assert saved_choice(tmp_path / "one")["chosen"] == "ddim 4 g5"
 
 
 def test_each_operator_trains_with_its_demo_recipe_dropout_and_batch_and_the_joint_model_with_neither(tmp_path):

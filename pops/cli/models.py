@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
+from pops.base import checks
 from pops.base.devices import check_dtype_name
 from pops.base.files import check_output
 from pops.base.reference import KANDINSKY_PRIOR, RELEASED_KINDS, RELEASED_OPERATORS
-from pops.cli.app import app, fail, run_or_fail
+from pops.cli.app import app, checked, fail, run_or_fail
 from pops.cli.options import Overwrite
 
 models_app = typer.Typer(
@@ -130,6 +131,36 @@ def real(
         log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(f"wrote {len(kinds)} operator(s) and a {render} renderer to {out}")
+
+
+@models_app.command(name="subspace")
+def subspace(
+    out: Annotated[Path, typer.Argument(help="The folder to write (new), a models folder of its own.")],
+    base: Annotated[
+        str, typer.Option(help="Kandinsky 2.2 prior: hub id or local folder (its CLIP ViT-bigG encoders).")
+    ] = KANDINSKY_PRIOR,
+    operators: Annotated[
+        list[str] | None,
+        typer.Option("--operator", help=f"Only these operators (repeatable); default: {KINDS}."),
+    ] = None,
+    rank: Annotated[int, typer.Option(help="Dimensions of each concept's subspace.")] = 16,
+    captions: Annotated[int, typer.Option(help="Captions embedded per concept.")] = 2000,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write training-free operators (IP-Composer's concept subspaces from CLIP ViT-bigG text): the peer a user would
+    try before training one. The folder runs as a models folder: `pops apply EQUATION --models OUT`."""
+    checked(checks.count, rank, "--rank")
+    checked(checks.count, captions, "--captions")
+    run_or_fail(check_output, out, overwrite=overwrite, folder=True, what="OUT")
+    # Heavy imports here, not at the top: `pops --help` loads no torch.
+    from pops.models.training_free import TEMPLATES, write_real_subspace
+
+    kinds = list(dict.fromkeys(operators or RELEASED_KINDS))
+    unknown = [k for k in kinds if k not in TEMPLATES]
+    if unknown:
+        fail(f"no training-free operator for {', '.join(unknown)}; choose among {', '.join(TEMPLATES)}")
+    run_or_fail(write_real_subspace, out, base=base, kinds=kinds, rank=rank, per_concept=captions)
+    typer.echo(f"wrote {len(kinds)} training-free operator(s) to {out}")
 
 
 @models_app.command(name="renderer")

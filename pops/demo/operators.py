@@ -22,9 +22,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pops.base.files import tensor_digest
 from pops.base.reference import OPERATOR_CONFIG_NAME
+from pops.core.sampling import SamplingConfig
 from pops.demo.plan import choose_threads
 from pops.demo.training_recipes import DemoRecipe, demo_recipe
-from pops.evaluation import MetricsTable, choose_sampling, evaluate_operators
+from pops.evaluation import MetricsTable, candidate_samplings, choose_sampling, evaluate_operators, test_top1
+from pops.evaluation.choice import keep_unless_better, paired_scores
 from pops.operators.joint import JointOperator
 from pops.operators.operator import Operator
 from pops.train import Trainer, config_from_dict
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 # Written next to a trained operator: what it was trained with. A rerun reuses the operator only when this matches.
 TRAIN_RECORD = "demo_training.json"
 # Bump when the training recipe changes in a way the settings do not show (so older operators are not reused).
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 # The joint model's folder under <out>/operators/ and its method name in the metrics.
 JOINT_FOLDER = "joint"
 JOINT_METHOD = "pops joint"
@@ -59,6 +61,7 @@ def training_settings(config, kind: str, *, own_recipe: bool = True) -> dict:
         batch_size=config.batch_size * batch_factor,
         recombine=config.recombine,
         vocabulary=config.vocabulary,
+        alignment=config.alignment,
         mixed_precision="bf16" if config.bf16 else "no",
         progress=config.progress,
         save_operator=False,
@@ -95,7 +98,7 @@ def train_operator(config, kind: str, data, encoders: dict):
     op = trainer.operator
     op.encoder_configs = encoders
     if data.validation is not None:
-        record["validation_top1"] = give_sampling(op, data, config)
+        record["choice"] = give_sampling(op, data, config)
     # The record goes in with the operator, in one complete folder: a folder never holds one without the other.
     op.save_pretrained(folder, extra_json={TRAIN_RECORD: record})
     return op, True
@@ -111,15 +114,35 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
         "guidance_candidates": list(config.guidance_candidates),
         "sampling_steps": config.sampling_steps,
         "fast_samplers": [list(s) for s in config.fast_samplers],
+        "validation_seeds": config.validation_seeds,
+        "choice_z": config.choice_z,
     }
 
 
 def give_sampling(op, data, config) -> dict:
-    """Give `op` the guidance scale and sampler (the reference's, or one of `config.fast_samplers`, with its draws)
-    that score best on its validation classes; returns their scores."""
-    chosen = choose_sampling(op, data, config.guidance_candidates, config.sampling_candidates(), config.seed)
-    op.sampling = chosen.sampling
-    return chosen.scores
+    """Give `op` its sampling chosen on validation classes: the reference's call at the registry's guidance scale,
+    unless a candidate (a guidance scale of `config.guidance_candidates` with the reference sampler or one of
+    `config.fast_samplers`) beats it by more than the noise (pops.evaluation.choice). Returns the record of the
+    choice: every candidate's validation score, the default, the chosen one and its per-sample hits (with which
+    the joint model's choice is compared)."""
+    default = SamplingConfig.reference(op.spec.guidance_scale)  # the paper's own call
+    choice = choose_sampling(
+        op,
+        data,
+        config.guidance_candidates,
+        config.sampling_candidates(),
+        default=default,
+        seeds=config.validation_seeds,
+        seed=config.seed,
+        z=config.choice_z,
+    )
+    op.sampling = choice.sampling
+    return {
+        "candidates": {label: score.to_dict() for label, score in choice.scores.items()},
+        "default": choice.default,
+        "chosen": choice.sampling.label,
+        "hits": [round(h, 4) for h in choice.chosen.tolist()],
+    }
 
 
 def _fingerprints(pairs):
@@ -136,7 +159,7 @@ def reuse(config, folder, record: dict, load, name: str):
         return None
     try:
         saved = json.loads(record_path.read_text())
-        saved.pop("validation_top1", None)  # a result of the training, not one of its inputs
+        saved.pop("choice", None)  # a result of the training, not one of its inputs
         if saved == record:
             return load(folder)
     except (ValueError, OSError) as exc:  # a damaged folder (truncated weights, …): train it again
@@ -180,16 +203,29 @@ def operator_job(config, kind: str, data, encoders: dict) -> dict:
         guidance_scales=config.guidance_scales,
         progress=config.progress,
     )
+    choice = saved_choice(config.out / "operators" / kind)
     return dict(
         kind=kind,
         fresh=fresh,
-        validation=best_validation(config.out / "operators" / kind),
+        choice=choice,
+        regret=candidates_on_test(config, op, data, choice) if config.regret else None,
         guidance=op.guidance_scale,
         sampling=op.sampling.label,
         table=table.to_dict(),
         outputs=outputs,
         seconds={"training": trained - start, "evaluation": time.perf_counter() - trained},
     )
+
+
+def candidates_on_test(config, op, data, choice: dict | None) -> dict[str, float] | None:
+    """Every candidate of the choice scored on the test classes (one sampling seed), after the fact: the choice's
+    regret is the best of these minus the one shipped. Never used to choose."""
+    if choice is None or "test" not in data.tests:
+        return None
+    default = SamplingConfig.reference(op.spec.guidance_scale)
+    configs = candidate_samplings(op, config.guidance_candidates, config.sampling_candidates(), default)
+    chosen = [c for label, c in configs.items() if label in choice["candidates"]]
+    return {label: round(top1, 4) for label, top1 in test_top1(op, data, chosen, seed=config.seed).items()}
 
 
 # ----- the joint model ----------------------------------------------------------------------------------------------
@@ -222,12 +258,12 @@ def train_joint(config, data: dict, encoders: dict):
         trainer = Trainer(config_from_dict(settings), pairs={k: d.train for k, d in data.items()})
         trainer.run()
     joint = trainer.operator
-    scores = {}
+    choices = {}
     for kind, op in joint.operators.items():
         op.encoder_configs = encoders[kind]
         if data[kind].validation is not None:
-            scores[kind] = give_sampling(op, data[kind], config)
-    record["validation_top1"] = scores
+            choices[kind] = give_sampling(op, data[kind], config)
+    record["choice"] = choices
     joint.save_pretrained(folder, extra_json={TRAIN_RECORD: record})  # as train_operator: one complete folder
     return joint, True
 
@@ -248,10 +284,15 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
         progress=config.progress,
     )
     rows = [replace(r, method=JOINT_METHOD) for r in table.rows if r.method == "pops"]
+    choices = saved_choice(config.out / "operators" / JOINT_FOLDER) or {}
     return dict(
         kind=JOINT_FOLDER,
         fresh=fresh,
-        validation=best_validation(config.out / "operators" / JOINT_FOLDER),
+        choice=choices,
+        regret={
+            kind: candidates_on_test(config, op, data[kind], choices.get(kind)) if config.regret else None
+            for kind, op in joint.operators.items()
+        },
         guidance={kind: op.guidance_scale for kind, op in joint.operators.items()},
         sampling={kind: op.sampling.label for kind, op in joint.operators.items()},
         table=MetricsTable(rows).to_dict(),
@@ -260,22 +301,23 @@ def joint_job(config, data: dict, encoders: dict) -> dict:
     )
 
 
-def best_validation(folder) -> float | dict[str, float] | None:
-    """The best validation top-1 a demo-trained folder recorded when its sampling was chosen (the joint model's:
-    one per operator); None without validation classes."""
-    scores = json.loads((folder / TRAIN_RECORD).read_text()).get("validation_top1")
-    if not scores:
-        return None
-    if all(isinstance(v, dict) for v in scores.values()):  # the joint model's: operator -> its scores
-        return {kind: max(v.values()) for kind, v in scores.items()}
-    return max(scores.values())
+def saved_choice(folder) -> dict | None:
+    """The record of the sampling choice a demo-trained folder holds (the joint model's: one per operator); None
+    without validation classes."""
+    return json.loads((folder / TRAIN_RECORD).read_text()).get("choice") or None
 
 
-def choose_models(separate: dict[str, float | None], joint: dict[str, float]) -> dict[str, str]:
-    """Per operator, "joint" where the joint model's best validation top-1 beats the separate operator's, else
-    "separate" (a tie, or no validation classes, keeps the separate one). Validation classes are training classes
-    kept out of training, so the choice never sees a test class."""
-    return {
-        kind: "joint" if score is not None and joint.get(kind) is not None and joint[kind] > score else "separate"
-        for kind, score in separate.items()
-    }
+def choose_models(separate: dict[str, dict | None], joint: dict[str, dict], z: float) -> dict[str, dict]:
+    """Per operator, which model ships: the separate operator (the default) unless the joint model's chosen sampling
+    beats the separate one's on the same validation samples by more than `z` standard errors of the paired
+    difference (pops.evaluation.choice). Returns operator -> {"model": "separate" | "joint", each model's Score}."""
+    models = {}
+    for kind, choice in separate.items():
+        if choice is None or joint.get(kind) is None:
+            models[kind] = {"model": "separate"}
+            continue
+        hits = {"separate": torch.tensor(choice["hits"]), "joint": torch.tensor(joint[kind]["hits"])}
+        scores = paired_scores(hits, "separate")
+        winner = keep_unless_better(scores, "separate", z)
+        models[kind] = {"model": winner, **{name: score.to_dict() for name, score in scores.items()}}
+    return models

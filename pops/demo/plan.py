@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pops.base import checks
-from pops.base.reference import DEFAULT_SAMPLER, DEFAULT_STEPS
+from pops.base.reference import ALIGNMENTS, DEFAULT_SAMPLER, DEFAULT_STEPS
 from pops.base.registry import REGISTRY, get_spec
 from pops.core.sampling import SamplingConfig
+from pops.demo.text_space import INSTRUCT_RECIPES
 from pops.demo.training_recipes import default_train_per_class, default_training_only, demo_recipe
 from pops.encoders.efficientnet import cpu_has_fast_bf16
 from pops.renderers.decoder import DecoderConfig
@@ -33,61 +34,59 @@ class DemoConfig:
     recombine: int = 16  # training pairs per encoded sample (see pops.embeddings.pairs.recombine)
     test_per_class: int = 2  # test samples per held-out class
     gallery_per_class: int = 2  # class-gallery renderings per candidate class (top-1 prototypes, retrieval)
-    # Share of the TRAINING classes kept out of training to choose each operator's guidance scale (never the test
-    # classes). The paper's scales (8 for texturing and union) suit its billion-parameter priors; these small ones
-    # trained in seconds over-extrapolate there (measured: union held-out top-1 0.06 at 8, 0.94 at 3).
+    # Choosing each operator's guidance, sampler and model (docs/EXPERIMENTS.md, "Which guidance, sampler and
+    # draws"): on validation classes — a share of the TRAINING classes kept out of training, never a test class —
+    # with fresh samples of each from their own stream, scored over sampling seeds; the paper's own setting (the
+    # registry's guidance, the reference sampler, the separate operator) is kept unless a candidate beats it by more
+    # than `choice_z` standard errors of the paired difference (pops.evaluation.choice).
     validation_fraction: float = 0.1
-    # Fresh samples per validation class from their own stream (0: the training samples of those classes). Off by
-    # default: measured on the quick world, 4 fresh samples made union choose guidance 1 (held-out 0.65, against
-    # 0.88 at the 3 its training samples chose); not measured on the full world.
-    validation_per_class: int = 0
+    validation_per_class: int = 4
+    validation_seeds: int = 2
+    choice_z: float = 2.0
     guidance_candidates: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 8.0)
-    # Samplers (name, steps) also tried on the validation classes beside the reference (unclip, sampling_steps); the
-    # operator keeps the best. Measured on world seeds 0-4 (mean gap closed, against guidance chosen alone): scene
-    # 0.59 -> 0.66 (worst 0.38 -> 0.57), union 0.88 -> 0.91, composition 0.93 -> 0.95, texturing 0.86 -> 0.84.
-    # A third number is the draws (Operator.draws): each output the mean of that many samples, an estimate of the
-    # posterior mean. Measured on the demo's trained models, world seeds 0-4 (held-out gap closed, mean, the choice
-    # made on validation as here): adding ("ddim", 4, 4) lifts scene 0.689 -> 0.712 and the joint model's instruct
-    # 0.607 -> 0.614, lower on no seed; (unclip, 25) x4 as well scored the same for 5x its validation cost.
+    # Samplers (name, steps[, draws]) tried beside the reference (unclip, sampling_steps); draws: each output the
+    # mean of that many samples, an estimate of the posterior mean.
     fast_samplers: tuple[tuple, ...] = (("ddim", 4), ("ddim", 4, 4))
+    # After the fact, every candidate scored on the test classes (one sampling seed): the regret of the choice, what
+    # the shipped setting lost against the best candidate. Never used to choose.
+    regret: bool = True
+    # Instruct reads its word through an aligned text space, as the paper reads CLIP text: a text tower trained
+    # LiT-style on the captions of the training classes (pops.demo.text_space). `instruct_recipe`: "paper" (target:
+    # the input picture, plus the text-alignment term), "supervised" (the edited picture, no term) or "both";
+    # `alignment`: where the term's cosine is measured (pops.core.objective).
+    text_tower: bool = True
+    tower_steps: int = 200
+    instruct_recipe: str = "both"
+    alignment: str = "centred"
     # Operators with a text slot (instruct) keep the words they were trained on and read a word they never saw as
-    # the nearest of them (pops.operators.vocabulary). Decided on validation words (one training word per edit held out
-    # of instruct's training, world seeds 0-4): their top-1 0.372 -> 0.449 mean, higher on 3 seeds, equal on 2 (README).
+    # the nearest of them (pops.operators.vocabulary).
     vocabulary: bool = True
     # The operator network: a PriorTransformer in the compact layout, `width` = heads x 64.
     width: int = 256
-    layers: int = 2  # measured: two 256-wide layers generalise as well as four, at half the cost
-    # Measured on texturing: a step's fixed cost dominates at this size, so more steps of 64 beat fewer of 256.
-    # An operator's registry entry may multiply it (demo_batch_factor, with its demo_dropout): texturing, scene and
-    # instruct train at 128 with dropout 0.1 (benchmarks/training_recipes.py); the joint model at this size.
+    layers: int = 2
+    # An operator's demo recipe may multiply the batch (pops.demo.training_recipes: batch_factor, with its dropout);
+    # the joint model trains at this size. docs/EXPERIMENTS.md has how these were chosen.
     batch_size: int = 64
-    steps: int = 500  # optimiser steps per operator (measured: 1500 steps overfit, held-out top-1 drops)
+    steps: int = 500  # optimiser steps per operator
     lr: float = 1e-3
     warmup_steps: int = 50
     bf16: bool | None = None  # bf16 autocast in training; None = where the CPU computes bf16 natively (~4x fp32)
     eval_seeds: int = 3  # sampling seeds at each operator's own scale (other scales: one seed)
     guidance_scales: tuple[float, ...] = ()  # also reported, besides each operator's own and the registry's scale
     sampling_steps: int = 25
-    # The decoder is for looking at; its training is one job beside the operators (one worker, about two minutes).
-    # What makes it draw is how many decoded pictures go through the encoder (the embedding loss), and a wide stem.
-    # Measured, world seed 0 (re-encoded top-1 / top-5 among 2,340; 2 workers busy): 200 steps, 8 re-encoded rows,
-    # 32 px, 8x8 stem: 5% / 14% in 43 s; 600 steps: 20% / 48%; 400 steps x 16 rows: 25% / 53%; the same at 48 px
-    # from a 12x12 stem: 40% / 76% in 166 s (21% / 60% on gallery pictures kept out of its training). Seeds 0-4:
-    # 30-40% top-1 at 400 steps, 33-41% at 450 (worst seed 30.5% -> 33.3%, for about 10 s more).
+    # The decoder is for looking at; its training is one job beside the operators (one worker). What makes it draw is
+    # how many decoded pictures go through the encoder (the embedding loss), and a wide stem (docs/EXPERIMENTS.md,
+    # "The decoder").
     decoder_steps: int = 450
     decoder_size: int = 48
     decoder_stem: int = 12
     decoder_embedding_batch: int = 16  # decoded pictures per step that go through the encoder
     grid_rows: int = 4  # examples per operator in the report
     # Also train ONE model for all operators (pops.operators.joint: a learned operator row, trained on every operator's
-    # pairs in turn) and show it beside them ("pops joint"); it saves as <out>/operators/joint. Each operator then runs
-    # on whichever of the two scores higher on its validation classes ("pops chosen"; a tie keeps the separate one).
-    # Measured, world seeds 0-4: validation chose the joint model for instruct on every seed (held-out gap closed
-    # 0.45 -> 0.62 mean, worst 0.38 -> 0.52); it loses union, scene and texturing. Off with fewer than two operators.
+    # pairs in turn) and show it beside them ("pops joint"); it saves as <out>/operators/joint. An operator runs on it
+    # ("pops chosen") only when it beats the separate operator on validation by more than the noise. Off with fewer
+    # than two operators. `joint_budget`: its steps, as a share of the separate operators' steps together.
     joint: bool = True
-    # The joint model's steps, as a share of the separate operators' steps together. Measured on world seed 0's
-    # validation classes (instruct top-1, the operator it wins): 0.44 at 0.4, 0.50 at 0.6, 0.50 at 1 (one worker 67 /
-    # 88 / 138 s); at 1 the demo takes 4:53, over budget on a slower machine.
     joint_budget: float = 0.6
     retrain: bool = False
     threads: int | None = None  # torch threads per process (see choose_threads: 1 unless asked)
@@ -133,6 +132,8 @@ class DemoConfig:
             steps=self.steps,
             batch_size=self.batch_size,
             eval_seeds=self.eval_seeds,
+            validation_seeds=self.validation_seeds,
+            tower_steps=self.tower_steps,
             layers=self.layers,
             recombine=self.recombine,
             decoder_steps=self.decoder_steps,
@@ -150,6 +151,14 @@ class DemoConfig:
         self.sampling_candidates()  # an unknown sampler, a bad number of steps or draws: one line now
         for scale in (*self.guidance_candidates, *self.guidance_scales):
             checks.guidance(scale, "guidance")
+        checks.integer(self.validation_per_class, "validation_per_class", 0)
+        checks.real(self.choice_z, "choice_z", 0.0)
+        if self.instruct_recipe not in INSTRUCT_RECIPES:
+            raise ValueError(
+                f"instruct_recipe must be one of {', '.join(INSTRUCT_RECIPES)}, got {self.instruct_recipe!r}"
+            )
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
 
     def _check_memory(self) -> None:
         """Training fits in memory: the largest operator batch on every worker at once."""
@@ -234,8 +243,7 @@ def quick_config(**overrides) -> DemoConfig:
         steps=200,
         warmup_steps=20,
         eval_seeds=1,
-        # one scale: the quick world's few validation classes pick 1 or 3 by chance (measured: union 0.65 at 1, 0.88 at
-        # 3; instruct 0.08 at 1); the full demo chooses among five on validation classes
+        # one scale beside the registry's: the quick world has too few validation classes to choose among five
         guidance_candidates=(3.0,),
         decoder_steps=30,
         decoder_size=32,

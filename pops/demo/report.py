@@ -27,6 +27,7 @@ from pops.demo.operators import CHOSEN_METHOD, JOINT_METHOD
 from pops.demo.plan import sampling_candidates
 from pops.equation import apply as apply_equation
 from pops.evaluation import row_kind
+from pops.evaluation.table import PEER_METHODS
 
 # Bar colours per method (the trained operator stands out; the oracle is the ceiling, drawn pale).
 COLOURS = {
@@ -138,6 +139,31 @@ def gap_table(table, chosen: dict[str, str] | None = None) -> list[dict]:
     return rows
 
 
+def peer_table(table) -> list[dict]:
+    """Per operator row: what ships (pops chosen, else pops), each peer a user would pick instead and the references,
+    by top-1 and gap closed, and the margin of pOps over the best peer."""
+    rows = []
+    shipped = CHOSEN_METHOD if CHOSEN_METHOD in table.methods() else "pops"
+    for row in table.operators():
+        peers = {m: _get(table, row, m) for m in PEER_METHODS}
+        peers = {m: c for m, c in peers.items() if c is not None and c.top1 is not None}
+        ours = _get(table, row, shipped)
+        if not peers or ours is None or ours.top1 is None:
+            continue
+        best = max(peers, key=lambda m: peers[m].top1)
+        rows.append(
+            {
+                "operator": row,
+                "pops": ours.top1,
+                "gap_pops": table.gap_closed(row, shipped),
+                "peers": {m: (c.top1, table.gap_closed(row, m)) for m, c in peers.items()},
+                "best_peer": best,
+                "margin": ours.top1 - peers[best].top1,
+            }
+        )
+    return rows
+
+
 def _inline(pictures: list[tuple[str, Image.Image]]) -> list[tuple[str, str]]:
     return [(name, png_data_uri(im)) for name, im in pictures]
 
@@ -161,6 +187,13 @@ def render_report(
         ),
         chosen=", ".join(f"{k}: {label}" for k, label in (summary.get("sampling") or {}).items()),
         gaps=gap_table(table, summary.get("chosen")),
+        peers=peer_table(table),
+        choices={k: c for k, c in (summary.get("choices") or {}).items() if c},
+        regret=summary.get("regret") or {},
+        choice_z=config.get("choice_z", "?"),
+        validation_seeds=config.get("validation_seeds", "?"),
+        text_tower=summary.get("text_tower"),
+        instruct_recipe=config.get("instruct_recipe", "?"),
         has_joint=JOINT_METHOD in table.methods(),
         errors=summary.get("errors") or {},
         joint_chosen=", ".join(f"{k}: {label}" for k, label in (summary.get("joint_sampling") or {}).items()),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,6 +28,7 @@ from pops.demo.operators import (
     joint_job,
     operator_job,
 )
+from pops.demo.peers import build_peers, peer_table
 from pops.demo.plan import (
     DemoConfig,
     Stages,
@@ -43,6 +44,7 @@ from pops.embeddings.cache import EmbeddingCache
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
 from pops.encoders.minilm import MiniLMEncoder
+from pops.encoders.text_tower import TextTowerEncoder, describe
 from pops.evaluation import save_data
 from pops.evaluation.factors import operator_errors
 from pops.generate.storage import DATASET_FILE
@@ -51,6 +53,7 @@ from pops.renderers import RENDERER_CONFIG_NAME, load_renderer
 from pops.renderers.decoder import DecoderConfig, decoder_fidelity, train_decoder
 from pops.renderers.retrieval import RetrievalRenderer
 from pops.world import World
+from pops.world.edits import SYNONYMS, TRAINING_WORDS
 
 
 @dataclass
@@ -135,10 +138,11 @@ class EncodedWorld:
 
     world: World
     encoder: EfficientNetEncoder
-    text_encoder: MiniLMEncoder | None  # only when an operator takes words
+    text_encoder: Any  # only when an operator takes words: the aligned text tower (or MiniLM itself)
     cache: EmbeddingCache
     data: dict  # operator -> its pairs and class gallery (pops.demo.world_pairs.build_data)
     gallery_images: dict  # operator -> its gallery's (class, picture)s
+    peers: dict = field(default_factory=dict)  # operator -> its peers (pops.demo.peers.build_peers)
 
     @cached_property
     def images(self) -> list:
@@ -163,11 +167,17 @@ def encode_world(config: DemoConfig) -> EncodedWorld:
     world = World(config.world_config())
     encoder = EfficientNetEncoder(config.encoder_resolution)
     cache = EmbeddingCache(config.cache_dir, encoder)
-    text_encoder = MiniLMEncoder() if any(get_spec(k).text_slots for k in config.operators) else None
+    # MiniLM reads instruct's words, and the captions the aligned text space learns from
+    words = config.text_tower or any(get_spec(k).text_slots for k in config.operators)
+    text_encoder = MiniLMEncoder() if words else None
     gallery_images: dict = {}
-    data = build_data(config, world, cache, text_encoder, gallery_images)
+    data, text_encoder = build_data(config, world, cache, text_encoder, gallery_images)
     save_data(data, config.out / "data")
-    return EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images)
+    encoded = EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images)
+    if isinstance(text_encoder, TextTowerEncoder):  # the subspace peer needs the aligned text space
+        encoders = {kind: encoded.encoder_configs(kind) for kind in config.operators}
+        encoded.peers = build_peers(config, data, text_encoder, encoders)
+    return encoded
 
 
 @dataclass
@@ -255,7 +265,12 @@ def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
 def write_report_files(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threads: int, stages: Stages):
     """The metrics table (each operator, the joint model, the model chosen per operator), the renderers' folders,
     the example grids, a chained equation and OUT/report.html. Returns (table, summary, report path)."""
-    table, outputs, chosen = merge_tables(encoded.data, jobs)
+    table, outputs, chosen = merge_tables(config, encoded.data, jobs)
+    if encoded.peers:
+        peers, peer_outputs = peer_table(encoded.data, encoded.peers)
+        for row in peers.rows:
+            table.add_row(row)
+        outputs.update(peer_outputs)
     operators = {kind: load_operator(config, encoded, kind) for kind in config.operators}
     retrieval = RetrievalRenderer(encoded.embeds, encoded.images)
     write_folder(config.out / "renderers" / "retrieval", retrieval.save_pretrained, commit=RENDERER_CONFIG_NAME)
@@ -281,9 +296,10 @@ def load_operator(config: DemoConfig, encoded: EncodedWorld, kind: str) -> Opera
     return op
 
 
-def merge_tables(data: dict, jobs: JobResults):
+def merge_tables(config: DemoConfig, data: dict, jobs: JobResults):
     """One metrics table from the jobs' (with the joint model: its rows and the chosen model's too), and every
-    operator's sampled outputs. Returns (table, outputs, chosen: operator -> "separate" or "joint", or None)."""
+    operator's sampled outputs. Returns (table, outputs, the model choice per operator (pops.demo.operators.
+    choose_models), or None without the joint model)."""
     results, joint = jobs.results, jobs.joint
     table = E.MetricsTable([row for r in results for row in E.MetricsTable.from_dict(r["table"]).rows])
     outputs = {k: v for r in results for k, v in r["outputs"].items()}
@@ -292,8 +308,8 @@ def merge_tables(data: dict, jobs: JobResults):
         for row in E.MetricsTable.from_dict(joint["table"]).rows:
             table.add_row(row)
         outputs.update(joint["outputs"])
-        chosen = choose_models({r["kind"]: r["validation"] for r in results}, joint["validation"] or {})
-        add_chosen_rows(table, data, chosen)
+        chosen = choose_models({r["kind"]: r["choice"] for r in results}, joint["choice"], config.choice_z)
+        add_chosen_rows(table, data, {kind: c["model"] for kind, c in chosen.items()})
     return table, outputs, chosen
 
 
@@ -316,7 +332,8 @@ def summarize(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threa
             "joint_guidance": joint["guidance"],
             "joint_sampling": joint["sampling"],
             "joint_steps": config.joint_steps(),
-            "chosen": chosen,
+            "chosen": {kind: c["model"] for kind, c in chosen.items()},
+            "model_choice": chosen,
         }
     return {
         "world": encoded.world.summary(),
@@ -327,6 +344,9 @@ def summarize(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threa
         "guidance": {r["kind"]: r["guidance"] for r in results},
         "sampling": {r["kind"]: r["sampling"] for r in results},
         **joint_summary,
+        "choices": {r["kind"]: _without_hits(r["choice"]) for r in results},
+        "regret": regret_table(results, joint, (chosen and {k: c["model"] for k, c in chosen.items()}) or {}),
+        **({"text_tower": tower_summary(encoded)} if isinstance(encoded.text_encoder, TextTowerEncoder) else {}),
         "images_encoded": encoded.cache.stats.encoded,
         "cache_hits": encoded.cache.stats.hits,
         "decoder_fidelity": jobs.fidelity,
@@ -334,3 +354,41 @@ def summarize(config: DemoConfig, encoded: EncodedWorld, jobs: JobResults, threa
         "operator_seconds": {r["kind"]: r["seconds"] for r in every_job},
         "config": config.to_dict(),
     }
+
+
+def _without_hits(choice: dict | None) -> dict | None:
+    """A choice record without its per-sample hits (demo.json keeps the scores)."""
+    return None if choice is None else {k: v for k, v in choice.items() if k != "hits"}
+
+
+def regret_table(results: list[dict], joint: dict | None, models: dict[str, str]) -> dict[str, dict]:
+    """Per operator, after the fact: the test top-1 (one sampling seed) of what the demo shipped — the chosen model
+    with its chosen sampling — against the best of every candidate (both models, every sampling), and the regret,
+    their difference. Measured on the test classes after the choice, never used in it."""
+    table = {}
+    for r in results:
+        kind = r["kind"]
+        candidates = {f"separate {label}": top1 for label, top1 in (r["regret"] or {}).items()}
+        joint_regret = ((joint or {}).get("regret") or {}).get(kind) or {}
+        candidates.update({f"joint {label}": top1 for label, top1 in joint_regret.items()})
+        if not candidates:
+            continue
+        model = models.get(kind, "separate")
+        sampling = r["sampling"] if model == "separate" else joint["sampling"][kind]
+        shipped = f"{model} {sampling}"
+        best = max(candidates, key=candidates.get)
+        table[kind] = {
+            "shipped": shipped,
+            "shipped_top1": candidates.get(shipped),
+            "best": best,
+            "best_top1": candidates[best],
+            "regret": round(candidates[best] - candidates.get(shipped, candidates[best]), 4),
+            "candidates": len(candidates),
+        }
+    return table
+
+
+def tower_summary(encoded: EncodedWorld) -> dict:
+    """What the report shows of the aligned text space: each held-out synonym's nearest training words through it."""
+    known = [*dict.fromkeys([*TRAINING_WORDS.values(), *TRAINING_WORDS])]
+    return {"nearest": describe(encoded.text_encoder, list(SYNONYMS), known), "synonym_of": SYNONYMS}

@@ -63,7 +63,7 @@ def text_tower(out: Path, train: dict[str, Pairs], base, *, steps: int, seed: in
     """The tower of these training pairs: the one saved under `out` when it learnt from the same captions and
     pictures with the same settings, else trained now (seconds) and saved there."""
     texts, classes, images, image_classes = training_captions(train)
-    fingerprint = tensor_digest(images, torch.tensor(classes), torch.tensor(image_classes))[:16]
+    fingerprint = tensor_digest([images, torch.tensor(classes), torch.tensor(image_classes)], length=16)
     identity = {"texts": len(texts), "fingerprint": fingerprint, "steps": steps, "seed": seed}
     folder = out / TOWER_FOLDER
     if (folder / TOWER_CONFIG).is_file() and read_json(folder / TOWER_CONFIG).get("trained_on") == identity:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from pops.base.registry import get_spec
+from pops.demo.text_space import text_tower, through_tower
 from pops.embeddings.pairs import PairRow, assemble_pairs
 from pops.evaluation import OperatorData
 
@@ -68,34 +69,46 @@ def split_validation(pairs, fraction: float, seed: int):
     return pairs.subset((~is_val).nonzero().squeeze(1)), validation
 
 
-def build_data(config, world, cache, text_encoder, gallery_images: dict) -> dict[str, OperatorData]:
-    """Every operator's train/validation/test pairs and class gallery, encoded through the cache. Fills
-    `gallery_images` (kind -> [(class, PIL image)]) for the retrieval renderer."""
-    data = {}
-    for kind in config.operators:
-        splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
-        splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
-        for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
-            splits[split] = splits["test"]
-        pairs = {
-            s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress)
-            for s, n in splits.items()
-        }
-        gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
-        gallery_images[kind] = gallery
-        embeds = cache.encode([im for _, im in gallery], progress=config.progress)
-        train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
-        if validation is not None and config.validation_per_class:
-            # With one training sample per class, the validation classes' own samples are too few to choose a
-            # guidance scale on: draw more of those classes, from their own stream.
-            names = [validation.info["classes"][i] for i in validation.class_ids.unique().tolist()]
-            samples = world.class_samples(
-                kind, names, config.validation_per_class, config.seed, progress=config.progress
-            )
-            validation = samples_to_pairs(
-                world, kind, "validation", samples, config.seed, cache, text_encoder, progress=config.progress
-            )
-        data[kind] = OperatorData(
-            kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation
+def build_data(config, world, cache, text_encoder, gallery_images: dict) -> tuple[dict[str, OperatorData], object]:
+    """Every operator's train/validation/test pairs and class gallery, encoded through the cache, and the text
+    encoder the operators that take words read them with: with `config.text_tower`, the aligned text space trained on
+    the training classes' captions of every operator (pops.demo.text_space), through which the pairs' words are read;
+    else `text_encoder` itself. Fills `gallery_images` (kind -> [(class, PIL image)]) for the retrieval renderer."""
+    data = {kind: operator_data(config, world, cache, text_encoder, gallery_images, kind) for kind in config.operators}
+    texts = [kind for kind in config.operators if get_spec(kind).text_slots]
+    if not config.text_tower:  # words as the text encoder gives them; no aligned space (and no subspace peer)
+        return data, text_encoder
+    train = {kind: d.train for kind, d in data.items()}
+    tower = text_tower(config.out, train, text_encoder, steps=config.tower_steps, seed=config.seed)
+    for kind in texts:
+        d = data[kind]
+        d.train = through_tower(d.train, tower, config.instruct_recipe, align=True)
+        if d.validation is not None:
+            d.validation = through_tower(d.validation, tower, config.instruct_recipe, align=False)
+        d.tests = {split: through_tower(p, tower, config.instruct_recipe, align=False) for split, p in d.tests.items()}
+    return data, tower
+
+
+def operator_data(config, world, cache, text_encoder, gallery_images: dict, kind: str) -> OperatorData:
+    """One operator's pairs (train, validation, test splits) and class gallery."""
+    splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
+    splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
+    for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
+        splits[split] = splits["test"]
+    pairs = {
+        s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress)
+        for s, n in splits.items()
+    }
+    gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
+    gallery_images[kind] = gallery
+    embeds = cache.encode([im for _, im in gallery], progress=config.progress)
+    train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
+    if validation is not None and config.validation_per_class:
+        # The validation classes' training samples are too few to tell the candidates apart: draw fresh ones of those
+        # classes, from their own stream.
+        names = [validation.info["classes"][i] for i in validation.class_ids.unique().tolist()]
+        samples = world.class_samples(kind, names, config.validation_per_class, config.seed, progress=config.progress)
+        validation = samples_to_pairs(
+            world, kind, "validation", samples, config.seed, cache, text_encoder, progress=config.progress
         )
-    return data
+    return OperatorData(kind, world.classes(kind, "all"), train, pairs, [c for c, _ in gallery], embeds, validation)

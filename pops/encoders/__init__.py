@@ -53,6 +53,7 @@ ENCODER_TYPES = {
     "minilm": "pops.encoders.minilm:MiniLMEncoder",
     "clip-image": "pops.encoders.clip:CLIPImageEncoder",
     "clip-text": "pops.encoders.clip:CLIPTextEncoder",
+    "text-tower": "pops.encoders.text_tower:TextTowerEncoder",
 }
 
 

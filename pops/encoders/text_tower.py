@@ -198,7 +198,7 @@ def load_text_tower(folder: str | Path) -> TextTowerEncoder:
 
 def tower_digest(tower: TextTower) -> str:
     """A short content hash of a tower's weights (its identity in caches and step keys)."""
-    return tensor_digest(*(v for _, v in sorted(tower.state_dict().items())))[:16]
+    return tensor_digest([v for _, v in sorted(tower.state_dict().items())], length=16)
 
 
 def describe(tower: TextTowerEncoder, words: Sequence[str], known: Sequence[str], k: int = 3) -> dict[str, list]:

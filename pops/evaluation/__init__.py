@@ -5,12 +5,15 @@ evaluation data a demo writes and `pops eval` reads (`testsets`), the errors bro
 
 from pops.evaluation.harness import (
     Choice,
+    candidate_samplings,
     choose_sampling,
     evaluate_operators,
     image_inputs,
     row_kind,
     row_name,
     sample_pairs,
+    test_top1,
+    validation_hits,
 )
 from pops.evaluation.metrics import (
     averaging_baseline,
@@ -33,6 +36,7 @@ __all__ = [
     "MetricsTable",
     "OperatorData",
     "averaging_baseline",
+    "candidate_samplings",
     "choose_sampling",
     "class_prototypes",
     "cosine_to_target",
@@ -47,6 +51,8 @@ __all__ = [
     "row_kind",
     "row_name",
     "sample_pairs",
+    "test_top1",
+    "validation_hits",
     "save_data",
     "top1_accuracy",
 ]

@@ -1,5 +1,6 @@
 """The evaluation harness: sample operators on held-out test pairs and score them against the baselines; choose an
-operator's guidance scale and sampler on validation classes. What `pops demo` and `pops eval` both run.
+operator's guidance scale and sampler on validation classes (keeping the default unless a candidate beats it by more
+than the noise: pops.evaluation.choice). What `pops demo` and `pops eval` both run.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from tqdm.auto import tqdm
 from pops.base.devices import make_generator
 from pops.core.sampling import SamplingConfig
 from pops.embeddings.pairs import Pairs
+from pops.evaluation.choice import Score, Z, keep_unless_better, paired_scores
 from pops.evaluation.metrics import (
     averaging_baseline,
     class_prototypes,
-    cosine_to_target,
     evaluate_embeddings,
     input_a_baseline,
-    mean_reciprocal_rank,
-    top1_accuracy,
+    nearest_classes,
 )
 from pops.evaluation.table import MetricsTable
 from pops.evaluation.testsets import OperatorData
@@ -40,11 +40,17 @@ def sample_pairs(
 
 @dataclass(frozen=True)
 class Choice:
-    """What `choose_sampling` chose (a complete SamplingConfig), and the validation top-1 of every candidate, by
-    label."""
+    """What `choose_sampling` chose (a complete SamplingConfig), the default it was held against, every candidate's
+    validation `Score` by label, and each candidate's per-sample validation top-1 (to compare with another model)."""
 
     sampling: SamplingConfig
-    scores: dict[str, float]
+    default: str
+    scores: dict[str, Score]
+    per_sample: dict[str, torch.Tensor]
+
+    @property
+    def chosen(self) -> torch.Tensor:
+        return self.per_sample[self.sampling.label]
 
 
 def choose_sampling(
@@ -52,30 +58,58 @@ def choose_sampling(
     data: OperatorData,
     scales,
     samplers: Sequence[SamplingConfig] = (SamplingConfig(draws=1),),
+    *,
+    default: SamplingConfig | None = None,
+    seeds: int = 1,
     seed: int = 0,
+    z: float = Z,
 ) -> Choice:
-    """The sampling whose outputs score best on the validation classes, among `scales` × `samplers` (each a
-    SamplingConfig without a scale; None values: the operator's own; the default: its own sampler and steps, one
-    draw). Validation classes are training classes kept out of training, so this never sees a test class. Ranked by
-    top-1, then mean reciprocal rank, then mean cosine to the target (validation sets are small: several candidates
-    often tie at top-1 1.0), then the earlier sampler, then the smaller scale."""
-    pairs = data.validation
-    names, protos = class_prototypes(data.gallery, data.gallery_classes)
-    truth = [pairs.info["classes"][i] for i in pairs.class_ids.tolist()]
-    scores = {}
-    for order, sampler in enumerate(samplers):
-        for scale in sorted(scales):
+    """The sampling to ship, among `scales` × `samplers` (each a SamplingConfig without a scale; None values: the
+    operator's own; the default: its own sampler and steps, one draw): `default` (the operator's own when None; it
+    is always a candidate) unless a candidate's validation top-1 beats it by more than `z` standard errors of the
+    paired difference (pops.evaluation.choice). Each candidate is scored on the validation pairs — training classes
+    kept out of training, never a test class — over `seeds` sampling seeds from `seed`."""
+    default = op.call_config(default)
+    configs = candidate_samplings(op, scales, samplers, default)
+    per_sample = {label: validation_hits(op, data, config, seeds, seed) for label, config in configs.items()}
+    scores = paired_scores(per_sample, default.label)
+    return Choice(configs[keep_unless_better(scores, default.label, z)], default.label, scores, per_sample)
+
+
+def candidate_samplings(
+    op: Operator, scales, samplers: Sequence[SamplingConfig], default: SamplingConfig
+) -> dict[str, SamplingConfig]:
+    """Every complete candidate of `choose_sampling` by label: `scales` (and the default's) × `samplers`, sampler by
+    sampler, scales ascending; the default among them."""
+    configs = {}
+    for sampler in samplers:
+        for scale in sorted({*scales, default.guidance_scale}):
             config = op.call_config(replace(sampler, guidance_scale=scale))
-            out = sample_pairs(op, pairs, config, seed=seed)
-            scores[config] = (
-                top1_accuracy(out, truth, names, protos),
-                mean_reciprocal_rank(out, truth, names, protos),
-                cosine_to_target(out, pairs.target.float()),
-                -order,
-                -scale,
-            )
-    best = max(scores, key=scores.get)
-    return Choice(best, {config.label: round(score[0], 4) for config, score in scores.items()})
+            configs.setdefault(config.label, config)
+    configs.setdefault(default.label, op.call_config(default))
+    return configs
+
+
+def validation_hits(op: Operator, data: OperatorData, sampling: SamplingConfig, seeds: int, seed: int) -> torch.Tensor:
+    """Per validation sample, the share of `seeds` sampling seeds whose output retrieves its true class."""
+    pairs = data.validation
+    return torch.stack(
+        [hits(sample_pairs(op, pairs, sampling, seed=seed + s), pairs, data) for s in range(seeds)]
+    ).mean(0)
+
+
+def hits(out: torch.Tensor, pairs: Pairs, data: OperatorData) -> torch.Tensor:
+    """1.0 where an output's nearest class prototype is its sample's true class, else 0.0."""
+    names, protos = class_prototypes(data.gallery, data.gallery_classes)
+    predicted = nearest_classes(out, names, protos)
+    return torch.tensor([p == t for p, t in zip(predicted, true_classes(pairs, data))], dtype=torch.float64)
+
+
+def test_top1(op: Operator, data: OperatorData, configs: Sequence[SamplingConfig], seed: int = 0) -> dict[str, float]:
+    """Each sampling's top-1 on the held-out test pairs, one sampling seed: what the choice would have scored had it
+    shipped that candidate (its regret, after the fact — never used to choose)."""
+    pairs = data.tests["test"]
+    return {c.label: float(hits(sample_pairs(op, pairs, c, seed=seed), pairs, data).mean()) for c in configs}
 
 
 def image_inputs(pairs: Pairs) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -17,8 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 # "pops joint": the one prior for all operators (pops.operators.joint), beside each operator's own; "pops chosen": per
-# operator whichever of the two scored higher on validation classes (pops.demo.operators.choose_models).
-METHOD_ORDER = ("pops", "pops joint", "pops chosen", "averaging", "input_a", "oracle")
+# operator the model chosen on validation classes (pops.demo.operators.choose_models); "subspace" and "ridge": the
+# peers a user would pick instead (pops.operators.subspace, pops.evaluation.peers); then the references.
+PEER_METHODS = ("subspace", "ridge")
+METHOD_ORDER = ("pops", "pops joint", "pops chosen", *PEER_METHODS, "averaging", "input_a", "oracle")
 # Wide enough that rich never wraps or truncates a row (the table is as wide as its cells, not as this).
 TEXT_WIDTH = 1000
 

@@ -13,6 +13,7 @@ from pops.base.readers import read_json
 from pops.base.reference import OPERATOR_CONFIG_NAME, is_joint_config
 from pops.base.registry import REGISTRY
 from pops.operators.folder import OperatorConfig, check_operator_folder, operator_config
+from pops.operators.subspace import SubspaceOperators, is_subspace_config
 from pops.renderers import renderer_type
 
 
@@ -34,6 +35,14 @@ def folder_roots(models_dir: Path) -> list[Path]:
     if models_dir.parent.name == "operators" and joint_kinds(models_dir):
         return [models_dir, models_dir.parent.parent]
     return [models_dir]
+
+
+def is_subspace_folder(folder: Path) -> bool:
+    """Whether a folder holds training-free subspace operators (pops.operators.subspace), not a trained prior."""
+    try:
+        return is_subspace_config(read_json(Path(folder) / OPERATOR_CONFIG_NAME, "operator config"))
+    except (OSError, ValueError):
+        return False
 
 
 def joint_kinds(folder: Path) -> tuple[str, ...]:
@@ -124,7 +133,10 @@ def check_models_folder(models_dir: Path) -> list[str]:
 
 
 def _checked_operators(folder: Path) -> list[str]:
-    """The kinds an operator folder (or a joint folder) provides, its config and weights' header checked."""
+    """The kinds an operator folder (or a joint folder, or a subspace folder) provides, its config and weights' header
+    checked (a subspace folder's bases read: they are small)."""
+    if is_subspace_folder(folder):
+        return list(SubspaceOperators.from_pretrained(folder).operators)
     config = check_operator_folder(folder)
     kinds = list(config["operators"]) if is_joint_config(config) else [config["kind"]]
     for kind in kinds:

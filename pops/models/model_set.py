@@ -49,12 +49,14 @@ from pops.models.layout import (
     find_renderers,
     folder_fingerprint,
     folder_roots,
+    is_subspace_folder,
     joint_kinds,
     unreadable_configs,
 )
 from pops.models.released import load_released, released_checkpoint
 from pops.operators.joint import JointOperator
 from pops.operators.operator import Operator
+from pops.operators.subspace import SubspaceOperators
 from pops.renderers import RENDERER_TYPES, build_renderer, load_renderer
 
 ASSET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".safetensors", ".pt")
@@ -165,8 +167,12 @@ class ModelSet:
         if not joint_kinds(folder):
             return Operator.from_pretrained(folder, load_encoders=self._load_encoders)
         if folder not in self._joints:  # one copy of the weights for all the operators it holds
-            self._joints[folder] = JointOperator.from_pretrained(folder, load_encoders=self._load_encoders)
+            load = SubspaceOperators.from_pretrained if is_subspace_folder(folder) else self._load_joint
+            self._joints[folder] = load(folder)
         return self._joints[folder][kind]
+
+    def _load_joint(self, folder: Path) -> JointOperator:
+        return JointOperator.from_pretrained(folder, load_encoders=self._load_encoders)
 
     def operator(self, kind: str):
         if kind not in self._operators:

@@ -63,3 +63,13 @@ def input_caption(input_class: str) -> str | None:
     if name == "scene":
         return f"the {words}"
     return f"a {words}"
+
+
+# Each operator's slots by the factor of its class key each one brings (pops.operators.subspace's concepts).
+SLOT_FACTORS = {
+    "texturing": ("obj", "tex"),
+    "union": ("obj_a", "obj_b"),
+    "scene": ("obj", "scene"),
+    "instruct": ("obj", "edit"),
+    "composition": COMPOSITION_SLOTS,
+}
