@@ -170,6 +170,30 @@ def test_a_model_the_offline_hub_cannot_give_is_one_line_naming_it(tmp_path, mon
     assert time.monotonic() - start < 5 and not (tmp_path / "out").exists()
 
 
+def test_command_line_settings_and_models_are_read_with_their_types():
+    from pops.evaluation.protocol import parse_models, parse_settings
+
+    settings = parse_settings(
+        ["sdxl_size=512", "prior_steps=none", "sdxl_guidance=3.5", "text_template=A {adjective} pic"]
+    )
+    assert settings == {
+        "sdxl_size": 512,
+        "prior_steps": None,
+        "sdxl_guidance": 3.5,
+        "text_template": "A {adjective} pic",
+    }
+    assert parse_models(["blip2=/models/blip2", "sdxl = my/sdxl"]) == {"blip2": "/models/blip2", "sdxl": "my/sdxl"}
+    for parse, item, text in [
+        (parse_settings, "sdxl_size", "KEY=VALUE"),
+        (parse_settings, "sizes=3", "unknown setting 'sizes'"),
+        (parse_settings, "sdxl_size=big", "a whole number"),
+        (parse_models, "dalle=x/y", "unknown role 'dalle'"),
+        (parse_models, "blip2=", "names no model"),
+    ]:
+        with pytest.raises(ValueError, match=text):
+            parse([item])
+
+
 # ----- the word lists ---------------------------------------------------------------------------------------------
 def test_the_shipped_lists_have_the_papers_sizes_and_come_from_the_word_banks():
     from pops.evaluation.protocol.lists import load_list

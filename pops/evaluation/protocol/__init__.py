@@ -9,6 +9,15 @@ Importing this package loads nothing heavy; the models load when `run_protocol` 
 
 from pops.evaluation.protocol.paper import METHODS, MODELS, PAPER_TABLE
 from pops.evaluation.protocol.results import format_table
-from pops.evaluation.protocol.runner import ProtocolConfig, run_protocol
+from pops.evaluation.protocol.runner import ProtocolConfig, parse_models, parse_settings, run_protocol
 
-__all__ = ["METHODS", "MODELS", "PAPER_TABLE", "ProtocolConfig", "format_table", "run_protocol"]
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "PAPER_TABLE",
+    "ProtocolConfig",
+    "format_table",
+    "parse_models",
+    "parse_settings",
+    "run_protocol",
+]

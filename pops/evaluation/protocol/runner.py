@@ -244,6 +244,56 @@ def resolve_sources(config: ProtocolConfig, parts: dict[str, tuple[str, ...]]) -
     return resolved, skipped
 
 
+# ----- the command line's KEY=VALUE options ---------------------------------------------------------------------------
+GUIDANCE_SETTINGS = ("decoder_guidance", "instructpix2pix_guidance", "instructpix2pix_image_guidance", "sdxl_guidance")
+
+
+def _pairs(items: Sequence[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def parse_settings(items: Sequence[str]) -> dict:
+    """`--set KEY=VALUE` options as settings: whole numbers for steps and sizes (`prior_steps=none`: the operator's
+    own), numbers for guidance scales, text for the templates. Checked again, with the rest, by run_protocol."""
+    settings: dict = {}
+    for key, value in _pairs(items, "--set"):
+        if key not in SETTINGS:
+            raise ValueError(f"--set: unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        if key == "prior_steps" and value.strip().lower() in ("none", "null", ""):
+            settings[key] = None
+        elif key in POSITIVE_INTS:
+            try:
+                settings[key] = int(value)
+            except ValueError:
+                raise ValueError(f"--set {key}: a whole number, got {value!r}") from None
+        elif key in GUIDANCE_SETTINGS:
+            try:
+                settings[key] = float(value)
+            except ValueError:
+                raise ValueError(f"--set {key}: a number, got {value!r}") from None
+        else:
+            settings[key] = value
+    return settings
+
+
+def parse_models(items: Sequence[str]) -> dict[str, str]:
+    """`--model ROLE=SOURCE` options (a hub id or a local folder per role of paper.MODELS)."""
+    models = {}
+    for role, source in _pairs(items, "--model"):
+        if role not in paper.MODELS:
+            raise ValueError(f"--model: unknown role {role!r}; known: {', '.join(paper.MODELS)}")
+        if not source.strip():
+            raise ValueError(f"--model {role}= names no model")
+        models[role] = source.strip()
+    return models
+
+
 # ----- 2.-3. models and the grid --------------------------------------------------------------------------------------
 def _free(device) -> None:
     gc.collect()
