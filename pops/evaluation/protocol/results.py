@@ -111,7 +111,7 @@ def grid_line(result: dict) -> str:
     full = NUM_OBJECTS * NUM_ADJECTIVES * NUM_SEEDS
     grid = f"{n_obj} objects x {n_adj} adjectives x {n_seed} seed(s) = {n_obj * n_adj * n_seed:,} edits per method"
     if result["full_protocol"]:
-        return f"{grid} (the paper's full protocol)"
+        return f"{grid} (the paper's full grid)"
     return f"{grid} (a subset: the paper's protocol is {NUM_OBJECTS} x {NUM_ADJECTIVES} x {NUM_SEEDS} = {full:,})"
 
 
