@@ -38,11 +38,11 @@ class DemoConfig:
     # draws"): on validation classes — a share of the TRAINING classes kept out of training, never a test class —
     # with fresh samples of each from their own stream, scored over sampling seeds; the paper's own setting (the
     # registry's guidance, the reference sampler, the separate operator) is kept unless a candidate beats it by more
-    # than `choice_z` standard errors of the paired difference (pops.evaluation.choice).
+    # than the noise: `choice_z` standard errors of the paired difference (pops.evaluation.choice).
     validation_fraction: float = 0.1
     validation_per_class: int = 4
     validation_seeds: int = 2
-    choice_z: float = 2.0
+    choice_z: float = 1.0
     guidance_candidates: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 8.0)
     # Samplers (name, steps[, draws]) tried beside the reference (unclip, sampling_steps); draws: each output the
     # mean of that many samples, an estimate of the posterior mean.
