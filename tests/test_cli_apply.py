@@ -62,6 +62,47 @@ def test_pt_inputs_are_accepted(texturing_dir, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_unicode_paths_with_spaces_and_half_or_double_precision_files_are_accepted(tmp_path):
+    """What the bad-input suite must not refuse: a picture and an embedding file under a unicode name with spaces,
+    embeddings stored as fp16, bf16 or fp64 (read as float32), from a file and through the Python API."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from tests.helpers.priors import PICTURE_WIDTH, picture_operator
+
+    folder = tmp_path / "données ünï 日本"
+    op = picture_operator()
+    op_dir = op.save_pretrained(folder / "opérateur un")
+    picture = folder / "pïcture rouge ø.png"
+    Image.new("RGB", (32, 32), "red").save(picture)
+    rows = torch.randn(1, PICTURE_WIDTH, generator=torch.Generator().manual_seed(0))
+    half, double = folder / "émbed demi.safetensors", folder / "émbed double.pt"
+    save_file({"embeddings": rows.half()}, str(half))
+    torch.save(rows.double(), double)
+    embeds, _ = load_embeddings(half)
+    assert embeds.dtype == torch.float32 and torch.allclose(embeds, rows, atol=1e-2)
+    for i, inputs in enumerate([(picture, half), (half, double)]):
+        out = folder / f"sortie {i} ø.safetensors"
+        result = run_cli("apply", *map(str, inputs), "-m", str(op_dir), "--steps", "2", "-o", str(out))
+        assert result.exit_code == 0, result.output
+        assert load_embeddings(out)[0].shape == (1, PICTURE_WIDTH)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        out = op.sample([rows.to(dtype), rows.to(dtype)], num_inference_steps=2)
+        assert out.shape == (1, PICTURE_WIDTH) and torch.isfinite(out).all()
+
+
+def test_integer_embeddings_or_token_rows_are_refused_by_the_python_api(tiny_operator):
+    op = tiny_operator("instruct", text_width=16)
+    emb, rows = torch.randn(1, 32), torch.randn(1, 3, 16)
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
+        name = str(dtype).removeprefix("torch.")
+        with pytest.raises(ValueError, match=rf"input 'object': expected floating-point numbers \(.*\), got {name}$"):
+            op.sample([emb.to(dtype), rows], num_inference_steps=2)
+        with pytest.raises(ValueError, match="input 'word': expected floating-point numbers"):
+            op.sample([emb, rows.to(dtype)], num_inference_steps=2)
+    assert op.sample([emb.half(), rows.bfloat16()], num_inference_steps=2).shape == (1, 32)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

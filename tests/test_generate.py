@@ -2,8 +2,8 @@
 
 The tiny models are saved in the `--models-from` layout, so every test loads them through the same loaders the
 real run uses: StableDiffusionXLPipeline (SDXL-Turbo), Owlv2ForObjectDetection + Owlv2Processor,
-StableDiffusionDepth2ImgPipeline (with a tiny DPT), StableDiffusionXLInpaintPipeline, a custom-code segmentation
-model loaded with trust_remote_code (standing in for RMBG-1.4), and an ATR-style `datasets` folder.
+StableDiffusionDepth2ImgPipeline (with a tiny DPT), StableDiffusionXLInpaintPipeline, a tiny IS-Net (RMBG-1.4's
+architecture, its weights a model.safetensors that mattes a centred blob), and an ATR-style `datasets` folder.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pops.generate.models import FOLDERS, Detection, GenerationModels, ModelSett
 from tests.helpers.cli import run_cli
 from tests.helpers.images import solid
 from tests.helpers.processes import pops_env
+from tests.helpers.segmenter import blob_isnet, save_isnet
 from tests.helpers.tokenizers import write_byte_clip_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,39 +41,6 @@ RELAXED_UNION = {"max_iou": "1.0", "min_box_fraction": "0.0", "detect_threshold"
 
 
 # ---------------------------------------------------------------- tiny components, written in the real layouts
-TINY_MATTING_CODE = '''
-import torch
-from transformers import PretrainedConfig, PreTrainedModel
-
-
-class TinyMattingConfig(PretrainedConfig):
-    model_type = "tiny_matting"
-
-    def __init__(self, radius=0.3, sharpness=30.0, **kwargs):
-        self.radius = radius
-        self.sharpness = sharpness
-        super().__init__(**kwargs)
-
-
-class TinyMatting(PreTrainedModel):
-    """Stands in for RMBG-1.4: same call, same output nesting ([side outputs], [features]); a soft centred disc."""
-
-    config_class = TinyMattingConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
-        self.post_init()
-
-    def forward(self, x):
-        h, w = x.shape[-2:]
-        ys = torch.linspace(-0.5, 0.5, h, device=x.device).view(h, 1)
-        xs = torch.linspace(-0.5, 0.5, w, device=x.device).view(1, w)
-        logits = self.config.sharpness * (self.config.radius - (ys**2 + xs**2).sqrt()) + 0.1 * self.conv(x)
-        return [torch.sigmoid(logits)], [logits]
-'''
-
-
 def build_tiny_models(root: Path) -> Path:
     from diffusers import (
         AutoencoderKL,
@@ -83,7 +51,6 @@ def build_tiny_models(root: Path) -> Path:
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from safetensors.torch import save_file
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
@@ -206,27 +173,8 @@ def build_tiny_models(root: Path) -> Path:
     Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": SIZE, "width": SIZE}), tokenizer=owl_tok
     ).save_pretrained(root / FOLDERS["detector"])
-    # The segmenter: custom code on disk + config auto_map, loaded with trust_remote_code like RMBG-1.4.
-    seg = root / FOLDERS["segmenter"]
-    seg.mkdir(parents=True)
-    (seg / "tiny_matting.py").write_text(TINY_MATTING_CODE)
-    (seg / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["TinyMatting"],
-                "model_type": "tiny_matting",
-                "radius": 0.3,
-                "sharpness": 30.0,
-                "auto_map": {
-                    "AutoConfig": "tiny_matting.TinyMattingConfig",
-                    "AutoModelForImageSegmentation": "tiny_matting.TinyMatting",
-                },
-            }
-        )
-    )
-    save_file(
-        {"conv.weight": torch.randn(1, 3, 3, 3) * 0.1, "conv.bias": torch.zeros(1)}, str(seg / "model.safetensors")
-    )
+    # The segmenter: RMBG-1.4's architecture, a few channels wide, its weights as plain tensors.
+    save_isnet(blob_isnet(), root / FOLDERS["segmenter"] / "model.safetensors")
     build_human_parsing(root / FOLDERS["human_parsing"])
     return root
 

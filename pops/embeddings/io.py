@@ -19,16 +19,25 @@ from pops.base.readers import load_torch, read_safetensors
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
+def check_floats(values: torch.Tensor, what: str = "embeddings") -> None:
+    """Embeddings (and token rows) are real floating-point numbers (fp16, bf16, fp32, fp64): integers or booleans
+    are some other data, not an embedding to be cast silently."""
+    dtype = str(values.dtype).removeprefix("torch.")
+    if values.is_complex():
+        raise ValueError(f"{what}: expected real numbers, got {dtype}")
+    if not values.is_floating_point():
+        raise ValueError(f"{what}: expected floating-point numbers (fp16, bf16, fp32 or fp64), got {dtype}")
+
+
 def check_embeddings(embeds: torch.Tensor, dim: int | None = None, what: str = "embeddings") -> torch.Tensor:
-    """Validate and return float32 (N, D): finite, 1-D promoted to one row, the expected width."""
+    """Validate and return float32 (N, D): floating point, finite, 1-D promoted to one row, the expected width."""
     if not isinstance(embeds, torch.Tensor):
         raise ValueError(f"{what}: expected a tensor, got {type(embeds).__name__}")
     if embeds.ndim == 1:
         embeds = embeds[None]
     if embeds.ndim != 2:
         raise ValueError(f"{what}: expected shape (N, D), got {tuple(embeds.shape)}")
-    if embeds.is_complex() or embeds.dtype == torch.bool:
-        raise ValueError(f"{what}: expected real numbers, got {str(embeds.dtype).removeprefix('torch.')}")
+    check_floats(embeds, what)
     if embeds.shape[0] == 0 or embeds.shape[1] == 0:
         raise ValueError(f"{what}: no embeddings (shape {tuple(embeds.shape)})")
     if dim is not None and embeds.shape[1] != dim:

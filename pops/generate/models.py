@@ -10,7 +10,9 @@ Recipes only ever call these signatures, so tests (and other back-ends) plug in 
     human_parsing: len() and row(i) -> (PIL image, (H, W) int labels)  ATR human parsing (a `datasets` dataset)
 
 `load_models` builds the real ones from the hub ids below, or from local folders (`--models-from DIR`, one
-sub-folder per model, named as in FOLDERS, each in the layout its `from_pretrained` reads).
+sub-folder per model, named as in FOLDERS, each in the layout its `from_pretrained` reads; the segmenter's folder
+holds its weights file, SEGMENTER_WEIGHTS). No model runs code from the hub: RMBG-1.4's network is written in
+`pops.generate.isnet` and its weights are read as plain tensors.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pops.base.hub import resolve_model
+from pops.base.hub import resolve_file, resolve_model
 from pops.generate.sharding import state
 
 HUB_IDS = {
@@ -36,10 +38,9 @@ HUB_IDS = {
     "inpainter": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
     "human_parsing": "mattmdjaga/human_parsing_dataset",
 }
-# RMBG-1.4 runs its own code from the hub (`trust_remote_code`): load it only at the commit whose code was audited,
-# never at whatever the repository's main branch holds today. This must be that audited commit's full hash; "main"
-# is a stand-in until it is filled in (it pins nothing). A local folder is loaded as it is (revision is unused).
-SEGMENTER_REVISION = "main"
+# RMBG-1.4's weights, as tensors only, in the order they are looked for (the hub repository holds both; its remote
+# code is never used: the architecture is pops.generate.isnet).
+SEGMENTER_WEIGHTS = ("model.safetensors", "model.pth")
 FOLDERS = {
     "text_to_image": "sdxl-turbo",
     "detector": "owlv2",
@@ -208,10 +209,10 @@ class OwlDetector:
 
 
 class RMBGSegmenter:
-    """BRIA RMBG-1.4 (custom code on the hub): a foreground matte in [0, 1] at the input's size.
+    """BRIA RMBG-1.4 (an IS-Net, `pops.generate.isnet`): a foreground matte in [0, 1] at the input's size.
 
-    Pre/post-processing as the model card prescribes: bilinear resize to a square input, pixels / 255 - 0.5, the
-    first side output of the first output group, resized back and min-max normalised.
+    Pre/post-processing as the model card's reference code does it: the RGB pixels bilinearly resized (as floats) to
+    a square input, / 255 - 0.5; the first (finest) side output, bilinearly resized back and min-max normalised.
     """
 
     def __init__(self, model, *, input_size: int = 1024, device: torch.device | str = "cpu"):
@@ -220,22 +221,29 @@ class RMBGSegmenter:
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
 
-    @staticmethod
-    def _first_map(out) -> torch.Tensor:
-        while not isinstance(out, torch.Tensor):
-            out = out.logits.sigmoid() if hasattr(out, "logits") else out[0]
-        return out
-
     @torch.inference_mode()
     def __call__(self, image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB")
-        x = np.asarray(rgb.resize((self.input_size, self.input_size), Image.BILINEAR), dtype=np.float32) / 255.0 - 0.5
-        x = torch.from_numpy(x).permute(2, 0, 1)[None].to(self.device, self.dtype)
-        pred = self._first_map(self.model(x)).float()
-        pred = pred.reshape(1, 1, *pred.shape[-2:])
+        x = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
+        x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear")
+        pred = self.model((x / 255.0 - 0.5).to(self.dtype))[0].float()
         pred = torch.nn.functional.interpolate(pred, size=(rgb.height, rgb.width), mode="bilinear")[0, 0]
         pred = (pred - pred.min()) / (pred.max() - pred.min()).clamp_min(1e-8)
         return pred.cpu().numpy().astype(np.float32)
+
+
+def segmenter_weights(source: str) -> str:
+    """The local path of RMBG-1.4's weights: a weights file as is, the first of SEGMENTER_WEIGHTS in a folder, or
+    model.safetensors from a hub repository."""
+    path = Path(source)
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        for name in SEGMENTER_WEIGHTS:
+            if (path / name).is_file():
+                return str(path / name)
+        raise FileNotFoundError(f"{path}: no segmenter weights ({' or '.join(SEGMENTER_WEIGHTS)}) in this folder")
+    return resolve_file(source, SEGMENTER_WEIGHTS[0], what="segmenter weights")
 
 
 def _open(value) -> Image.Image:
@@ -359,10 +367,8 @@ def _load_role(role: str, source: str, settings: ModelSettings, device: torch.de
             Owlv2ForObjectDetection.from_pretrained(source), Owlv2Processor.from_pretrained(source), device
         )
     if role == "segmenter":
-        from transformers import AutoModelForImageSegmentation
+        from pops.generate.isnet import load_isnet
 
-        model = AutoModelForImageSegmentation.from_pretrained(
-            source, trust_remote_code=True, revision=SEGMENTER_REVISION
-        )
+        model = load_isnet(segmenter_weights(source)).to(dtype)
         return RMBGSegmenter(model, input_size=settings.segmenter_size, device=device)
     raise ValueError(f"unknown model role {role!r}; known roles: {', '.join(HUB_IDS)}")

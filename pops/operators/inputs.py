@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pops.embeddings.io import check_embeddings
+from pops.embeddings.io import check_embeddings, check_floats
 from pops.encoders import pad_rows
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def _text_rows(op, value, name):
             raise ValueError(f"{name}: expected a word, token rows (T, W) / (B, T, W) or a list of them")
     if rows.ndim != 3 or mask.shape != rows.shape[:2]:
         raise ValueError(f"{name}: token rows must be (B, T, W) with a (B, T) mask, got {tuple(rows.shape)}")
+    check_floats(rows, name)
     if rows.shape[-1] != op.model.text_width:
         raise ValueError(f"{name}: token rows of width {rows.shape[-1]}, this operator expects {op.model.text_width}")
     if not torch.isfinite(rows).all():

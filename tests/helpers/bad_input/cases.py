@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.helpers.bad_input.harness import api_outcome, cli_outcome, ui_outcome
 
@@ -70,6 +71,12 @@ def ui(kind: str, expect: str, call: Callable) -> None:
 
 
 A, B, OP = "good/a.safetensors", "good/b.safetensors", "good/op"
+# Integer and boolean embedding files: not embeddings, whatever they would cast to (fp16/bf16/fp32/fp64 are read).
+INTEGERS = ("bad/int64.safetensors", "bad/int32.safetensors", "bad/uint8.pt", "bad/bool.safetensors")
+FLOATS = "floating-point numbers"
+# An output that is a device, which takes no bytes (Linux only; refused before anything is written).
+DEV_FULL = "/dev/full"
+HAS_DEV_FULL = Path(DEV_FULL).exists()
 DEVICES = (  # every command that places models takes these: (flag, value, expected words)
     ("--device", "cuda:99", "cuda:99"),  # no such GPU here (no CUDA at all, or fewer than 100)
     ("--dtype", "fp8", "unknown dtype"),
@@ -103,6 +110,13 @@ apply("width", "no embeddings", A, "bad/zero.pt")
 apply("nan", "NaN or inf", A, "bad/nan.safetensors")
 apply("nan", "NaN or inf", A, "bad/inf.pt")
 apply("type", "real numbers", A, "bad/complex.pt")
+for path in INTEGERS:
+    apply("type", FLOATS, A, path)
+apply("width", "expected shape (N, D)", A, "bad/3d.safetensors")
+apply("foreign", "header too large", A, "bad/huge-header.safetensors")
+apply("truncated", "not a readable safetensors", A, "bad/lying-header.safetensors")
+if HAS_DEV_FULL:
+    apply("unwritable", "already exists", A, B, out=DEV_FULL)
 apply("slots", "takes 2 inputs", A)
 apply("slots", "takes 2 inputs", A, B, A)
 apply("operator", "unknown operator 'paint'", A, B, model="bad/bad-kind")
@@ -170,6 +184,10 @@ cli("eval", "config", "must end in .json", "eval", "--models", "models", "-o", "
 cli("eval", "number", "seeds", "eval", "--models", "models", "--seeds", "0")
 cli("eval", "number", "steps", "eval", "--models", "models", "--steps", "100000")
 cli("eval", "number", "threads", "eval", "--models", "models", "--threads", "5000")
+cli("eval", "number", "threads", "eval", "--models", "models", "--threads", "0")
+cli("eval", "missing", "no such models folder", "eval", "--models", "models-loop")  # a symlink loop
+if HAS_DEV_FULL:
+    cli("eval", "unwritable", "must end in .json", "eval", "--models", "models", "-o", DEV_FULL)
 cli("eval", "number", "guidance", "eval", "--models", "models", "--guidance", "nan")
 cli("eval", "type", "valid integer", "eval", "--models", "models", "--seeds", "two")
 cli("eval", "empty", "empty file", "eval", "--models", "models-empty-test")
@@ -186,6 +204,8 @@ for args, kind, expect in (
     (("--seed", "-1"), "number", "seed"),
     (("--seed", str(2**32)), "number", "seed"),
     (("--threads", "5000"), "number", "threads"),
+    (("--threads", "0"), "number", "threads"),
+    (("--seed", str(2**64)), "number", "seed"),
     (("--workers", "0"), "number", "workers"),
     (("--eval-seeds", "0"), "number", "eval_seeds"),
     (("--train-per-class", "0"), "number", "train_per_class"),
@@ -199,6 +219,8 @@ for args, kind, expect in (
 ):
     cli("demo", kind, expect, *DEMO, *args)
 cli("demo", "unwritable", "not writable", "demo", "--quick", "--no-progress", "-o", "blocker/demo")
+if HAS_DEV_FULL:
+    cli("demo", "unwritable", "is a file", "demo", "--quick", "--no-progress", "-o", DEV_FULL)
 cli("demo", "folder", "is a file", "demo", "--quick", "--no-progress", "-o", A)
 cli(
     "demo",
@@ -262,6 +284,10 @@ for config, kind, expect in (
     ("bad/out-holds-operator.yaml", "existing", "already holds a trained operator"),
     ("bad/out-unwritable.yaml", "unwritable", "blocker"),
     ("bad/resume-other-size.yaml", "config", "cannot load"),
+    ("bad/alias-bomb.yaml", "config", "unknown key"),
+    ("bad/steps-huge.yaml", "number", "max_steps"),
+    ("bad/batch-fractional.yaml", "type", "batch_size"),
+    ("bad/seed-huge.yaml", "number", "seed"),
 ):
     cli("train", kind, expect, "train", config, "--no-progress")
 cli("train", "config", "expected key=value", "train", "good/train.yaml", "-o", "max_steps")
@@ -301,12 +327,15 @@ for entry, out in (("embed", "cache-out"), ("pairs", "pairs-out.safetensors")):
     cli(entry, "missing", "no such folder", entry, "dataset", "-o", out, "--encoder", "clip", "--clip-model", "bad/x/y")
 cli("embed", "folder", "is a file", "embed", "dataset", "-o", A)
 cli("embed", "unwritable", "not writable", "embed", "dataset", "-o", "blocker/cache")
+if HAS_DEV_FULL:
+    cli("embed", "unwritable", "is a file", "embed", "dataset", "-o", DEV_FULL)
 cli("pairs", "existing", "already exists", "pairs", "dataset", "-o", "good/out-exists.safetensors")
 cli("pairs", "folder", "is a folder", "pairs", "dataset", "-o", "good/full")
 cli("pairs", "unwritable", "not writable", "pairs", "dataset", "-o", "blocker/p.safetensors")
 cli("embed", "config", "outside", "embed", "ds-escape", "-o", "cache-out", "--no-progress")
 cli("embed", "existing", "dataset folder itself", "embed", "dataset", "-o", "dataset", "--no-progress")
 cli("pairs", "number", "seed", "pairs", "dataset", "-o", "p.safetensors", "--seed", "-1")
+cli("pairs", "number", "seed", "pairs", "dataset", "-o", "p.safetensors", "--seed", str(2**64))
 
 # ----- pops render (checked before any model loads) ----------------------------------------------------------------
 RENDER = ("-o", "render-out")
@@ -320,6 +349,10 @@ for path, kind, expect in (
     ("bad/nan.safetensors", "nan", "NaN or inf"),
     ("bad/zero.pt", "width", "no embeddings"),
     ("bad/complex.pt", "type", "real numbers"),
+    ("bad/int64.safetensors", "type", FLOATS),
+    ("bad/uint8.pt", "type", FLOATS),
+    ("bad/3d.safetensors", "width", "expected shape (N, D)"),
+    ("bad/huge-header.safetensors", "foreign", "header too large"),
 ):
     cli("render", kind, expect, "render", path, *RENDER)
 cli("render", "config", "--render must be one of", *RENDER_A, "--render", "dalle")
@@ -331,6 +364,9 @@ cli("render", "missing", "no such structure image", *RENDER_A, "--render", "ipad
 for flag, value in (("--steps", "0"), ("--steps", "5000"), ("--guidance", "nan"), ("--seed", "-1"), ("--size", "5000")):
     cli("render", "number", flag.lstrip("-"), *RENDER_A, flag, value)
 cli("render", "number", "batch-size", *RENDER_A, "--batch-size", "0")
+cli("render", "number", "seed", *RENDER_A, "--seed", str(2**64))
+if HAS_DEV_FULL:
+    cli("render", "unwritable", "is a file", "render", A, "-o", DEV_FULL)
 cli("render", "tiny", "size", *RENDER_A, "--size", "2")
 cli("render", "huge", "size", *RENDER_A, "--size", "100000")
 DEPTH = (*RENDER_A, "--render", "ipadapter-depth", "--structure")
@@ -351,6 +387,9 @@ cli("generate", "config", "jpg or png", *UNION, "--image-format", "gif")
 cli("generate", "folder", "is not a folder", "generate", "union", "-o", A, "-n", "2")
 cli("generate", "number", "num-samples", "generate", "union", "-o", "gen-out", "-n", "0")
 cli("generate", "number", "seed", *UNION, "--seed", "-1")
+cli("generate", "number", "seed", *UNION, "--seed", str(2**64))
+if HAS_DEV_FULL:
+    cli("generate", "unwritable", "is not a folder", "generate", "union", "-o", DEV_FULL, "-n", "2")
 cli("generate", "number", "turbo-steps", *UNION, "--turbo-steps", "100000")
 cli("generate", "number", "inpaint-guidance", *UNION, "--inpaint-guidance", "nan")
 cli("generate", "number", "image-size", *UNION, "--image-size", "2")
@@ -393,6 +432,7 @@ distill("existing", "teacher's own folder", out=OP, extra=("--overwrite",))
 for flag, value in (("--lr", "inf"), ("--batch-size", "0"), ("--threads", "5000"), ("--seed", "-1"), ("--noises", "0")):
     distill("number", flag.lstrip("-"), extra=(flag, value))
 distill("memory", "memory", extra=("--batch-size", "1000000000000"))
+distill("number", "threads", extra=("--threads", "0"))
 distill("type", "valid number", extra=("--lr", "fast"))
 distill("type", "valid integer", extra=("--steps", "2.5"))
 distill("config", "prior_config", teacher="bad/no-prior-config")
@@ -533,6 +573,11 @@ api("api", "truncated", "not a readable safetensors", _load("bad/trunc.safetenso
 api("api", "foreign", "objects other than tensors", _load("bad/pickle.pt"))
 api("api", "width", "width 16, expected 1280", _load("bad/wide.safetensors", dim=1280))
 api("api", "nan", "NaN or inf", _load("bad/inf.pt"))
+for path in INTEGERS:
+    api("api", "type", FLOATS, _load(path))
+api("api", "width", "expected shape (N, D)", _load("bad/3d.safetensors"))
+api("api", "foreign", "header too large", _load("bad/huge-header.safetensors"))
+api("api", "truncated", "not a readable safetensors", _load("bad/lying-header.safetensors"))
 api("api", "truncated", "not a readable safetensors", _load_pairs("bad/trunc-pairs.safetensors"))
 api("api", "nan", "NaN or inf", _load_pairs("bad/nan-pairs.safetensors"))
 api("api", "foreign", "not a pops pairs file", _load_pairs(A))
@@ -552,6 +597,20 @@ api("api", "width", "expected 1280", lambda w: _op(w).sample([_emb(w), _emb(w, "
 api("api", "width", "no embeddings", lambda w: _op(w).sample([_emb(w), _emb(w)[:0]]))
 api("api", "nan", "NaN or inf", lambda w: _op(w).sample([_emb(w), _emb(w) * float("nan")]))
 api("api", "type", "real numbers", lambda w: _op(w).sample([_emb(w), _emb(w).to(__import__("torch").complex64)]))
+
+
+def _raw(world, name):
+    """The tensor in an embedding file as safetensors / torch read it, without pops's checks."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = world / name
+    return load_file(path)["embeddings"] if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+
+
+for path in INTEGERS[:3]:
+    api("api", "type", FLOATS, lambda w, name=path: _op(w).sample([_emb(w), _raw(w, name)]))
+api("api", "type", FLOATS, lambda w: _op(w).sample([[_raw(w, INTEGERS[0])[0], None], _emb(w)]))
 api("api", "unwritable", "blocker", lambda w: _op(w).save_pretrained(w / "blocker" / "op"))
 
 
@@ -620,6 +679,12 @@ eq("tiny", "at least 8 pixels", "texture(good/red.png, bad/tiny.png)")
 eq("huge", "decompression bomb", "texture(good/red.png, bad/bomb.png)")
 eq("equation", "line 1", "texture(good/a.safetensors, good/b.safetensors")
 eq("equation", "nested more than", "(" * 200 + "good/a.safetensors" + ")" * 200)
+eq("equation", "nested more than", "(" * 1500 + "good/a.safetensors" + ")" * 1500)
+for path in INTEGERS:
+    eq("type", FLOATS, f"texture(good/a.safetensors, {path})")
+eq("width", "expected shape (N, D)", "texture(good/a.safetensors, bad/3d.safetensors)")
+eq("foreign", "header too large", "texture(good/a.safetensors, bad/huge-header.safetensors)")
+eq("truncated", "not a readable safetensors", "texture(good/a.safetensors, bad/lying-header.safetensors)")
 eq("equation", "out of range", "1e999*good/a.safetensors")
 eq("equation", "unexpected character", "texture(good/a.safetensors, \x00)")
 eq("equation", "unterminated", 'texture(good/a.safetensors, "wood)')
@@ -643,6 +708,13 @@ cli("equation", "empty", "empty file", "apply", "--replay", "bad/empty.json", "-
 cli("equation", "config", "not an equation record", "apply", "--replay", "good/existing.json", "-o", "eq")
 cli("equation", "number", "guidance", "apply", EQ, "--models", "models", "-o", "eq", "-g", "-3")
 cli("equation", "number", "seed", "apply", EQ, "--models", "models", "-o", "eq", "--seed", "-1")
+for path in INTEGERS[:3]:
+    cli("equation", "type", FLOATS, "apply", f"texture({A}, {path})", "--models", "models", "-o", "eq", "--steps", "2")
+cli("equation", "missing", "models folder not found", "apply", EQ, "--models", "models-loop", "-o", "eq")
+DEEP = "(" * 1500 + A + ")" * 1500
+cli("equation", "equation", "nested more than", "apply", DEEP, "--models", "models", "-o", "eq", "--steps", "2")
+if HAS_DEV_FULL:
+    cli("equation", "unwritable", "is a file", "apply", EQ, "--models", "models", "-o", DEV_FULL, "--steps", "2")
 for flag, value, expect in DEVICES:
     cli("equation", "device", expect, "apply", EQ, "--models", "models", "-o", "eq", flag, value)
 
@@ -674,6 +746,12 @@ ui(
 ui("foreign", "objects other than tensors", run_eq("texture(a.safetensors, pickle.pt)", [A, "bad/pickle.pt"]))
 ui("width", "16-d", run_eq("texture(a.safetensors, wide.safetensors)", [A, "bad/wide.safetensors"]))
 ui("nan", "NaN or inf", run_eq("texture(a.safetensors, nan.safetensors)", [A, "bad/nan.safetensors"]))
+ui("type", FLOATS, run_eq("texture(a.safetensors, int64.safetensors)", [A, "bad/int64.safetensors"]))
+ui(
+    "foreign",
+    "header too large",
+    run_eq("texture(a.safetensors, huge-header.safetensors)", [A, "bad/huge-header.safetensors"]),
+)
 ui("slots", "texture", run_eq("texture(a.safetensors)", [A]))
 ui("slots", "both called", run_eq("texture(a.safetensors, a.safetensors)", [A, A]))
 ui("operator", "unknown operator", run_eq("paint(a.safetensors)", [A]))

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -119,6 +120,16 @@ def build(root: Path) -> Path:
     random_pairs(dim=16).save(bad / "wide-pairs.safetensors")
     # Pairs without their second slot (a texturing file that holds one input).
     save_raw_pairs(random_pairs(), bad / "one-slot-pairs.safetensors", drop=("slot1",))
+    # Embedding files of integers or booleans (not embeddings, whatever they would cast to), of three dimensions, and
+    # safetensors headers that lie: one claiming 2**62 bytes of header, one promising more data than the file holds.
+    save_raw_embeddings(bad / "int64.safetensors", torch.randint(-3, 4, (1, DIM)))
+    save_raw_embeddings(bad / "int32.safetensors", torch.randint(-3, 4, (1, DIM), dtype=torch.int32))
+    torch.save(torch.randint(0, 256, (1, DIM), dtype=torch.uint8), bad / "uint8.pt")
+    save_raw_embeddings(bad / "bool.safetensors", torch.ones(1, DIM, dtype=torch.bool))
+    save_raw_embeddings(bad / "3d.safetensors", torch.randn(1, 2, DIM))
+    (bad / "huge-header.safetensors").write_bytes(struct.pack("<Q", 2**62) + b'{"embeddings": {')
+    _lying_header(bad / "lying-header.safetensors")
+    os.symlink("models-loop", root / "models-loop")  # a symlink loop where a models folder goes
 
     # Damaged operator folders.
     for name in ("trunc-weights", "empty-weights", "foreign-config", "no-prior-config", "bad-kind", "nan-guidance"):
@@ -217,6 +228,13 @@ def _training_configs(root: Path, good: Path, bad: Path) -> None:
     config("data-one-slot", "", data=bad / "one-slot-pairs.safetensors")
     config("out-holds-operator", "", out=str(good / "op"))
     config("out-unwritable", "", out=str(root / "blocker" / "run"))
+    config("steps-huge", "max_steps: 1e12\n")
+    config("batch-fractional", "batch_size: 2.5\n")
+    config("seed-huge", f"seed: {2**64}\n")
+    # A billion laughs: nine levels of nine aliases, 9**9 strings if anything expanded them.
+    laughs = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    _yaml(bad / "alias-bomb.yaml", "\n".join(laughs) + "\n")
     # A checkpoint of a one-layer prior, and a config of a two-layer one that resumes it.
     plain = dict(load(TRAINING + MODEL), data=str(good / "pairs.safetensors"))
     train(config_from_dict(apply_overrides(plain, ["checkpoint.every=1", f"output_dir={root / 'ckpt'}"])))
@@ -303,6 +321,15 @@ def _dataset_with_picture(root: Path, name: str, write) -> None:
     shutil.copytree(root / "dataset", root / name)
     picture = next((root / name / "samples").glob("*/*/object_a.png"))
     write(picture)
+
+
+def _lying_header(path: Path) -> Path:
+    """A safetensors file whose header promises a (1, DIM) float32 tensor that the file holds 16 bytes of."""
+    entry = {"dtype": "F32", "shape": [1, DIM], "data_offsets": [0, 4 * DIM]}
+    header = json.dumps({"embeddings": entry}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    return path
 
 
 def _truncate(src: Path, dst: Path) -> Path:
