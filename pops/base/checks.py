@@ -164,6 +164,31 @@ def memory(nbytes: float, what: str, hint: str = "", available: int | None = Non
         )
 
 
+# The speed the up-front time check assumes (floating-point operations a second): a fast machine's, so that only
+# work no machine would finish in MAX_SECONDS is refused; what passes runs with a progress bar and its ETA.
+FLOPS = {"cpu": 1e12, "cuda": 1e15}
+MAX_SECONDS = 24 * 3600.0
+
+
+def work(flops: float, what: str, hint: str = "", device="cpu") -> float:
+    """Refuse a call whose estimate `flops` could not finish within MAX_SECONDS even at FLOPS' speed (one line:
+    what, how long at best, and `hint`); returns those seconds."""
+    seconds = flops / FLOPS["cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"]
+    if seconds > MAX_SECONDS:
+        raise BadValue(
+            f"{what} would take at least {_duration(seconds)} even on a fast machine, more than the "
+            f"{_duration(MAX_SECONDS)} pops runs one command for" + (f"; {hint}" if hint else "")
+        )
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}" if seconds / size >= 10 else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def device_memory(device) -> int | None:
     """Free bytes of a CUDA device (None for the CPU: `memory` then reads this machine's)."""
     if getattr(device, "type", str(device)) != "cuda":

@@ -7,7 +7,20 @@ import importlib
 from pops.cli.app import app
 
 # Sub-command modules, in the order `pops --help` lists them.
-COMMANDS = ["apply", "serve", "models", "generate", "embed", "pairs", "render", "train", "distill", "demo", "eval"]
+COMMANDS = [
+    "apply",
+    "serve",
+    "models",
+    "generate",
+    "embed",
+    "pairs",
+    "render",
+    "train",
+    "distill",
+    "demo",
+    "eval",
+    "protocol",
+]
 
 
 def main() -> None:

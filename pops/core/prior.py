@@ -29,6 +29,7 @@ from torch import nn
 
 from pops.base.reference import LAYOUTS
 from pops.base.registry import OperatorSpec
+from pops.core.prefix import Prefix, attend, plain_block
 
 # A text slot's input: (B, T, W) token rows and their (B, T) bool mask.
 TextRows = tuple[torch.Tensor, torch.Tensor]
@@ -316,7 +317,7 @@ class PopsPrior(nn.Module):
 
     def supports_prefix(self) -> bool:
         """True when every block is the plain pre-norm self-attention block the prefix path re-implements."""
-        return all(_plain_block(block) for block in self.prior.transformer_blocks)
+        return all(plain_block(block) for block in self.prior.transformer_blocks)
 
     @torch.no_grad()
     def prefix(self, cond: Condition) -> Prefix:
@@ -326,7 +327,7 @@ class PopsPrior(nn.Module):
         bias = self._bias(cond.mask, positions, positions, extra=1)[:, None]
         keys, values = [], []
         for block in self.prior.transformer_blocks:
-            hidden, key, value = _attend(block, hidden, None, None, bias)
+            hidden, key, value = attend(block, hidden, None, None, bias)
             keys.append(key)
             values.append(value)
         return Prefix(keys, values, cond.mask, positions)
@@ -340,63 +341,8 @@ class PopsPrior(nn.Module):
         keys = torch.cat([prefix.positions, positions])
         bias = self._bias(prefix.mask, positions, keys, extra=len(keys) - prefix.mask.shape[1])[:, None]
         for block, key, value in zip(prior.transformer_blocks, prefix.keys, prefix.values):
-            hidden, _, _ = _attend(block, hidden, key, value, bias)
+            hidden, _, _ = attend(block, hidden, key, value, bias)
         return prior.proj_to_clip_embeddings(prior.norm_out(hidden)[:, -1])
-
-
-@dataclass
-class Prefix:
-    """Per transformer block, the keys and values (B, rows, inner) of the condition tokens (the condition rows and
-    the proj token); the condition mask (B, k) and the tokens' positions."""
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    mask: torch.Tensor
-    positions: torch.Tensor
-
-    def cat(self, other: Prefix) -> Prefix:
-        return Prefix(
-            [torch.cat(p) for p in zip(self.keys, other.keys)],
-            [torch.cat(p) for p in zip(self.values, other.values)],
-            torch.cat([self.mask, other.mask]),
-            self.positions,
-        )
-
-
-def _plain_block(block) -> bool:
-    attn = block.attn1
-    return (
-        block.norm_type == "layer_norm"
-        and block.attn2 is None
-        and block.pos_embed is None
-        and block._chunk_size is None
-        and not attn.residual_connection
-        and attn.rescale_output_factor == 1.0
-        and attn.norm_q is None
-        and attn.norm_k is None
-        and attn.group_norm is None
-        and attn.spatial_norm is None
-    )
-
-
-def _attend(block, hidden, past_keys, past_values, bias):
-    """One pre-norm transformer block (self-attention + feed-forward, as diffusers' BasicTransformerBlock computes
-    it) whose queries also see earlier keys/values. Returns (hidden, this block's new keys, new values)."""
-    attn = block.attn1
-    normed = block.norm1(hidden)
-    new_keys, new_values = attn.to_k(normed), attn.to_v(normed)
-    keys = new_keys if past_keys is None else torch.cat([past_keys, new_keys], 1)
-    values = new_values if past_values is None else torch.cat([past_values, new_values], 1)
-    batch, heads = hidden.shape[0], attn.heads
-
-    def split(x):
-        return x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(split(attn.to_q(normed)), split(keys), split(values), attn_mask=bias)
-    out = attn.to_out[0](out.transpose(1, 2).reshape(batch, -1, attn.inner_dim))
-    hidden = hidden + out
-    hidden = hidden + block.ff(block.norm3(hidden))
-    return hidden, new_keys, new_values
 
 
 def _batch_size(slots: Sequence[SlotInput], drop: torch.Tensor | None) -> int:

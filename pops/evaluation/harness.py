@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
+from pops.base import checks
 from pops.base.devices import make_generator
 from pops.core.sampling import SamplingConfig
 from pops.embeddings.pairs import Pairs
@@ -153,38 +154,62 @@ def evaluate_operators(
     varied); `generator_device` where the noise is drawn (pops.base.devices.make_generator).
     Returns (table, outputs): outputs[row] holds the first seed's embeddings at the operator's own scale,
     outputs["row/g=s"] at the other scales and outputs["row/averaging"] the baseline, for the report's grids."""
+    runs = _sampling_runs(operators, data, seeds, guidance_scales, extra_seeds)
+    _check_work(operators, data, runs, sampling)  # refused at once when no machine would finish it in a day
     table, outputs = MetricsTable(), {}
-    jobs = [(kind, split) for kind in operators for split in data[kind].tests]
-    for kind, split in tqdm(jobs, desc="evaluating", unit="set", disable=not progress):
-        op, d, pairs = operators[kind], data[kind], data[kind].tests[split]
-        row = row_name(kind, split)
-        names, protos = class_prototypes(d.gallery, d.gallery_classes)
-        score = partial(
-            evaluate_embeddings,
-            targets=pairs.target,
-            true_classes=true_classes(pairs, d),
-            proto_names=names,
-            protos=protos,
-        )
-        own = op.guidance_scale
-        for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
-            method, count = ("pops", seeds) if scale == own else (f"pops g={scale:g}", extra_seeds)
-            if count == 0:  # extra_seeds 0: the operator's own scale only
-                continue
-            if op.guidance_folded and scale == op.spec.guidance_scale != own:
-                # A distilled student at the registry's scale would be guided a second time: not a number to show.
-                table.add_not_applicable(row, method, n=len(pairs))
-                continue
-            config = replace(sampling, guidance_scale=scale)
-            runs = []
-            for seed in range(count):
+    bar = tqdm(total=sum(len(seeds) for *_, seeds in runs), desc="evaluating", unit="run", disable=not progress)
+    for i, (kind, split, scale, seeds_run) in enumerate(runs):
+        op, pairs = operators[kind], data[kind].tests[split]
+        row, own, score = row_name(kind, split), scale == op.guidance_scale, _scorer(pairs, data[kind])
+        method = "pops" if own else f"pops g={scale:g}"
+        if op.guidance_folded and scale == op.spec.guidance_scale and not own:
+            # A distilled student at the registry's scale would be guided a second time: not a number to show.
+            table.add_not_applicable(row, method, n=len(pairs))
+        else:
+            config, scores = replace(sampling, guidance_scale=scale), []
+            for seed in seeds_run:
                 out = sample_pairs(op, pairs, config, seed=seed, generator_device=generator_device)
-                runs.append(score(out))
+                scores.append(score(out))
                 if seed == 0:  # the first seed's outputs, for the report's pictures
-                    outputs[row if scale == own else f"{row}/g={scale:g}"] = out
-            table.add_runs(row, method, runs, n=len(pairs))
-        _add_baselines(table, outputs, row, pairs, score)
+                    outputs[row if own else f"{row}/g={scale:g}"] = out
+                bar.update(1)
+            table.add_runs(row, method, scores, n=len(pairs))
+        if i + 1 == len(runs) or runs[i + 1][:2] != (kind, split):  # the split's last run: its references
+            _add_baselines(table, outputs, row, pairs, score)
+    bar.close()
     return table, outputs
+
+
+def _sampling_runs(operators: dict, data: dict, seeds: int, guidance_scales, extra_seeds: int) -> list[tuple]:
+    """(kind, split, scale, seeds) of every sampling run, the operator's own scale first: `seeds` seeds at its own,
+    `extra_seeds` at the registry's and each of `guidance_scales` (none when 0)."""
+    runs = []
+    for kind, op in operators.items():
+        for split in data[kind].tests:
+            own = op.guidance_scale
+            for scale in dict.fromkeys([own, op.spec.guidance_scale, *guidance_scales]):
+                count = seeds if scale == own else extra_seeds
+                if count:
+                    runs.append((kind, split, scale, range(count)))
+    return runs
+
+
+def _check_work(operators: dict, data: dict, runs: list[tuple], sampling: SamplingConfig) -> None:
+    """Refuse, before any sampling, an evaluation no machine would finish in a day (pops.base.checks.work)."""
+    flops = 0.0
+    for kind, split, scale, seeds in runs:
+        op = operators[kind]
+        config = op.call_config(replace(sampling, guidance_scale=scale))
+        flops += op.sampling_flops(len(data[kind].tests[split]), config) * len(seeds)
+    what = f"evaluating {sum(len(s) for *_, s in runs)} sampling run(s)"
+    checks.work(flops, what, "ask for fewer --seeds", next(iter(operators.values())).device)
+
+
+def _scorer(pairs: Pairs, data: OperatorData):
+    """Cosine to the target and retrieval of the true class among the gallery's prototypes, for outputs on `pairs`."""
+    names, protos = class_prototypes(data.gallery, data.gallery_classes)
+    truth = true_classes(pairs, data)
+    return partial(evaluate_embeddings, targets=pairs.target, true_classes=truth, proto_names=names, protos=protos)
 
 
 def _add_baselines(table: MetricsTable, outputs: dict, row: str, pairs: Pairs, score) -> None:

@@ -348,11 +348,26 @@ class Operator:
             available=checks.device_memory(self.device),
         )
 
+    def sampling_flops(self, rows: int, config: SamplingConfig) -> float:
+        """An estimate of the floating-point work of sampling `rows` rows as a complete `config` says: two operations
+        per weight and token, for every pass (steps x draws, twice when guided)."""
+        weights = sum(p.numel() for p in self.model.prior.transformer_blocks.parameters())
+        tokens = self.spec.num_slots + 8  # the condition rows (a word: a few) and the prior's own tokens
+        passes = config.num_inference_steps * config.draws * (2 if config.guidance_scale > 1 else 1)
+        return 2.0 * weights * tokens * passes * rows
+
+    def check_work(self, rows: int, config: SamplingConfig, what: str | None = None) -> float:
+        """Refuse (one line) sampling that no machine would finish in a day (pops.base.checks.work); returns the
+        estimated seconds at best."""
+        what = what or f"sampling {rows} row(s) with the {self.kind} operator ({config.label})"
+        return checks.work(self.sampling_flops(rows, config), what, "ask for fewer samples or steps", self.device)
+
     def _sample(self, cond: Condition, config: SamplingConfig, generator, progress: bool) -> torch.Tensor:
         """The one path from condition rows to samples, as a complete `config` says; with several draws, each row's
         samples in a row (each row's generator draws all of its own), then their mean."""
         rows, draws = cond.rows.shape[0], config.draws
         self.check_memory(rows, config.layout, draws)
+        self.check_work(rows, config)
         if isinstance(generator, (list, tuple)):
             if len(generator) != rows:
                 raise BadValue(f"generator: a list of {len(generator)} generators for {rows} row(s)")

@@ -122,6 +122,10 @@ class SubspaceOperator:
     def check_memory(self, batch: int, layout: str = "compact", draws: int | None = None) -> None:
         """Nothing large to allocate: (batch, D) rows at a time."""
 
+    def sampling_flops(self, rows: int, config: SamplingConfig) -> float:
+        """A few projections per row: nothing to refuse."""
+        return float(rows * self.embedding_dim * sum(b.shape[0] for b in self.bases if b is not None) * 4)
+
     def to(self, device=None, dtype=None) -> SubspaceOperator:
         return self  # small tensors, on the CPU
 

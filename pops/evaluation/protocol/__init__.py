@@ -8,8 +8,9 @@ Importing this package loads nothing heavy; the models load when `run_protocol` 
 """
 
 from pops.evaluation.protocol.paper import METHODS, MODELS, PAPER_TABLE
+from pops.evaluation.protocol.plan import ProtocolConfig, parse_models, parse_settings
 from pops.evaluation.protocol.results import format_table
-from pops.evaluation.protocol.runner import ProtocolConfig, parse_models, parse_settings, run_protocol
+from pops.evaluation.protocol.runner import run_protocol
 
 __all__ = [
     "METHODS",

@@ -13,7 +13,7 @@ from pops.evaluation.protocol.inputs import folder_pictures, generated_path, loa
 from pops.evaluation.protocol.scoring import quiet_loading
 
 if TYPE_CHECKING:
-    from pops.evaluation.protocol.runner import Plan
+    from pops.evaluation.protocol.plan import Plan
 
 
 def free(device) -> None:
