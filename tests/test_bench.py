@@ -126,3 +126,36 @@ def test_the_subspace_operator_swaps_the_concept_and_keeps_the_rest(tmp_path):
     SubspaceOperators({"texturing": op}).save_pretrained(tmp_path / "subspace")
     loaded = SubspaceOperators.from_pretrained(tmp_path / "subspace")["texturing"]
     assert torch.allclose(loaded.sample([objects[0] + textures[0], objects[1] + textures[3]]), out)
+
+
+def test_real_stack_subspace_operators_from_clip_text_run_as_a_models_folder(tmp_path):
+    """`pops models subspace` builds the training-free operators from a (tiny) CLIP ViT-bigG text encoder of a
+    Kandinsky prior repo, from the shipped word banks' captions; the folder runs as a models folder; bad input is one
+    line."""
+    from transformers import CLIPTextModelWithProjection
+
+    from pops.models.model_set import ModelSet
+    from tests.helpers.cli import run_cli
+    from tests.helpers.real_stack import D, text_config, write_hub
+    from tests.helpers.tokenizers import write_byte_clip_tokenizer
+
+    hub = write_hub(tmp_path / "hub")
+    prior = hub / "kandinsky-2-2-prior"
+    tokenizer = write_byte_clip_tokenizer(prior / "tokenizer")
+    torch.manual_seed(0)
+    CLIPTextModelWithProjection(text_config(tokenizer)).save_pretrained(prior / "text_encoder")
+    out = tmp_path / "subspace"
+    args = ["--base", prior, "--operator", "texturing", "--operator", "instruct", "--captions", "40", "--rank", "3"]
+    result = run_cli("models", "subspace", out, *args)
+    assert result.exit_code == 0, result.output
+    models = ModelSet(out, load_encoders=False)
+    assert models.available() == ["texturing", "instruct"]
+    op = models.operator("texturing")
+    base, ref = torch.randn(2, D), torch.randn(2, D)
+    assert op.sample([base, ref]).shape == (2, D) and op.bases[1].shape == (3, D)
+    for bad, words in ((["--operator", "composition"], "no training-free operator"), (["--rank", "0"], "--rank")):
+        refused = run_cli("models", "subspace", tmp_path / "other", "--base", prior, *bad)
+        assert refused.exit_code != 0 and words in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists()
+    again = run_cli("models", "subspace", out, "--base", prior)
+    assert again.exit_code != 0 and "already exists" in again.output

@@ -364,6 +364,9 @@ def test_recombined_pairs_keep_each_targets_input_classes(tiny_world, tmp_path):
         for i, name in enumerate(row):
             assert any(torch.equal(mixed.slots[i][k], e) for e in by_class[name])  # an input of the same class
     assert not torch.equal(mixed.slots[0][12:24], pairs.slots[0])
+    # instruct's alignment targets travel with their pairs (a recombined pair keeps its caption's embedding)
+    pairs.align_text = torch.randn(12, pairs.target.shape[1])
+    assert torch.equal(recombine(pairs, 3, seed=1).align_text, pairs.align_text.repeat(3, 1))
 
 
 def test_validation_classes_are_kept_out_of_training(tiny_world, tmp_path):
@@ -513,3 +516,56 @@ def test_report_is_one_self_contained_page(tmp_path):
     assert page.count("data:image/png;base64,") == 3  # the plot and two grid cells
     assert "obj=star|tex=wood" in page and "72.5%" in page and "training" in page
     assert not list(tmp_path.glob(".*tmp"))  # written atomically: no temp file left behind
+
+
+@pytest.mark.slow
+def test_quick_demo_reads_words_through_an_aligned_text_space_learnt_from_training_classes_only(quick_demo):
+    """The text tower learns from the captions of the training pairs alone: no held-out synonym and no caption of a
+    test or validation class is among them; instruct's operator reads words through it (its token rows, width of
+    the pictures' space) and the report shows each synonym's nearest training words."""
+    from pops.demo.text_space import training_captions
+    from pops.embeddings.pairs import Pairs
+    from pops.encoders.text_tower import load_text_tower
+    from pops.world.captions import caption
+    from pops.world.edits import SYNONYMS
+
+    config, result = quick_demo
+    train = {kind: Pairs.load(config.out / "data" / f"{kind}-train.safetensors") for kind in config.operators}
+    texts, *_ = training_captions(train)
+    said = {word for text in texts for word in text.split()}
+    assert not said & set(SYNONYMS)
+    for kind in config.operators:
+        held = Pairs.load(config.out / "data" / f"{kind}-test.safetensors")
+        names = {held.info["classes"][i] for i in held.class_ids.tolist()}
+        assert not {caption(name) for name in names} & set(texts), kind
+    tower = load_text_tower(config.out / "encoders" / "text-tower")
+    assert tower.width == 1280 and tower.token_rows(["crimson"])[0].shape[1] == 1280
+    summary = json.loads((config.out / "demo.json").read_text())
+    assert set(summary["text_tower"]["nearest"]) == set(SYNONYMS)
+    assert "The aligned text space" in result.report.read_text()
+
+
+@pytest.mark.slow
+def test_quick_demo_scores_the_peers_and_the_regret_of_its_choice(quick_demo, tmp_path):
+    """Beside every operator: the subspace operator and ridge regression on the same held-out pairs, in the metrics,
+    the report (with pOps' margin over the best peer) and demo.json's regret of each choice; the subspace folder runs
+    as a models folder of its own (`pops apply` an equation, `pops eval`)."""
+    from pops.embeddings.io import save_embeddings
+
+    config, result = quick_demo
+    for row in (*config.operators, "instruct (synonyms)"):
+        for method in ("subspace", "ridge"):
+            assert result.table.get(row, method).n == result.table.get(row, "pops").n
+    page = result.report.read_text()
+    assert "How it compares" in page and "margin" in page and "regret" in page
+    regret = json.loads((config.out / "demo.json").read_text())["regret"]
+    assert set(regret) == set(config.operators) and all(r["regret"] >= 0 for r in regret.values())
+    subspace = config.out / "operators" / "subspace"
+    for name in ("a", "b"):
+        save_embeddings(tmp_path / f"{name}.safetensors", torch.randn(1, 1280))
+    out = tmp_path / "eq"
+    equation = f"union({tmp_path / 'a.safetensors'}, {tmp_path / 'b.safetensors'})"
+    done = run_cli("apply", equation, "--models", subspace, "-o", out, "--render", "none")
+    assert done.exit_code == 0, done.output
+    scored = run_cli("eval", "--models", subspace, "--data", config.out / "data", "--operator", "union", "--seeds", "1")
+    assert scored.exit_code == 0 and "union" in scored.output

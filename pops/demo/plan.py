@@ -85,8 +85,10 @@ class DemoConfig:
     # Also train ONE model for all operators (pops.operators.joint: a learned operator row, trained on every operator's
     # pairs in turn) and show it beside them ("pops joint"); it saves as <out>/operators/joint. An operator runs on it
     # ("pops chosen") only when it beats the separate operator on validation by more than the noise. Off with fewer
-    # than two operators. `joint_budget`: its steps, as a share of the separate operators' steps together.
-    joint: bool = True
+    # than two operators. `joint_budget`: its steps, as a share of the separate operators' steps together. Off by
+    # default (about a third of the full demo's time, and it rarely beats the separate operators beyond the noise);
+    # the quick demo trains it.
+    joint: bool = False
     joint_budget: float = 0.6
     retrain: bool = False
     threads: int | None = None  # torch threads per process (see choose_threads: 1 unless asked)
@@ -250,6 +252,7 @@ def quick_config(**overrides) -> DemoConfig:
         decoder_stem=8,
         decoder_embedding_batch=8,
         grid_rows=2,
+        joint=True,
         quick=True,
     )
     base.update(overrides)

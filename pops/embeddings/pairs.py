@@ -326,6 +326,7 @@ def recombine(pairs: Pairs, factor: int, seed: int = 0) -> Pairs:
         slots,
         pairs.present.repeat(factor, 1),
         pairs.target.repeat(factor, 1),
+        align_text=None if pairs.align_text is None else pairs.align_text.repeat(factor, 1),
         class_ids=pairs.class_ids.repeat(factor),
         info=info,
     )

@@ -204,12 +204,12 @@ class SubspaceOperators:
     def save_pretrained(self, folder: str | Path) -> Path:
         tensors, settings = {}, {}
         for kind, op in self.operators.items():
-            tensors[f"{kind}.centre"] = op.centre.contiguous()
+            tensors[f"{kind}.centre"] = op.centre.clone().contiguous()
             if op.base_embedding is not None:
-                tensors[f"{kind}.base"] = op.base_embedding.contiguous()
+                tensors[f"{kind}.base"] = op.base_embedding.clone().contiguous()
             for i, basis in enumerate(op.bases):
                 if basis is not None:
-                    tensors[f"{kind}.basis.{i}"] = basis.contiguous()
+                    tensors[f"{kind}.basis.{i}"] = basis.clone().contiguous()
             settings[kind] = op.settings()
         config = {"format_version": FORMAT_VERSION, "method": METHOD, "operators": settings, "source": self.source}
         card = _card(self)
