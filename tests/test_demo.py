@@ -129,9 +129,8 @@ def test_quick_demo_writes_a_self_contained_report_and_loadable_operators(quick_
         assert set(record["validation_top1"]) == {
             replace(c, guidance_scale=g).label for c in config.sampling_candidates() for g in config.guidance_candidates
         }
-        # the chosen one travels too, its draws included
-        draws = f" x{op.draws}" if op.draws > 1 else ""
-        assert summary["sampling"][kind] == f"{op.sampler} {op.num_inference_steps}{draws}"
+        # the chosen one travels too, by its one label (its draws and scale included)
+        assert summary["sampling"][kind] == op.sampling.label
     assert Operator.from_pretrained(config.out / "operators" / "instruct").encoder_configs["text"]["type"] == "minilm"
     metrics = json.loads((config.out / "metrics.json").read_text())
     assert {r["operator"] for r in metrics["rows"]} >= set(config.operators)
