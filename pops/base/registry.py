@@ -75,7 +75,7 @@ class OperatorSpec:
     Everything a run of the operator needs to know about it — how many inputs and of what kind, how they are dropped
     in training, the default guidance, the symmetric swap, the text-alignment term — and the names of its data
     recipes. How the embedded demo trains it (samples per class, dropout, batch) is the demo's choice and lives there
-    (pops.demo.plan.DEMO_RECIPES).
+    (pops.demo.training_recipes.DEMO_RECIPES).
     """
 
     kind: str

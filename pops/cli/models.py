@@ -16,7 +16,10 @@ from pops.cli.app import app, checked, fail, run_or_fail
 from pops.cli.options import Overwrite
 
 models_app = typer.Typer(
-    help="Make models folders of the paper's real models: import released operators, write renderer folders.",
+    help=(
+        "Make models folders of the paper's real models: import released operators, build training-free (subspace) "
+        "operators, write renderer folders."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")

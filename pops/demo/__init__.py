@@ -1,15 +1,19 @@
 """The embedded demo: the whole system, offline on a CPU, measured against ground truth (`pops demo`).
 
     world (pops.world) -> images encoded once through the embedding cache (pops.embeddings.cache) -> training /
-    validation / test pairs per operator (pops.demo.world_pairs) -> five small operators trained from scratch, each
-    given the guidance scale that does best on its validation classes, evaluated on held-out combinations against the
-    paper's averaging baseline (pops.demo.operators, two at a time in worker processes) -> rendered (retrieval and
-    decoder) -> report.html (pops.demo.report)
+    validation / test pairs per operator (pops.demo.world_pairs) -> an aligned text space learnt from the training
+    captions (pops.demo.text_space) -> five small operators trained from scratch, each keeping the paper's sampling
+    unless another beats it on its validation classes beyond the noise (pops.evaluation.choice), evaluated on
+    held-out combinations against the paper's averaging baseline and the peers (pops.demo.peers; the operators:
+    pops.demo.operators, two at a time in worker processes) -> rendered (retrieval and decoder) -> report.html
+    (pops.demo.report)
 
 The output folder is a models folder that `pops apply --model/--models`, `pops eval` and the UI read:
 
     operators/<kind>/        Operator.save_pretrained folders, with encoder configs (so they take images and words)
-                             and the operator's own guidance scale
+                             and the operator's own sampling; a words-reading one keeps a copy of the text tower
+    operators/subspace/      the training-free peer (a models folder of its own)
+    encoders/text-tower/     the aligned text space (reused while its captions and pictures are the same)
     renderers/retrieval/     nearest neighbour over the class galleries
     renderers/decoder/       the small decoder trained on world images
     data/                    training / validation / test pairs and class galleries as embeddings (`pops eval`)

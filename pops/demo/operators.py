@@ -1,12 +1,12 @@
-"""The demo's operators: training (or reuse), the guidance scale chosen on validation classes, and evaluation on
+"""The demo's operators: training (or reuse), the sampling chosen on validation classes, and evaluation on
 held-out combinations against the baselines (both through pops.evaluation's harness, which `pops eval` shares).
 
-`operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run). `joint_job`
-does them for the joint model (pops.operators.joint; `pops demo` trains it unless `--no-joint`): one prior with a
+`operator_job` does all three for one operator; it is what a worker process runs (see pops.demo.run). `joint_job` does
+them for the joint model (pops.operators.joint; trained with `pops demo --joint`, and by `--quick`): one prior with a
 learned operator row, trained on every operator's pairs in turn for `joint_budget` of the separate operators' steps
 together, saved as ONE folder `<out>/operators/joint`, its guidance chosen per operator on that operator's validation
-classes and scored on the same test pairs, as the method "pops joint". `choose_models` then picks, per operator,
-whichever of the two scored higher on its validation classes ("pops chosen").
+classes and scored on the same test pairs, as the method "pops joint". `choose_models` then picks, per operator, the
+separate operator unless the joint one beats it on validation beyond the noise (pops.evaluation.choice) ("pops chosen").
 """
 
 from __future__ import annotations

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from pops.base.files import digest
 
 
 @runtime_checkable
@@ -55,6 +59,30 @@ ENCODER_TYPES = {
     "clip-text": "pops.encoders.clip:CLIPTextEncoder",
     "text-tower": "pops.encoders.text_tower:TextTowerEncoder",
 }
+
+
+# Where a saved folder keeps the encoders whose weights are files of ours (`bundle_encoder`).
+BUNDLED_ENCODERS = "encoders"
+
+
+def bundle_encoder(config: dict, folder: Path) -> dict:
+    """An encoder config as a saved folder names it. An encoder whose weights are a folder of ours ("path": the
+    demo's text tower) is copied into `folder/encoders/` and named relative to it, so the saved folder can move and
+    still find it (`located_encoder` reads it back); any other config is unchanged."""
+    if "path" not in config:
+        return config
+    name = f"{config['type']}-{digest(config, length=12)}"
+    target = Path(folder) / BUNDLED_ENCODERS / name
+    if not target.exists():  # (operators of one joint folder share one copy)
+        shutil.copytree(config["path"], target)
+    return {**config, "path": f"{BUNDLED_ENCODERS}/{name}"}
+
+
+def located_encoder(config: dict, folder: str | Path) -> dict:
+    """A saved encoder config with its relative "path" (`bundle_encoder`) resolved against the folder that holds it."""
+    if "path" not in config or Path(config["path"]).is_absolute():
+        return config
+    return {**config, "path": str(Path(folder).resolve() / config["path"])}
 
 
 _LOADED: dict[str, Encoder] = {}

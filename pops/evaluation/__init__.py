@@ -1,6 +1,8 @@
 """Evaluation against ground truth (one room): the metrics on embeddings (`metrics`), the results table (`table`),
-the harness that samples operators on test pairs and chooses guidance on validation classes (`harness`), and the
-evaluation data a demo writes and `pops eval` reads (`testsets`), the errors broken down by factor (`factors`); and,
+the harness that samples operators on test pairs and chooses their sampling on validation classes (`harness`) by a
+rule that keeps the default unless a candidate beats it beyond the noise (`choice`), the peers a user might pick
+instead (`peers`: ridge regression; the training-free subspace operator is pops.operators.subspace), the evaluation
+data a demo writes and `pops eval` reads (`testsets`), the errors broken down by factor (`factors`); and,
 on the real models, the paper's instruct evaluation of Table 1 in one call (`protocol.run_protocol`, imported on use).
 """
 

@@ -112,9 +112,11 @@ def check_models_folder(models_dir: Path) -> list[str]:
     """The operators a models folder offers, each checked as loading it would check it but without reading a weight
     (pops.operators.folder.check_operator_folder: config, kind, guidance scale, the weights' header): a damaged operator
     is one ValueError naming its file now, not an error on every request later. An operator folder given where a
-    models folder goes is refused too (a joint folder is a models folder of its operators)."""
+    models folder goes is refused too (a joint or subspace folder is a models folder of its operators)."""
     models_dir = Path(models_dir)
     if (models_dir / OPERATOR_CONFIG_NAME).is_file():
+        if is_subspace_folder(models_dir):  # (like a joint folder, a models folder of its operators)
+            return _checked_operators(models_dir)
         if not is_joint_config(check_operator_folder(models_dir)):
             raise ValueError(
                 f"{models_dir} is an operator folder; a models folder holds operators/<kind>/ (give its parent, or "

@@ -5,6 +5,8 @@ run on, read lazily. Every part is optional:
       operators/<kind>/          an `Operator.save_pretrained` folder per operator (also accepted: MODELS/<kind>/)
       operators/<name>/          a joint folder (`JointOperator.save_pretrained`, e.g. operators/joint/): one prior
                                  providing each operator it holds
+      operators/subspace/        a training-free folder (`pops models subspace`, the demo's peer): one operator per kind
+                                 it holds, like a joint folder
       renderers/<name>/          saved renderers, one folder each: its renderer.json {"type": ...} says which (see
                                  pops.renderers): retrieval or decoder (embedded world), kandinsky, ipadapter,
                                  ipadapter-depth (real)

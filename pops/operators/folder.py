@@ -36,6 +36,7 @@ from pops.base.registry import get_spec
 from pops.core.prior import PopsPrior
 from pops.core.sampler import make_sampling_scheduler
 from pops.core.sampling import SamplingConfig
+from pops.encoders import bundle_encoder, located_encoder
 from pops.operators.checkpoint import CLIP_STATS
 from pops.operators.vocabulary import VOCABULARY_FILE, Vocabulary
 
@@ -128,7 +129,7 @@ class OperatorConfig:
                 num_inference_steps=config.get("num_inference_steps", DEFAULT_STEPS),
                 draws=config.get("draws", 1),
                 sampling_scheduler=config.get("sampling_scheduler"),
-                encoder_configs=config.get("encoders"),
+                encoder_configs=located_encoders(config.get("encoders"), where),
                 training=config.get("training"),
                 source=config.get("source"),
             )
@@ -185,6 +186,7 @@ def save_operator_folder(
     )
 
     def write(tmp: Path) -> None:
+        bundle_encoders(config, tmp)
         atomic_write(tmp / OPERATOR_WEIGHTS_NAME, lambda t: save_file(state, t, metadata={"format": "pt"}))
         atomic_write_text(tmp / "README.md", card)
         for name, value in (extra_json or {}).items():
@@ -195,6 +197,19 @@ def save_operator_folder(
         atomic_write_json(tmp / OPERATOR_CONFIG_NAME, config)
 
     write_folder(Path(folder), write, commit=OPERATOR_CONFIG_NAME)
+
+
+def bundle_encoders(config: dict, folder: Path) -> None:
+    """Copy the encoders of ours that `config` names (its own, or each operator's of a joint folder) into the folder
+    being written, naming them relative to it (pops.encoders.bundle_encoder)."""
+    for entry in [config, *config.get("operators", {}).values()]:
+        if entry.get("encoders"):
+            entry["encoders"] = {m: bundle_encoder(c, folder) for m, c in entry["encoders"].items()}
+
+
+def located_encoders(configs: dict | None, folder: str | Path) -> dict:
+    """Saved encoder configs with the paths of bundled encoders resolved against their folder."""
+    return {m: located_encoder(c, folder) if isinstance(c, dict) else c for m, c in (configs or {}).items()}
 
 
 def read_operator_config(folder: Path) -> tuple[dict, PopsPrior]:

@@ -34,6 +34,7 @@ from pops.base.registry import OperatorSpec, get_spec
 from pops.core.sampling import SamplingConfig, call_sampling
 from pops.embeddings.pairs import Batch, Pairs
 from pops.encoders import load_encoder
+from pops.operators.folder import bundle_encoders, located_encoders
 from pops.operators.inputs import prepare_inputs
 
 METHOD = "subspace"
@@ -215,6 +216,7 @@ class SubspaceOperators:
         card = _card(self)
 
         def write(tmp: Path) -> None:
+            bundle_encoders(config, tmp)
             atomic_write(tmp / BASES_FILE, lambda t: save_file(tensors, t, metadata={"format": "pt"}))
             atomic_write_text(tmp / "README.md", card)
             atomic_write_json(tmp / OPERATOR_CONFIG_NAME, config)
@@ -240,7 +242,7 @@ class SubspaceOperators:
                     tensors[f"{kind}.centre"],
                     radius=settings.get("radius", 1.0),
                     base_embedding=tensors.get(f"{kind}.base"),
-                    encoder_configs=settings.get("encoders"),
+                    encoder_configs=located_encoders(settings.get("encoders"), folder),
                     text_width=settings.get("text_width"),
                 )
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
