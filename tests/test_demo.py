@@ -302,7 +302,9 @@ def test_demo_config_validation(tmp_path):
         DemoConfig(out=tmp_path, world={"textures": ("velvet",)}).world_config()
     with pytest.raises(ValueError, match="joint_budget"):
         DemoConfig(out=tmp_path, joint_budget=0)
-    assert DemoConfig(out=tmp_path).trains_joint and not DemoConfig(out=tmp_path, operators=("union",)).trains_joint
+    assert not DemoConfig(out=tmp_path).trains_joint  # off unless asked for (`--joint`)
+    assert DemoConfig(out=tmp_path, joint=True).trains_joint
+    assert not DemoConfig(out=tmp_path, joint=True, operators=("union",)).trains_joint  # one operator: nothing to join
     assert DemoConfig(out=tmp_path, steps=100, joint_budget=0.5).joint_steps() == 250  # 5 operators x 100 x 0.5
     assert DemoConfig(out=tmp_path).cache_dir == tmp_path / "cache"
 

@@ -55,7 +55,7 @@ def test_a_sixth_entry_trains_samples_and_runs_in_the_quick_demo(pair_operator, 
     result = run_demo(config)
     pops, input_a = result.table.get("pair", "pops"), result.table.get("pair", "input_a")
     assert pops.n > 0 and pops.top1 > input_a.top1  # it learned to hold both objects, on held-out pairs
-    assert result.trained == ["pair"] and result.guidance["pair"] in config.guidance_candidates
+    assert result.trained == ["pair"] and result.guidance["pair"] in (*config.guidance_candidates, PAIR.guidance_scale)
     op = Operator.from_pretrained(config.out / "operators" / "pair")
     assert op.spec.kind == "pair" and op.guidance_scale == result.guidance["pair"]
     left, right = torch.randn(3, op.embedding_dim), torch.randn(3, op.embedding_dim)

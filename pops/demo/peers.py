@@ -65,15 +65,17 @@ def subspace_operator(kind: str, data, tower, encoders: dict) -> SubspaceOperato
 
 
 def build_peers(config, data: dict, tower, encoders: dict) -> dict[str, dict]:
-    """Per operator, its peers: {"subspace": SubspaceOperator, "ridge": Ridge}; the subspace operators saved under
-    OUT/operators/subspace."""
+    """Per operator, its peers: {"subspace": SubspaceOperator, "ridge": Ridge} (an operator whose inputs' factors
+    the world's captions cannot name, such as a registry entry added for one's own data, gets ridge alone); the
+    subspace operators saved under OUT/operators/subspace."""
     peers = {}
     for kind, d in data.items():
-        ridge = fit_ridge(d.train, d.validation, d.gallery, d.gallery_classes)
-        peers[kind] = {SUBSPACE_METHOD: subspace_operator(kind, d, tower, encoders[kind]), RIDGE_METHOD: ridge}
-    SubspaceOperators({k: p[SUBSPACE_METHOD] for k, p in peers.items()}).save_pretrained(
-        config.out / "operators" / SUBSPACE_FOLDER
-    )
+        peers[kind] = {RIDGE_METHOD: fit_ridge(d.train, d.validation, d.gallery, d.gallery_classes)}
+        if kind in SLOT_FACTORS:
+            peers[kind][SUBSPACE_METHOD] = subspace_operator(kind, d, tower, encoders[kind])
+    subspace = {k: p[SUBSPACE_METHOD] for k, p in peers.items() if SUBSPACE_METHOD in p}
+    if subspace:
+        SubspaceOperators(subspace).save_pretrained(config.out / "operators" / SUBSPACE_FOLDER)
     return peers
 
 

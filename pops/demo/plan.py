@@ -26,7 +26,7 @@ class DemoConfig:
     out: Path = Path("outputs/demo")
     cache_dir: Path | None = None  # default: <out>/cache
     seed: int = 0  # world seed; the operators' training seed too
-    operators: tuple[str, ...] = tuple(REGISTRY)
+    operators: tuple[str, ...] = field(default_factory=lambda: tuple(REGISTRY))  # (as registered when made)
     world: dict = field(default_factory=dict)  # WorldConfig overrides (names, outfits, holdout)
     image_size: int = 128  # the world draws at this size ...
     encoder_resolution: int = 128  # ... and EfficientNet sees it at this size (encoding is the slowest stage)
