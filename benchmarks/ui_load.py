@@ -1,7 +1,7 @@
 """The browser UI under load: concurrent HTTP clients against one `pops serve`, each checking its own answers.
 
     .venv/bin/python -m benchmarks.ui_load --models outputs/demo [--clients 8] [--requests 25] [--queue-size 64]
-        [--steps 3] [--renderer auto] [--warmup 1] [--timeout 120]
+        [--steps 3] [--renderer auto] [--warmup 1] [--rounds 1] [--timeout 120]
 
 Starts `pops serve --models DIR` on a free loopback port (its log and output folder in a temporary folder), then:
 
@@ -13,17 +13,19 @@ Starts `pops serve --models DIR` on a free loopback port (its log and output fol
    of its own. The pictures are the models folder's assets/*.png (a `pops demo` folder holds three), else random
    ones; each client takes them in its own order. A request the server refuses because its queue is full
    (gradio_client's QueueError) counts as a refusal and is not retried.
-3. Every answer is checked against a direct `pops.apply` of the same equation with the same seed and settings, in
-   this process: the output embedding (the run's downloaded output.safetensors) must be the same bit for bit (same
-   models, same seeds, CPU) and the record must carry the request's own seed and a run folder of its own.
-   Bit for bit needs the same picture embeddings on both sides: a runner caches each picture's embedding the first
-   time it encodes it, and the encoder's rounding depends on the batch it ran in (a picture encoded alone and in a
-   batch of two differ by ~4e-6) and on the number of torch threads. So both sides first run the same equation
-   naming all three pictures (step 1), and the check runs with the server's number of torch threads.
+3. Every answer is checked against a direct run of the same equation with the same seed and settings in this
+   process (the EquationRunner that `pops.apply(equation, models=DIR, seed=...)` runs): the output embedding (the
+   run's downloaded output.safetensors) must be the same bit for bit (same models, same seeds, CPU) and the record
+   must carry the request's own seed and a run folder of its own. Bit for bit needs the same picture embeddings on
+   both sides: a runner caches each picture's embedding the first time it encodes it, and the encoder's rounding
+   depends on the batch it ran in (a picture encoded alone and in a batch of two differ by ~4e-6) and on the number
+   of torch threads. So both sides first run the same equation naming all three pictures (step 1; the check on a
+   fresh runner), and the check runs with the server's number of torch threads.
 
-Prints requests, answers, refusals, errors, lost requests, mix-ups, latency p50/p95/max (seconds from submitting to
-the downloaded answer, uploads included) and throughput per round, and the server's RSS after the warm-up and at
-the end. The same load pattern runs in tests/test_ui_load.py on tiny operators.
+Prints, per round, requests, answers, refusals, errors, lost requests, mix-ups, latency p50/p95/max (seconds from
+submitting to the downloaded answer, uploads included), answers per second and the server's RSS after it; --rounds N
+repeats the load round (is the memory steady, or does it grow with every round?). The same load pattern runs in
+tests/test_ui_load.py, on tiny operators.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def plan_requests(clients: int, requests: int, pictures: list[Path], first_seed:
 
 def prime_request(pictures: list[Path]) -> Request:
     """The first request a server gets: the equation over the first three pictures, which encodes them in one batch
-    (and caches them) the same way a direct `pops.apply` of it does."""
+    (and caches them) the same way the check's direct runner does (check_answers)."""
     a, b, c = pictures[:3]
     return Request(-1, 0, "/equation", PRIME_SEED, (a, b, c), EQUATION.format(a=a.name, b=b.name, c=c.name))
 
@@ -212,26 +214,33 @@ def run_round(
 
 # ----- checking the answers ----------------------------------------------------------------------------------------
 def check_answers(
-    answers: list[Answer], models: str, base_dir: Path, *, steps: int = 3, threads: int | None = None
+    answers: list[Answer], models: str, pictures: list[Path], *, steps: int = 3, threads: int | None = None
 ) -> list[str]:
-    """Mix-ups: every answered request against a direct `pops.apply` of its own equation and seed (bit for bit),
-    its record's seed, and run folders that no two answers share. Returns one line per problem. The direct runs use
-    `threads` torch threads (None: as they are); the first answer checked should be the prime request's."""
+    """Mix-ups: every answered request against a direct run of its own equation and seed (bit for bit), its
+    record's seed, and run folders that no two answers share. Returns one line per problem.
+
+    The direct runs: a fresh EquationRunner of `models` (what `pops.apply(equation, models=DIR, seed=...)` runs), over
+    the pictures' folder, with `threads` torch threads (None: as they are); it first runs the prime request's
+    equation, so that it encodes the pictures in the same batch as the server did with its first request."""
     import torch
+
+    from pops.equation.runner import EquationRunner
 
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _check(answers, models, base_dir, steps)
+        runner = EquationRunner(models)
+        base_dir = pictures[0].parent
+        prime = prime_request(pictures)
+        runner.run(prime.equation, seed=prime.seed, base_dir=base_dir, num_inference_steps=steps)
+        return _check(answers, runner, base_dir, steps)
     finally:
         torch.set_num_threads(before)
 
 
-def _check(answers: list[Answer], models: str, base_dir: Path, steps: int) -> list[str]:
+def _check(answers: list[Answer], runner, base_dir: Path, steps: int) -> list[str]:
     import torch
-
-    import pops
 
     problems, runs = [], {}
     for answer in answers:
@@ -245,12 +254,14 @@ def _check(answers: list[Answer], models: str, base_dir: Path, steps: int) -> li
         if run in runs:
             problems.append(f"{who}: run folder {run} also answered {runs[run]}")
         runs[run] = who
-        direct = pops.apply(r.equation, models=models, seed=r.seed, base_dir=base_dir, num_inference_steps=steps)
-        if answer.output.shape != direct.output.shape or not torch.equal(answer.output, direct.output):
-            diff = (
-                (answer.output - direct.output).abs().max().item() if answer.output.shape == direct.output.shape else ""
+        direct = runner.run(r.equation, seed=r.seed, base_dir=base_dir, num_inference_steps=steps).output
+        if answer.output.shape != direct.shape:
+            problems.append(
+                f"{who}: the output is {tuple(answer.output.shape)}, the direct run's {tuple(direct.shape)}"
             )
-            problems.append(f"{who}: the output differs from pops.apply of {r.equation!r} {diff}")
+        elif not torch.equal(answer.output, direct):
+            diff = (answer.output - direct).abs().max().item()
+            problems.append(f"{who}: the output differs from the direct run of {r.equation!r} (max |diff| {diff:.3g})")
     return problems
 
 
@@ -283,10 +294,11 @@ COLUMNS = ("requests", "answered", "refused", "error", "lost", "unsent", "mixed_
 
 
 def table(rows: dict[str, dict]) -> str:
-    """The summaries as a text table, one row per round."""
-    lines = [f"{'':10}" + "".join(f"{c:>10}" for c in COLUMNS)]
+    """The summaries as a text table, one row per round (with the server's RSS in MiB where the rows have it)."""
+    columns = COLUMNS + tuple(c for c in ("rss_mib",) if all(c in row for row in rows.values()))
+    lines = [f"{'':10}" + "".join(f"{c:>10}" for c in columns)]
     for name, row in rows.items():
-        cells = [f"{row[c]:>10.3f}" if isinstance(row[c], float) else f"{row[c]:>10}" for c in COLUMNS]
+        cells = [f"{row[c]:>10.3f}" if isinstance(row[c], float) else f"{row[c]:>10}" for c in columns]
         lines.append(f"{name:10}" + "".join(cells))
     return "\n".join(lines)
 
@@ -357,6 +369,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="sampling steps per operator call")
     parser.add_argument("--renderer", default="auto")
     parser.add_argument("--timeout", type=float, default=120, help="seconds a request may wait for its answer")
+    parser.add_argument("--rounds", type=int, default=1, help="load rounds one after the other (RSS after each)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the server's log and output here")
     args = parser.parse_args(argv)
     models = args.models.expanduser().resolve()
@@ -375,14 +388,21 @@ def main(argv=None) -> None:
             if first[0].outcome != "answered":
                 raise RuntimeError(f"the first request was not answered: {first[0].message}")
             answers = {}
-            for name, n, first_seed in (("warm-up", args.warmup, 10**6), ("load", args.requests, 0)):
+            rounds = [("warm-up", args.warmup, 10**6)]
+            per_round = args.clients * args.requests
+            rounds += [
+                ("load" if args.rounds == 1 else f"load {r + 1}", args.requests, r * per_round)
+                for r in range(args.rounds)
+            ]
+            for name, n, first_seed in rounds:
                 plans = plan_requests(args.clients, n, pictures, first_seed)
                 answers[name], seconds = run_round(clients, plans, str(models), **common)
                 rss[name] = rss_kib(proc.pid)
                 rows[name] = summary(answers[name], seconds)
+                rows[name]["rss_mib"] = rss[name] / 1024
         answers["warm-up"] = first + answers["warm-up"]
         for name, got in answers.items():  # after the load: the checks take no CPU from the server's rounds
-            problems = check_answers(got, str(models), work / "pictures", steps=args.steps)
+            problems = check_answers(got, str(models), pictures, steps=args.steps)
             rows[name]["mixed_up"] = len(problems)
             for line in problems[:10] + sorted({a.message for a in got if a.outcome != "answered"})[:10]:
                 print(f"  {name}: {line}")
@@ -397,15 +417,16 @@ def main(argv=None) -> None:
 
     print(f"pops serve under load: {models}")
     print(
-        f"{args.clients} clients x {args.requests} requests (texturing tab and an equation, alternating), "
-        f"warm-up {args.clients} x {args.warmup}, queue size {args.queue_size}, {args.steps} steps, "
+        f"{args.rounds} x {args.clients} clients x {args.requests} requests (texturing tab and an equation, "
+        f"alternating), warm-up {args.clients} x {args.warmup}, queue size {args.queue_size}, {args.steps} steps, "
         f"renderer {args.renderer}, torch threads in the server: its default"
     )
     print(table(rows))
-    growth = 100 * (rss["load"] - rss["warm-up"]) / rss["warm-up"]
+    end = rss[rounds[-1][0]]
+    growth = 100 * (end - rss["warm-up"]) / rss["warm-up"]
     print(
-        f"server RSS: {rss['warm-up'] / 1024:.1f} MiB after the warm-up, {rss['load'] / 1024:.1f} MiB "
-        f"at the end ({growth:+.1f} %)"
+        f"server RSS: {rss['warm-up'] / 1024:.1f} MiB after the warm-up, {end / 1024:.1f} MiB at the end "
+        f"({growth:+.1f} %)"
     )
 
 

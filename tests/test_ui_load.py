@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def world(tmp_path_factory):
     for name, image in zip(("object.png", "texture.png", "other.png"), random_images(3, seed=7, size=32)):
         image.save(pictures / name)
         paths.append(pictures / name)
-    return {"models": models, "pictures": paths, "base_dir": pictures}
+    return {"models": models, "pictures": paths}
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +73,18 @@ def server(world, tmp_path_factory):
     its answer before sending the next request; a burst of BURST does), one torch thread, BURST clients, and its
     first request answered: the equation that encodes the three pictures in one batch, on both sides."""
     root = tmp_path_factory.mktemp("ui-load-server")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", str(SERVER_THREADS))  # the server's torch reads it (pops_serve copies os.environ)
-        serve = pops_serve(world["models"], root / "served", "pops_serve_load.log", "--queue-size", CLIENTS, cwd=root)
-        url = serve.__enter__()
-    try:
-        with open_clients(url, BURST, root / "downloads") as clients:
-            first, _ = run_round(clients[:1], [[prime_request(world["pictures"])]], str(world["models"]), **COMMON)
-            assert [a.outcome for a in first] == ["answered"], first[0].message
-            assert not check_answers(
-                first, str(world["models"]), world["base_dir"], steps=STEPS, threads=SERVER_THREADS
+    with ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OMP_NUM_THREADS", str(SERVER_THREADS))  # the server's torch reads it (pops_serve copies it)
+            serve = pops_serve(
+                world["models"], root / "served", "pops_serve_load.log", "--queue-size", CLIENTS, cwd=root
             )
-            yield {"url": url, "pid": server_pid(url), "clients": clients, "runs": root / "served" / "runs"}
-    finally:
-        serve.__exit__(None, None, None)
+            url = stack.enter_context(serve)
+        clients = stack.enter_context(open_clients(url, BURST, root / "downloads"))
+        first, _ = run_round(clients[:1], [[prime_request(world["pictures"])]], str(world["models"]), **COMMON)
+        assert [a.outcome for a in first] == ["answered"], first[0].message
+        assert not check_answers(first, str(world["models"]), world["pictures"], steps=STEPS, threads=SERVER_THREADS)
+        yield {"url": url, "pid": server_pid(url), "clients": clients, "runs": root / "served" / "runs"}
 
 
 def server_pid(url: str) -> int:
@@ -110,7 +109,7 @@ def runs_of(server) -> set[str]:
 
 
 def outcomes(answers) -> dict[str, list[str]]:
-    """Outcome -> the messages of the requests that had it (all but the answered ones: what went wrong)."""
+    """Outcome ("answered", "refused", …) -> the messages of the requests that had it."""
     found: dict[str, list[str]] = {}
     for a in answers:
         found.setdefault(a.outcome, []).append(a.message)
@@ -136,7 +135,7 @@ def test_concurrent_clients_each_get_their_own_answer_and_the_memory_stays_stead
     assert set(outcomes(answers)) == {"answered"}, outcomes(answers)  # the queue never filled: nothing refused
     assert len(load) == CLIENTS * REQUESTS
     # Each answer is the one its client asked for: its seed, a run of its own, the direct computation bit for bit.
-    problems = check_answers(answers, models, world["base_dir"], steps=STEPS, threads=SERVER_THREADS)
+    problems = check_answers(answers, models, world["pictures"], steps=STEPS, threads=SERVER_THREADS)
     assert not problems, "\n".join(problems)
     assert sorted(a.record["ui_run"] for a in answers) == sorted(runs)  # one run folder per answer, none other
     assert abs(rss_end - rss_warm) <= 0.10 * rss_warm, (rss_warm, rss_end)
@@ -170,6 +169,6 @@ def test_a_full_queue_refuses_what_does_not_fit_with_a_busy_message_and_loses_no
     assert all(m.startswith(BUSY) and "try again" in m for m in found["refused"]), found["refused"]
     assert [a.outcome for a in after] == ["answered"] * 2  # still serving after the refusals
     answered = [a for a in bursts + after if a.outcome == "answered"]
-    problems = check_answers(answered, models, world["base_dir"], steps=STEPS, threads=SERVER_THREADS)
+    problems = check_answers(answered, models, world["pictures"], steps=STEPS, threads=SERVER_THREADS)
     assert not problems, "\n".join(problems)
     assert sorted(a.record["ui_run"] for a in answered) == sorted(runs)  # a refused request leaves no run behind
