@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Written next to a trained operator: what it was trained with. A rerun reuses the operator only when this matches.
 TRAIN_RECORD = "demo_training.json"
 # Bump when the training recipe changes in a way the settings do not show (so older operators are not reused).
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 # The joint model's folder under <out>/operators/ and its method name in the metrics.
 JOINT_FOLDER = "joint"
 JOINT_METHOD = "pops joint"
@@ -112,7 +112,6 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
         "data": _fingerprints(train),
         "validation": _fingerprints(validation),
         "guidance_candidates": list(config.guidance_candidates),
-        "sampling_steps": config.sampling_steps,
         "fast_samplers": [list(s) for s in config.fast_samplers],
         "validation_seeds": config.validation_seeds,
         "choice_z": config.choice_z,
@@ -121,8 +120,8 @@ def training_inputs(config, settings: dict, train, validation) -> dict:
 
 def give_sampling(op, data, config) -> dict:
     """Give `op` its sampling chosen on validation classes: the reference's call at the registry's guidance scale,
-    unless a candidate (a guidance scale of `config.guidance_candidates` with the reference sampler or one of
-    `config.fast_samplers`) beats it by more than the noise (pops.evaluation.choice). Returns the record of the
+    unless a candidate (one of `config.fast_samplers` at a scale of `config.guidance_candidates` or the registry's)
+    beats it by more than the noise (pops.evaluation.choice). Returns the record of the
     choice: every candidate's validation score, the default, the chosen one and its per-sample hits (with which
     the joint model's choice is compared)."""
     default = SamplingConfig.reference(op.spec.guidance_scale)  # the paper's own call

@@ -53,9 +53,17 @@ def subspace_operator(kind: str, data, tower, encoders: dict) -> SubspaceOperato
     settings = dict(radius=float(tower.tower.image_radius), encoder_configs=encoders, text_width=tower.width)
     if kind == "composition":  # no base picture: every garment on the training outfits' mean
         settings["base_embedding"] = data.train.target.float().mean(0)
+    known: dict[str, torch.Tensor] = {}
+
+    def embed(texts: list[str]) -> torch.Tensor:  # each caption through the tower once, whatever the rank
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, tower.encode(missing)))
+        return torch.stack([known[t] for t in texts])
+
     best, best_score = None, -1.0
     for rank in RANKS:
-        op = build_subspace_operator(kind, captions, tower.encode, tower.tower.image_mean, rank, **settings)
+        op = build_subspace_operator(kind, captions, embed, tower.tower.image_mean, rank, **settings)
         if data.validation is None:
             return op
         score = _top1(op.sample_batch(data.validation), data.validation, data)

@@ -182,9 +182,7 @@ def render_report(
         encoder=str(summary.get("encoder", "")),
         metrics_table=table.to_html(),  # already escaped by MetricsTable
         candidates=", ".join(f"{g:g}" for g in config.get("guidance_candidates", ())),
-        samplers=", ".join(
-            c.label for c in sampling_candidates(config.get("sampling_steps"), config.get("fast_samplers"))
-        ),
+        samplers=", ".join(c.label for c in sampling_candidates(config.get("fast_samplers"))),
         chosen=", ".join(f"{k}: {label}" for k, label in (summary.get("sampling") or {}).items()),
         gaps=gap_table(table, summary.get("chosen")),
         peers=peer_table(table),
