@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from pops.encoders import each_text_once
 from pops.evaluation import MetricsTable, evaluate_embeddings, row_name
 from pops.evaluation.harness import true_classes
 from pops.evaluation.metrics import class_prototypes, top1_accuracy
@@ -53,12 +54,10 @@ def subspace_operator(kind: str, data, tower, encoders: dict) -> SubspaceOperato
     settings = dict(radius=float(tower.tower.image_radius), encoder_configs=encoders, text_width=tower.width)
     if kind == "composition":  # no base picture: every garment on the training outfits' mean
         settings["base_embedding"] = data.train.target.float().mean(0)
-    known: dict[str, torch.Tensor] = {}
+    texts = [text for slot in captions if slot for text, _ in slot]
+    known = dict(zip(texts, each_text_once(tower.encode, texts)))  # each caption through the tower once
 
-    def embed(texts: list[str]) -> torch.Tensor:  # each caption through the tower once, whatever the rank
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
-        if missing:
-            known.update(zip(missing, tower.encode(missing)))
+    def embed(texts: list[str]) -> torch.Tensor:
         return torch.stack([known[t] for t in texts])
 
     best, best_score = None, -1.0

@@ -21,6 +21,7 @@ import torch
 from pops.base.files import tensor_digest
 from pops.base.readers import read_json
 from pops.embeddings.pairs import Pairs
+from pops.encoders import each_text_once
 from pops.encoders.text_tower import TOWER_CONFIG, TextTowerEncoder, fit_text_tower, load_text_tower
 from pops.world.captions import caption, input_caption
 
@@ -91,7 +92,7 @@ def through_tower(pairs: Pairs, tower: TextTowerEncoder, recipe: str, *, align: 
     with torch.no_grad():
         out.slots[text] = (tower.tower.rows(states), mask)
     if align and recipe in ("paper", "both"):
-        out.align_text = tower.encode(_captions(pairs))
+        out.align_text = torch.stack(each_text_once(tower.encode, _captions(pairs)))
         if recipe == "paper":
             out.target = pairs.slots[image].clone()
     return out

@@ -6,11 +6,14 @@ scale), "test" (the world's held-out classes) and, for instruct, "test_synonyms"
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from pops.base.registry import get_spec
 from pops.demo.text_space import text_tower, through_tower
 from pops.embeddings.pairs import PairRow, assemble_pairs
+from pops.encoders import each_text_once
 from pops.evaluation import OperatorData
 
 
@@ -48,7 +51,7 @@ def samples_to_pairs(world, kind: str, split: str, samples, seed: int, cache, te
         "input_classes": [s.input_classes for s in samples],
         "recipes": [s.recipe for s in samples],
     }
-    encode_words = text_encoder.token_rows if spec.text_slots else None
+    encode_words = partial(each_text_once, text_encoder.token_rows) if spec.text_slots else None
     return assemble_pairs(spec, rows, embeds, encode_words, class_ids=class_ids, info=info)
 
 

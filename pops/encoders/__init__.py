@@ -50,6 +50,14 @@ def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
+def each_text_once(encode, texts: Sequence[str]) -> list:
+    """`encode(texts)` (one result per text) run on each distinct text once, in `texts`' order: a split of pairs
+    says each of its few words or captions hundreds of times."""
+    distinct = list(dict.fromkeys(texts))
+    table = dict(zip(distinct, encode(distinct)))
+    return [table[text] for text in texts]
+
+
 # Encoders an operator folder can name in its config ({"type": ..., **options}); each class has
 # `from_config(config)` and `to_config()`.
 ENCODER_TYPES = {
