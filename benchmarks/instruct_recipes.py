@@ -41,7 +41,7 @@ RECIPES = ("paper", "supervised", "both", "supervised, MiniLM rows")
 def instruct_data(config: DemoConfig):
     """Instruct's data for this config (through the text tower unless the config turns it off)."""
     cache = EmbeddingCache(config.cache_dir, EfficientNetEncoder(config.encoder_resolution))
-    data, _ = build_data(config, World(config.world_config()), cache, MiniLMEncoder(), {})
+    data, _ = build_data(config, World(config.world_config()), cache, MiniLMEncoder())
     return data["instruct"]
 
 

@@ -39,7 +39,7 @@ def demo_data(seed: int, folder: Path):
 
     config = DemoConfig(out=folder, seed=seed, progress=False)
     cache = EmbeddingCache(config.cache_dir, EfficientNetEncoder(config.encoder_resolution))
-    return config, build_data(config, World(config.world_config()), cache, MiniLMEncoder(), {})[0]
+    return config, build_data(config, World(config.world_config()), cache, MiniLMEncoder())[0]
 
 
 def score(config: DemoConfig, kind: str, data, recipe: list[str]) -> dict[str, float]:

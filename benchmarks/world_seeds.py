@@ -56,6 +56,22 @@ def margin(folder: Path) -> dict[str, float] | None:
     return out or None
 
 
+TOP1_METHODS = ("pops chosen", "subspace", "ridge", "averaging", "oracle")
+
+
+def print_top1(folders: dict[int, Path]) -> None:
+    """Held-out top-1 of the shipped operator beside each peer and reference: mean (worst) over seeds."""
+    tables = [MetricsTable.from_dict(json.loads((f / "metrics.json").read_text())) for f in folders.values()]
+    methods = [m for m in TOP1_METHODS if all(m in t.methods() for t in tables)]
+    print(f"{'top-1, mean (worst)':<22}" + "".join(f"{m:>16}" for m in methods))
+    for row in tables[0].operators():
+        cells = []
+        for m in methods:
+            values = [t.get(row, m).top1 for t in tables]
+            cells.append(f"{statistics.fmean(values):.3f} ({min(values):.3f})")
+        print(f"{row:<22}" + "".join(f"{c:>16}" for c in cells))
+
+
 def regret(folder: Path) -> dict[str, float] | None:
     """Operator -> the regret of the demo's choice (demo.json), or None for a demo that recorded none."""
     table = json.loads((folder / "demo.json").read_text()).get("regret") or {}
@@ -103,6 +119,8 @@ def main(argv=None) -> None:
         if all(r is not None for r in results.values()):
             print_table(method, results)
             print()
+    print_top1(folders)
+    print()
     margins = {seed: margin(folder) for seed, folder in folders.items()}
     if all(m for m in margins.values()):
         print_table("margin over best peer", margins)

@@ -1,12 +1,15 @@
 """The whole demo run: world + encoding, then operators (train, choose guidance, evaluate) and the decoder side by
 side in worker processes — with `joint`, the one model for all operators too — then the retrieval renderer, the
-report and the metrics files."""
+report and the metrics files. The decoder learns from the class galleries alone: they are drawn first, and it trains
+in a worker while the rest of the world is encoded."""
 
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from multiprocessing import get_context
@@ -39,7 +42,7 @@ from pops.demo.plan import (
 from pops.demo.processes import die_with_parent
 from pops.demo.report import chained_equation, example_grids, write_report
 from pops.demo.training_recipes import demo_recipe
-from pops.demo.world_pairs import build_data
+from pops.demo.world_pairs import build_data, class_galleries
 from pops.embeddings.cache import EmbeddingCache
 from pops.encoders import load_encoder
 from pops.encoders.efficientnet import EfficientNetEncoder
@@ -76,11 +79,13 @@ def run_demo(config: DemoConfig) -> DemoResult:
     check_outputs(config)  # before anything is written
     threads = choose_threads(config.threads)
     stages = Stages()
-    with stages("world + encoding"):
-        encoded = encode_world(config)
-    torch.set_num_threads(threads)
-    with stages("operators + decoder"):
-        jobs = train_and_evaluate(config, encoded)
+    workers = choose_workers(config.workers, len(config.operators) + (2 if config.trains_joint else 1))
+    with worker_pool(workers) as pool:
+        with stages("world + encoding"):
+            encoded = encode_world(config, pool)
+        torch.set_num_threads(threads)
+        with stages("operators + decoder"):
+            jobs = train_and_evaluate(config, encoded, pool, workers)
     with stages("report"):
         table, summary, report = write_report_files(config, encoded, jobs, threads, stages)
     summary["seconds"] = stages.seconds
@@ -143,6 +148,7 @@ class EncodedWorld:
     data: dict  # operator -> its pairs and class gallery (pops.demo.world_pairs.build_data)
     gallery_images: dict  # operator -> its gallery's (class, picture)s
     peers: dict = field(default_factory=dict)  # operator -> its peers (pops.demo.peers.build_peers)
+    decoder: Future | None = None  # the decoder's job (decoder_job), when it was started in a worker during encoding
 
     @cached_property
     def images(self) -> list:
@@ -161,19 +167,28 @@ class EncodedWorld:
         return {"image": self.encoder.to_config(), **text}
 
 
-def encode_world(config: DemoConfig) -> EncodedWorld:
-    """Draw the world, encode its pictures once through the cache, and build and save every operator's pairs."""
+def encode_world(config: DemoConfig, pool: ProcessPoolExecutor | None = None) -> EncodedWorld:
+    """Draw the world, encode its pictures once through the cache, and build and save every operator's pairs. With a
+    `pool`, the decoder starts training in it as soon as the class galleries are encoded, and the rest is encoded on
+    the core left (`EncodedWorld.decoder`)."""
     torch.set_num_threads(choose_encoder_threads(config.threads))
     world = World(config.world_config())
     encoder = EfficientNetEncoder(config.encoder_resolution)
     cache = EmbeddingCache(config.cache_dir, encoder)
+    galleries = class_galleries(config, world, cache)
+    decoder = None
+    if pool is not None:
+        images = [im for kind in config.operators for _, im in galleries[kind][0]]
+        embeds = torch.cat([galleries[kind][1] for kind in config.operators])
+        decoder = pool.submit(decoder_job, replace(config, progress=False), embeds, images, encoder.to_config())
+        torch.set_num_threads(choose_threads(config.threads))  # the other core trains the decoder
     # MiniLM reads instruct's words, and the captions the aligned text space learns from
     words = config.text_tower or any(get_spec(k).text_slots for k in config.operators)
     text_encoder = MiniLMEncoder() if words else None
-    gallery_images: dict = {}
-    data, text_encoder = build_data(config, world, cache, text_encoder, gallery_images)
+    data, text_encoder = build_data(config, world, cache, text_encoder, galleries)
     save_data(data, config.out / "data")
-    encoded = EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images)
+    gallery_images = {kind: gallery for kind, (gallery, _) in galleries.items()}
+    encoded = EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images, decoder=decoder)
     if isinstance(text_encoder, TextTowerEncoder):  # the subspace peer needs the aligned text space
         encoders = {kind: encoded.encoder_configs(kind) for kind in config.operators}
         encoded.peers = build_peers(config, data, text_encoder, encoders)
@@ -190,21 +205,22 @@ class JobResults:
     workers: int
 
 
-def train_and_evaluate(config: DemoConfig, encoded: EncodedWorld) -> JobResults:
+def train_and_evaluate(config: DemoConfig, encoded: EncodedWorld, pool=None, workers: int = 1) -> JobResults:
     """Train (or reuse), choose the sampling of and evaluate every operator — and the joint model — and train the
-    decoder, side by side in worker processes."""
+    decoder (unless `encoded` started it), side by side in the worker processes of `pool`."""
     encoders = {kind: encoded.encoder_configs(kind) for kind in config.operators}
-    # The costliest first (the registry's job cost), so two workers finish together. The decoder and the joint
-    # model are one job each, as long as all the separate operators together: they start first, on one worker
-    # each, and whichever is free next takes the separate operators one by one.
+    # The costliest first (the registry's job cost), so two workers finish together. The decoder (already running,
+    # or first) and the joint model are one job each, as long as all the separate operators together: whichever
+    # worker is free next takes the separate operators one by one.
     order = sorted(config.operators, key=lambda kind: -demo_recipe(kind).job_cost)
-    workers = choose_workers(config.workers, len(order) + (2 if config.trains_joint else 1))
     job_config = replace(config, progress=config.progress and workers == 1)
     jobs = [(operator_job, job_config, kind, encoded.data[kind], encoders[kind]) for kind in order]
     if config.trains_joint:
         jobs.insert(0, (joint_job, job_config, encoded.data, encoders))
-    jobs.insert(0, (decoder_job, job_config, encoded.embeds, encoded.images, encoded.encoder.to_config()))
-    fidelity, *results = run_jobs(config, jobs, workers)
+    if encoded.decoder is None:
+        jobs.insert(0, (decoder_job, job_config, encoded.embeds, encoded.images, encoded.encoder.to_config()))
+    results = run_jobs(config, jobs, pool, started=[encoded.decoder] if encoded.decoder else [])
+    fidelity = results.pop(0)
     joint = results.pop(0) if config.trains_joint else None
     results = sorted(results, key=lambda r: config.operators.index(r["kind"]))  # back in the user's order
     return JobResults(fidelity, results, joint, workers)
@@ -238,27 +254,41 @@ def decoder_job(config: DemoConfig, embeds: torch.Tensor, images: list, encoder_
     return {**fidelity, "steps": float(config.decoder_steps), "seconds": time.perf_counter() - start}
 
 
-def run_jobs(config: DemoConfig, jobs: list[tuple], workers: int) -> list:
-    """Run (function, *args) jobs, in `workers` spawned processes when more than one (each with its own torch
-    threads; inner progress bars off, one bar over the jobs instead). Results in job order; an error in a job is
-    raised here."""
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` spawned processes (each with its own torch threads), or None for one: the demo then runs its jobs
+    in this process. Workers die with this process, even when it is killed (SIGKILL runs no clean-up): none keeps
+    training and writing into OUT after it is gone."""
     if workers <= 1:
-        return [fn(*args) for fn, *args in jobs]
-    results: list = [None] * len(jobs)
-    # Workers die with this process, even when it is killed (SIGKILL runs no clean-up): none keeps training and
-    # writing into OUT after it is gone.
-    pool = ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
-    )
-    with pool:
-        futures = {pool.submit(fn, *args): i for i, (fn, *args) in enumerate(jobs)}
-        bar = tqdm(
-            total=len(jobs), desc=f"operators + decoder ({workers} processes)", unit="job", disable=not config.progress
-        )
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update(1)
-        bar.close()
+        yield None
+        return
+    context = get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        # A failed stage stops the jobs still running (the decoder, started early) instead of waiting for them;
+        # the executor has no public way to before Python 3.14.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def run_jobs(config: DemoConfig, jobs: list[tuple], pool, started: list[Future] = ()) -> list:
+    """The results of the jobs already `started` in `pool`, then of (function, *args) `jobs`: run in `pool` (inner
+    progress bars off, one bar over the jobs instead), or here without one. An error in a job is raised here."""
+    if pool is None:
+        return [future.result() for future in started] + [fn(*args) for fn, *args in jobs]
+    futures = [*started, *(pool.submit(fn, *args) for fn, *args in jobs)]
+    index = {future: i for i, future in enumerate(futures)}
+    results: list = [None] * len(futures)
+    bar = tqdm(total=len(futures), desc="operators + decoder", unit="job", disable=not config.progress)
+    for future in as_completed(futures):
+        results[index[future]] = future.result()
+        bar.update(1)
+    bar.close()
     return results
 
 

@@ -72,12 +72,23 @@ def split_validation(pairs, fraction: float, seed: int):
     return pairs.subset((~is_val).nonzero().squeeze(1)), validation
 
 
-def build_data(config, world, cache, text_encoder, gallery_images: dict) -> tuple[dict[str, OperatorData], object]:
-    """Every operator's train/validation/test pairs and class gallery, encoded through the cache, and the text
-    encoder the operators that take words read them with: with `config.text_tower`, the aligned text space trained on
-    the training classes' captions of every operator (pops.demo.text_space), through which the pairs' words are read;
-    else `text_encoder` itself. Fills `gallery_images` (kind -> [(class, PIL image)]) for the retrieval renderer."""
-    data = {kind: operator_data(config, world, cache, text_encoder, gallery_images, kind) for kind in config.operators}
+def class_galleries(config, world, cache) -> dict[str, tuple[list, torch.Tensor]]:
+    """Every operator's class gallery: kind -> ([(class, PIL image)], their embeddings through the cache). The
+    decoder learns from these alone, so the demo draws them first."""
+    galleries = {}
+    for kind in config.operators:
+        gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
+        galleries[kind] = gallery, cache.encode([im for _, im in gallery], progress=config.progress)
+    return galleries
+
+
+def build_data(config, world, cache, text_encoder, galleries: dict | None = None) -> tuple[dict, object]:
+    """Every operator's train/validation/test pairs and class gallery (`galleries`, as `class_galleries` gives them,
+    drawn here when not given), encoded through the cache, and the text encoder the operators that take words read
+    them with: with `config.text_tower`, the aligned text space trained on the training classes' captions of every
+    operator (pops.demo.text_space), through which the pairs' words are read; else `text_encoder` itself."""
+    galleries = galleries or class_galleries(config, world, cache)
+    data = {kind: operator_data(config, world, cache, text_encoder, galleries[kind], kind) for kind in config.operators}
     texts = [kind for kind in config.operators if get_spec(kind).text_slots]
     if not config.text_tower:  # words as the text encoder gives them; no aligned space (and no subspace peer)
         return data, text_encoder
@@ -92,8 +103,8 @@ def build_data(config, world, cache, text_encoder, gallery_images: dict) -> tupl
     return data, tower
 
 
-def operator_data(config, world, cache, text_encoder, gallery_images: dict, kind: str) -> OperatorData:
-    """One operator's pairs (train, validation, test splits) and class gallery."""
+def operator_data(config, world, cache, text_encoder, gallery: tuple[list, torch.Tensor], kind: str) -> OperatorData:
+    """One operator's pairs (train, validation, test splits), with its class gallery (pictures, embeddings)."""
     splits = {"train": config.train_per_class.get(kind, 1) * len(world.classes(kind, "train"))}
     splits["test"] = config.test_per_class * len(world.classes(kind, "test"))
     for split in get_spec(kind).extra_test_splits:  # e.g. instruct's synonyms, on train and held-out objects
@@ -102,9 +113,7 @@ def operator_data(config, world, cache, text_encoder, gallery_images: dict, kind
         s: make_pairs(world, kind, s, n, config.seed, cache, text_encoder, progress=config.progress)
         for s, n in splits.items()
     }
-    gallery = world.class_gallery(kind, config.gallery_per_class, seed=config.seed, progress=config.progress)
-    gallery_images[kind] = gallery
-    embeds = cache.encode([im for _, im in gallery], progress=config.progress)
+    gallery, embeds = gallery
     train, validation = split_validation(pairs.pop("train"), config.validation_fraction, config.seed)
     if validation is not None and config.validation_per_class:
         # The validation classes' training samples are too few to tell the candidates apart: draw fresh ones of those

@@ -298,9 +298,24 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a config never needs them, and nested aliases expand exponentially (a
+    "billion laughs" under a real key would hang the checks that read or print the value)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config", mark)
+        return super().compose_node(parent, index)
+
+
+def _safe_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
+        return _safe_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"override value {raw!r} is not YAML ({str(exc).splitlines()[0]})") from None
 
@@ -310,7 +325,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     path = Path(path)
     text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = _safe_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -235,6 +235,10 @@ def _training_configs(root: Path, good: Path, bad: Path) -> None:
     laughs = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     _yaml(bad / "alias-bomb.yaml", "\n".join(laughs) + "\n")
+    # The same laughs under a real key, whose check would print (and so expand) the value.
+    levels = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    _yaml(bad / "alias-bomb-key.yaml", f"optim:\n  betas: [{', '.join(levels)}]\n")
     # A checkpoint of a one-layer prior, and a config of a two-layer one that resumes it.
     plain = dict(load(TRAINING + MODEL), data=str(good / "pairs.safetensors"))
     train(config_from_dict(apply_overrides(plain, ["checkpoint.every=1", f"output_dir={root / 'ckpt'}"])))
