@@ -563,9 +563,10 @@ def test_quick_demo_reads_words_through_an_aligned_text_space_learnt_from_traini
 def test_quick_demo_scores_the_peers_and_the_regret_of_its_choice(quick_demo, tmp_path):
     """Beside every operator: the subspace operator and ridge regression on the same held-out pairs, in the metrics,
     the report (with pOps' margin over the best peer) and demo.json's regret of each choice; the subspace folder runs
-    as a models folder of its own (`pops apply` an equation, `pops eval`)."""
+    as a models folder of its own (`pops apply` an equation, `pops eval`, the UI's operator tab on pictures)."""
     from pops.embeddings.io import save_embeddings
     from pops.models.layout import check_models_folder
+    from pops.ui.backend import Backend, Settings
 
     config, result = quick_demo
     for row in (*config.operators, "instruct (synonyms)"):
@@ -585,3 +586,8 @@ def test_quick_demo_scores_the_peers_and_the_regret_of_its_choice(quick_demo, tm
     assert done.exit_code == 0, done.output
     scored = run_cli("eval", "--models", subspace, "--data", config.out / "data", "--operator", "union", "--seeds", "1")
     assert scored.exit_code == 0 and "union" in scored.output
+    backend = Backend([str(subspace)], tmp_path / "ui")
+    pictures = {"object": str(config.out / "assets" / "circle.png"), "texture": str(config.out / "assets" / "wood.png")}
+    shown = backend.run_operator("texturing", pictures, None, Settings(str(subspace), renderer="none"))
+    assert shown.ok, shown.status
+    assert shown.record["steps"] and "texturing" in shown.record["equation"]

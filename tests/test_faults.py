@@ -106,6 +106,44 @@ def test_a_killed_demo_leaves_no_worker_behind_and_a_rerun_completes(tmp_path):
     assert not [p for p in (out / "operators").iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_a_failure_while_encoding_stops_the_decoder_started_beside_it(tmp_path, monkeypatch):
+    """The decoder starts training in a worker as soon as the class galleries are encoded; when the rest of the
+    encoding then fails, the demo fails at once — it neither waits for the decoder nor leaves its worker running."""
+    import pops.demo.run as demo_run
+    from pops.demo import quick_config
+
+    def broken(*args, **kwargs):
+        time.sleep(3)  # the decoder's worker is up and training
+        raise RuntimeError("encoding failed")
+
+    monkeypatch.setattr(demo_run, "build_data", broken)
+    # Thousands of decoder steps: minutes of training, were it waited for.
+    config = quick_config(out=tmp_path / "demo", progress=False, operators=("union",), decoder_steps=20_000)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="encoding failed"):
+        demo_run.run_demo(config)
+    assert time.monotonic() - start < 90
+    deadline = time.monotonic() + 30
+    while spawned_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not spawned_workers(), "the decoder's worker outlived the failed demo"
+    assert not (config.out / "renderers" / "decoder").exists()
+
+
+def spawned_workers() -> list[int]:
+    """This process's live worker processes (spawned by multiprocessing)."""
+    workers = []
+    for pid in children(os.getpid()):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid):
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers
+
+
 # ----- a damaged demo operator -------------------------------------------------------------------------------------
 def tiny_demo_data(n: int = 16):
     from pops.evaluation.testsets import OperatorData

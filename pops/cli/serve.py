@@ -122,6 +122,8 @@ def _check_folders(models: list[Path], out: Path) -> None:
     from pops.models.layout import check_models_folder
 
     for folder in models:
+        if folder.is_symlink() and not folder.exists():  # not a folder still to come: one that can never be
+            fail(f"--models {folder} is a symbolic link that leads nowhere (broken, or a loop)")
         if folder.exists() and not folder.is_dir():
             fail(f"--models {folder} is a file, not a models folder")
         if folder.is_dir():

@@ -1,6 +1,7 @@
 """The embedded demo: the whole system, offline on a CPU, measured against ground truth (`pops demo`).
 
-    world (pops.world) -> images encoded once through the embedding cache (pops.embeddings.cache) -> training /
+    world (pops.world) -> class galleries first (the decoder starts training on them in a worker process) ->
+    images encoded once through the embedding cache (pops.embeddings.cache) -> training /
     validation / test pairs per operator (pops.demo.world_pairs) -> an aligned text space learnt from the training
     captions (pops.demo.text_space) -> five small operators trained from scratch, each keeping the paper's sampling
     unless another beats it on its validation classes beyond the noise (pops.evaluation.choice), evaluated on

@@ -280,8 +280,9 @@ def usable_cores(limit: int = 2) -> int:
 
 def choose_encoder_threads(requested: int | None) -> int:
     """Torch threads while encoding images: the requested count, else one per core (≤ 2). Unlike the operators'
-    small matrix products, EfficientNet's convolutions scale (measured: 9.1 -> 5.5 ms per image from 1 to 2 threads),
-    and nothing else runs during that stage."""
+    small matrix products, EfficientNet's convolutions scale (measured: 9.1 -> 5.5 ms per image from 1 to 2 threads).
+    Used for the class galleries; once the decoder trains beside the encoding in a worker, the rest is encoded with
+    `choose_threads` (pops.demo.run.encode_world)."""
     return choose_threads(requested) if requested is not None else usable_cores()
 
 

@@ -448,6 +448,7 @@ cli("serve", "config", "--max-file-size", *SERVE, "--max-file-size", "abc")
 cli("serve", "config", "--max-file-size", *SERVE, "--max-file-size", "-5mb")
 cli("serve", "config", "unknown renderer", *SERVE, "--renderer", "dalle")
 cli("serve", "folder", "is a file", "serve", "--models", A, "-o", "ui-serve")
+cli("serve", "missing", "leads nowhere", "serve", "--models", "models-loop", "-o", "ui-serve")  # a symlink loop
 cli("serve", "folder", "is a file, not a folder", "serve", "--models", "models", "-o", A)
 cli("serve", "type", "valid integer", *SERVE, "--port", "http")
 cli("serve", "unwritable", "not writable", "serve", "--models", "models", "-o", "blocker/ui")
