@@ -33,6 +33,7 @@ KINDS = {
     "equation": "pathological equation",
     "number": "bad number (guidance, steps, seed, counts, lr)",
     "memory": "request larger than the machine's memory",
+    "work": "request no machine would finish in a day",
     "type": "argument of the wrong type",
     "device": "unknown or absent device, unknown precision",
 }
@@ -182,6 +183,7 @@ cli("eval", "unwritable", "not writable", "eval", "--models", "models", "-o", "b
 cli("eval", "existing", "already exists", "eval", "--models", "models", "-o", "good/existing.json")
 cli("eval", "config", "must end in .json", "eval", "--models", "models", "-o", "t.txt")
 cli("eval", "number", "seeds", "eval", "--models", "models", "--seeds", "0")
+cli("eval", "work", "would take", "eval", "--models", "models", "--seeds", "1000000000000000")
 cli("eval", "number", "steps", "eval", "--models", "models", "--steps", "100000")
 cli("eval", "number", "threads", "eval", "--models", "models", "--threads", "5000")
 cli("eval", "number", "threads", "eval", "--models", "models", "--threads", "0")
