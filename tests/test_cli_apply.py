@@ -270,3 +270,44 @@ def test_a_warning_during_a_command_prints_on_its_own_line_above_the_progress_ba
     # Whatever a carriage return leaves on a line is what the terminal shows: the warning alone, not after a bar.
     shown = [line.rsplit("\r", 1)[-1] for line in capsys.readouterr().err.splitlines()]
     assert "instruct: 'crimson' is not one of the 3 words" in shown
+
+
+def unusual_pictures(folder) -> dict[str, object]:
+    """Valid pictures in the modes and containers a careless or unusual user sends: CMYK, 16-bit grey, grey with
+    alpha, palette, EXIF-rotated JPEG, animated GIF (its first frame is read)."""
+    from PIL import Image
+
+    red = Image.new("RGB", (32, 32), "red")
+    pictures = {
+        "cmyk.jpg": red.convert("CMYK"),
+        "grey16.png": Image.new("I;16", (32, 32), 40000),
+        "grey-alpha.png": red.convert("LA"),
+        "palette.png": red.convert("P"),
+    }
+    for name, picture in pictures.items():
+        picture.save(folder / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° when shown
+    Image.new("RGB", (48, 32), "blue").save(folder / "rotated.jpg", exif=exif)
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ("green", "yellow")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_unusual_but_valid_pictures_are_read(tmp_path):
+    """What the bad-input suite must not refuse: each picture above goes through `pops apply` as an operator's input."""
+    from tests.helpers.priors import PICTURE_WIDTH, picture_operator
+
+    op_dir = picture_operator().save_pretrained(tmp_path / "op")
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    names = unusual_pictures(folder)
+    assert len(names) == 6
+    for name in names:
+        out = tmp_path / f"{name}.safetensors"
+        result = run_cli(
+            "apply", str(folder / name), str(folder / name), "-m", str(op_dir), "--steps", "2", "-o", str(out)
+        )
+        assert result.exit_code == 0, f"{name}: {result.output}"
+        embeds = load_embeddings(out)[0]
+        assert embeds.shape == (1, PICTURE_WIDTH) and torch.isfinite(embeds).all()
