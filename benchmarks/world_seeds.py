@@ -44,10 +44,15 @@ def scores(folder: Path, method: str) -> dict[str, float] | None:
     }
 
 
+def shipped_method(table: MetricsTable) -> str:
+    """The method of what the demo ships: the model chosen per operator where the joint one was trained too."""
+    return "pops chosen" if "pops chosen" in table.methods() else "pops"
+
+
 def margin(folder: Path) -> dict[str, float] | None:
     """Row -> top-1 of what the demo ships minus that of the best peer (subspace, ridge); None without peers."""
     table = MetricsTable.from_dict(json.loads((folder / "metrics.json").read_text()))
-    shipped = "pops chosen" if "pops chosen" in table.methods() else "pops"
+    shipped = shipped_method(table)
     out = {}
     for row in table.operators():
         peers = [table.get(row, m).top1 for m in PEERS if m in table.methods()]
@@ -63,10 +68,8 @@ def print_top1(folders: dict[int, Path]) -> None:
     """Held-out top-1 of the shipped operator beside each peer and reference: mean (worst) over seeds."""
     tables = [MetricsTable.from_dict(json.loads((f / "metrics.json").read_text())) for f in folders.values()]
 
-    def method(table, name):  # what the demo ships: the chosen model where the joint one was trained
-        if name == "shipped":
-            return "pops chosen" if "pops chosen" in table.methods() else "pops"
-        return name
+    def method(table, name):
+        return shipped_method(table) if name == "shipped" else name
 
     methods = [m for m in TOP1_METHODS if all(method(t, m) in t.methods() for t in tables)]
     print(f"{'top-1, mean (worst)':<22}" + "".join(f"{m:>16}" for m in methods))

@@ -14,8 +14,8 @@ import torch
 
 from pops.encoders import each_text_once
 from pops.evaluation import MetricsTable, evaluate_embeddings, row_name
-from pops.evaluation.harness import true_classes
-from pops.evaluation.metrics import class_prototypes, top1_accuracy
+from pops.evaluation.harness import hits, true_classes
+from pops.evaluation.metrics import class_prototypes
 from pops.evaluation.peers import Ridge, fit_ridge
 from pops.operators.subspace import SubspaceOperator, SubspaceOperators, build_subspace_operator
 from pops.world.captions import SLOT_FACTORS, caption, factors
@@ -65,7 +65,7 @@ def subspace_operator(kind: str, data, tower, encoders: dict) -> SubspaceOperato
         op = build_subspace_operator(kind, captions, embed, tower.tower.image_mean, rank, **settings)
         if data.validation is None:
             return op
-        score = _top1(op.sample_batch(data.validation), data.validation, data)
+        score = float(hits(op.sample_batch(data.validation), data.validation, data).mean())
         if score > best_score:
             best, best_score = op, score
     return best
@@ -100,8 +100,3 @@ def peer_table(data: dict, peers: dict[str, dict]) -> tuple[MetricsTable, dict]:
                 table.add(row, method, **scores, n=len(pairs))
                 outputs[f"{row}/{method}"] = out
     return table, outputs
-
-
-def _top1(out: torch.Tensor, pairs, data) -> float:
-    names, protos = class_prototypes(data.gallery, data.gallery_classes)
-    return top1_accuracy(out, true_classes(pairs, data), names, protos)

@@ -137,6 +137,12 @@ def check_out_folder(config: DemoConfig) -> None:
             raise IsADirectoryError(f"{out / name} is a folder; the demo writes its {name} there")
 
 
+def gallery_pictures(galleries: dict) -> tuple[list, torch.Tensor]:
+    """Every gallery picture, operator after operator, and their embeddings in the same order: the decoder's and the
+    retrieval renderer's pictures."""
+    return [im for gallery, _ in galleries.values() for _, im in gallery], torch.cat([e for _, e in galleries.values()])
+
+
 @dataclass
 class EncodedWorld:
     """The first stage's product: the world, its encoders and cache, and every operator's pairs as embeddings."""
@@ -146,19 +152,17 @@ class EncodedWorld:
     text_encoder: Any  # only when an operator takes words: the aligned text tower (or MiniLM itself)
     cache: EmbeddingCache
     data: dict  # operator -> its pairs and class gallery (pops.demo.world_pairs.build_data)
-    gallery_images: dict  # operator -> its gallery's (class, picture)s
+    galleries: dict  # operator -> its gallery's (class, picture)s and their embeddings (class_galleries)
     peers: dict = field(default_factory=dict)  # operator -> its peers (pops.demo.peers.build_peers)
     decoder: Future | None = None  # the decoder's job (decoder_job), when it was started in a worker during encoding
 
     @cached_property
     def images(self) -> list:
-        """Every gallery picture, operator after operator (the decoder's and the retrieval renderer's pictures)."""
-        return [im for kind in self.data for _, im in self.gallery_images[kind]]
+        return gallery_pictures(self.galleries)[0]
 
     @cached_property
     def embeds(self) -> torch.Tensor:
-        """Their embeddings, in the same order."""
-        return torch.cat([self.data[kind].gallery for kind in self.data])
+        return gallery_pictures(self.galleries)[1]
 
     def encoder_configs(self, kind: str) -> dict:
         """The encoders an operator takes (recorded in its folder, so `pops apply` rebuilds them and takes images and
@@ -178,8 +182,7 @@ def encode_world(config: DemoConfig, pool: ProcessPoolExecutor | None = None) ->
     galleries = class_galleries(config, world, cache)
     decoder = None
     if pool is not None:
-        images = [im for kind in config.operators for _, im in galleries[kind][0]]
-        embeds = torch.cat([galleries[kind][1] for kind in config.operators])
+        images, embeds = gallery_pictures(galleries)
         decoder = pool.submit(decoder_job, replace(config, progress=False), embeds, images, encoder.to_config())
         torch.set_num_threads(choose_threads(config.threads))  # the other core trains the decoder
     # MiniLM reads instruct's words, and the captions the aligned text space learns from
@@ -187,8 +190,7 @@ def encode_world(config: DemoConfig, pool: ProcessPoolExecutor | None = None) ->
     text_encoder = MiniLMEncoder() if words else None
     data, text_encoder = build_data(config, world, cache, text_encoder, galleries)
     save_data(data, config.out / "data")
-    gallery_images = {kind: gallery for kind, (gallery, _) in galleries.items()}
-    encoded = EncodedWorld(world, encoder, text_encoder, cache, data, gallery_images, decoder=decoder)
+    encoded = EncodedWorld(world, encoder, text_encoder, cache, data, galleries, decoder=decoder)
     if isinstance(text_encoder, TextTowerEncoder):  # the subspace peer needs the aligned text space
         encoders = {kind: encoded.encoder_configs(kind) for kind in config.operators}
         encoded.peers = build_peers(config, data, text_encoder, encoders)
